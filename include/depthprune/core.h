@@ -1,0 +1,114 @@
+/* depthprune core: error values, rank-tagged logging, fatal errors and
+ * labelled allocation accounting.
+ *
+ * Two kinds of failure exist. Bad external input (files, configs, flags,
+ * data) is reported through a dp_err filled by the function that found it,
+ * and the caller decides (usually: print it on rank 0 and exit non-zero).
+ * Runtime faults (out of memory, CUDA/MPI errors) go to dp_fatal(), which
+ * prints `[rank/world] file:line func: message` and aborts the whole job
+ * through the hook the distribution layer installs (MPI_Abort), or exit(1)
+ * when none is installed.
+ *
+ * The core knows nothing of MPI: the rank used in log tags is set by the
+ * layer above with dp_log_set_rank(). */
+#ifndef DEPTHPRUNE_CORE_H
+#define DEPTHPRUNE_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DP_VERSION_STRING "0.1.0"
+
+#ifdef __cplusplus
+#define DP_NORETURN [[noreturn]]
+#else
+#define DP_NORETURN _Noreturn
+#endif
+
+/* Status codes. 0 is success; every other value names a class of failure.
+ * Modules with many distinct rules (safetensors validation) add their own
+ * codes above DP_E_MODULE_BASE so that tests can tell the rules apart. */
+enum {
+    DP_OK = 0,
+    DP_E_IO = 1,       /* open/read/write/mmap/rename failed */
+    DP_E_FORMAT = 2,   /* malformed input file */
+    DP_E_CONFIG = 3,   /* bad configuration key, type or value */
+    DP_E_USAGE = 4,    /* bad command line */
+    DP_E_MISMATCH = 5, /* inputs inconsistent with each other */
+    DP_E_RANGE = 6,    /* value out of range (token id, sequence length) */
+    DP_E_UNSUPPORTED = 7,
+    DP_E_NOMEM = 8,
+    DP_E_DEVICE = 9, /* requested device not available */
+    DP_E_MODULE_BASE = 100,
+};
+
+/* An error slot filled by the function that detects bad input. */
+typedef struct dp_err {
+    int code;
+    char msg[1024];
+} dp_err;
+
+/* Sets err (if not NULL) and returns code, so `return dp_err_set(...)` works. */
+int dp_err_set(dp_err *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prepends "context: " to an existing message (e.g. the file name). */
+void dp_err_prefix(dp_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dp_err_clear(dp_err *err);
+
+/* ---- logging ---- */
+void dp_log_set_rank(int rank, int world);
+void dp_log_set_quiet(int quiet);
+int dp_log_rank(void);
+/* Rank-tagged line to stderr: "[rank/world] message". */
+void dp_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Same, rank 0 only. Both are silenced by --quiet. */
+void dp_log0(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Error line that --quiet does not silence. */
+void dp_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- fatal errors ---- */
+typedef void (*dp_abort_hook)(int exit_code);
+void dp_set_abort_hook(dp_abort_hook hook);
+DP_NORETURN void dp_fatal_impl(const char *file, int line, const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define dp_fatal(...) dp_fatal_impl(__FILE__, __LINE__, __func__, __VA_ARGS__)
+
+/* ---- labelled allocations ----
+ * Every large buffer carries a label ("weights", "activations", "adam.m")
+ * so that an out-of-memory report says who holds what on which rank.
+ * Allocation failure is fatal (a runtime fault, not bad input). */
+void *dp_malloc(size_t n_bytes, const char *label);
+void *dp_calloc(size_t n_elems, size_t elem_bytes, const char *label);
+void *dp_realloc(void *ptr, size_t n_bytes, const char *label);
+void dp_free(void *ptr);
+char *dp_strdup(const char *s, const char *label);
+/* Bytes currently held under label (NULL: all labels). */
+size_t dp_alloc_bytes(const char *label);
+size_t dp_alloc_peak_bytes(void);
+/* Writes one line per label: label, current bytes, peak bytes. */
+void dp_alloc_report(FILE *out);
+
+/* ---- small helpers shared across modules ---- */
+/* Reads a whole file; on success *data is NUL-terminated (not counted in
+ * *n_bytes) and owned by the caller (dp_free). */
+int dp_read_file(const char *path, char **data, size_t *n_bytes, dp_err *err);
+/* Writes a whole file atomically: path.tmp, fsync, rename. */
+int dp_write_file_atomic(const char *path, const void *data, size_t n_bytes, dp_err *err);
+/* Joins a directory and a file name into a freshly allocated path. */
+char *dp_path_join(const char *dir, const char *name);
+int dp_file_exists(const char *path);
+/* fsync a directory so a rename inside it is durable. */
+int dp_fsync_dir(const char *dir, dp_err *err);
+/* Monotonic seconds. */
+double dp_time_s(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

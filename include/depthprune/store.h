@@ -1,0 +1,62 @@
+/* HDF5 run files: the store for every intermediate tensor (block inputs,
+ * scores, teacher logits, checkpoints). Files are opened with the MPI-IO
+ * driver on a communicator; dataset creation, attributes and closing are
+ * collective, and every rank joins each collective write even when it has
+ * nothing to write (it selects no elements).
+ *
+ * Datasets are row-partitioned: rank r writes rows [row0, row0 + n_rows)
+ * of dimension 0. */
+#ifndef DEPTHPRUNE_STORE_H
+#define DEPTHPRUNE_STORE_H
+
+#include <hdf5.h>
+#include <mpi.h>
+#include <stdint.h>
+
+#include "depthprune/core.h"
+#include "depthprune/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DP_CHECK_H5(call)                                                                         \
+    do {                                                                                          \
+        if ((call) < 0) dp_fatal("HDF5 call failed: %s", #call);                                  \
+    } while (0)
+
+typedef struct dp_h5 {
+    hid_t file;
+    MPI_Comm comm;
+} dp_h5;
+
+/* Collective. Creates (truncates) path. Callers that publish a file write
+ * it under a temporary name and rename it after dp_h5_close. */
+int dp_h5_create(dp_h5 *h, const char *path, MPI_Comm comm, dp_err *err);
+/* Collective. Opens an existing file read-only or read-write. */
+int dp_h5_open(dp_h5 *h, const char *path, MPI_Comm comm, int writable, dp_err *err);
+/* Collective. */
+void dp_h5_close(dp_h5 *h);
+
+/* Collective. Creates dataset `name` (F32, F64, I32 or I64) with the given
+ * global shape, optionally chunked along dim 0 with Fletcher32 checksums
+ * (chunk_rows > 0), and writes this rank's rows. n_rows may be 0. */
+int dp_h5_write_rows(dp_h5 *h, const char *name, dp_dtype dtype, int ndim, const int64_t *gshape,
+                     int64_t chunk_rows, int64_t row0, int64_t n_rows, const void *data,
+                     dp_err *err);
+/* Collective. Reads rows [row0, row0 + n_rows) of an existing dataset into
+ * data (converted to dtype). The global shape is returned in gshape/ndim. */
+int dp_h5_read_rows(dp_h5 *h, const char *name, dp_dtype dtype, int64_t row0, int64_t n_rows,
+                    void *data, dp_err *err);
+/* Independent. Global shape of a dataset. */
+int dp_h5_shape(dp_h5 *h, const char *name, int *ndim, int64_t *gshape, dp_err *err);
+/* Collective. String attribute on the file root (every rank passes the
+ * same value). */
+int dp_h5_set_attr(dp_h5 *h, const char *name, const char *value, dp_err *err);
+/* Independent. Reads a string attribute into a fresh buffer (dp_free). */
+int dp_h5_get_attr(dp_h5 *h, const char *name, char **value, dp_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs depthprune's system dependencies on Debian 12 (idempotent: only
+# missing packages are installed, and the list is printed first), then
+# configures and builds into ./build.
+#
+#   bash scripts/setup.sh            dependencies + build
+#   bash scripts/setup.sh --deps     dependencies only
+#   FIXTURES=1 bash scripts/setup.sh also python3-torch, to regenerate fixtures
+#
+# On a cluster without apt, load the equivalent modules instead, e.g.
+#   module load gcc cmake openmpi hdf5/parallel openblas   (names vary by site)
+# and install cJSON, libyaml and PCRE2 (or point PKG_CONFIG_PATH at them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(build-essential cmake pkg-config git
+      libopenmpi-dev openmpi-bin
+      libhdf5-openmpi-dev hdf5-tools
+      libopenblas-dev libcjson-dev libyaml-dev libpcre2-dev
+      clang libclang-rt-14-dev)
+command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
+[ "${FIXTURES:-0}" = 1 ] && PKGS+=(python3-torch python3-numpy)
+
+if command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "setup: all system packages present"
+  fi
+else
+  echo "setup: no apt-get here; on a cluster load the module equivalents:" >&2
+  echo "  module load gcc cmake openmpi hdf5/parallel openblas  (plus cjson, libyaml, pcre2)" >&2
+  for t in cmake mpicc h5pcc pkg-config; do
+    command -v $t >/dev/null || { echo "setup: missing $t" >&2; exit 1; }
+  done
+fi
+
+[ "${1:-}" = "--deps" ] && exit 0
+
+BUILD=${BUILD_DIR:-build}
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CMAKE_ARGS:-}
+cmake --build "$BUILD" -j "$(nproc)"
+echo "setup: built $BUILD/depthprune"

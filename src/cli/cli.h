@@ -1,0 +1,49 @@
+/* Internal interface between the depthprune command's dispatcher and its
+ * subcommands: option parsing shared by all of them and the application
+ * state (MPI context, resolved configuration). */
+#ifndef DEPTHPRUNE_CLI_H
+#define DEPTHPRUNE_CLI_H
+
+#include "depthprune/config.h"
+#include "depthprune/core.h"
+#include "depthprune/dist.h"
+
+#define DP_CLI_MAX_OPTS 32
+
+typedef struct dp_cli_opt {
+    const char *name;  /* "--model" */
+    const char *arg;   /* "DIR"; NULL for a flag */
+    const char *help;
+} dp_cli_opt;
+
+typedef struct dp_app {
+    dp_mpi mpi;
+    dp_config cfg;
+    const char *cmd;
+    /* parsed options, parallel to the command's option table */
+    const char *opt_values[DP_CLI_MAX_OPTS];
+} dp_app;
+
+typedef struct dp_cmd {
+    const char *name;
+    const char *summary;
+    const char *usage;          /* after "depthprune NAME " */
+    const dp_cli_opt *opts;     /* terminated by {NULL} */
+    int uses_config;            /* accepts --config/--set */
+    int (*run)(dp_app *app);
+} dp_cmd;
+
+/* Value of a parsed option (NULL if absent; "1" for a given flag). */
+const char *dp_cli_get(const dp_app *app, const dp_cmd *cmd, const char *name);
+/* Parses an integer option; errors name the option. */
+int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback,
+                   long long *out, dp_err *err);
+/* Reports err on rank 0 and returns the exit code for it. */
+int dp_cli_fail(const dp_app *app, const dp_err *err);
+
+extern const dp_cmd dp_cmd_config;
+extern const dp_cmd dp_cmd_info;
+extern const dp_cmd dp_cmd_tokenize;
+extern const dp_cmd dp_cmd_export;
+
+#endif

@@ -1,0 +1,179 @@
+/* The depthprune command: global options, subcommand dispatch and help.
+ * Runs as an MPI singleton without mpirun and as N ranks under mpirun/srun;
+ * errors in input are printed once (rank 0) and give a non-zero exit. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "depthprune/backend.h"
+
+static const dp_cmd *const k_cmds[] = {&dp_cmd_config};
+static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
+
+static const dp_cli_opt k_common_opts[] = {
+    {"--config", "FILE", "YAML run config (configs/*.yaml)"},
+    {"--set", "KEY=VALUE", "override one config key (repeatable), e.g. --set eval.seq_len=256"},
+    {"--device", "cpu|cuda", "compute backend (same as --set device=...)"},
+    {"--quiet", NULL, "no progress logging"},
+    {"--help", NULL, "this help"},
+    {NULL, NULL, NULL},
+};
+
+static void print_main_help(FILE *out) {
+    fprintf(out,
+            "depthprune %s: depth pruning of LLaMA-family models on a cluster\n\n"
+            "usage: depthprune COMMAND [options]       (or: mpirun -np N depthprune ...)\n"
+            "       depthprune --version | --help\n\ncommands:\n",
+            DP_VERSION_STRING);
+    for (int i = 0; i < k_n_cmds; i++) fprintf(out, "  %-10s %s\n", k_cmds[i]->name, k_cmds[i]->summary);
+    fprintf(out, "\n'depthprune COMMAND --help' describes each command's options.\n");
+}
+
+static void print_cmd_help(const dp_cmd *c, FILE *out) {
+    fprintf(out, "usage: depthprune %s %s\n\n%s\n\noptions:\n", c->name, c->usage, c->summary);
+    for (const dp_cli_opt *o = c->opts; o && o->name; o++)
+        fprintf(out, "  %s %-12s %s\n", o->name, o->arg ? o->arg : "", o->help);
+    for (const dp_cli_opt *o = k_common_opts; o->name; o++) {
+        if (!c->uses_config && (!strcmp(o->name, "--config") || !strcmp(o->name, "--set"))) continue;
+        fprintf(out, "  %s %-12s %s\n", o->name, o->arg ? o->arg : "", o->help);
+    }
+}
+
+const char *dp_cli_get(const dp_app *app, const dp_cmd *cmd, const char *name) {
+    int i = 0;
+    for (const dp_cli_opt *o = cmd->opts; o && o->name; o++, i++)
+        if (strcmp(o->name, name) == 0) return app->opt_values[i];
+    dp_fatal("option %s is not declared by command %s", name, cmd->name);
+}
+
+int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback,
+                   long long *out, dp_err *err) {
+    const char *v = dp_cli_get(app, cmd, name);
+    *out = fallback;
+    if (!v) return DP_OK;
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end) return dp_err_set(err, DP_E_USAGE, "%s expects an integer, got '%s'", name, v);
+    *out = x;
+    return DP_OK;
+}
+
+int dp_cli_fail(const dp_app *app, const dp_err *err) {
+    if (app->mpi.rank == 0) fprintf(stderr, "depthprune %s: error: %s\n", app->cmd, err->msg);
+    return err->code == DP_E_USAGE ? 2 : 1;
+}
+
+/* Parses argv[first..] into app->opt_values and the config. */
+static int parse_args(dp_app *app, const dp_cmd *cmd, int argc, char **argv, int *want_help,
+                      dp_err *err) {
+    const char *config_file = NULL;
+    int n_sets = 0;
+    const char **sets = dp_calloc((size_t)argc + 1, sizeof(char *), "cli");
+    int rc = DP_OK;
+    for (int i = 0; i < argc && rc == DP_OK; i++) {
+        const char *a = argv[i];
+        const char *inline_val = NULL;
+        char name[64];
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        if (eq && (size_t)(eq - a) < sizeof name) {
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            inline_val = eq + 1;
+        } else {
+            snprintf(name, sizeof name, "%s", a);
+        }
+        int found = 0, k = 0;
+        for (const dp_cli_opt *o = cmd->opts; o && o->name; o++, k++) {
+            if (strcmp(o->name, name) != 0) continue;
+            found = 1;
+            if (!o->arg) {
+                if (inline_val) rc = dp_err_set(err, DP_E_USAGE, "%s takes no value", name);
+                app->opt_values[k] = "1";
+            } else if (inline_val) {
+                app->opt_values[k] = inline_val;
+            } else if (i + 1 < argc) {
+                app->opt_values[k] = argv[++i];
+            } else {
+                rc = dp_err_set(err, DP_E_USAGE, "%s needs a value (%s)", name, o->arg);
+            }
+        }
+        if (found) continue;
+        const char *val = inline_val;
+        int takes_arg = !strcmp(name, "--config") || !strcmp(name, "--set") || !strcmp(name, "--device");
+        if (takes_arg && !val) {
+            if (i + 1 >= argc) {
+                rc = dp_err_set(err, DP_E_USAGE, "%s needs a value", name);
+                break;
+            }
+            val = argv[++i];
+        }
+        if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
+            *want_help = 1;
+        } else if (!strcmp(name, "--quiet")) {
+            dp_log_set_quiet(1);
+        } else if (cmd->uses_config && !strcmp(name, "--config")) {
+            config_file = val;
+        } else if (cmd->uses_config && !strcmp(name, "--set")) {
+            sets[n_sets++] = val;
+        } else if (!strcmp(name, "--device")) {
+            static char buf[64];
+            snprintf(buf, sizeof buf, "device=%s", val);
+            sets[n_sets++] = buf;
+        } else {
+            rc = dp_err_set(err, DP_E_USAGE, "unknown option '%s' (see depthprune %s --help)", a,
+                            cmd->name);
+        }
+    }
+    if (rc == DP_OK && !*want_help) {
+        if (config_file) rc = dp_config_load_yaml(&app->cfg, config_file, err);
+        for (int i = 0; i < n_sets && rc == DP_OK; i++)
+            rc = dp_config_set(&app->cfg, sets[i], "--set", err);
+        if (rc == DP_OK && dp_config_bool(&app->cfg, "run.quiet", 0)) dp_log_set_quiet(1);
+    }
+    dp_free(sets);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
+        printf("depthprune %s (CUDA backend: %s)\n", DP_VERSION_STRING,
+               dp_cuda_built() ? "built" : "not built");
+        return 0;
+    }
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        print_main_help(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const dp_cmd *cmd = NULL;
+    for (int i = 0; i < k_n_cmds; i++)
+        if (!strcmp(argv[1], k_cmds[i]->name)) cmd = k_cmds[i];
+    if (!cmd) {
+        fprintf(stderr, "depthprune: unknown command '%s'\n\n", argv[1]);
+        print_main_help(stderr);
+        return 2;
+    }
+
+    dp_app app;
+    memset(&app, 0, sizeof app);
+    app.cmd = cmd->name;
+    dp_mpi_init(&argc, &argv, &app.mpi);
+    dp_config_init(&app.cfg, dp_config_schema, dp_config_schema_len);
+
+    dp_err err;
+    dp_err_clear(&err);
+    int want_help = 0, code = 0;
+    /* every rank parses the same arguments, so every rank reaches the same verdict */
+    int rc = parse_args(&app, cmd, argc - 2, argv + 2, &want_help, &err);
+    if (rc == DP_OK && want_help) {
+        if (app.mpi.rank == 0) print_cmd_help(cmd, stdout);
+    } else if (rc != DP_OK) {
+        code = dp_cli_fail(&app, &err);
+    } else if ((rc = dp_backend_check(dp_config_str(&app.cfg, "device", "cpu"), &err)) != DP_OK) {
+        code = dp_cli_fail(&app, &err);
+    } else {
+        code = cmd->run(&app);
+    }
+    dp_config_free(&app.cfg);
+    dp_mpi_finalize(&app.mpi);
+    return code;
+}

@@ -1,0 +1,114 @@
+/* Whole-file helpers: read, atomic write (tmp + fsync + rename + dir fsync),
+ * path joining. Used by every loader and writer so that no output is ever
+ * half-written under its final name. */
+#define _POSIX_C_SOURCE 200809L
+#include "depthprune/core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int dp_read_file(const char *path, char **data, size_t *n_bytes, dp_err *err) {
+    *data = NULL;
+    *n_bytes = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return dp_err_set(err, DP_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return dp_err_set(err, DP_E_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    char *buf = dp_malloc(n + 1, "file");
+    if (n && fread(buf, 1, n, f) != n) {
+        int e = errno;
+        fclose(f);
+        dp_free(buf);
+        return dp_err_set(err, DP_E_IO, "%s: read failed: %s", path, e ? strerror(e) : "short read");
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *data = buf;
+    *n_bytes = n;
+    return DP_OK;
+}
+
+int dp_fsync_dir(const char *dir, dp_err *err) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return dp_err_set(err, DP_E_IO, "%s: cannot open directory: %s", dir, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    if (rc != 0 && errno != EINVAL)
+        return dp_err_set(err, DP_E_IO, "%s: fsync failed: %s", dir, strerror(errno));
+    return DP_OK;
+}
+
+int dp_write_file_atomic(const char *path, const void *data, size_t n_bytes, dp_err *err) {
+    size_t plen = strlen(path);
+    char *tmp = dp_malloc(plen + 8, "path");
+    snprintf(tmp, plen + 8, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        int rc = dp_err_set(err, DP_E_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        dp_free(tmp);
+        return rc;
+    }
+    const char *p = data;
+    size_t left = n_bytes;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int rc = dp_err_set(err, DP_E_IO, "%s: write failed: %s", tmp, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            dp_free(tmp);
+            return rc;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int rc = dp_err_set(err, DP_E_IO, "%s: fsync/close failed: %s", tmp, strerror(errno));
+        unlink(tmp);
+        dp_free(tmp);
+        return rc;
+    }
+    if (rename(tmp, path) != 0) {
+        int rc = dp_err_set(err, DP_E_IO, "%s: rename failed: %s", path, strerror(errno));
+        unlink(tmp);
+        dp_free(tmp);
+        return rc;
+    }
+    dp_free(tmp);
+    char *dcopy = dp_strdup(path, "path");
+    int rc = dp_fsync_dir(dirname(dcopy), err);
+    dp_free(dcopy);
+    return rc;
+}
+
+char *dp_path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = dp_malloc(a + b + 2, "path");
+    memcpy(p, dir, a);
+    size_t k = a;
+    if (a && dir[a - 1] != '/') p[k++] = '/';
+    memcpy(p + k, name, b + 1);
+    return p;
+}
+
+int dp_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+double dp_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

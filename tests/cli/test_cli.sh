@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The depthprune command: help, version, config resolution, clear errors for
+# bad flags and configs, and the same behaviour under mpirun.
+set -u
+DP=$1; SRC=$2
+. "$SRC/cli/lib.sh"
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+
+expect_exit 0 "depthprune" "$DP" --version
+expect_exit 0 "commands:" "$DP" --help
+expect_exit 2 "commands:" "$DP"
+expect_exit 2 "unknown command 'frobnicate'" "$DP" frobnicate
+for c in $("$DP" --help | awk '/^commands:/{f=1;next} f && /^  [a-z]/ {print $1}'); do
+  expect_exit 0 "usage: depthprune $c" "$DP" "$c" --help
+done
+
+expect_exit 0 "seed: 1234  # default" "$DP" config
+cat > "$T/good.yaml" <<'Y'
+run:
+  seed: 7
+eval:
+  seq_len: 256
+Y
+expect_exit 0 "seq_len: 256  # $T/good.yaml:4" "$DP" config --config "$T/good.yaml"
+expect_exit 0 "seed: 9  # --set" "$DP" config --config "$T/good.yaml" --set run.seed=9
+expect_exit 0 "seed: 9  # --set" "$DP" config --set=run.seed=9
+
+printf 'eval:\n  seq_lenn: 3\n' > "$T/bad1.yaml"
+expect_exit 1 "unknown key 'eval.seq_lenn'" "$DP" config --config "$T/bad1.yaml"
+printf 'eval:\n  seq_len: long\n' > "$T/bad2.yaml"
+expect_exit 1 "bad2.yaml:2: key 'eval.seq_len' expects an integer" "$DP" config --config "$T/bad2.yaml"
+expect_exit 1 "cannot open config" "$DP" config --config "$T/missing.yaml"
+expect_exit 1 "unknown key 'foo'" "$DP" config --set foo=1
+expect_exit 2 "unknown option '--bogus'" "$DP" config --bogus
+expect_exit 2 "--config needs a value" "$DP" config --config
+expect_exit 1 "must be one of {cpu,cuda}" "$DP" config --device tpu
+# no GPU here: a clear message, never a crash
+if ! nvidia-smi >/dev/null 2>&1; then
+  expect_exit 1 "--device cuda" "$DP" config --device cuda
+fi
+
+# under mpirun: one error message (rank 0 only), same exit code
+if command -v mpirun >/dev/null; then
+  out=$(mpirun -np 2 "$DP" config --set run.seed=abc 2>&1); rc=$?
+  [ "$rc" != 0 ] || fail "mpirun config with a bad value exited 0"
+  n=$(grep -c "expects an integer" <<<"$out")
+  [ "$n" = 1 ] || fail "expected one error line under mpirun, got $n: $out"
+  expect_exit 0 "seed: 5" mpirun -np 2 "$DP" config --set run.seed=5
+fi
+finish
