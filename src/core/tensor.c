@@ -128,14 +128,23 @@ uint16_t dp_f32_to_f16(float f) {
 int dp_convert_to_f32(float *dst, const void *src, dp_dtype src_dtype, size_t n_elems) {
     switch (src_dtype) {
     case DP_DTYPE_F32: memcpy(dst, src, n_elems * 4); return 0;
+    /* checkpoint bytes need not be aligned: load through memcpy */
     case DP_DTYPE_BF16: {
-        const uint16_t *s = src;
-        for (size_t i = 0; i < n_elems; i++) dst[i] = dp_bf16_to_f32(s[i]);
+        const unsigned char *s = src;
+        for (size_t i = 0; i < n_elems; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = dp_bf16_to_f32(h);
+        }
         return 0;
     }
     case DP_DTYPE_F16: {
-        const uint16_t *s = src;
-        for (size_t i = 0; i < n_elems; i++) dst[i] = dp_f16_to_f32(s[i]);
+        const unsigned char *s = src;
+        for (size_t i = 0; i < n_elems; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = dp_f16_to_f32(h);
+        }
         return 0;
     }
     default: return -1;

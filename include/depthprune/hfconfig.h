@@ -1,0 +1,61 @@
+/* Hugging Face config.json for LlamaForCausalLM / MistralForCausalLM, and
+ * the check that a checkpoint holds exactly the tensors the config implies.
+ * Accepts both the transformers-4 spelling (rope_theta, rope_scaling,
+ * torch_dtype) and the transformers-5 one (rope_parameters, dtype). */
+#ifndef DEPTHPRUNE_HFCONFIG_H
+#define DEPTHPRUNE_HFCONFIG_H
+
+#include <stdint.h>
+
+#include "depthprune/core.h"
+#include "depthprune/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { DP_ROPE_DEFAULT = 0, DP_ROPE_LINEAR, DP_ROPE_LLAMA3 } dp_rope_type;
+
+#define DP_MAX_EOS 8
+
+typedef struct dp_llama_config {
+    char architecture[64]; /* "LlamaForCausalLM" */
+    char model_type[32];   /* "llama", "mistral" */
+    int64_t hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, head_dim;
+    int64_t vocab_size, max_position_embeddings;
+    double rms_norm_eps;
+    double rope_theta;
+    dp_rope_type rope_type;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int64_t rope_original_max_position_embeddings;
+    int tie_word_embeddings;
+    int64_t bos_token_id; /* -1 if absent */
+    int n_eos;
+    int64_t eos_token_ids[DP_MAX_EOS];
+    char torch_dtype[16]; /* "bfloat16", "float16", "float32" or "" */
+    int64_t sliding_window; /* Mistral; 0 if none */
+    char *json_text;        /* the file as read, for export */
+} dp_llama_config;
+
+/* Parses config.json text; path names the file in errors. */
+int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_llama_config *c,
+                          dp_err *err);
+int dp_llama_config_load(const char *model_dir, dp_llama_config *c, dp_err *err);
+void dp_llama_config_free(dp_llama_config *c);
+/* Total parameter count implied by the config. */
+int64_t dp_llama_param_count(const dp_llama_config *c);
+int64_t dp_llama_block_param_count(const dp_llama_config *c);
+
+/* Checks that the checkpoint has every tensor the config implies with the
+ * right shape and a float dtype, nothing unexpected (rotary inv_freq is
+ * ignored), and a consistent lm_head for tied/untied embeddings. */
+int dp_llama_check_weights(const dp_llama_config *c, const dp_st_model *m, dp_err *err);
+
+/* Names of the tensors of block i, in a fixed order (9 of them). */
+#define DP_LLAMA_BLOCK_TENSORS 9
+extern const char *const dp_llama_block_suffix[DP_LLAMA_BLOCK_TENSORS];
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,358 @@
+/* Model-directory commands: `info` (JSON summary), `tokenize` (ids from
+ * stdin) and `export` (an HF directory, optionally without some blocks).
+ * They run on rank 0; other ranks only agree on the outcome. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "depthprune/export.h"
+#include "depthprune/hfconfig.h"
+#include "depthprune/safetensors.h"
+#include "depthprune/tokenizer.h"
+
+/* Everything a command needs from a model directory. */
+typedef struct {
+    dp_llama_config cfg;
+    dp_st_model st;
+    dp_tokenizer *tok;
+    int have_cfg, have_st;
+} model_dir;
+
+static void model_dir_close(model_dir *m) {
+    if (m->have_cfg) dp_llama_config_free(&m->cfg);
+    if (m->have_st) dp_st_model_close(&m->st);
+    dp_tokenizer_free(m->tok);
+    memset(m, 0, sizeof *m);
+}
+
+/* Opens config + weights (validated against each other) and, if present,
+ * the tokenizer, checking that its ids fit the embedding. */
+static int model_dir_open(const char *dir, int need_tokenizer, model_dir *m, dp_err *err) {
+    memset(m, 0, sizeof *m);
+    int rc = dp_llama_config_load(dir, &m->cfg, err);
+    if (rc) return rc;
+    m->have_cfg = 1;
+    if ((rc = dp_st_model_open(dir, &m->st, err))) return rc;
+    m->have_st = 1;
+    if ((rc = dp_llama_check_weights(&m->cfg, &m->st, err))) return rc;
+    char *tj = dp_path_join(dir, "tokenizer.json");
+    int has_tok = dp_file_exists(tj);
+    dp_free(tj);
+    if (has_tok || need_tokenizer) {
+        if ((rc = dp_tokenizer_load(dir, &m->tok, err))) return rc;
+        if (dp_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size)
+            return dp_err_set(err, DP_E_MISMATCH,
+                              "%s: the tokenizer has ids up to %lld but the embedding has %lld rows",
+                              dir, (long long)dp_tokenizer_vocab_size(m->tok) - 1, (long long)m->cfg.vocab_size);
+    }
+    return DP_OK;
+}
+
+/* ---- info ---- */
+static const dp_cli_opt k_info_opts[] = {{"--model", "DIR", "HF model directory"}, {NULL, NULL, NULL}};
+
+static int run_info(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_info;
+    dp_err err;
+    dp_err_clear(&err);
+    const char *dir = dp_cli_get(app, cmd, "--model");
+    if (!dir) dir = dp_config_str(&app->cfg, "model.path", NULL);
+    if (!dir) {
+        dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
+        return dp_cli_fail(app, &err);
+    }
+    model_dir m;
+    int rc = dp_mpi_agree(&app->mpi, model_dir_open(dir, 0, &m, &err), &err);
+    if (rc) {
+        model_dir_close(&m);
+        return dp_cli_fail(app, &err);
+    }
+    if (app->mpi.rank == 0) {
+        const dp_llama_config *c = &m.cfg;
+        const char *dtype = m.st.n_tensors ? m.st.tensors[0]->dtype_name : "?";
+        printf("{\"architecture\": \"%s\", \"layers\": %lld, \"hidden_size\": %lld, "
+               "\"intermediate_size\": %lld, \"heads\": %lld, \"kv_heads\": %lld, \"head_dim\": %lld, "
+               "\"vocab_size\": %lld, \"params\": %lld, \"params_per_block\": %lld, \"dtype\": \"%s\", "
+               "\"tie_word_embeddings\": %s, \"rope_theta\": %g, \"rope_type\": \"%s\", "
+               "\"max_position_embeddings\": %lld, \"shards\": %d, \"tokenizer_vocab\": %lld}\n",
+               c->architecture, (long long)c->n_layers, (long long)c->hidden_size,
+               (long long)c->intermediate_size, (long long)c->n_heads, (long long)c->n_kv_heads,
+               (long long)c->head_dim, (long long)c->vocab_size, (long long)dp_llama_param_count(c),
+               (long long)dp_llama_block_param_count(c), dtype, c->tie_word_embeddings ? "true" : "false",
+               c->rope_theta,
+               c->rope_type == DP_ROPE_LLAMA3 ? "llama3" : c->rope_type == DP_ROPE_LINEAR ? "linear" : "default",
+               (long long)c->max_position_embeddings, m.st.n_files,
+               m.tok ? (long long)dp_tokenizer_vocab_size(m.tok) : -1LL);
+    }
+    model_dir_close(&m);
+    return 0;
+}
+
+const dp_cmd dp_cmd_info = {"info", "print a JSON summary of an HF model directory", "--model DIR",
+                            k_info_opts, 1, run_info};
+
+/* ---- tokenize ---- */
+static const dp_cli_opt k_tok_opts[] = {
+    {"--model", "DIR", "directory with tokenizer.json (and tokenizer_config.json)"},
+    {"--lines", NULL, "encode every input line separately, one output line each"},
+    {"--jsonl", NULL, "each input line is a JSON string; one output line each"},
+    {"--no-bos", NULL, "do not add the post-processor's special tokens (BOS)"},
+    {"--decode", NULL, "read ids (spaces/newlines) and print the decoded text"},
+    {NULL, NULL, NULL},
+};
+
+static void print_ids(const int32_t *ids, int64_t n) {
+    for (int64_t i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    putchar('\n');
+}
+
+static int read_stdin(char **data, size_t *n) {
+    size_t cap = 1 << 16, len = 0;
+    char *buf = dp_malloc(cap, "stdin");
+    size_t got;
+    while ((got = fread(buf + len, 1, cap - len, stdin)) > 0) {
+        len += got;
+        if (len == cap) {
+            cap *= 2;
+            buf = dp_realloc(buf, cap, "stdin");
+        }
+    }
+    buf[len < cap ? len : cap - 1] = '\0';
+    *data = buf;
+    *n = len;
+    return 0;
+}
+
+/* Decodes one JSON string literal (a line of --jsonl input) into a fresh
+ * buffer; unlike a general JSON library it keeps \u0000 as a byte. */
+#include "depthprune/utf8.h"
+static int hex4(const char *p, const char *end, uint32_t *v) {
+    *v = 0;
+    if (end - p < 4) return -1;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        *v <<= 4;
+        if (c >= '0' && c <= '9') *v |= (uint32_t)(c - '0');
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') *v |= (uint32_t)((c | 0x20) - 'a' + 10);
+        else return -1;
+    }
+    return 0;
+}
+
+static char *json_line(const char *line, size_t n, size_t *out_n, dp_err *err) {
+    const char *p = line, *end = line + n;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) end--;
+    if (end - p < 2 || *p != '"' || end[-1] != '"') {
+        dp_err_set(err, DP_E_FORMAT, "--jsonl: a line is not a JSON string");
+        return NULL;
+    }
+    p++;
+    end--;
+    char *out = dp_malloc((size_t)(end - p) + 1, "stdin");
+    size_t o = 0;
+    while (p < end) {
+        if (*p != '\\') {
+            out[o++] = *p++;
+            continue;
+        }
+        if (++p >= end) break;
+        char c = *p++;
+        uint32_t cp = 0;
+        switch (c) {
+        case '"': case '\\': case '/': out[o++] = c; continue;
+        case 'b': out[o++] = '\b'; continue;
+        case 'f': out[o++] = '\f'; continue;
+        case 'n': out[o++] = '\n'; continue;
+        case 'r': out[o++] = '\r'; continue;
+        case 't': out[o++] = '\t'; continue;
+        case 'u':
+            if (hex4(p, end, &cp)) break;
+            p += 4;
+            if (cp >= 0xd800 && cp < 0xdc00) { /* surrogate pair */
+                uint32_t lo;
+                if (end - p >= 6 && p[0] == '\\' && p[1] == 'u' && !hex4(p + 2, end, &lo) && lo >= 0xdc00 && lo < 0xe000) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    p += 6;
+                } else {
+                    cp = 0xfffd; /* lone surrogate, as a JS string would decode to text */
+                }
+            } else if (cp >= 0xdc00 && cp < 0xe000) {
+                cp = 0xfffd;
+            }
+            o += dp_utf8_encode(cp, out + o);
+            continue;
+        default: break;
+        }
+        dp_free(out);
+        dp_err_set(err, DP_E_FORMAT, "--jsonl: bad escape in a JSON string");
+        return NULL;
+    }
+    out[o] = '\0';
+    *out_n = o;
+    return out;
+}
+
+static int run_tokenize(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_tokenize;
+    dp_err err;
+    dp_err_clear(&err);
+    const char *dir = dp_cli_get(app, cmd, "--model");
+    if (!dir) dir = dp_config_str(&app->cfg, "model.path", NULL);
+    if (!dir) {
+        dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
+        return dp_cli_fail(app, &err);
+    }
+    dp_tokenizer *tok = NULL;
+    int rc = dp_mpi_agree(&app->mpi, dp_tokenizer_load(dir, &tok, &err), &err);
+    if (rc) {
+        dp_tokenizer_free(tok);
+        return dp_cli_fail(app, &err);
+    }
+    if (app->mpi.rank != 0) {
+        dp_tokenizer_free(tok);
+        return 0;
+    }
+    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos", "auto");
+    int add = strcmp(bos_policy, "false") != 0 && !dp_cli_get(app, cmd, "--no-bos");
+    char *in;
+    size_t n;
+    read_stdin(&in, &n);
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    if (dp_cli_get(app, cmd, "--decode")) {
+        int64_t cap = 1024;
+        ids = dp_malloc(sizeof(int32_t) * (size_t)cap, "ids");
+        char *p = in, *end;
+        for (;;) {
+            long long v = strtoll(p, &end, 10);
+            if (end == p) break;
+            if (v < 0 || v >= dp_tokenizer_vocab_size(tok)) {
+                rc = dp_err_set(&err, DP_E_RANGE, "token id %lld outside [0, %lld)", v,
+                                (long long)dp_tokenizer_vocab_size(tok));
+                break;
+            }
+            if (n_ids == cap) ids = dp_realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2), "ids");
+            ids[n_ids++] = (int32_t)v;
+            p = end;
+        }
+        while (rc == DP_OK && *p) {
+            if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r') {
+                rc = dp_err_set(&err, DP_E_FORMAT, "--decode: input must be integers");
+                break;
+            }
+            p++;
+        }
+        if (rc == DP_OK) {
+            char *text = dp_tokenizer_decode(tok, ids, n_ids, 0);
+            fputs(text, stdout);
+            putchar('\n');
+            dp_free(text);
+        }
+        dp_free(ids);
+    } else if (dp_cli_get(app, cmd, "--lines") || dp_cli_get(app, cmd, "--jsonl")) {
+        int jsonl = dp_cli_get(app, cmd, "--jsonl") != NULL;
+        size_t start = 0;
+        while (start < n && rc == DP_OK) {
+            char *nl = memchr(in + start, '\n', n - start);
+            size_t len = nl ? (size_t)(nl - (in + start)) : n - start;
+            if (jsonl) {
+                size_t ln;
+                char *s = json_line(in + start, len, &ln, &err);
+                if (!s) {
+                    rc = err.code;
+                    break;
+                }
+                dp_tokenizer_encode(tok, s, ln, add, &ids, &n_ids, &err);
+                dp_free(s);
+            } else {
+                dp_tokenizer_encode(tok, in + start, len, add, &ids, &n_ids, &err);
+            }
+            print_ids(ids, n_ids);
+            dp_free(ids);
+            start += len + 1;
+        }
+    } else {
+        dp_tokenizer_encode(tok, in, n, add, &ids, &n_ids, &err);
+        print_ids(ids, n_ids);
+        dp_free(ids);
+    }
+    dp_free(in);
+    dp_tokenizer_free(tok);
+    return rc ? dp_cli_fail(app, &err) : 0;
+}
+
+const dp_cmd dp_cmd_tokenize = {
+    "tokenize", "read UTF-8 text on stdin and print token ids (or decode ids with --decode)",
+    "--model DIR [--lines | --jsonl] [--no-bos] [--decode]", k_tok_opts, 1, run_tokenize};
+
+/* ---- export ---- */
+static const dp_cli_opt k_export_opts[] = {
+    {"--model", "DIR", "source HF model directory"},
+    {"--out", "DIR", "output directory (must not exist)"},
+    {"--drop", "I,J,..", "blocks to remove (original indices)"},
+    {"--dtype", "F32|F16|BF16", "dtype of the written weights (default: as stored)"},
+    {"--max-shard-bytes", "N", "shard size limit (default 5000000000)"},
+    {NULL, NULL, NULL},
+};
+
+static int run_export(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_export;
+    dp_err err;
+    dp_err_clear(&err);
+    const char *dir = dp_cli_get(app, cmd, "--model");
+    if (!dir) dir = dp_config_str(&app->cfg, "model.path", NULL);
+    const char *out = dp_cli_get(app, cmd, "--out");
+    if (!dir || !out) {
+        dp_err_set(&err, DP_E_USAGE, "--model DIR and --out DIR are required");
+        return dp_cli_fail(app, &err);
+    }
+    long long shard = 0;
+    int rc = dp_cli_opt_int(app, cmd, "--max-shard-bytes", dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000LL),
+                            &shard, &err);
+    if (!rc && shard <= 0) rc = dp_err_set(&err, DP_E_USAGE, "--max-shard-bytes must be positive");
+    const char *dtype_s = dp_cli_get(app, cmd, "--dtype");
+    if (!dtype_s) dtype_s = dp_config_str(&app->cfg, "export.dtype", "auto");
+    int dtype = -1;
+    if (!rc && strcmp(dtype_s, "auto")) {
+        dtype = dp_dtype_from_name(dtype_s);
+        if (dtype != DP_DTYPE_F32 && dtype != DP_DTYPE_F16 && dtype != DP_DTYPE_BF16)
+            rc = dp_err_set(&err, DP_E_USAGE, "--dtype must be F32, F16 or BF16, got '%s'", dtype_s);
+    }
+    if (rc) return dp_cli_fail(app, &err);
+    model_dir m;
+    int64_t *drop = NULL, n_drop = 0, *keep = NULL;
+    rc = model_dir_open(dir, 0, &m, &err);
+    const char *drop_s = dp_cli_get(app, cmd, "--drop");
+    if (!rc && drop_s) rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, &err);
+    if (!rc && n_drop >= m.cfg.n_layers) rc = dp_err_set(&err, DP_E_RANGE, "--drop removes every block");
+    if (app->mpi.rank == 0 && !rc) {
+        keep = dp_malloc(sizeof(int64_t) * (size_t)m.cfg.n_layers, "export");
+        int64_t nk = 0, di = 0;
+        for (int64_t l = 0; l < m.cfg.n_layers; l++) {
+            if (di < n_drop && drop[di] == l) {
+                di++;
+                continue;
+            }
+            keep[nk++] = l;
+        }
+        char prov[4096];
+        int p = snprintf(prov, sizeof prov, "{\"source_model\": \"%s\", \"source_layers\": %lld, \"removed_blocks\": [",
+                         dir, (long long)m.cfg.n_layers);
+        for (int64_t i = 0; i < n_drop && p < (int)sizeof prov - 32; i++)
+            p += snprintf(prov + p, sizeof prov - (size_t)p, "%s%lld", i ? ", " : "", (long long)drop[i]);
+        snprintf(prov + p, sizeof prov - (size_t)p, "], \"criterion\": %s, \"version\": \"%s\"}",
+                 "null", DP_VERSION_STRING);
+        dp_export_opts o = {keep, nk, dtype, (uint64_t)shard, prov};
+        rc = dp_export_model(dir, &m.cfg, &m.st, out, &o, &err);
+        if (!rc) dp_log0("exported %lld of %lld blocks to %s", (long long)nk, (long long)m.cfg.n_layers, out);
+    }
+    rc = dp_mpi_agree(&app->mpi, rc, &err);
+    dp_free(keep);
+    dp_free(drop);
+    model_dir_close(&m);
+    return rc ? dp_cli_fail(app, &err) : 0;
+}
+
+const dp_cmd dp_cmd_export = {
+    "export", "write an HF model directory (safetensors + config + tokenizer), optionally without some blocks",
+    "--model DIR --out DIR [--drop I,J,..] [--dtype BF16] [--max-shard-bytes N]", k_export_opts, 1, run_export};
