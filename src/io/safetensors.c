@@ -352,6 +352,7 @@ static int open_index(dp_st_model *m, const char *index_path, dp_err *err) {
     dp_strmap_init(&shards, 16);
     dp_strmap_init(&names, (size_t)cJSON_GetArraySize(wm));
     char **shard_list = NULL;
+    int n_shards = 0;
     for (const cJSON *e = wm->child; e && rc == DP_OK; e = e->next) {
         if (!cJSON_IsString(e)) {
             rc = dp_err_set(err, DP_ST_E_INDEX_BAD_ENTRY, "%s: weight_map['%s'] is not a string",
@@ -369,13 +370,13 @@ static int open_index(dp_st_model *m, const char *index_path, dp_err *err) {
                             e->string, e->valuestring);
             break;
         }
-        if (dp_strmap_put(&shards, e->valuestring, strlen(e->valuestring), m->n_files)) {
-            shard_list = dp_realloc(shard_list, sizeof(char *) * (size_t)(m->n_files + 1), "safetensors");
-            shard_list[m->n_files++] = dp_strdup(e->valuestring, "safetensors");
+        if (dp_strmap_put(&shards, e->valuestring, strlen(e->valuestring), n_shards)) {
+            shard_list = dp_realloc(shard_list, sizeof(char *) * (size_t)(n_shards + 1), "safetensors");
+            shard_list[n_shards++] = dp_strdup(e->valuestring, "safetensors");
         }
     }
     if (rc == DP_OK) {
-        int n_shards = m->n_files, opened = 0;
+        int opened = 0;
         m->files = dp_calloc((size_t)(n_shards ? n_shards : 1), sizeof *m->files, "safetensors");
         for (int i = 0; i < n_shards && rc == DP_OK; i++) {
             char *p = dp_path_join(m->dir, shard_list[i]);

@@ -39,6 +39,19 @@ if ! nvidia-smi >/dev/null 2>&1; then
   expect_exit 1 "--device cuda" "$DP" config --device cuda
 fi
 
+# model commands: bad input gives one clear error
+expect_exit 2 "--model DIR is required" "$DP" info
+expect_exit 1 "config.json: cannot open" "$DP" info --model "$T/nomodel"
+mkdir -p "$T/m"; echo '{"architectures": ["BertModel"]}' > "$T/m/config.json"
+expect_exit 1 "'BertModel' is not supported" "$DP" info --model "$T/m"
+expect_exit 1 "tokenizer.json: cannot open" "$DP" tokenize --model "$T/m"
+echo '{"model": {"type": "WordPiece"}}' > "$T/m/tokenizer.json"
+expect_exit 1 "'WordPiece' is not supported" "$DP" tokenize --model "$T/m"
+expect_exit 2 "--model DIR and --out DIR are required" "$DP" export --model "$T/m"
+expect_exit 1 "'BertModel' is not supported" "$DP" export --model "$T/m" --out "$T/out"
+[ ! -e "$T/out" ] || fail "a failed export left $T/out behind"
+expect_exit 2 "--dtype must be F32, F16 or BF16" "$DP" export --model "$T/m" --out "$T/out" --dtype F8
+
 # under mpirun: one error message (rank 0 only), same exit code
 if command -v mpirun >/dev/null; then
   out=$(mpirun -np 2 "$DP" config --set run.seed=abc 2>&1); rc=$?
