@@ -40,8 +40,10 @@ int dp_tokenizer_adds_bos(const dp_tokenizer *t);
  * fresh array (dp_free). */
 int dp_tokenizer_encode(const dp_tokenizer *t, const char *text, size_t n_bytes, int add_special,
                         int32_t **ids, int64_t *n_ids, dp_err *err);
-/* Decodes ids to a fresh NUL-terminated UTF-8 string (dp_free). */
-char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special);
+/* Decodes ids to a fresh NUL-terminated UTF-8 string (dp_free); its length
+ * in bytes goes to *n_out (if not NULL), since the text may contain NUL. */
+char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special,
+                          size_t *n_out);
 /* Token string of id (NULL if out of range). */
 const char *dp_tokenizer_token(const dp_tokenizer *t, int32_t id);
 

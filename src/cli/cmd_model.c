@@ -192,6 +192,49 @@ static char *json_line(const char *line, size_t n, size_t *out_n, dp_err *err) {
     return out;
 }
 
+/* Parses whitespace-separated ids, each checked against the vocabulary. */
+static int parse_ids(const char *p, const dp_tokenizer *tok, int32_t **ids, int64_t *n_ids, dp_err *err) {
+    int64_t cap = 1024, n = 0;
+    int32_t *v = dp_malloc(sizeof(int32_t) * (size_t)cap, "ids");
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+        if (!*p) break;
+        char *end;
+        long long x = strtoll(p, &end, 10);
+        if (end == p) {
+            dp_free(v);
+            return dp_err_set(err, DP_E_FORMAT, "--decode: input must be integers");
+        }
+        if (x < 0 || x >= dp_tokenizer_vocab_size(tok)) {
+            dp_free(v);
+            return dp_err_set(err, DP_E_RANGE, "token id %lld outside [0, %lld)", x,
+                              (long long)dp_tokenizer_vocab_size(tok));
+        }
+        if (n == cap) v = dp_realloc(v, sizeof(int32_t) * (size_t)(cap *= 2), "ids");
+        v[n++] = (int32_t)x;
+        p = end;
+    }
+    *ids = v;
+    *n_ids = n;
+    return DP_OK;
+}
+
+static void print_json_string(const char *s, size_t n) {
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c == '\n') fputs("\\n", stdout);
+        else if (c == '\r') fputs("\\r", stdout);
+        else if (c == '\t') fputs("\\t", stdout);
+        else if (c == '\b') fputs("\\b", stdout);
+        else if (c == '\f') fputs("\\f", stdout);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    fputs("\"\n", stdout);
+}
+
 static int run_tokenize(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_tokenize;
     dp_err err;
@@ -220,35 +263,33 @@ static int run_tokenize(dp_app *app) {
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     if (dp_cli_get(app, cmd, "--decode")) {
-        int64_t cap = 1024;
-        ids = dp_malloc(sizeof(int32_t) * (size_t)cap, "ids");
-        char *p = in, *end;
-        for (;;) {
-            long long v = strtoll(p, &end, 10);
-            if (end == p) break;
-            if (v < 0 || v >= dp_tokenizer_vocab_size(tok)) {
-                rc = dp_err_set(&err, DP_E_RANGE, "token id %lld outside [0, %lld)", v,
-                                (long long)dp_tokenizer_vocab_size(tok));
-                break;
+        /* whole input is one id list; with --jsonl each line is one list and
+         * each output line a JSON string */
+        int per_line = dp_cli_get(app, cmd, "--jsonl") != NULL;
+        size_t start = 0;
+        while (rc == DP_OK && start <= n) {
+            char *nl = per_line ? memchr(in + start, '\n', n - start) : NULL;
+            size_t len = nl ? (size_t)(nl - (in + start)) : n - start;
+            if (per_line && !nl && len == 0) break;
+            char saved = in[start + len];
+            in[start + len] = '\0';
+            rc = parse_ids(in + start, tok, &ids, &n_ids, &err);
+            in[start + len] = saved;
+            if (rc == DP_OK) {
+                size_t tn;
+                char *text = dp_tokenizer_decode(tok, ids, n_ids, 0, &tn);
+                if (per_line) print_json_string(text, tn);
+                else {
+                    fwrite(text, 1, tn, stdout);
+                    putchar('\n');
+                }
+                dp_free(text);
             }
-            if (n_ids == cap) ids = dp_realloc(ids, sizeof(int32_t) * (size_t)(cap *= 2), "ids");
-            ids[n_ids++] = (int32_t)v;
-            p = end;
+            dp_free(ids);
+            ids = NULL;
+            if (!per_line) break;
+            start += len + 1;
         }
-        while (rc == DP_OK && *p) {
-            if (*p != ' ' && *p != '\n' && *p != '\t' && *p != '\r') {
-                rc = dp_err_set(&err, DP_E_FORMAT, "--decode: input must be integers");
-                break;
-            }
-            p++;
-        }
-        if (rc == DP_OK) {
-            char *text = dp_tokenizer_decode(tok, ids, n_ids, 0);
-            fputs(text, stdout);
-            putchar('\n');
-            dp_free(text);
-        }
-        dp_free(ids);
     } else if (dp_cli_get(app, cmd, "--lines") || dp_cli_get(app, cmd, "--jsonl")) {
         int jsonl = dp_cli_get(app, cmd, "--jsonl") != NULL;
         size_t start = 0;

@@ -60,7 +60,7 @@ int dp_mpi_agree(const dp_mpi *ctx, int local_code, dp_err *err) {
     DP_CHECK_MPI(MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, ctx->comm));
     if (err && ctx->rank != first) {
         err->code = code;
-        snprintf(err->msg, sizeof err->msg, "rank %d: %s", first, msg);
+        snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
     }
     return code;
 }

@@ -68,6 +68,7 @@ struct dp_tokenizer {
     int32_t prefix[8], suffix[8];
     int n_prefix, n_suffix;
     int32_t bos_id, eos_id;
+    int clean_up_spaces; /* tokenizer_config clean_up_tokenization_spaces */
     uint32_t byte_to_cp[256];
     int16_t cp_to_byte[512]; /* cps 0..323 used by the ByteLevel map */
 };
@@ -562,6 +563,7 @@ int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config
         const char *bos = config_token(cfg, "bos_token"), *eos = config_token(cfg, "eos_token");
         t->bos_id = t->n_prefix ? t->prefix[0] : bos ? token_id(t, bos) : -1;
         if (eos) t->eos_id = token_id(t, eos);
+        t->clean_up_spaces = cfg && json_true(cfg, "clean_up_tokenization_spaces");
     }
     cJSON_Delete(root);
     cJSON_Delete(cfg);
@@ -956,8 +958,10 @@ int dp_tokenizer_encode(const dp_tokenizer *t, const char *text, size_t n_bytes,
 
 /* ---- decoding: each decoder maps a list of token strings to another ---- */
 
+/* token strings with explicit lengths: decoded bytes may contain NUL */
 typedef struct {
     char **s;
+    size_t *len;
     int n, cap;
 } strs_t;
 
@@ -965,16 +969,19 @@ static void strs_push(strs_t *l, const char *s, size_t n) {
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 64;
         l->s = dp_realloc(l->s, sizeof(char *) * (size_t)l->cap, "tokenizer.decode");
+        l->len = dp_realloc(l->len, sizeof(size_t) * (size_t)l->cap, "tokenizer.decode");
     }
     char *c = dp_malloc(n + 1, "tokenizer.decode");
     memcpy(c, s, n);
     c[n] = '\0';
+    l->len[l->n] = n;
     l->s[l->n++] = c;
 }
 
 static void strs_free(strs_t *l) {
     for (int i = 0; i < l->n; i++) dp_free(l->s[i]);
     dp_free(l->s);
+    dp_free(l->len);
     memset(l, 0, sizeof *l);
 }
 
@@ -993,7 +1000,8 @@ static int hex_byte_token(const char *s, unsigned char *b) {
     return 1;
 }
 
-char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special) {
+char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special,
+                          size_t *n_out) {
     strs_t cur = {0}, nxt = {0};
     for (int64_t i = 0; i < n_ids; i++) {
         const char *tok = dp_tokenizer_token(t, ids[i]);
@@ -1006,14 +1014,14 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
         nxt.n = 0;
         if (s->kind == DEC_REPLACE) {
             for (int i = 0; i < cur.n; i++) {
-                replace_all(&b, cur.s[i], strlen(cur.s[i]), s->a, s->b);
+                replace_all(&b, cur.s[i], cur.len[i], s->a, s->b);
                 strs_push(&nxt, b.p, b.n);
             }
         } else if (s->kind == DEC_BYTEFALLBACK) {
             for (int i = 0; i < cur.n;) {
                 unsigned char byte;
                 if (!hex_byte_token(cur.s[i], &byte)) {
-                    strs_push(&nxt, cur.s[i], strlen(cur.s[i]));
+                    strs_push(&nxt, cur.s[i], cur.len[i]);
                     i++;
                     continue;
                 }
@@ -1033,13 +1041,13 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
         } else if (s->kind == DEC_FUSE) {
             b.n = 0;
             buf_put(&b, "", 0);
-            for (int i = 0; i < cur.n; i++) buf_put(&b, cur.s[i], strlen(cur.s[i]));
+            for (int i = 0; i < cur.n; i++) buf_put(&b, cur.s[i], cur.len[i]);
             strs_push(&nxt, b.p, b.n);
         } else if (s->kind == DEC_STRIP) {
             size_t cl = strlen(s->a);
             for (int i = 0; i < cur.n; i++) {
                 const char *p = cur.s[i];
-                size_t len = strlen(p);
+                size_t len = cur.len[i];
                 for (int k = 0; k < s->start && len >= cl && strncmp(p, s->a, cl) == 0; k++) {
                     p += cl;
                     len -= cl;
@@ -1049,7 +1057,7 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
             }
         } else if (s->kind == DEC_METASPACE) {
             for (int i = 0; i < cur.n; i++) {
-                replace_all(&b, cur.s[i], strlen(cur.s[i]), s->a, " ");
+                replace_all(&b, cur.s[i], cur.len[i], s->a, " ");
                 const char *p = b.p;
                 size_t len = b.n;
                 if (i == 0 && s->prepend_scheme != PREPEND_NEVER && len && p[0] == ' ') {
@@ -1063,7 +1071,7 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
             buf_put(&b, "", 0);
             for (int i = 0; i < cur.n; i++) {
                 const char *p = cur.s[i];
-                size_t len = strlen(p);
+                size_t len = cur.len[i];
                 for (size_t k = 0; k < len;) {
                     uint32_t cp;
                     size_t used = dp_utf8_decode(p + k, len - k, &cp);
@@ -1089,8 +1097,23 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
     }
     b.n = 0;
     buf_put(&b, "", 0);
-    for (int i = 0; i < cur.n; i++) buf_put(&b, cur.s[i], strlen(cur.s[i]));
+    for (int i = 0; i < cur.n; i++) buf_put(&b, cur.s[i], cur.len[i]);
     strs_free(&cur);
     strs_free(&nxt);
+    if (t->clean_up_spaces) {
+        /* transformers' clean_up_tokenization, applied when tokenizer_config asks */
+        static const char *const k_pairs[][2] = {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","},
+                                                 {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"},
+                                                 {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+        buf_t c = {0};
+        for (size_t k = 0; k < sizeof k_pairs / sizeof *k_pairs; k++) {
+            replace_all(&c, b.p, b.n, k_pairs[k][0], k_pairs[k][1]);
+            buf_t tmp = b;
+            b = c;
+            c = tmp;
+        }
+        dp_free(c.p);
+    }
+    if (n_out) *n_out = b.n;
     return b.p;
 }

@@ -33,6 +33,11 @@ for tk in llama2 llama3; do
       echo "  oracle:     $(sed -n "${line}p" "$OUT/$tk.$set.ids" | cut -c1-300)" >&2
     fi
   done
+  # decoding: ids (without special tokens) back to text, as the JS port decodes them
+  "$DP" tokenize --quiet --model "$MODEL" --jsonl --no-bos < "$OUT/hard.jsonl" |
+    "$DP" tokenize --quiet --model "$MODEL" --decode --jsonl > "$OUT/$tk.hard.decoded.got"
+  if cmp -s "$OUT/$tk.hard.decoded.got" "$OUT/$tk.hard.decoded.jsonl"; then echo "ok   $tk decode of the hard cases"
+  else fail "$tk decode differs: $(diff "$OUT/$tk.hard.decoded.got" "$OUT/$tk.hard.decoded.jsonl" | head -4)"; fi
   # invalid UTF-8 bytes are replaced by U+FFFD exactly as a JS/Python caller's decode does
   "$DP" tokenize --quiet --model "$MODEL" < "$OUT/invalid_utf8.bin" > "$OUT/$tk.invalid_utf8.got"
   cmp -s "$OUT/$tk.invalid_utf8.got" "$OUT/$tk.invalid_utf8.ids" && echo "ok   $tk invalid-utf8" ||
