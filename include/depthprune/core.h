@@ -105,6 +105,13 @@ char *dp_path_join(const char *dir, const char *name);
 int dp_file_exists(const char *path);
 /* fsync a directory so a rename inside it is durable. */
 int dp_fsync_dir(const char *dir, dp_err *err);
+/* A growable byte buffer, always NUL-terminated after its n bytes. */
+typedef struct dp_buf {
+    char *p;
+    size_t n, cap;
+} dp_buf;
+void dp_buf_put(dp_buf *b, const void *bytes, size_t n);
+void dp_buf_puts(dp_buf *b, const char *s);
 /* Monotonic seconds. */
 double dp_time_s(void);
 

@@ -112,3 +112,15 @@ double dp_time_s(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+void dp_buf_put(dp_buf *b, const void *bytes, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->cap = (b->n + n + 1) * 2 + 64;
+        b->p = dp_realloc(b->p, b->cap, "buf");
+    }
+    if (n) memcpy(b->p + b->n, bytes, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+void dp_buf_puts(dp_buf *b, const char *s) { dp_buf_put(b, s, strlen(s)); }

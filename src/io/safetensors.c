@@ -480,40 +480,23 @@ const dp_st_tensor *dp_st_model_find(const dp_st_model *m, const char *name) {
 
 /* ---- writer ---- */
 
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} sbuf;
-
-static void sb_put(sbuf *s, const char *p, size_t n) {
-    if (s->len + n + 1 > s->cap) {
-        s->cap = (s->len + n + 1) * 2;
-        s->buf = dp_realloc(s->buf, s->cap, "safetensors.writer");
-    }
-    memcpy(s->buf + s->len, p, n);
-    s->len += n;
-    s->buf[s->len] = '\0';
-}
-
-static void sb_str(sbuf *s, const char *p) { sb_put(s, p, strlen(p)); }
-
-static void sb_json_string(sbuf *s, const char *p) {
-    sb_put(s, "\"", 1);
+static void sb_json_string(dp_buf *s, const char *p) {
+    dp_buf_put(s, "\"", 1);
     for (; *p; p++) {
         unsigned char c = (unsigned char)*p;
         char tmp[8];
         if (c == '"' || c == '\\') {
             tmp[0] = '\\';
             tmp[1] = (char)c;
-            sb_put(s, tmp, 2);
+            dp_buf_put(s, tmp, 2);
         } else if (c < 0x20) {
             snprintf(tmp, sizeof tmp, "\\u%04x", c);
-            sb_put(s, tmp, 6);
+            dp_buf_put(s, tmp, 6);
         } else {
-            sb_put(s, (const char *)&c, 1);
+            dp_buf_put(s, (const char *)&c, 1);
         }
     }
-    sb_put(s, "\"", 1);
+    dp_buf_put(s, "\"", 1);
 }
 
 static size_t entry_bytes(const dp_st_entry *e) {
@@ -533,29 +516,29 @@ int dp_st_write(const char *path, const dp_st_entry *entries, int n, dp_err *err
     const dp_st_entry **order = dp_malloc(sizeof(*order) * (size_t)(n ? n : 1), "safetensors.writer");
     for (int i = 0; i < n; i++) order[i] = &entries[i];
     qsort(order, (size_t)n, sizeof *order, cmp_write_order);
-    sbuf h = {0};
-    sb_str(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
+    dp_buf h = {0};
+    dp_buf_puts(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
     uint64_t off = 0;
     for (int i = 0; i < n; i++) {
         const dp_st_entry *e = order[i];
         char tmp[128];
-        sb_str(&h, ",");
+        dp_buf_puts(&h, ",");
         sb_json_string(&h, e->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, dp_dtype_name(e->dtype));
-        sb_str(&h, "\",\"shape\":[");
+        dp_buf_puts(&h, ":{\"dtype\":\"");
+        dp_buf_puts(&h, dp_dtype_name(e->dtype));
+        dp_buf_puts(&h, "\",\"shape\":[");
         for (int k = 0; k < e->ndim; k++) {
             snprintf(tmp, sizeof tmp, "%s%lld", k ? "," : "", (long long)e->shape[k]);
-            sb_str(&h, tmp);
+            dp_buf_puts(&h, tmp);
         }
         uint64_t nb = entry_bytes(e);
         snprintf(tmp, sizeof tmp, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + nb));
-        sb_str(&h, tmp);
+        dp_buf_puts(&h, tmp);
         off += nb;
     }
-    sb_str(&h, "}");
-    while (h.len % 8) sb_str(&h, " "); /* space padding to 8-byte alignment */
+    dp_buf_puts(&h, "}");
+    while (h.n % 8) dp_buf_puts(&h, " "); /* space padding to 8-byte alignment */
 
     size_t plen = strlen(path);
     char *tmp_path = dp_malloc(plen + 5, "path");
@@ -566,9 +549,9 @@ int dp_st_write(const char *path, const dp_st_entry *entries, int n, dp_err *err
         rc = dp_err_set(err, DP_E_IO, "%s: cannot create: %s", tmp_path, strerror(errno));
     } else {
         unsigned char len8[8];
-        uint64_t hl = h.len;
+        uint64_t hl = h.n;
         for (int i = 0; i < 8; i++) len8[i] = (unsigned char)(hl >> (8 * i));
-        int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.buf, 1, h.len, f) == h.len;
+        int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.p, 1, h.n, f) == h.n;
         for (int i = 0; ok && i < n; i++) {
             size_t nb = entry_bytes(order[i]);
             ok = nb == 0 || fwrite(order[i]->data, 1, nb, f) == nb;
@@ -581,7 +564,7 @@ int dp_st_write(const char *path, const dp_st_entry *entries, int n, dp_err *err
         if (rc != DP_OK) unlink(tmp_path);
     }
     dp_free(tmp_path);
-    dp_free(h.buf);
+    dp_free(h.p);
     dp_free(order);
     return rc;
 }
@@ -619,11 +602,11 @@ int dp_st_write_model(const char *dir, const dp_st_entry *entries, int n, uint64
         dp_free(p);
         dp_free(flat);
     } else {
-        sbuf idx = {0};
+        dp_buf idx = {0};
         char tmp[160];
         snprintf(tmp, sizeof tmp, "{\n  \"metadata\": {\n    \"total_size\": %llu\n  },\n  \"weight_map\": {",
                  (unsigned long long)total);
-        sb_str(&idx, tmp);
+        dp_buf_puts(&idx, tmp);
         dp_st_entry *part = dp_malloc(sizeof *part * (size_t)n, "safetensors.writer");
         for (int s = 0; s < n_shards && rc == DP_OK; s++) {
             int np = 0;
@@ -638,19 +621,19 @@ int dp_st_write_model(const char *dir, const dp_st_entry *entries, int n, uint64
         for (int i = 0; i < n; i++) {
             char name[64];
             snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", shard_of[i] + 1, n_shards);
-            sb_str(&idx, i ? ",\n    " : "\n    ");
+            dp_buf_puts(&idx, i ? ",\n    " : "\n    ");
             sb_json_string(&idx, order[i]->name);
-            sb_str(&idx, ": ");
+            dp_buf_puts(&idx, ": ");
             sb_json_string(&idx, name);
         }
-        sb_str(&idx, "\n  }\n}\n");
+        dp_buf_puts(&idx, "\n  }\n}\n");
         if (rc == DP_OK) {
             char *p = dp_path_join(dir, "model.safetensors.index.json");
-            rc = dp_write_file_atomic(p, idx.buf, idx.len, err);
+            rc = dp_write_file_atomic(p, idx.p, idx.n, err);
             dp_free(p);
         }
         dp_free(part);
-        dp_free(idx.buf);
+        dp_free(idx.p);
     }
     dp_free(shard_of);
     dp_free(order);

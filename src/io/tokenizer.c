@@ -73,21 +73,7 @@ struct dp_tokenizer {
     int16_t cp_to_byte[512]; /* cps 0..323 used by the ByteLevel map */
 };
 
-/* ---- growable buffers ---- */
-typedef struct {
-    char *p;
-    size_t n, cap;
-} buf_t;
-
-static void buf_put(buf_t *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2 + 64;
-        b->p = dp_realloc(b->p, b->cap, "tokenizer.buf");
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
+/* ---- growable id and piece lists ---- */
 
 typedef struct {
     int32_t *v;
@@ -139,7 +125,7 @@ static void init_byte_map(dp_tokenizer *t) {
 #define WS_CLASS_BODY "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
 static char *rewrite_regex(const char *src, dp_err *err) {
-    buf_t o = {0};
+    dp_buf o = {0};
     int in_class = 0, fold_depth = -1, depth = 0;
     for (size_t i = 0; src[i];) {
         char c = src[i];
@@ -152,36 +138,36 @@ static char *rewrite_regex(const char *src, dp_err *err) {
                         dp_err_set(err, DP_E_UNSUPPORTED, "regex: \\S inside a character class is not supported");
                         return NULL;
                     }
-                    buf_put(&o, WS_CLASS_BODY, strlen(WS_CLASS_BODY));
+                    dp_buf_put(&o, WS_CLASS_BODY, strlen(WS_CLASS_BODY));
                 } else {
                     const char *cls = n == 's' ? "[" WS_CLASS_BODY "]" : "[^" WS_CLASS_BODY "]";
-                    buf_put(&o, cls, strlen(cls));
+                    dp_buf_put(&o, cls, strlen(cls));
                 }
             } else {
-                buf_put(&o, src + i, 2);
+                dp_buf_put(&o, src + i, 2);
             }
             i += 2;
             continue;
         }
         if (in_class) {
             if (c == ']') in_class = 0;
-            buf_put(&o, &c, 1);
+            dp_buf_put(&o, &c, 1);
             i++;
             continue;
         }
         if (c == '[') {
             in_class = 1;
-            buf_put(&o, &c, 1);
+            dp_buf_put(&o, &c, 1);
             i++;
-            if (src[i] == '^') buf_put(&o, &src[i++], 1);
-            if (src[i] == ']') buf_put(&o, &src[i++], 1);
+            if (src[i] == '^') dp_buf_put(&o, &src[i++], 1);
+            if (src[i] == ']') dp_buf_put(&o, &src[i++], 1);
             continue;
         }
         if (c == '(') {
             depth++;
             if (strncmp(src + i, "(?i:", 4) == 0) {
                 if (fold_depth < 0) fold_depth = depth;
-                buf_put(&o, "(?:", 3);
+                dp_buf_put(&o, "(?:", 3);
                 i += 4;
                 continue;
             }
@@ -190,14 +176,14 @@ static char *rewrite_regex(const char *src, dp_err *err) {
             depth--;
         } else if (fold_depth >= 0 && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
             char cls[5] = {'[', (char)(c | 0x20), (char)(c & ~0x20), ']', 0};
-            buf_put(&o, cls, 4);
+            dp_buf_put(&o, cls, 4);
             i++;
             continue;
         }
-        buf_put(&o, &c, 1);
+        dp_buf_put(&o, &c, 1);
         i++;
     }
-    if (!o.p) buf_put(&o, "", 0);
+    if (!o.p) dp_buf_put(&o, "", 0);
     return o.p;
 }
 
@@ -446,7 +432,7 @@ static int load_merges(dp_tokenizer *t, const cJSON *m, const char *label, dp_er
     int nm = cJSON_IsArray(merges) ? cJSON_GetArraySize(merges) : 0;
     dp_pairmap_init(&t->merges, (size_t)nm + 1);
     int rank = 0;
-    buf_t joined = {0};
+    dp_buf joined = {0};
     for (const cJSON *it = merges ? merges->child : NULL; it; it = it->next, rank++) {
         const char *a = NULL, *b = NULL;
         size_t la = 0, lb = 0;
@@ -469,8 +455,8 @@ static int load_merges(dp_tokenizer *t, const cJSON *m, const char *label, dp_er
         }
         int64_t ia, ib, im;
         joined.n = 0;
-        buf_put(&joined, a, la);
-        buf_put(&joined, b, lb);
+        dp_buf_put(&joined, a, la);
+        dp_buf_put(&joined, b, lb);
         if (!dp_strmap_get(&t->vocab, a, la, &ia) || !dp_strmap_get(&t->vocab, b, lb, &ib) ||
             !dp_strmap_get(&t->vocab, joined.p, joined.n, &im)) {
             dp_free(joined.p);
@@ -774,16 +760,16 @@ static void bpe_word(const dp_tokenizer *t, const char *s, size_t n, word_t *w, 
 
 /* ---- normalization and pre-tokenization ---- */
 
-static void replace_all(buf_t *dst, const char *s, size_t n, const char *from, const char *to) {
+static void replace_all(dp_buf *dst, const char *s, size_t n, const char *from, const char *to) {
     size_t lf = strlen(from), lt = strlen(to);
     dst->n = 0;
-    buf_put(dst, "", 0);
+    dp_buf_put(dst, "", 0);
     for (size_t i = 0; i < n;) {
         if (i + lf <= n && memcmp(s + i, from, lf) == 0) {
-            buf_put(dst, to, lt);
+            dp_buf_put(dst, to, lt);
             i += lf;
         } else {
-            buf_put(dst, s + i, 1);
+            dp_buf_put(dst, s + i, 1);
             i++;
         }
     }
@@ -812,19 +798,19 @@ static void regex_split(const pcre2_code *re, pcre2_match_data *md, const char *
 /* Encodes one segment of raw text (between added tokens). */
 static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, int first_segment,
                            pcre2_match_data *md, word_t *w, ids_t *out) {
-    buf_t a = {0}, b = {0};
-    buf_put(&a, text, n);
+    dp_buf a = {0}, b = {0};
+    dp_buf_put(&a, text, n);
     for (int i = 0; i < t->n_norm; i++) {
         const norm_step *s = &t->norm[i];
         if (s->kind == NORM_PREPEND) {
             if (a.n == 0) continue; /* Prepend leaves an empty string empty */
             b.n = 0;
-            buf_put(&b, s->a, strlen(s->a));
-            buf_put(&b, a.p, a.n);
+            dp_buf_put(&b, s->a, strlen(s->a));
+            dp_buf_put(&b, a.p, a.n);
         } else {
             replace_all(&b, a.p, a.n, s->a, s->b);
         }
-        buf_t tmp = a;
+        dp_buf tmp = a;
         a = b;
         b = tmp;
     }
@@ -839,18 +825,18 @@ static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, in
         } else if (s->kind == PRE_METASPACE) {
             /* replace ' ' by the replacement, prepend it, split before it */
             b.n = 0;
-            buf_put(&b, "", 0);
+            dp_buf_put(&b, "", 0);
             size_t rl = strlen(s->replacement);
             for (int k = 0; k < p.n; k++) {
                 size_t start = b.n;
                 int prepend = s->prepend_scheme == PREPEND_ALWAYS ||
                               (s->prepend_scheme == PREPEND_FIRST && first_segment && p.off[k] == 0);
                 if (prepend && p.len[k] && strncmp(a.p + p.off[k], s->replacement, rl) != 0)
-                    buf_put(&b, s->replacement, rl);
+                    dp_buf_put(&b, s->replacement, rl);
                 for (size_t j = 0; j < p.len[k]; j++) {
                     char c = a.p[p.off[k] + j];
-                    if (c == ' ') buf_put(&b, s->replacement, rl);
-                    else buf_put(&b, &c, 1);
+                    if (c == ' ') dp_buf_put(&b, s->replacement, rl);
+                    else dp_buf_put(&b, &c, 1);
                 }
                 if (!s->split) {
                     pieces_push(&q, start, b.n - start);
@@ -864,7 +850,7 @@ static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, in
                     }
                 if (b.n > last) pieces_push(&q, last, b.n - last);
             }
-            buf_t tmp = a;
+            dp_buf tmp = a;
             a = b;
             b = tmp;
         } else { /* ByteLevel */
@@ -874,21 +860,21 @@ static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, in
                 else pieces_push(&r, p.off[k], p.len[k]);
             }
             b.n = 0;
-            buf_put(&b, "", 0);
+            dp_buf_put(&b, "", 0);
             for (int k = 0; k < r.n; k++) {
                 size_t start = b.n;
                 if (s->add_prefix_space && k == 0 && r.len[k] && a.p[r.off[k]] != ' ') {
                     char tmp[4];
-                    buf_put(&b, tmp, dp_utf8_encode(t->byte_to_cp[' '], tmp));
+                    dp_buf_put(&b, tmp, dp_utf8_encode(t->byte_to_cp[' '], tmp));
                 }
                 for (size_t j = 0; j < r.len[k]; j++) {
                     char tmp[4];
-                    buf_put(&b, tmp, dp_utf8_encode(t->byte_to_cp[(unsigned char)a.p[r.off[k] + j]], tmp));
+                    dp_buf_put(&b, tmp, dp_utf8_encode(t->byte_to_cp[(unsigned char)a.p[r.off[k] + j]], tmp));
                 }
                 pieces_push(&q, start, b.n - start);
             }
             pieces_free(&r);
-            buf_t tmp = a;
+            dp_buf tmp = a;
             a = b;
             b = tmp;
         }
@@ -1008,7 +994,7 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
         if (!tok || (skip_special && t->is_special[ids[i]])) continue;
         strs_push(&cur, tok, strlen(tok));
     }
-    buf_t b = {0};
+    dp_buf b = {0};
     for (int d = 0; d < t->n_dec; d++) {
         const dec_step *s = &t->dec[d];
         nxt.n = 0;
@@ -1028,7 +1014,7 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
                 b.n = 0;
                 int j = i;
                 while (j < cur.n && hex_byte_token(cur.s[j], &byte)) {
-                    buf_put(&b, (const char *)&byte, 1);
+                    dp_buf_put(&b, (const char *)&byte, 1);
                     j++;
                 }
                 if (dp_utf8_valid(b.p, b.n)) {
@@ -1040,8 +1026,8 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
             }
         } else if (s->kind == DEC_FUSE) {
             b.n = 0;
-            buf_put(&b, "", 0);
-            for (int i = 0; i < cur.n; i++) buf_put(&b, cur.s[i], cur.len[i]);
+            dp_buf_put(&b, "", 0);
+            for (int i = 0; i < cur.n; i++) dp_buf_put(&b, cur.s[i], cur.len[i]);
             strs_push(&nxt, b.p, b.n);
         } else if (s->kind == DEC_STRIP) {
             size_t cl = strlen(s->a);
@@ -1068,7 +1054,7 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
             }
         } else { /* ByteLevel: chars back to bytes, then lossy UTF-8 */
             b.n = 0;
-            buf_put(&b, "", 0);
+            dp_buf_put(&b, "", 0);
             for (int i = 0; i < cur.n; i++) {
                 const char *p = cur.s[i];
                 size_t len = cur.len[i];
@@ -1077,9 +1063,9 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
                     size_t used = dp_utf8_decode(p + k, len - k, &cp);
                     if (cp < 512 && t->cp_to_byte[cp] >= 0) {
                         char c = (char)t->cp_to_byte[cp];
-                        buf_put(&b, &c, 1);
+                        dp_buf_put(&b, &c, 1);
                     } else {
-                        buf_put(&b, p + k, used);
+                        dp_buf_put(&b, p + k, used);
                     }
                     k += used;
                 }
@@ -1096,8 +1082,8 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
         nxt.n = 0;
     }
     b.n = 0;
-    buf_put(&b, "", 0);
-    for (int i = 0; i < cur.n; i++) buf_put(&b, cur.s[i], cur.len[i]);
+    dp_buf_put(&b, "", 0);
+    for (int i = 0; i < cur.n; i++) dp_buf_put(&b, cur.s[i], cur.len[i]);
     strs_free(&cur);
     strs_free(&nxt);
     if (t->clean_up_spaces) {
@@ -1105,10 +1091,10 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
         static const char *const k_pairs[][2] = {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","},
                                                  {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"},
                                                  {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
-        buf_t c = {0};
+        dp_buf c = {0};
         for (size_t k = 0; k < sizeof k_pairs / sizeof *k_pairs; k++) {
             replace_all(&c, b.p, b.n, k_pairs[k][0], k_pairs[k][1]);
-            buf_t tmp = b;
+            dp_buf tmp = b;
             b = c;
             c = tmp;
         }
