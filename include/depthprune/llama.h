@@ -1,0 +1,184 @@
+/* The LLaMA model on the CPU reference backend: fp32 weights in one flat
+ * allocation, a layer map saying which blocks run, LoRA adapters, and a run
+ * state whose activation memory is planned once per batch shape.
+ *
+ * Computes what transformers' LlamaForCausalLM computes (RMSNorm, rotate-half
+ * RoPE with default/linear/llama3 frequencies, causal GQA attention, SwiGLU,
+ * tied or untied head). A pruned model is the dense weights plus a layer map:
+ * running without some blocks never copies weights.
+ *
+ * Flat layouts: weights, gradients and optimizer moments share one layout
+ * (dp_llama_view points into any buffer of dp_llama.n_elems floats), so an
+ * optimizer step or a gradient all-reduce is one loop or one call. */
+#ifndef DEPTHPRUNE_LLAMA_H
+#define DEPTHPRUNE_LLAMA_H
+
+#include <stdint.h>
+
+#include "depthprune/core.h"
+#include "depthprune/hfconfig.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DP_MAX_LAYERS 256
+
+/* Index of a block tensor, in dp_llama_block_suffix order. */
+enum {
+    DP_BT_ATTN_NORM = 0, /* (C) */
+    DP_BT_Q,             /* (NH*HD, C) */
+    DP_BT_K,             /* (NKV*HD, C) */
+    DP_BT_V,             /* (NKV*HD, C) */
+    DP_BT_O,             /* (C, NH*HD) */
+    DP_BT_MLP_NORM,      /* (C) */
+    DP_BT_GATE,          /* (F, C) */
+    DP_BT_UP,            /* (F, C) */
+    DP_BT_DOWN,          /* (C, F) */
+};
+
+/* Pointers into one flat buffer of the model's layout. */
+typedef struct dp_llama_view {
+    float *embed; /* (V, C) */
+    float *norm;  /* (C) */
+    float *head;  /* (V, C); == embed when tie_word_embeddings */
+    float *blk[DP_MAX_LAYERS][DP_LLAMA_BLOCK_TENSORS];
+} dp_llama_view;
+
+/* One tensor of the flat layout. */
+typedef struct dp_llama_param {
+    char name[96]; /* the HF tensor name */
+    int64_t offset, n_elems;
+    int64_t rows, cols; /* cols == 0 for vectors */
+    int block;          /* dense block index, -1 outside blocks */
+    int kind;           /* DP_BT_* for block tensors, -1 otherwise */
+} dp_llama_param;
+
+typedef struct dp_llama {
+    dp_llama_config cfg;
+    int n_params;
+    dp_llama_param *params; /* embed, blocks 0..L-1 (9 each), norm, [lm_head] */
+    int64_t n_elems;        /* floats in the flat layout */
+    float *mem;             /* (n_elems) the weights */
+    dp_llama_view w;
+    float *inv_freq; /* (HD/2) RoPE frequencies after scaling, fp32 as in HF */
+} dp_llama;
+
+/* Loads an HF model directory: config, checkpoint (checked against the
+ * config), weights upcast to fp32. */
+int dp_llama_load(const char *dir, dp_llama *m, dp_err *err);
+/* Sets up the layout for cfg (taken over by m, as is its json_text) with
+ * zeroed weights; for tests and synthetic models. */
+int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err);
+void dp_llama_free(dp_llama *m);
+/* Points v into base, a buffer of m->n_elems floats in m's layout. */
+void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v);
+
+/* ---- layer map: the dense indices of the blocks that run, ascending ---- */
+typedef struct dp_layer_map {
+    int n;
+    int layer[DP_MAX_LAYERS];
+} dp_layer_map;
+
+void dp_layer_map_all(dp_layer_map *map, int n_layers);
+/* Removes blocks; errors on indices out of range or duplicates. */
+int dp_layer_map_drop(dp_layer_map *map, int n_layers, const int64_t *drop, int64_t n_drop, dp_err *err);
+
+/* ---- LoRA adapters (PEFT layout): W x + (alpha/r) B (A x) ---- */
+typedef struct dp_lora {
+    int64_t rank;
+    double alpha, scale; /* scale = alpha / rank */
+    unsigned targets;    /* bit DP_BT_x set: that linear carries an adapter */
+    int64_t n_elems;
+    float *mem;
+    float *a[DP_MAX_LAYERS][DP_LLAMA_BLOCK_TENSORS]; /* (r, IN) or NULL */
+    float *b[DP_MAX_LAYERS][DP_LLAMA_BLOCK_TENSORS]; /* (OUT, r) or NULL */
+} dp_lora;
+
+/* Parses "q_proj,v_proj" (or "all") into a target mask. */
+int dp_lora_parse_targets(const char *s, unsigned *targets, dp_err *err);
+/* Adapters for the blocks in map; zeroed. */
+int dp_lora_init(dp_lora *l, const dp_llama *m, const dp_layer_map *map, int64_t rank, double alpha,
+                 unsigned targets, dp_err *err);
+/* A second buffer in l's layout (gradients, moments), zeroed. */
+void dp_lora_like(dp_lora *out, const dp_lora *l, const char *label);
+/* PEFT's initialisation: A ~ U(-1/sqrt(IN), 1/sqrt(IN)) (kaiming_uniform with
+ * a = sqrt(5)), B = 0; deterministic in seed. */
+void dp_lora_init_random(dp_lora *l, const dp_llama *m, uint64_t seed);
+void dp_lora_free(dp_lora *l);
+
+/* ---- run state ---- */
+enum {
+    DP_STATE_TRAIN = 1,     /* keep activations and allocate gradient buffers */
+    DP_STATE_RECOMPUTE = 2, /* with TRAIN: keep only block inputs, recompute each block in backward */
+};
+
+typedef struct dp_llama_acts { /* saved activations of one block */
+    float *ln1, *rstd1;        /* (N, C), (N) */
+    float *q;                  /* (N, NH*HD) after RoPE */
+    float *k, *v;              /* (N, NKV*HD) (k after RoPE) */
+    float *att;                /* (B, NH, T, T) softmax probabilities */
+    float *ao;                 /* (N, NH*HD) attention output, input of o_proj */
+    float *res2;               /* (N, C) residual after attention */
+    float *ln2, *rstd2;        /* (N, C), (N) */
+    float *gate, *up, *h;      /* (N, F); h = silu(gate) * up */
+    float *xa[DP_LLAMA_BLOCK_TENSORS]; /* (N, r) LoRA intermediates */
+} dp_llama_acts;
+
+typedef struct dp_llama_state {
+    int64_t B, T, N; /* N = B*T */
+    int n_blocks;    /* kept blocks planned for */
+    int flags;
+    size_t n_bytes; /* the planned activation memory */
+    float *mem;
+    float *x;       /* (n_blocks+1, N, C) residual stream; x[i] feeds kept block i */
+    int n_acts;
+    dp_llama_acts *acts; /* n_blocks sets with TRAIN, else 1 */
+    float *lnf, *rstdf;  /* (N, C), (N) final norm */
+    float *logits;       /* (N, V) */
+    float *nll;          /* (N) per-position loss of the last dp_llama_loss_ce */
+    float *cosb, *sinb;  /* (T, HD/2) */
+    /* training only */
+    float *dlogits;                            /* (N, V) the loss gradient, filled by loss functions */
+    float *dres, *dln;                         /* (N, C) */
+    float *dq, *dao;                           /* (N, NH*HD) */
+    float *dk, *dv;                            /* (N, NKV*HD) */
+    float *dgate, *dup, *dh;                   /* (N, F) */
+    float *dlora;                              /* (N, r) */
+} dp_llama_state;
+
+/* Bytes dp_llama_state_init would allocate. */
+size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks,
+                            int flags);
+/* Errors: T above max_position_embeddings (unless allow_long), bad sizes. */
+int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T,
+                        int n_blocks, int flags, int allow_long, dp_err *err);
+void dp_llama_state_free(dp_llama_state *s);
+
+/* Checks token ids are inside the vocabulary; then embeds into x[0]. */
+int dp_llama_embed(const dp_llama *m, dp_llama_state *s, const int32_t *tokens, dp_err *err);
+/* Runs kept blocks [from, to) of map: x[from] -> x[to]. */
+void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
+                             dp_llama_state *s, int from, int to);
+/* Final norm and LM head on x[at] -> logits. */
+void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at);
+/* embed + all kept blocks + head. */
+int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                     const int32_t *tokens, dp_err *err);
+/* Cross-entropy of logits vs targets (N; < 0 ignored) into s->nll; returns
+ * the sum, *n_counted the counted positions. With grad_scale != 0 (TRAIN)
+ * also adds grad_scale * dCE/dlogits into s->dlogits. */
+double dp_llama_loss_ce(dp_llama_state *s, const dp_llama *m, const int32_t *targets, int64_t *n_counted,
+                        double grad_scale);
+/* Zeroes s->dlogits (before the loss functions add into it). */
+void dp_llama_zero_dlogits(dp_llama_state *s, const dp_llama *m);
+/* Backward from s->dlogits through head, kept blocks and embedding, after a
+ * TRAIN forward. Adds into grads (full-parameter; NULL: weights frozen) and
+ * lgrads (LoRA; NULL without adapters). */
+void dp_llama_backward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                       const int32_t *tokens, dp_llama_view *grads, dp_lora *lgrads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,431 @@
+/* The LLaMA model on the CPU: flat fp32 weight layout, loading from an HF
+ * directory, RoPE frequencies, the layer map, the run state's memory plan,
+ * and forward/backward composed from the ops in ops.h. Each step of the
+ * block reads like HF's LlamaDecoderLayer; the backward walks it in reverse. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "depthprune/llama.h"
+#include "depthprune/ops.h"
+#include "depthprune/safetensors.h"
+
+/* ---------------- layout ---------------- */
+
+static void add_param(dp_llama *m, const char *name, int64_t rows, int64_t cols, int block, int kind) {
+    dp_llama_param *p = &m->params[m->n_params++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->offset = m->n_elems;
+    p->rows = rows;
+    p->cols = cols;
+    p->n_elems = rows * (cols ? cols : 1);
+    p->block = block;
+    p->kind = kind;
+    m->n_elems += p->n_elems;
+}
+
+static int compute_inv_freq(dp_llama *m, dp_err *err) {
+    const dp_llama_config *c = &m->cfg;
+    int64_t hd = c->head_dim, half = hd / 2;
+    if (hd % 2) return dp_err_set(err, DP_E_UNSUPPORTED, "head_dim %lld is odd", (long long)hd);
+    m->inv_freq = dp_malloc((size_t)half * sizeof(float), "rope");
+    /* HF: 1 / base ** (arange(0, dim, 2).float() / dim), all in fp32 */
+    for (int64_t j = 0; j < half; j++) {
+        float e = (float)(2 * j) / (float)hd;
+        m->inv_freq[j] = 1.0f / powf((float)c->rope_theta, e);
+    }
+    if (c->rope_type == DP_ROPE_LINEAR) {
+        for (int64_t j = 0; j < half; j++) m->inv_freq[j] /= (float)c->rope_factor;
+    } else if (c->rope_type == DP_ROPE_LLAMA3) {
+        float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq_factor,
+              hi = (float)c->rope_high_freq_factor, old = (float)c->rope_original_max_position_embeddings;
+        float lo_wavelen = old / lo, hi_wavelen = old / hi;
+        for (int64_t j = 0; j < half; j++) {
+            float f = m->inv_freq[j], wavelen = 2.0f * (float)M_PI / f;
+            float scaled = wavelen > lo_wavelen ? f / factor : f;
+            if (!(wavelen < hi_wavelen) && !(wavelen > lo_wavelen)) {
+                float smooth = (old / wavelen - lo) / (hi - lo);
+                scaled = (1.0f - smooth) * scaled / factor + smooth * scaled;
+            }
+            m->inv_freq[j] = scaled;
+        }
+    }
+    return DP_OK;
+}
+
+int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    memset(cfg, 0, sizeof *cfg); /* json_text moved */
+    const dp_llama_config *c = &m->cfg;
+    int64_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+    int64_t QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
+    if (c->n_layers < 1 || c->n_layers > DP_MAX_LAYERS)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "num_hidden_layers %lld outside 1..%d",
+                          (long long)c->n_layers, DP_MAX_LAYERS);
+    if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads)
+        return dp_err_set(err, DP_E_FORMAT, "num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
+                          (long long)c->n_heads, (long long)c->n_kv_heads);
+    m->params = dp_calloc((size_t)(c->n_layers * DP_LLAMA_BLOCK_TENSORS + 3), sizeof(dp_llama_param), "model");
+    add_param(m, "model.embed_tokens.weight", V, C, -1, -1);
+    const int64_t shapes[DP_LLAMA_BLOCK_TENSORS][2] = {{C, 0}, {QD, C}, {KD, C}, {KD, C}, {C, QD},
+                                                       {C, 0}, {F, C},  {F, C},  {C, F}};
+    char name[96];
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, dp_llama_block_suffix[k]);
+            add_param(m, name, shapes[k][0], shapes[k][1], l, k);
+        }
+    add_param(m, "model.norm.weight", C, 0, -1, -1);
+    if (!c->tie_word_embeddings) add_param(m, "lm_head.weight", V, C, -1, -1);
+    m->mem = dp_calloc((size_t)m->n_elems, sizeof(float), "weights");
+    dp_llama_view_of(m, m->mem, &m->w);
+    return compute_inv_freq(m, err);
+}
+
+void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v) {
+    memset(v, 0, sizeof *v);
+    for (int i = 0; i < m->n_params; i++) {
+        const dp_llama_param *p = &m->params[i];
+        float *ptr = base + p->offset;
+        if (p->block >= 0) v->blk[p->block][p->kind] = ptr;
+        else if (!strcmp(p->name, "model.embed_tokens.weight")) v->embed = ptr;
+        else if (!strcmp(p->name, "model.norm.weight")) v->norm = ptr;
+        else v->head = ptr;
+    }
+    if (m->cfg.tie_word_embeddings) v->head = v->embed;
+}
+
+int dp_llama_load(const char *dir, dp_llama *m, dp_err *err) {
+    dp_llama_config cfg;
+    dp_st_model st;
+    int rc;
+    memset(m, 0, sizeof *m);
+    if ((rc = dp_llama_config_load(dir, &cfg, err))) return rc;
+    if ((rc = dp_st_model_open(dir, &st, err))) {
+        dp_llama_config_free(&cfg);
+        return rc;
+    }
+    if ((rc = dp_llama_check_weights(&cfg, &st, err))) goto fail;
+    if ((rc = dp_llama_init(m, &cfg, err))) goto fail;
+    for (int i = 0; i < m->n_params; i++) {
+        const dp_llama_param *p = &m->params[i];
+        const dp_st_tensor *t = dp_st_model_find(&st, p->name);
+        if (!t || dp_st_numel(t) != p->n_elems ||
+            dp_convert_to_f32(m->mem + p->offset, t->data, (dp_dtype)t->dtype, (size_t)p->n_elems)) {
+            rc = dp_err_set(err, DP_E_FORMAT, "%s: tensor '%s' cannot be read as F32/F16/BF16", dir, p->name);
+            goto fail;
+        }
+    }
+    dp_st_model_close(&st);
+    return DP_OK;
+fail:
+    dp_st_model_close(&st);
+    dp_llama_config_free(&cfg);
+    dp_llama_free(m);
+    return rc;
+}
+
+void dp_llama_free(dp_llama *m) {
+    dp_free(m->params);
+    dp_free(m->mem);
+    dp_free(m->inv_freq);
+    dp_llama_config_free(&m->cfg);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---------------- layer map ---------------- */
+
+void dp_layer_map_all(dp_layer_map *map, int n_layers) {
+    map->n = n_layers;
+    for (int i = 0; i < n_layers; i++) map->layer[i] = i;
+}
+
+int dp_layer_map_drop(dp_layer_map *map, int n_layers, const int64_t *drop, int64_t n_drop, dp_err *err) {
+    char gone[DP_MAX_LAYERS] = {0};
+    for (int64_t i = 0; i < n_drop; i++) {
+        if (drop[i] < 0 || drop[i] >= n_layers)
+            return dp_err_set(err, DP_E_RANGE, "block %lld does not exist (the model has blocks 0..%d)",
+                              (long long)drop[i], n_layers - 1);
+        if (gone[drop[i]])
+            return dp_err_set(err, DP_E_USAGE, "block %lld is listed twice", (long long)drop[i]);
+        gone[drop[i]] = 1;
+    }
+    int n = 0;
+    for (int i = 0; i < map->n; i++)
+        if (!gone[map->layer[i]]) map->layer[n++] = map->layer[i];
+    map->n = n;
+    return DP_OK;
+}
+
+/* ---------------- run state ---------------- */
+
+/* The memory plan: one pass computes the offsets (base == NULL counts). */
+static size_t plan(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, float *base) {
+    const dp_llama_config *c = &m->cfg;
+    int64_t N = s->N, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+    int64_t QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
+    int64_t RK = lora ? lora->rank : 0;
+    size_t off = 0;
+#define TAKE(ptr, n)                                                                               \
+    do {                                                                                           \
+        if (base) (ptr) = base + off;                                                              \
+        off += (size_t)(((n) + 15) / 16 * 16); /* 64-byte aligned slices */                        \
+    } while (0)
+    int train = s->flags & DP_STATE_TRAIN;
+    TAKE(s->x, (int64_t)(s->n_blocks + 1) * N * C);
+    for (int i = 0; i < s->n_acts; i++) {
+        dp_llama_acts *a = &s->acts[i];
+        TAKE(a->ln1, N * C);
+        TAKE(a->rstd1, N);
+        TAKE(a->q, N * QD);
+        TAKE(a->k, N * KD);
+        TAKE(a->v, N * KD);
+        TAKE(a->att, s->B * c->n_heads * s->T * s->T);
+        TAKE(a->ao, N * QD);
+        TAKE(a->res2, N * C);
+        TAKE(a->ln2, N * C);
+        TAKE(a->rstd2, N);
+        TAKE(a->gate, N * F);
+        TAKE(a->up, N * F);
+        TAKE(a->h, N * F);
+        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
+            if (lora && (lora->targets >> k & 1u)) TAKE(a->xa[k], N * RK);
+    }
+    TAKE(s->lnf, N * C);
+    TAKE(s->rstdf, N);
+    TAKE(s->logits, N * V);
+    TAKE(s->nll, N);
+    TAKE(s->cosb, s->T * half);
+    TAKE(s->sinb, s->T * half);
+    if (train) {
+        TAKE(s->dlogits, N * V);
+        TAKE(s->dres, N * C);
+        TAKE(s->dln, N * C);
+        TAKE(s->dq, N * QD);
+        TAKE(s->dao, N * QD);
+        TAKE(s->dk, N * KD);
+        TAKE(s->dv, N * KD);
+        TAKE(s->dgate, N * F);
+        TAKE(s->dup, N * F);
+        TAKE(s->dh, N * F);
+        if (RK) TAKE(s->dlora, N * RK);
+    }
+#undef TAKE
+    return off * sizeof(float);
+}
+
+static void state_shape(dp_llama_state *s, int64_t B, int64_t T, int n_blocks, int flags) {
+    memset(s, 0, sizeof *s);
+    s->B = B;
+    s->T = T;
+    s->N = B * T;
+    s->n_blocks = n_blocks;
+    s->flags = flags;
+    s->n_acts = (flags & DP_STATE_TRAIN) && !(flags & DP_STATE_RECOMPUTE) ? n_blocks : 1;
+}
+
+size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks,
+                            int flags) {
+    dp_llama_state s;
+    dp_llama_acts a[1];
+    state_shape(&s, B, T, n_blocks, flags);
+    size_t total = 0;
+    /* acts are counted one set at a time (their pointers are not kept) */
+    int n_acts = s.n_acts;
+    s.n_acts = 1;
+    s.acts = a;
+    size_t one = plan(&s, m, lora, NULL);
+    s.n_acts = 0;
+    size_t none = plan(&s, m, lora, NULL);
+    total = none + (one - none) * (size_t)n_acts;
+    return total + (size_t)n_acts * sizeof(dp_llama_acts);
+}
+
+int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T,
+                        int n_blocks, int flags, int allow_long, dp_err *err) {
+    const dp_llama_config *c = &m->cfg;
+    if (B < 1 || T < 1)
+        return dp_err_set(err, DP_E_USAGE, "batch %lld and sequence length %lld must be positive",
+                          (long long)B, (long long)T);
+    if (T > c->max_position_embeddings && !allow_long)
+        return dp_err_set(err, DP_E_RANGE,
+                          "sequence length %lld exceeds the model's max_position_embeddings %lld "
+                          "(override with --allow-long-seq)",
+                          (long long)T, (long long)c->max_position_embeddings);
+    if (n_blocks < 0 || n_blocks > c->n_layers)
+        return dp_err_set(err, DP_E_USAGE, "bad block count %d", n_blocks);
+    if ((double)B * (double)T * (double)(c->vocab_size > c->hidden_size ? c->vocab_size : c->hidden_size) > 9.0e18)
+        return dp_err_set(err, DP_E_RANGE, "batch shape too large");
+    state_shape(s, B, T, n_blocks, flags);
+    s->acts = dp_calloc((size_t)s->n_acts, sizeof(dp_llama_acts), "activations");
+    s->n_bytes = plan(s, m, lora, NULL);
+    s->mem = dp_calloc(s->n_bytes / sizeof(float), sizeof(float), "activations");
+    plan(s, m, lora, s->mem);
+    int64_t half = c->head_dim / 2;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < half; j++) {
+            float a = (float)t * m->inv_freq[j]; /* fp32 product, as HF */
+            s->cosb[t * half + j] = cosf(a);
+            s->sinb[t * half + j] = sinf(a);
+        }
+    return DP_OK;
+}
+
+void dp_llama_state_free(dp_llama_state *s) {
+    dp_free(s->mem);
+    dp_free(s->acts);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---------------- forward ---------------- */
+
+int dp_llama_embed(const dp_llama *m, dp_llama_state *s, const int32_t *tokens, dp_err *err) {
+    for (int64_t n = 0; n < s->N; n++)
+        if (tokens[n] < 0 || tokens[n] >= m->cfg.vocab_size)
+            return dp_err_set(err, DP_E_RANGE, "token id %d at position %lld is outside the vocabulary (0..%lld)",
+                              tokens[n], (long long)n, (long long)m->cfg.vocab_size - 1);
+    dp_embed_forward(s->x, tokens, m->w.embed, s->N, m->cfg.hidden_size);
+    return DP_OK;
+}
+
+/* y = x W^T (+ LoRA) for block tensor k of dense layer l */
+static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *out, const float *inp,
+                   dp_llama_acts *a, int64_t N, int64_t IN, int64_t OUT) {
+    dp_matmul_forward(out, inp, m->w.blk[l][k], N, IN, OUT);
+    if (lora && lora->a[l][k])
+        dp_lora_forward(out, a->xa[k], inp, lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
+}
+
+static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
+                          float *out, dp_llama_acts *a) {
+    const dp_llama_config *c = &m->cfg;
+    int64_t N = s->N, C = c->hidden_size, F = c->intermediate_size;
+    int64_t NH = c->n_heads, NKV = c->n_kv_heads, HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    float *const *w = m->w.blk[l];
+    /* h = x + o_proj(attn(rope(q_proj(ln1(x))), rope(k_proj(..)), v_proj(..))) */
+    dp_rmsnorm_forward(a->ln1, a->rstd1, x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
+    linear(m, lora, l, DP_BT_Q, a->q, a->ln1, a, N, C, QD);
+    linear(m, lora, l, DP_BT_K, a->k, a->ln1, a, N, C, KD);
+    linear(m, lora, l, DP_BT_V, a->v, a->ln1, a, N, C, KD);
+    dp_rope_forward(a->q, s->cosb, s->sinb, s->B, s->T, NH, HD);
+    dp_rope_forward(a->k, s->cosb, s->sinb, s->B, s->T, NKV, HD);
+    dp_attention_forward(a->ao, a->att, a->q, a->k, a->v, s->B, s->T, NH, NKV, HD);
+    linear(m, lora, l, DP_BT_O, a->res2, a->ao, a, N, QD, C);
+    dp_add_forward(a->res2, a->res2, x, N * C);
+    /* out = h + down_proj(silu(gate_proj(ln2(h))) * up_proj(ln2(h))) */
+    dp_rmsnorm_forward(a->ln2, a->rstd2, a->res2, w[DP_BT_MLP_NORM], N, C, c->rms_norm_eps);
+    linear(m, lora, l, DP_BT_GATE, a->gate, a->ln2, a, N, C, F);
+    linear(m, lora, l, DP_BT_UP, a->up, a->ln2, a, N, C, F);
+    dp_swiglu_forward(a->h, a->gate, a->up, N * F);
+    linear(m, lora, l, DP_BT_DOWN, out, a->h, a, N, F, C);
+    dp_add_forward(out, out, a->res2, N * C);
+}
+
+static dp_llama_acts *acts_for(dp_llama_state *s, int i) { return &s->acts[s->n_acts == 1 ? 0 : i]; }
+
+void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
+                             dp_llama_state *s, int from, int to) {
+    int64_t NC = s->N * m->cfg.hidden_size;
+    for (int i = from; i < to; i++)
+        block_forward(m, lora, map->layer[i], s, s->x + i * NC, s->x + (i + 1) * NC, acts_for(s, i));
+}
+
+void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at) {
+    int64_t C = m->cfg.hidden_size;
+    dp_rmsnorm_forward(s->lnf, s->rstdf, s->x + at * s->N * C, m->w.norm, s->N, C, m->cfg.rms_norm_eps);
+    dp_matmul_forward(s->logits, s->lnf, m->w.head, s->N, C, m->cfg.vocab_size);
+}
+
+int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                     const int32_t *tokens, dp_err *err) {
+    if (map->n > s->n_blocks)
+        return dp_err_set(err, DP_E_USAGE, "the run state was planned for %d blocks, the map has %d",
+                          s->n_blocks, map->n);
+    int rc = dp_llama_embed(m, s, tokens, err);
+    if (rc) return rc;
+    dp_llama_blocks_forward(m, lora, map, s, 0, map->n);
+    dp_llama_head_forward(m, s, map->n);
+    return DP_OK;
+}
+
+double dp_llama_loss_ce(dp_llama_state *s, const dp_llama *m, const int32_t *targets, int64_t *n_counted,
+                        double grad_scale) {
+    double sum = dp_crossentropy_forward(s->nll, s->logits, targets, s->N, m->cfg.vocab_size, n_counted);
+    if (grad_scale != 0.0 && s->dlogits)
+        dp_crossentropy_backward(s->dlogits, s->logits, targets, grad_scale, s->N, m->cfg.vocab_size);
+    return sum;
+}
+
+void dp_llama_zero_dlogits(dp_llama_state *s, const dp_llama *m) {
+    if (s->dlogits) memset(s->dlogits, 0, (size_t)(s->N * m->cfg.vocab_size) * sizeof(float));
+}
+
+/* ---------------- backward ---------------- */
+
+static void zero(float *p, int64_t n) { memset(p, 0, (size_t)n * sizeof(float)); }
+
+/* dinp += dout W (+ LoRA); weight and adapter gradients added where asked */
+static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k, dp_llama_state *s,
+                            float *dinp, const float *dout, const float *inp, dp_llama_acts *a,
+                            dp_llama_view *g, dp_lora *lg, int64_t IN, int64_t OUT) {
+    int64_t N = s->N;
+    dp_matmul_backward(dinp, g ? g->blk[l][k] : NULL, dout, inp, m->w.blk[l][k], N, IN, OUT);
+    if (lora && lora->a[l][k])
+        dp_lora_backward(dinp, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora, dout, inp,
+                         a->xa[k], lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
+}
+
+/* s->dres holds dL/d(block output) on entry and dL/d(block input) on exit. */
+static void block_backward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
+                           dp_llama_acts *a, dp_llama_view *g, dp_lora *lg) {
+    const dp_llama_config *c = &m->cfg;
+    int64_t N = s->N, C = c->hidden_size, F = c->intermediate_size;
+    int64_t NH = c->n_heads, NKV = c->n_kv_heads, HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    float *const *w = m->w.blk[l];
+    float *dn1 = g ? g->blk[l][DP_BT_ATTN_NORM] : NULL, *dn2 = g ? g->blk[l][DP_BT_MLP_NORM] : NULL;
+    /* MLP */
+    zero(s->dh, N * F);
+    linear_backward(m, lora, l, DP_BT_DOWN, s, s->dh, s->dres, a->h, a, g, lg, F, C);
+    zero(s->dgate, N * F);
+    zero(s->dup, N * F);
+    dp_swiglu_backward(s->dgate, s->dup, s->dh, a->gate, a->up, N * F);
+    zero(s->dln, N * C);
+    linear_backward(m, lora, l, DP_BT_GATE, s, s->dln, s->dgate, a->ln2, a, g, lg, C, F);
+    linear_backward(m, lora, l, DP_BT_UP, s, s->dln, s->dup, a->ln2, a, g, lg, C, F);
+    dp_rmsnorm_backward(s->dres, dn2, s->dln, a->res2, w[DP_BT_MLP_NORM], a->rstd2, N, C);
+    /* attention */
+    zero(s->dao, N * QD);
+    linear_backward(m, lora, l, DP_BT_O, s, s->dao, s->dres, a->ao, a, g, lg, QD, C);
+    zero(s->dq, N * QD);
+    zero(s->dk, N * KD);
+    zero(s->dv, N * KD);
+    dp_attention_backward(s->dq, s->dk, s->dv, s->dao, a->att, a->q, a->k, a->v, s->B, s->T, NH, NKV, HD);
+    dp_rope_backward(s->dq, s->cosb, s->sinb, s->B, s->T, NH, HD);
+    dp_rope_backward(s->dk, s->cosb, s->sinb, s->B, s->T, NKV, HD);
+    zero(s->dln, N * C);
+    linear_backward(m, lora, l, DP_BT_Q, s, s->dln, s->dq, a->ln1, a, g, lg, C, QD);
+    linear_backward(m, lora, l, DP_BT_K, s, s->dln, s->dk, a->ln1, a, g, lg, C, KD);
+    linear_backward(m, lora, l, DP_BT_V, s, s->dln, s->dv, a->ln1, a, g, lg, C, KD);
+    dp_rmsnorm_backward(s->dres, dn1, s->dln, x, w[DP_BT_ATTN_NORM], a->rstd1, N, C);
+}
+
+void dp_llama_backward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                       const int32_t *tokens, dp_llama_view *grads, dp_lora *lgrads) {
+    const dp_llama_config *c = &m->cfg;
+    int64_t N = s->N, C = c->hidden_size, V = c->vocab_size, NC = N * C;
+    /* head and final norm */
+    zero(s->dln, NC);
+    dp_matmul_backward(s->dln, grads ? grads->head : NULL, s->dlogits, s->lnf, m->w.head, N, C, V);
+    zero(s->dres, NC);
+    dp_rmsnorm_backward(s->dres, grads ? grads->norm : NULL, s->dln, s->x + map->n * NC, m->w.norm, s->rstdf,
+                        N, C);
+    for (int i = map->n - 1; i >= 0; i--) {
+        int l = map->layer[i];
+        dp_llama_acts *a = acts_for(s, i);
+        if (s->flags & DP_STATE_RECOMPUTE) /* this block's activations, again, from its saved input */
+            block_forward(m, lora, l, s, s->x + i * NC, s->x + (i + 1) * NC, a);
+        block_backward(m, lora, l, s, s->x + i * NC, a, grads, lgrads);
+    }
+    if (grads) dp_embed_backward(grads->embed, s->dres, tokens, N, C);
+}
