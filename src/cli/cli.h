@@ -38,6 +38,8 @@ const char *dp_cli_get(const dp_app *app, const dp_cmd *cmd, const char *name);
 /* Parses an integer option; errors name the option. */
 int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback,
                    long long *out, dp_err *err);
+/* The model directory: --model, else the config's model.path (NULL if neither). */
+const char *dp_cli_model_path(const dp_app *app, const dp_cmd *cmd);
 /* Reports err on rank 0 and returns the exit code for it. */
 int dp_cli_fail(const dp_app *app, const dp_err *err);
 
@@ -45,5 +47,7 @@ extern const dp_cmd dp_cmd_config;
 extern const dp_cmd dp_cmd_info;
 extern const dp_cmd dp_cmd_tokenize;
 extern const dp_cmd dp_cmd_export;
+extern const dp_cmd dp_cmd_ppl;
+extern const dp_cmd dp_cmd_synth;
 
 #endif

@@ -48,12 +48,6 @@ static int model_dir_open(const char *dir, int need_tokenizer, model_dir *m, dp_
     return DP_OK;
 }
 
-/* The model directory: --model, else the config's model.path. */
-static const char *model_path(const dp_app *app, const dp_cmd *cmd) {
-    const char *dir = dp_cli_get(app, cmd, "--model");
-    return dir ? dir : dp_config_str(&app->cfg, "model.path", NULL);
-}
-
 /* ---- info ---- */
 static const dp_cli_opt k_info_opts[] = {{"--model", "DIR", "HF model directory"}, {NULL, NULL, NULL}};
 
@@ -61,7 +55,7 @@ static int run_info(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_info;
     dp_err err;
     dp_err_clear(&err);
-    const char *dir = model_path(app, cmd);
+    const char *dir = dp_cli_model_path(app, cmd);
     if (!dir) {
         dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
         return dp_cli_fail(app, &err);
@@ -244,7 +238,7 @@ static int run_tokenize(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_tokenize;
     dp_err err;
     dp_err_clear(&err);
-    const char *dir = model_path(app, cmd);
+    const char *dir = dp_cli_model_path(app, cmd);
     if (!dir) {
         dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
         return dp_cli_fail(app, &err);
@@ -344,7 +338,7 @@ static int run_export(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_export;
     dp_err err;
     dp_err_clear(&err);
-    const char *dir = model_path(app, cmd);
+    const char *dir = dp_cli_model_path(app, cmd);
     const char *out = dp_cli_get(app, cmd, "--out");
     if (!dir || !out) {
         dp_err_set(&err, DP_E_USAGE, "--model DIR and --out DIR are required");

@@ -7,7 +7,7 @@
 #include "cli.h"
 #include "depthprune/backend.h"
 
-static const dp_cmd *const k_cmds[] = {&dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_export,
+static const dp_cmd *const k_cmds[] = {&dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_ppl, &dp_cmd_export, &dp_cmd_synth,
                                        &dp_cmd_config};
 static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
 
@@ -57,6 +57,11 @@ int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long 
     if (!*v || *end) return dp_err_set(err, DP_E_USAGE, "%s expects an integer, got '%s'", name, v);
     *out = x;
     return DP_OK;
+}
+
+const char *dp_cli_model_path(const dp_app *app, const dp_cmd *cmd) {
+    const char *dir = dp_cli_get(app, cmd, "--model");
+    return dir ? dir : dp_config_str(&app->cfg, "model.path", NULL);
 }
 
 int dp_cli_fail(const dp_app *app, const dp_err *err) {

@@ -2,9 +2,16 @@
  * (tests/unit/test_ops.c); same source as the fp32 engine (ops.inc). */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "depthprune/ops.h"
+
+/* glibc declares its vector math (libmvec) only under -ffast-math; declare
+ * exp's SIMD variants so `omp simd` loops call them (libmvec: < 4 ulp). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((simd("notinbranch"))) double exp(double);
+#endif
 
 #define R double
 #define OP(name) dp_##name##_f64
