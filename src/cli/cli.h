@@ -49,5 +49,6 @@ extern const dp_cmd dp_cmd_tokenize;
 extern const dp_cmd dp_cmd_export;
 extern const dp_cmd dp_cmd_ppl;
 extern const dp_cmd dp_cmd_synth;
+extern const dp_cmd dp_cmd_score;
 
 #endif

@@ -1,0 +1,80 @@
+/* Block importance scoring (the first half of depth pruning): a
+ * calibration set drawn reproducibly from text, one dense forward that
+ * caches every block's input in calib.h5, then criteria that rank blocks.
+ *
+ * calib.h5 (RUNDIR/calib.h5):
+ *   ids (N, T) I32            the calibration tokens
+ *   source (N, 2) I64         (document index, token offset) of every sample
+ *   hidden_%03d (N, T, C) F32 input of block i, i = 0..L (L: the final norm's input)
+ *   dense_nll (N) F64         per-sample NLL sum of the dense model (positions 1..T-1)
+ *   attributes: model_hash, calib_hash, samples, seq_len, seed, bos, version
+ *
+ * Criteria (ascending score = less important, removed first):
+ *   ppl        exp(mean NLL) of the model without block i, from hidden_i
+ *   taylor     sum over the block's weights of |w * dL/dw| (one backward)
+ *   magnitude  sum |w| of the block;  magnitude-l2: sqrt(sum w^2)
+ *   bi         block influence: 1 - mean cos(h_i, h_{i+1}) over tokens
+ *   ppl+/taylor+  the same with the paper's protection (first 4, last 2 kept) */
+#ifndef DEPTHPRUNE_PRUNE_H
+#define DEPTHPRUNE_PRUNE_H
+
+#include <stdint.h>
+
+#include "depthprune/dist.h"
+#include "depthprune/llama.h"
+#include "depthprune/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dp_calib_opts {
+    int64_t samples, seq_len;
+    uint64_t seed;
+    int32_t bos_id;     /* < 0: no BOS; else every sample starts with it */
+    const char *field;  /* JSONL: the text field; NULL: plain text */
+} dp_calib_opts;
+
+/* Draws the calibration set (the paper's rule): documents are the JSONL
+ * lines' `field` or the text's blank-line-separated paragraphs; a document
+ * is drawn uniformly among those with at least the sample's token count,
+ * then a uniformly random window of it. ids (N, T) and src (N, 2: document,
+ * token offset) are fresh arrays. Deterministic in seed. */
+int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o,
+                    int32_t **ids, int64_t **src, dp_err *err);
+
+/* 64-bit content hashes (model: config + fp32 weights; data: bytes). */
+uint64_t dp_hash_bytes(const void *p, size_t n, uint64_t seed);
+uint64_t dp_llama_hash(const dp_llama *m);
+
+typedef struct dp_score_opts {
+    const char *run_dir;
+    int64_t batch;                /* samples per forward */
+    int protect_first, protect_last;
+    int64_t bootstrap;            /* replicates; 0: none */
+    double ratio;                 /* fraction of blocks removed, for the bootstrap's p_removed */
+    int progress;
+    int fault_kill_after_round;   /* tests: rank 1 SIGKILLs itself after committing round k (0: off) */
+} dp_score_opts;
+
+/* Collective. Runs (or reuses, when RUNDIR/calib.h5 matches model and
+ * calibration) the dense calibration forward. */
+int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, const int64_t *src,
+                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_err *err);
+
+/* Collective. Scores the criteria named in crit (n_crit names, see above)
+ * from RUNDIR/calib.h5 and writes RUNDIR/scores.h5 and scores.json
+ * (atomically). The PPL sweep commits finished candidates to
+ * RUNDIR/scores.progress.h5 after every round and resumes from it. */
+int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int n_crit, const dp_score_opts *o,
+             dp_err *err);
+
+/* Cost-balanced candidate assignment: candidate i costs L-1-i blocks; pairs
+ * (i, L-1-i) are dealt round-robin. owner[i] = rank; round[i] = the index
+ * of the candidate among its rank's (the commit round). */
+void dp_score_assign(int L, int n_ranks, int *owner, int *round);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

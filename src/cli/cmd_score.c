@@ -1,0 +1,161 @@
+/* `depthprune score`: draws the calibration set (rank 0, broadcast), runs or
+ * reuses the dense calibration forward (RUNDIR/calib.h5), then scores every
+ * block by the requested criteria (RUNDIR/scores.h5, scores.json) and
+ * prints the removal order of each. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "depthprune/prune.h"
+
+static const dp_cli_opt k_score_opts[] = {
+    {"--model", "DIR", "HF model directory"},
+    {"--calib", "FILE", "calibration text (blank-line-separated documents) or .jsonl"},
+    {"--calib-field", "NAME", "JSONL field holding the text (default text)"},
+    {"--criterion", "LIST", "ppl,taylor,magnitude,magnitude-l2,bi and ppl+,taylor+,... (default ppl)"},
+    {"--samples", "N", "calibration samples (default 10)"},
+    {"--seq-len", "T", "tokens per sample (default 128)"},
+    {"--seed", "S", "sampling seed (default run.seed = 1234)"},
+    {"--batch", "N", "samples per forward (default 10)"},
+    {"--protect-first", "F", "keep the first F blocks out of the order (default 0)"},
+    {"--protect-last", "B", "keep the last B blocks out of the order (default 0)"},
+    {"--bootstrap", "R", "bootstrap replicates over calibration samples (default 0)"},
+    {"--ratio", "X", "fraction of blocks to remove, for the bootstrap (default 0.2)"},
+    {"--run", "DIR", "run directory (default run.dir)"},
+    {"--fault-kill-after-round", "K", "testing: rank 1 kills itself after PPL round K"},
+    {NULL, NULL, NULL},
+};
+
+static int mkdir_p(const char *path, dp_err *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s", buf);
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s", buf);
+    return DP_OK;
+}
+
+static int opt_or_cfg(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, long long def,
+                      long long *out, dp_err *err) {
+    return dp_cli_opt_int(app, cmd, opt, dp_config_int(&app->cfg, key, def), out, err);
+}
+
+static int run_score(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_score;
+    const dp_mpi *mpi = &app->mpi;
+    dp_err err;
+    dp_err_clear(&err);
+    const char *dir = dp_cli_model_path(app, cmd);
+    const char *calib = dp_cli_get(app, cmd, "--calib");
+    if (!calib) calib = dp_config_str(&app->cfg, "calib.path", NULL);
+    const char *run = dp_cli_get(app, cmd, "--run");
+    if (!run) run = dp_config_str(&app->cfg, "run.dir", "runs/default");
+    const char *crit_s = dp_cli_get(app, cmd, "--criterion");
+    if (!crit_s) crit_s = dp_config_str(&app->cfg, "score.criteria", "ppl");
+    const char *field = dp_cli_get(app, cmd, "--calib-field");
+    if (!field) field = dp_config_str(&app->cfg, "calib.field", NULL);
+    long long N = 0, T = 0, seed = 0, batch = 0, pf = 0, pl = 0, boot = 0, kill = 0;
+    int rc = DP_OK;
+    if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
+    else if (!calib) rc = dp_err_set(&err, DP_E_USAGE, "--calib FILE is required");
+    if (!rc) rc = opt_or_cfg(app, cmd, "--samples", "calib.samples", 10, &N, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--seq-len", "calib.seq_len", 128, &T, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--seed", "run.seed", 1234, &seed, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--batch", "score.batch", 10, &batch, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--protect-first", "score.protect_first", 0, &pf, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--protect-last", "score.protect_last", 0, &pl, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--bootstrap", "score.bootstrap", 0, &boot, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--fault-kill-after-round", 0, &kill, &err);
+    double ratio = dp_config_float(&app->cfg, "score.ratio", 0.2);
+    const char *rs = dp_cli_get(app, cmd, "--ratio");
+    if (!rc && rs) {
+        char *end;
+        ratio = strtod(rs, &end);
+        if (!*rs || *end) rc = dp_err_set(&err, DP_E_USAGE, "--ratio expects a number, got '%s'", rs);
+    }
+    if (!rc && (N < 1 || T < 2 || batch < 1 || boot < 0 || N > 1000000 || T > 1000000))
+        rc = dp_err_set(&err, DP_E_USAGE, "--samples >= 1, --seq-len >= 2, --batch >= 1 and --bootstrap >= 0");
+    /* the criteria list */
+    char *crit_buf = dp_strdup(crit_s, "cli");
+    const char *crit[16];
+    int n_crit = 0;
+    for (char *save = NULL, *tok = strtok_r(crit_buf, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+        if (n_crit == 16) rc = dp_err_set(&err, DP_E_USAGE, "at most 16 criteria");
+        else crit[n_crit++] = tok;
+    }
+    if (!rc && n_crit == 0) rc = dp_err_set(&err, DP_E_USAGE, "--criterion is empty");
+    if (rc) {
+        dp_free(crit_buf);
+        return dp_cli_fail(app, &err);
+    }
+    if (mpi->rank == 0) rc = mkdir_p(run, &err);
+    rc = dp_mpi_agree(mpi, rc, &err);
+    dp_llama m;
+    memset(&m, 0, sizeof m);
+    if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, &err), &err);
+    if (!rc && T > m.cfg.max_position_embeddings)
+        rc = dp_err_set(&err, DP_E_RANGE, "--seq-len %lld exceeds max_position_embeddings %lld", T,
+                        (long long)m.cfg.max_position_embeddings);
+
+    /* calibration samples: rank 0 draws them, everyone receives them */
+    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos", "auto");
+    dp_calib_opts co = {.samples = N, .seq_len = T, .seed = (uint64_t)seed, .bos_id = -1, .field = field};
+    size_t cl = strlen(calib);
+    if (!co.field && cl > 6 && !strcmp(calib + cl - 6, ".jsonl")) co.field = "text";
+    int32_t *ids = NULL;
+    int64_t *src = NULL;
+    if (!rc && mpi->rank == 0) {
+        dp_tokenizer *tok = NULL;
+        char *text = NULL;
+        size_t n = 0;
+        rc = dp_tokenizer_load(dir, &tok, &err);
+        if (!rc) rc = dp_read_file(calib, &text, &n, &err);
+        if (!rc) {
+            co.bos_id = strcmp(bos_policy, "false") && dp_tokenizer_adds_bos(tok) ? dp_tokenizer_bos_id(tok) : -1;
+            if (!strcmp(bos_policy, "true")) co.bos_id = dp_tokenizer_bos_id(tok);
+            rc = dp_calib_sample(tok, text, n, &co, &ids, &src, &err);
+            if (rc) dp_err_prefix(&err, "%s", calib);
+        }
+        dp_free(text);
+        dp_tokenizer_free(tok);
+    }
+    rc = dp_mpi_agree(mpi, rc, &err);
+    if (!rc) {
+        int32_t bos = co.bos_id;
+        DP_CHECK_MPI(MPI_Bcast(&bos, 1, MPI_INT32_T, 0, mpi->comm));
+        co.bos_id = bos;
+        if (mpi->rank != 0) {
+            ids = dp_malloc((size_t)(N * T) * sizeof(int32_t), "calib");
+            src = dp_malloc((size_t)(N * 2) * sizeof(int64_t), "calib");
+        }
+        DP_CHECK_MPI(MPI_Bcast(ids, (int)(N * T), MPI_INT32_T, 0, mpi->comm));
+        DP_CHECK_MPI(MPI_Bcast(src, (int)(N * 2), MPI_INT64_T, 0, mpi->comm));
+    }
+    int progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
+    if (!rc) rc = dp_calibrate(mpi, &m, ids, src, &co, run, batch, progress, &err);
+    dp_score_opts so = {.run_dir = run, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
+                        .bootstrap = boot, .ratio = ratio, .progress = progress,
+                        .fault_kill_after_round = (int)kill};
+    if (!rc) rc = dp_score(mpi, &m, crit, n_crit, &so, &err);
+    if (!rc && mpi->rank == 0) {
+        char *jp = dp_path_join(run, "scores.json");
+        printf("scores: %s\n", jp);
+        dp_free(jp);
+    }
+    dp_free(ids);
+    dp_free(src);
+    dp_free(crit_buf);
+    dp_llama_free(&m);
+    return rc ? dp_cli_fail(app, &err) : 0;
+}
+
+const dp_cmd dp_cmd_score = {
+    "score", "rank every block by importance (PPL, Taylor, magnitude, block influence) across MPI ranks",
+    "--model DIR --calib FILE --criterion ppl,taylor+ [--samples 10 --seq-len 128 --seed S] --run RUNDIR",
+    k_score_opts, 1, run_score};

@@ -1,0 +1,191 @@
+/* The calibration set: documents from plain text (blank-line-separated
+ * paragraphs) or JSONL (one field per line), the paper's sampling rule (a
+ * random document long enough, then a random window), and content hashes
+ * that tie run files to the model and data they came from. */
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "depthprune/prune.h"
+
+uint64_t dp_hash_bytes(const void *p, size_t n, uint64_t seed) {
+    /* 8 bytes per step, murmur-style mixing; not cryptographic */
+    const unsigned char *b = p;
+    uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ull);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t k;
+        memcpy(&k, b + i, 8);
+        k *= 0x87C37B91114253D5ull;
+        k = (k << 31) | (k >> 33);
+        h ^= k * 0x4CF5AD432745937Full;
+        h = ((h << 27) | (h >> 37)) * 5 + 0x52DCE729;
+    }
+    uint64_t k = 0;
+    for (size_t j = 0; i + j < n; j++) k |= (uint64_t)b[i + j] << (8 * j);
+    h ^= k * 0x87C37B91114253D5ull;
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    return h;
+}
+
+uint64_t dp_llama_hash(const dp_llama *m) {
+    /* chunks hashed in parallel, combined in order: the same for any thread count */
+    const size_t chunk = (size_t)1 << 20;
+    size_t n_bytes = (size_t)m->n_elems * sizeof(float), n_chunks = (n_bytes + chunk - 1) / chunk;
+    uint64_t *part = dp_malloc((n_chunks ? n_chunks : 1) * sizeof(uint64_t), "hash");
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t len = c + 1 < n_chunks ? chunk : n_bytes - c * chunk;
+        part[c] = dp_hash_bytes((const char *)m->mem + c * chunk, len, c);
+    }
+    uint64_t h = dp_hash_bytes(m->cfg.json_text, m->cfg.json_text ? strlen(m->cfg.json_text) : 0, 1);
+    h = dp_hash_bytes(&h, 8, dp_hash_bytes(part, n_chunks * sizeof(uint64_t), 2));
+    dp_free(part);
+    return h;
+}
+
+typedef struct {
+    int64_t n;
+    const char **start;
+    size_t *len;
+    char **owned; /* JSONL field strings */
+} docs;
+
+static void docs_free(docs *d) {
+    for (int64_t i = 0; i < d->n; i++) dp_free(d->owned ? d->owned[i] : NULL);
+    dp_free(d->owned);
+    dp_free(d->start);
+    dp_free(d->len);
+    memset(d, 0, sizeof *d);
+}
+
+static void docs_push(docs *d, int64_t *cap, const char *s, size_t len, char *owned) {
+    if (d->n == *cap) {
+        *cap = *cap ? 2 * *cap : 1024;
+        d->start = dp_realloc(d->start, (size_t)*cap * sizeof(char *), "calib");
+        d->len = dp_realloc(d->len, (size_t)*cap * sizeof(size_t), "calib");
+        d->owned = dp_realloc(d->owned, (size_t)*cap * sizeof(char *), "calib");
+    }
+    d->start[d->n] = s;
+    d->len[d->n] = len;
+    d->owned[d->n] = owned;
+    d->n++;
+}
+
+static int split_docs(const char *text, size_t n, const char *field, docs *d, dp_err *err) {
+    int64_t cap = 0;
+    memset(d, 0, sizeof *d);
+    size_t pos = 0;
+    int64_t line_no = 0;
+    if (field) {
+        while (pos < n) {
+            const char *nl = memchr(text + pos, '\n', n - pos);
+            size_t len = nl ? (size_t)(nl - (text + pos)) : n - pos;
+            line_no++;
+            size_t k = 0;
+            while (k < len && (text[pos + k] == ' ' || text[pos + k] == '\t' || text[pos + k] == '\r')) k++;
+            if (k < len) {
+                cJSON *o = cJSON_ParseWithLength(text + pos, len);
+                const cJSON *f = o ? cJSON_GetObjectItemCaseSensitive(o, field) : NULL;
+                if (!o || !cJSON_IsString(f)) {
+                    cJSON_Delete(o);
+                    docs_free(d);
+                    return dp_err_set(err, DP_E_FORMAT, "line %lld: %s", (long long)line_no,
+                                      o ? "the field is missing or not a string" : "not a JSON object");
+                }
+                char *s = dp_strdup(f->valuestring, "calib");
+                docs_push(d, &cap, s, strlen(s), s);
+                cJSON_Delete(o);
+            }
+            pos += len + 1;
+        }
+        return DP_OK;
+    }
+    /* paragraphs: runs of non-blank lines, separated by blank lines */
+    size_t para = 0, para_end = 0;
+    int in_para = 0;
+    while (pos <= n) {
+        const char *nl = pos < n ? memchr(text + pos, '\n', n - pos) : NULL;
+        size_t e = nl ? (size_t)(nl - text) : n, k = pos;
+        while (k < e && (text[k] == ' ' || text[k] == '\t' || text[k] == '\r')) k++;
+        int blank = k == e;
+        if (!blank && !in_para) para = pos, in_para = 1;
+        if (!blank) para_end = e;
+        if ((blank || !nl) && in_para) {
+            while (para_end > para && text[para_end - 1] == '\r') para_end--;
+            docs_push(d, &cap, text + para, para_end - para, NULL);
+            in_para = 0;
+        }
+        if (!nl) break;
+        pos = e + 1;
+    }
+    return DP_OK;
+}
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(rng_next(s) % (uint64_t)n); }
+
+int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o,
+                    int32_t **ids, int64_t **src, dp_err *err) {
+    *ids = NULL;
+    *src = NULL;
+    int64_t N = o->samples, T = o->seq_len;
+    if (N < 1 || T < 2)
+        return dp_err_set(err, DP_E_USAGE, "need at least 1 sample of at least 2 tokens (got %lld x %lld)",
+                          (long long)N, (long long)T);
+    int64_t body = o->bos_id >= 0 ? T - 1 : T;
+    docs d;
+    int rc = split_docs(text, n_bytes, o->field, &d, err);
+    if (rc) return rc;
+    /* candidates: documents with at least `body` bytes (a token spans at
+     * least one byte); a drawn document shorter in tokens is struck off */
+    int64_t *cand = dp_malloc((size_t)(d.n ? d.n : 1) * sizeof(int64_t), "calib");
+    int64_t n_cand = 0;
+    for (int64_t i = 0; i < d.n; i++)
+        if ((int64_t)d.len[i] >= body) cand[n_cand++] = i;
+    int32_t *out = dp_malloc((size_t)(N * T) * sizeof(int32_t), "calib");
+    int64_t *where = dp_malloc((size_t)(N * 2) * sizeof(int64_t), "calib");
+    uint64_t st = o->seed;
+    for (int64_t s = 0; s < N && rc == DP_OK;) {
+        if (n_cand == 0) {
+            rc = dp_err_set(err, DP_E_FORMAT,
+                            "the calibration text has no document with %lld tokens (%lld documents); "
+                            "%lld samples x %lld tokens need longer documents or a smaller --seq-len",
+                            (long long)body, (long long)d.n, (long long)N, (long long)T);
+            break;
+        }
+        int64_t ci = rng_below(&st, n_cand), doc = cand[ci];
+        int32_t *t = NULL;
+        int64_t nt = 0;
+        if ((rc = dp_tokenizer_encode(tok, d.start[doc], d.len[doc], 0, &t, &nt, err))) break;
+        if (nt < body) {
+            cand[ci] = cand[--n_cand]; /* too short in tokens: never draw it again */
+            dp_free(t);
+            continue;
+        }
+        int64_t off = rng_below(&st, nt - body + 1);
+        int32_t *row = out + s * T;
+        if (o->bos_id >= 0) row[0] = o->bos_id;
+        memcpy(row + (T - body), t + off, (size_t)body * sizeof(int32_t));
+        where[2 * s] = doc;
+        where[2 * s + 1] = off;
+        dp_free(t);
+        s++;
+    }
+    dp_free(cand);
+    docs_free(&d);
+    if (rc) {
+        dp_free(out);
+        dp_free(where);
+        return rc;
+    }
+    *ids = out;
+    *src = where;
+    return DP_OK;
+}

@@ -1,0 +1,775 @@
+/* Calibration forward and block scoring across MPI ranks.
+ *
+ * calibrate: contiguous shares of the calibration samples per rank (in
+ * fixed global batches), every block input written collectively to
+ * calib.h5. PPL criterion: candidate i restarts from hidden_i and runs
+ * blocks i+1..L-1 (never the blocks before i: L(L-1)/2 block passes in
+ * all); candidates are dealt by cost and computed whole by one rank with
+ * fixed batch shapes, so scores are bit-identical for any rank count.
+ * After every round of candidates the results are combined and rank 0
+ * rewrites scores.progress.h5 (temporary file + rename), from which a
+ * killed or requeued run resumes. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "depthprune/ops.h"
+#include "depthprune/prune.h"
+#include "depthprune/store.h"
+
+enum { CRIT_PPL, CRIT_TAYLOR, CRIT_MAG1, CRIT_MAG2, CRIT_BI, N_BASE };
+static const char *const k_base_names[N_BASE] = {"ppl", "taylor", "magnitude", "magnitude-l2", "bi"};
+
+/* ---------------- helpers ---------------- */
+
+static char *hex64(uint64_t h, char *buf) {
+    snprintf(buf, 17, "%016llx", (unsigned long long)h);
+    return buf;
+}
+
+/* Contiguous share of n items for rank r of size: [lo, hi), in whole batches. */
+static void share(int64_t n, int64_t batch, int r, int size, int64_t *lo, int64_t *hi) {
+    int64_t nb = (n + batch - 1) / batch;
+    int64_t b0 = nb * r / size, b1 = nb * (r + 1) / size;
+    *lo = b0 * batch < n ? b0 * batch : n;
+    *hi = b1 * batch < n ? b1 * batch : n;
+}
+
+static int all_ok(const dp_mpi *mpi, int rc, dp_err *err) { return dp_mpi_agree(mpi, rc, err); }
+
+/* Allreduce of doubles in chunks (MPI counts are int). */
+static void allreduce_d(const dp_mpi *mpi, double *x, int64_t n) {
+    for (int64_t off = 0; off < n; off += 1 << 28) {
+        int c = (int)(n - off < (1 << 28) ? n - off : (1 << 28));
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, x + off, c, MPI_DOUBLE, MPI_SUM, mpi->comm));
+    }
+}
+static void allreduce_f(const dp_mpi *mpi, float *x, int64_t n) {
+    for (int64_t off = 0; off < n; off += 1 << 28) {
+        int c = (int)(n - off < (1 << 28) ? n - off : (1 << 28));
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, x + off, c, MPI_FLOAT, MPI_SUM, mpi->comm));
+    }
+}
+
+/* Per-sample NLL sums (positions 1..T-1) of rows already in s->logits. */
+static void sample_nll(dp_llama_state *s, const dp_llama *m, const int32_t *tok, int64_t nb, int64_t T,
+                       int32_t *targets, double *out) {
+    for (int64_t i = 0; i < nb; i++)
+        for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tok[i * T + t + 1] : -1;
+    dp_llama_loss_ce(s, m, targets, NULL, 0.0);
+    for (int64_t i = 0; i < nb; i++) {
+        double acc = 0.0;
+        for (int64_t t = 0; t + 1 < T; t++) acc += (double)s->nll[i * T + t];
+        out[i] = acc;
+    }
+}
+
+/* Deterministic (thread-count independent) sums over a block's tensors. */
+static double block_sum(const dp_llama *m, int l, const float *grad_base, int kind) {
+    double total = 0.0;
+    for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
+        const dp_llama_param *p = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k];
+        const float *w = m->mem + p->offset, *g = grad_base ? grad_base + p->offset : NULL;
+        int64_t n = p->n_elems, chunk = 1 << 16, nc = (n + chunk - 1) / chunk;
+        double *part = dp_calloc((size_t)nc, sizeof(double), "score");
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < nc; c++) {
+            int64_t e = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+            double acc = 0.0;
+            for (int64_t j = c * chunk; j < e; j++) {
+                double v = kind == CRIT_TAYLOR ? fabs((double)w[j] * (double)g[j])
+                           : kind == CRIT_MAG1 ? fabs((double)w[j])
+                                               : (double)w[j] * (double)w[j];
+                acc += v;
+            }
+            part[c] = acc;
+        }
+        for (int64_t c = 0; c < nc; c++) total += part[c];
+        dp_free(part);
+    }
+    return kind == CRIT_MAG2 ? sqrt(total) : total;
+}
+
+/* ---------------- calibrate ---------------- */
+
+int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, const int64_t *src,
+                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_err *err) {
+    int64_t N = co->samples, T = co->seq_len, C = m->cfg.hidden_size;
+    int L = (int)m->cfg.n_layers;
+    char mh[17], ch[17], buf[64];
+    hex64(dp_llama_hash(m), mh);
+    hex64(dp_hash_bytes(ids, (size_t)(N * T) * sizeof(int32_t), 3), ch);
+    char *path = dp_path_join(run_dir, "calib.h5");
+    int rc = DP_OK;
+    if (dp_file_exists(path)) { /* reuse it if it is complete and ours */
+        dp_h5 h;
+        char *a = NULL, *b = NULL, *done = NULL;
+        rc = dp_h5_open(&h, path, mpi->comm, 0, err);
+        if (rc == DP_OK) {
+            int r1 = dp_h5_get_attr(&h, "model_hash", &a, err), r2 = dp_h5_get_attr(&h, "calib_hash", &b, err);
+            int r3 = dp_h5_get_attr(&h, "complete", &done, err);
+            dp_h5_close(&h);
+            if (r1 || r2) rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", path);
+            else if (strcmp(a, mh))
+                rc = dp_err_set(err, DP_E_MISMATCH,
+                                "%s was made for a different model (model hash %s, this model %s); use a new "
+                                "--run directory",
+                                path, a, mh);
+            else if (strcmp(b, ch))
+                rc = dp_err_set(err, DP_E_MISMATCH,
+                                "%s holds a different calibration set (hash %s, this one %s: samples, seq_len, "
+                                "seed or text changed); use a new --run directory",
+                                path, b, ch);
+            else if (r3 == DP_OK && !strcmp(done, "1")) {
+                dp_log0("calibrate: reusing %s", path);
+                dp_free(a), dp_free(b), dp_free(done), dp_free(path);
+                return all_ok(mpi, DP_OK, err);
+            }
+            /* incomplete: computed again below */
+            dp_err_clear(err);
+            dp_free(a), dp_free(b), dp_free(done);
+        }
+        if (rc) {
+            dp_free(path);
+            return all_ok(mpi, rc, err);
+        }
+    }
+    int64_t s0, s1;
+    share(N, batch, mpi->rank, mpi->size, &s0, &s1);
+    int64_t mine = s1 - s0, NTC = T * C;
+    float *hid = dp_malloc((size_t)((L + 1) * (mine ? mine : 1) * NTC) * sizeof(float), "calib hidden");
+    double *nll = dp_calloc((size_t)(mine ? mine : 1), sizeof(double), "calib");
+    int32_t *targets = dp_malloc((size_t)(batch * T) * sizeof(int32_t), "calib");
+    dp_layer_map map;
+    dp_layer_map_all(&map, L);
+    dp_llama_state st;
+    int64_t cur_b = -1;
+    double t0 = dp_time_s();
+    memset(&st, 0, sizeof st);
+    for (int64_t a = s0; a < s1 && rc == DP_OK; a += batch) {
+        int64_t nb = a + batch <= s1 ? batch : s1 - a;
+        if (nb != cur_b) {
+            if (cur_b > 0) dp_llama_state_free(&st);
+            if ((rc = dp_llama_state_init(&st, m, NULL, nb, T, L, 0, 0, err))) break;
+            cur_b = nb;
+        }
+        if ((rc = dp_llama_forward(m, NULL, &map, &st, ids + a * T, err))) break;
+        for (int i = 0; i <= L; i++)
+            for (int64_t j = 0; j < nb; j++)
+                memcpy(hid + ((int64_t)i * mine + (a - s0) + j) * NTC, st.x + ((int64_t)i * nb + j) * NTC,
+                       (size_t)NTC * sizeof(float));
+        sample_nll(&st, m, ids + a * T, nb, T, targets, nll + (a - s0));
+        if (progress && mpi->rank == 0)
+            dp_log("calibrate: %lld/%lld samples on rank 0, %.1f s", (long long)(a + nb - s0), (long long)mine,
+                   dp_time_s() - t0);
+    }
+    if (cur_b > 0) dp_llama_state_free(&st);
+    dp_free(targets);
+    rc = all_ok(mpi, rc, err);
+    char *tmp = dp_path_join(run_dir, "calib.h5.tmp");
+    dp_h5 h;
+    if (rc == DP_OK) rc = all_ok(mpi, dp_h5_create(&h, tmp, mpi->comm, err), err);
+    if (rc == DP_OK) {
+        int64_t sh_ids[2] = {N, T}, sh_src[2] = {N, 2}, sh_h[3] = {N, T, C};
+        int r0 = mpi->rank == 0;
+        rc = dp_h5_write_rows(&h, "ids", DP_DTYPE_I32, 2, sh_ids, 0, 0, r0 ? N : 0, ids, err);
+        if (!rc) rc = dp_h5_write_rows(&h, "source", DP_DTYPE_I64, 2, sh_src, 0, 0, r0 ? N : 0, src, err);
+        if (!rc) rc = dp_h5_write_rows(&h, "dense_nll", DP_DTYPE_F64, 1, sh_ids, 0, s0, mine, nll, err);
+        for (int i = 0; i <= L && !rc; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "hidden_%03d", i);
+            rc = dp_h5_write_rows(&h, name, DP_DTYPE_F32, 3, sh_h, 0, s0, mine, hid + (int64_t)i * mine * NTC, err);
+        }
+        struct { const char *k; const char *v; } attrs[] = {{"model_hash", mh}, {"calib_hash", ch}};
+        for (size_t i = 0; i < 2 && !rc; i++) rc = dp_h5_set_attr(&h, attrs[i].k, attrs[i].v, err);
+        snprintf(buf, sizeof buf, "%lld", (long long)N);
+        if (!rc) rc = dp_h5_set_attr(&h, "samples", buf, err);
+        snprintf(buf, sizeof buf, "%lld", (long long)T);
+        if (!rc) rc = dp_h5_set_attr(&h, "seq_len", buf, err);
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)co->seed);
+        if (!rc) rc = dp_h5_set_attr(&h, "seed", buf, err);
+        snprintf(buf, sizeof buf, "%d", co->bos_id);
+        if (!rc) rc = dp_h5_set_attr(&h, "bos", buf, err);
+        if (!rc) rc = dp_h5_set_attr(&h, "version", DP_VERSION_STRING, err);
+        if (!rc) rc = dp_h5_set_attr(&h, "complete", "1", err);
+        dp_h5_close(&h);
+        rc = all_ok(mpi, rc, err);
+        if (rc == DP_OK && mpi->rank == 0 && rename(tmp, path))
+            rc = dp_err_set(err, DP_E_IO, "cannot rename %s to %s", tmp, path);
+        rc = all_ok(mpi, rc, err);
+    }
+    if (rc == DP_OK) dp_log0("calibrate: %lld samples x %lld tokens, %d block inputs -> %s (%.1f s)", (long long)N,
+                             (long long)T, L + 1, path, dp_time_s() - t0);
+    dp_free(tmp);
+    dp_free(hid);
+    dp_free(nll);
+    dp_free(path);
+    return rc;
+}
+
+/* ---------------- candidate assignment ---------------- */
+
+void dp_score_assign(int L, int n_ranks, int *owner, int *round) {
+    int *count = dp_calloc((size_t)n_ranks, sizeof(int), "score");
+    int n_pairs = (L + 1) / 2;
+    for (int p = 0; p < n_pairs; p++) {
+        int r = p % n_ranks;
+        int a = p, b = L - 1 - p;
+        owner[a] = r;
+        round[a] = count[r]++;
+        if (b != a) {
+            owner[b] = r;
+            round[b] = count[r]++;
+        }
+    }
+    dp_free(count);
+}
+
+/* ---------------- the PPL sweep ---------------- */
+
+typedef struct {
+    double *nll;  /* (L, N) per-sample NLL sums without block i */
+    int32_t *done; /* (L) */
+} ppl_state;
+
+static int write_progress(const char *path, const char *tmp, int L, int64_t N, const ppl_state *p, const char *mh,
+                          const char *ch, dp_err *err) {
+    dp_h5 h;
+    int rc = dp_h5_create(&h, tmp, MPI_COMM_SELF, err);
+    if (rc) return rc;
+    int64_t sh[2] = {L, N};
+    rc = dp_h5_write_rows(&h, "ppl_sample_nll", DP_DTYPE_F64, 2, sh, 0, 0, L, p->nll, err);
+    if (!rc) rc = dp_h5_write_rows(&h, "ppl_done", DP_DTYPE_I32, 1, sh, 0, 0, L, p->done, err);
+    if (!rc) rc = dp_h5_set_attr(&h, "model_hash", mh, err);
+    if (!rc) rc = dp_h5_set_attr(&h, "calib_hash", ch, err);
+    dp_h5_close(&h);
+    if (!rc && rename(tmp, path)) rc = dp_err_set(err, DP_E_IO, "cannot rename %s", tmp);
+    return rc;
+}
+
+/* Every rank reads the progress file (if any, and if it matches). */
+static void read_progress(const dp_mpi *mpi, const char *path, int L, int64_t N, ppl_state *p, const char *mh,
+                          const char *ch) {
+    if (!dp_file_exists(path)) return;
+    dp_h5 h;
+    dp_err e;
+    if (dp_h5_open(&h, path, mpi->comm, 0, &e)) return;
+    char *a = NULL, *b = NULL;
+    int ok = !dp_h5_get_attr(&h, "model_hash", &a, &e) && !dp_h5_get_attr(&h, "calib_hash", &b, &e) &&
+             !strcmp(a, mh) && !strcmp(b, ch);
+    int nd;
+    int64_t sh[DP_MAX_DIMS];
+    ok = ok && !dp_h5_shape(&h, "ppl_sample_nll", &nd, sh, &e) && nd == 2 && sh[0] == L && sh[1] == N;
+    ok = dp_mpi_agree(mpi, ok ? 0 : 1, &e) == 0;
+    if (ok) {
+        ok = !dp_h5_read_rows(&h, "ppl_sample_nll", DP_DTYPE_F64, 0, L, p->nll, &e) &&
+             !dp_h5_read_rows(&h, "ppl_done", DP_DTYPE_I32, 0, L, p->done, &e);
+    }
+    dp_h5_close(&h);
+    dp_free(a), dp_free(b);
+    if (!ok) {
+        memset(p->nll, 0, (size_t)(L * N) * sizeof(double));
+        memset(p->done, 0, (size_t)L * sizeof(int32_t));
+        dp_log0("score: ignoring %s (it belongs to another model or calibration set)", path);
+    }
+}
+
+static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const int32_t *ids, int64_t N, int64_t T,
+                     const dp_score_opts *o, const char *mh, const char *ch, ppl_state *p, int64_t *passes,
+                     dp_err *err) {
+    int L = (int)m->cfg.n_layers;
+    int64_t C = m->cfg.hidden_size, NTC = T * C;
+    int *owner = dp_malloc((size_t)L * sizeof(int), "score"), *round = dp_malloc((size_t)L * sizeof(int), "score");
+    dp_score_assign(L, mpi->size, owner, round);
+    char *prog = dp_path_join(o->run_dir, "scores.progress.h5"), *prog_tmp = dp_path_join(o->run_dir, "scores.progress.h5.tmp");
+    read_progress(mpi, prog, L, N, p, mh, ch);
+    int n_done0 = 0;
+    for (int i = 0; i < L; i++) n_done0 += p->done[i] != 0;
+    if (n_done0) dp_log0("score: resuming, %d of %d PPL candidates already scored", n_done0, L);
+    /* block inputs of this rank's remaining candidates (collective reads, in block order) */
+    float **hin = dp_calloc((size_t)L, sizeof(float *), "score");
+    int rc = DP_OK;
+    for (int i = 0; i < L && rc == DP_OK; i++) {
+        int need = owner[i] == mpi->rank && !p->done[i];
+        if (need) hin[i] = dp_malloc((size_t)(N * NTC) * sizeof(float), "score inputs");
+        char name[32];
+        snprintf(name, sizeof name, "hidden_%03d", i);
+        rc = dp_h5_read_rows(calib, name, DP_DTYPE_F32, 0, need ? N : 0, hin[i], err);
+    }
+    rc = all_ok(mpi, rc, err);
+    int n_rounds = 0;
+    for (int i = 0; i < L; i++)
+        if (round[i] + 1 > n_rounds) n_rounds = round[i] + 1;
+    double *local = dp_calloc((size_t)(L * N), sizeof(double), "score");
+    int32_t *ldone = dp_calloc((size_t)L, sizeof(int32_t), "score");
+    int32_t *targets = dp_malloc((size_t)(o->batch * T) * sizeof(int32_t), "score");
+    dp_llama_state st;
+    memset(&st, 0, sizeof st);
+    int64_t cur_b = -1;
+    double t0 = dp_time_s();
+    int total_todo = L - n_done0, done_now = 0;
+    *passes = 0;
+    for (int r = 0; r < n_rounds && rc == DP_OK; r++) {
+        memset(local, 0, (size_t)(L * N) * sizeof(double));
+        memset(ldone, 0, (size_t)L * sizeof(int32_t));
+        for (int i = 0; i < L && rc == DP_OK; i++) {
+            if (owner[i] != mpi->rank || round[i] != r || p->done[i]) continue;
+            dp_layer_map map;
+            dp_layer_map_all(&map, L);
+            int64_t drop = i;
+            dp_layer_map_drop(&map, L, &drop, 1, err);
+            for (int64_t a = 0; a < N && rc == DP_OK; a += o->batch) {
+                int64_t nb = a + o->batch <= N ? o->batch : N - a;
+                if (nb != cur_b) {
+                    if (cur_b > 0) dp_llama_state_free(&st);
+                    if ((rc = dp_llama_state_init(&st, m, NULL, nb, T, L - 1 > 0 ? L - 1 : 0, 0, 0, err))) break;
+                    cur_b = nb;
+                }
+                /* map position i is dense block i+1: restart there from hidden_i */
+                memcpy(st.x + (int64_t)i * nb * NTC, hin[i] + a * NTC, (size_t)(nb * NTC) * sizeof(float));
+                dp_llama_blocks_forward(m, NULL, &map, &st, i, map.n);
+                dp_llama_head_forward(m, &st, map.n);
+                sample_nll(&st, m, ids + a * T, nb, T, targets, local + (int64_t)i * N + a);
+            }
+            ldone[i] = 1;
+            *passes += L - 1 - i;
+        }
+        rc = all_ok(mpi, rc, err);
+        if (rc) break;
+        /* combine: only the owner contributes a row, so the sums are exact */
+        allreduce_d(mpi, local, L * N);
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, ldone, L, MPI_INT32_T, MPI_SUM, mpi->comm));
+        int new_here = 0;
+        for (int i = 0; i < L; i++)
+            if (ldone[i]) {
+                memcpy(p->nll + (int64_t)i * N, local + (int64_t)i * N, (size_t)N * sizeof(double));
+                p->done[i] = 1;
+                new_here++;
+            }
+        done_now += new_here;
+        if (new_here) {
+            if (mpi->rank == 0) rc = write_progress(prog, prog_tmp, L, N, p, mh, ch, err);
+            rc = all_ok(mpi, rc, err);
+            double el = dp_time_s() - t0;
+            if (o->progress)
+                dp_log0("score ppl: %d/%d candidates, %.1f s elapsed, ETA %.1f s", done_now + n_done0, L, el,
+                        el / done_now * (total_todo - done_now));
+        }
+        if (o->fault_kill_after_round && r + 1 == o->fault_kill_after_round && mpi->rank == 1 % mpi->size &&
+            mpi->size > 1) {
+            dp_log("score: fault injection: SIGKILL after round %d", r + 1);
+            raise(SIGKILL);
+        }
+    }
+    if (cur_b > 0) dp_llama_state_free(&st);
+    for (int i = 0; i < L; i++) dp_free(hin[i]);
+    dp_free(hin);
+    dp_free(local);
+    dp_free(ldone);
+    dp_free(targets);
+    dp_free(owner);
+    dp_free(round);
+    dp_free(prog);
+    dp_free(prog_tmp);
+    if (rc == DP_OK) {
+        int64_t sum = *passes;
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_INT64_T, MPI_SUM, mpi->comm));
+        *passes = sum;
+    }
+    return rc;
+}
+
+/* ---------------- Taylor ---------------- */
+
+static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int64_t batch,
+                  double *score, dp_err *err) {
+    int L = (int)m->cfg.n_layers;
+    float *g = dp_calloc((size_t)m->n_elems, sizeof(float), "taylor grads");
+    dp_llama_view gv;
+    dp_llama_view_of(m, g, &gv);
+    int64_t s0, s1;
+    share(N, batch, mpi->rank, mpi->size, &s0, &s1);
+    dp_layer_map map;
+    dp_layer_map_all(&map, L);
+    int32_t *targets = dp_malloc((size_t)(batch * T) * sizeof(int32_t), "taylor");
+    double scale = 1.0 / (double)(N * (T - 1)); /* mean over every predicted token of the whole set */
+    int rc = DP_OK;
+    for (int64_t a = s0; a < s1 && rc == DP_OK; a += batch) {
+        int64_t nb = a + batch <= s1 ? batch : s1 - a;
+        dp_llama_state st;
+        if ((rc = dp_llama_state_init(&st, m, NULL, nb, T, L, DP_STATE_TRAIN, 0, err))) break;
+        const int32_t *tok = ids + a * T;
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tok[i * T + t + 1] : -1;
+        if ((rc = dp_llama_forward(m, NULL, &map, &st, tok, err)) == DP_OK) {
+            dp_llama_zero_dlogits(&st, m);
+            dp_llama_loss_ce(&st, m, targets, NULL, scale);
+            dp_llama_backward(m, NULL, &map, &st, tok, &gv, NULL);
+        }
+        dp_llama_state_free(&st);
+    }
+    dp_free(targets);
+    rc = all_ok(mpi, rc, err);
+    if (rc == DP_OK) {
+        allreduce_f(mpi, g, m->n_elems);
+        for (int l = 0; l < L; l++) score[l] = block_sum(m, l, g, CRIT_TAYLOR);
+    }
+    dp_free(g);
+    return rc;
+}
+
+/* ---------------- block influence ---------------- */
+
+static int block_influence(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, int64_t N, int64_t T, int64_t batch,
+                           double *bi_sample, dp_err *err) {
+    int L = (int)m->cfg.n_layers;
+    int64_t C = m->cfg.hidden_size, s0, s1;
+    share(N, batch, mpi->rank, mpi->size, &s0, &s1);
+    int64_t mine = s1 - s0;
+    float *a = dp_malloc((size_t)((mine ? mine : 1) * T * C) * sizeof(float), "bi");
+    float *b = dp_malloc((size_t)((mine ? mine : 1) * T * C) * sizeof(float), "bi");
+    memset(bi_sample, 0, (size_t)(L * N) * sizeof(double));
+    char name[32];
+    snprintf(name, sizeof name, "hidden_%03d", 0);
+    int rc = dp_h5_read_rows(calib, name, DP_DTYPE_F32, s0, mine, a, err);
+    for (int i = 0; i < L && rc == DP_OK; i++) {
+        snprintf(name, sizeof name, "hidden_%03d", i + 1);
+        if ((rc = dp_h5_read_rows(calib, name, DP_DTYPE_F32, s0, mine, b, err))) break;
+        for (int64_t s = 0; s < mine; s++) {
+            double acc = 0.0;
+            for (int64_t t = 0; t < T; t++) {
+                const float *x = a + (s * T + t) * C, *y = b + (s * T + t) * C;
+                double xy = 0, xx = 0, yy = 0;
+                for (int64_t c = 0; c < C; c++) {
+                    xy += (double)x[c] * y[c];
+                    xx += (double)x[c] * x[c];
+                    yy += (double)y[c] * y[c];
+                }
+                acc += xy / (sqrt(xx) * sqrt(yy) + 1e-30);
+            }
+            bi_sample[(int64_t)i * N + s0 + s] = 1.0 - acc / (double)T;
+        }
+        float *tmp = a;
+        a = b, b = tmp;
+    }
+    dp_free(a);
+    dp_free(b);
+    rc = all_ok(mpi, rc, err);
+    if (rc == DP_OK) allreduce_d(mpi, bi_sample, L * N);
+    return rc;
+}
+
+/* ---------------- ranking, bootstrap, agreement ---------------- */
+
+/* order: blocks by ascending score, protected ones left out; returns the count */
+static int rank_blocks(const double *score, int L, int pf, int pl, int *order) {
+    int n = 0;
+    for (int i = 0; i < L; i++)
+        if (i >= pf && i < L - pl) order[n++] = i;
+    for (int a = 1; a < n; a++) { /* insertion sort, stable: ties keep block order */
+        int v = order[a], j = a - 1;
+        while (j >= 0 && score[order[j]] > score[v]) {
+            order[j + 1] = order[j];
+            j--;
+        }
+        order[j + 1] = v;
+    }
+    return n;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* Resamples calibration samples with replacement: per-block 95% interval of
+ * the score and the probability of being among the k removed. per_sample
+ * (L, N); ppl: exp(mean/(T-1)); bi: mean. */
+static void bootstrap(const double *per_sample, int L, int64_t N, int64_t T, int is_ppl, int64_t reps, uint64_t seed,
+                      int pf, int pl, int k, double *lo, double *hi, double *p_removed) {
+    double *rep = dp_malloc((size_t)(reps * L) * sizeof(double), "bootstrap");
+    double *sc = dp_malloc((size_t)L * sizeof(double), "bootstrap");
+    int64_t *idx = dp_malloc((size_t)N * sizeof(int64_t), "bootstrap");
+    int *order = dp_malloc((size_t)L * sizeof(int), "bootstrap");
+    memset(p_removed, 0, (size_t)L * sizeof(double));
+    uint64_t st = seed;
+    for (int64_t r = 0; r < reps; r++) {
+        for (int64_t s = 0; s < N; s++) {
+            uint64_t z = (st += 0x9E3779B97F4A7C15ull);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+            idx[s] = (int64_t)((z ^ (z >> 31)) % (uint64_t)N);
+        }
+        for (int i = 0; i < L; i++) {
+            double acc = 0.0;
+            for (int64_t s = 0; s < N; s++) acc += per_sample[(int64_t)i * N + idx[s]];
+            sc[i] = is_ppl ? exp(acc / (double)(N * (T - 1))) : acc / (double)N;
+            rep[(int64_t)i * reps + r] = sc[i];
+        }
+        int n = rank_blocks(sc, L, pf, pl, order);
+        for (int j = 0; j < k && j < n; j++) p_removed[order[j]] += 1.0; /* a count until the end */
+    }
+    for (int i = 0; i < L; i++) {
+        double *v = rep + (int64_t)i * reps;
+        p_removed[i] /= (double)reps;
+        qsort(v, (size_t)reps, sizeof(double), cmp_double);
+        lo[i] = v[(int64_t)floor(0.025 * (double)(reps - 1))];
+        hi[i] = v[(int64_t)ceil(0.975 * (double)(reps - 1))];
+    }
+    dp_free(rep), dp_free(sc), dp_free(idx), dp_free(order);
+}
+
+static double kendall_tau_b(const double *x, const double *y, int n) {
+    double con = 0, dis = 0, tx = 0, ty = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            double a = x[i] - x[j], b = y[i] - y[j];
+            if (a == 0 && b == 0) continue;
+            if (a == 0) tx++;
+            else if (b == 0) ty++;
+            else if ((a > 0) == (b > 0)) con++;
+            else dis++;
+        }
+    double d = sqrt((con + dis + tx) * (con + dis + ty));
+    return d > 0 ? (con - dis) / d : 0.0;
+}
+
+/* ---------------- dp_score ---------------- */
+
+typedef struct {
+    char name[32];
+    int base, pf, pl;
+} crit_entry;
+
+static void json_array_d(dp_buf *b, const double *v, int n) {
+    char t[40];
+    dp_buf_puts(b, "[");
+    for (int i = 0; i < n; i++) {
+        snprintf(t, sizeof t, "%s%.17g", i ? ", " : "", v[i]);
+        dp_buf_puts(b, t);
+    }
+    dp_buf_puts(b, "]");
+}
+static void json_array_i(dp_buf *b, const int *v, int n) {
+    char t[24];
+    dp_buf_puts(b, "[");
+    for (int i = 0; i < n; i++) {
+        snprintf(t, sizeof t, "%s%d", i ? ", " : "", v[i]);
+        dp_buf_puts(b, t);
+    }
+    dp_buf_puts(b, "]");
+}
+
+int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int n_crit, const dp_score_opts *o,
+             dp_err *err) {
+    int L = (int)m->cfg.n_layers;
+    crit_entry ce[16];
+    int want[N_BASE] = {0};
+    if (n_crit < 1 || n_crit > 16) return dp_err_set(err, DP_E_USAGE, "give 1 to 16 criteria");
+    for (int c = 0; c < n_crit; c++) {
+        const char *nm = crit[c];
+        size_t len = strlen(nm);
+        int plus = len > 1 && nm[len - 1] == '+';
+        ce[c].base = -1;
+        for (int b = 0; b < N_BASE; b++)
+            if (strlen(k_base_names[b]) == len - (size_t)plus && !strncmp(nm, k_base_names[b], len - (size_t)plus))
+                ce[c].base = b;
+        if (ce[c].base < 0)
+            return dp_err_set(err, DP_E_USAGE,
+                              "unknown criterion '%s' (expected ppl, taylor, magnitude, magnitude-l2, bi, with an "
+                              "optional + for the paper's protection of the first 4 and last 2 blocks)",
+                              nm);
+        snprintf(ce[c].name, sizeof ce[c].name, "%s", nm);
+        ce[c].pf = plus ? 4 : o->protect_first;
+        ce[c].pl = plus ? 2 : o->protect_last;
+        if (ce[c].pf < 0 || ce[c].pl < 0 || ce[c].pf + ce[c].pl >= L)
+            return dp_err_set(err, DP_E_USAGE,
+                              "%s: protecting the first %d and last %d of %d blocks leaves no candidate to remove",
+                              nm, ce[c].pf, ce[c].pl, L);
+        int k = (int)lround(o->ratio * L);
+        if (k > L - ce[c].pf - ce[c].pl)
+            return dp_err_set(err, DP_E_USAGE,
+                              "%s: removing %d of %d blocks (ratio %g) is impossible with %d protected", nm, k, L,
+                              o->ratio, ce[c].pf + ce[c].pl);
+        want[ce[c].base] = 1;
+    }
+    if (o->ratio < 0 || o->ratio >= 1) return dp_err_set(err, DP_E_USAGE, "--ratio must be in [0, 1)");
+    if (o->batch < 1) return dp_err_set(err, DP_E_USAGE, "--batch must be at least 1");
+
+    char *cpath = dp_path_join(o->run_dir, "calib.h5");
+    dp_h5 calib;
+    int rc = all_ok(mpi, dp_h5_open(&calib, cpath, mpi->comm, 0, err), err);
+    if (rc) {
+        dp_err_prefix(err, "run 'calibrate' first");
+        dp_free(cpath);
+        return rc;
+    }
+    char mh[17], *fmh = NULL, *fch = NULL, *sN = NULL, *sT = NULL, *sseed = NULL;
+    hex64(dp_llama_hash(m), mh);
+    int r = dp_h5_get_attr(&calib, "model_hash", &fmh, err) || dp_h5_get_attr(&calib, "calib_hash", &fch, err) ||
+            dp_h5_get_attr(&calib, "samples", &sN, err) || dp_h5_get_attr(&calib, "seq_len", &sT, err) ||
+            dp_h5_get_attr(&calib, "seed", &sseed, err);
+    if (r) rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", cpath);
+    else if (strcmp(fmh, mh))
+        rc = dp_err_set(err, DP_E_MISMATCH, "%s was made for a different model (model hash %s, this model %s)", cpath,
+                        fmh, mh);
+    rc = all_ok(mpi, rc, err);
+    int64_t N = rc ? 0 : atoll(sN), T = rc ? 0 : atoll(sT);
+    int32_t *ids = NULL;
+    double *dense = NULL;
+    if (rc == DP_OK) {
+        ids = dp_malloc((size_t)(N * T) * sizeof(int32_t), "score");
+        dense = dp_malloc((size_t)N * sizeof(double), "score");
+        rc = dp_h5_read_rows(&calib, "ids", DP_DTYPE_I32, 0, N, ids, err);
+        if (!rc) rc = dp_h5_read_rows(&calib, "dense_nll", DP_DTYPE_F64, 0, N, dense, err);
+        rc = all_ok(mpi, rc, err);
+    }
+    double *score[N_BASE] = {0};
+    ppl_state p = {0};
+    double *bi_sample = NULL;
+    int64_t passes = 0;
+    double t0 = dp_time_s();
+    for (int b = 0; b < N_BASE && rc == DP_OK; b++) {
+        if (!want[b]) continue;
+        score[b] = dp_calloc((size_t)L, sizeof(double), "score");
+        if (b == CRIT_PPL) {
+            p.nll = dp_calloc((size_t)(L * N), sizeof(double), "score");
+            p.done = dp_calloc((size_t)L, sizeof(int32_t), "score");
+            rc = ppl_sweep(mpi, m, &calib, ids, N, T, o, mh, fch, &p, &passes, err);
+            for (int i = 0; i < L && !rc; i++) {
+                double acc = 0;
+                for (int64_t s = 0; s < N; s++) acc += p.nll[(int64_t)i * N + s];
+                score[b][i] = exp(acc / (double)(N * (T - 1)));
+            }
+        } else if (b == CRIT_TAYLOR) {
+            rc = taylor(mpi, m, ids, N, T, o->batch, score[b], err);
+        } else if (b == CRIT_MAG1 || b == CRIT_MAG2) {
+            for (int l = 0; l < L; l++) score[b][l] = block_sum(m, l, NULL, b);
+        } else if (b == CRIT_BI) {
+            bi_sample = dp_calloc((size_t)(L * N), sizeof(double), "score");
+            rc = block_influence(mpi, m, &calib, N, T, o->batch, bi_sample, err);
+            for (int i = 0; i < L && !rc; i++) {
+                double acc = 0;
+                for (int64_t s = 0; s < N; s++) acc += bi_sample[(int64_t)i * N + s];
+                score[b][i] = acc / (double)N;
+            }
+        }
+        if (rc == DP_OK) dp_log0("score: %s done (%.1f s)", k_base_names[b], dp_time_s() - t0);
+    }
+    dp_h5_close(&calib);
+
+    /* results on rank 0: scores.h5 and scores.json, each written atomically */
+    if (rc == DP_OK && mpi->rank == 0) {
+        double dsum = 0;
+        for (int64_t s = 0; s < N; s++) dsum += dense[s];
+        double dense_ppl = exp(dsum / (double)(N * (T - 1)));
+        int k = (int)lround(o->ratio * L);
+        char *h5 = dp_path_join(o->run_dir, "scores.h5"), *h5tmp = dp_path_join(o->run_dir, "scores.h5.tmp");
+        dp_h5 out;
+        rc = dp_h5_create(&out, h5tmp, MPI_COMM_SELF, err);
+        dp_buf js = {0};
+        char t[1024];
+        dp_buf_puts(&js, "{\"criteria\": {");
+        int64_t shL[1] = {L}, shLN[2] = {L, N};
+        int *order = dp_malloc((size_t)L * sizeof(int), "score");
+        for (int c = 0; c < n_crit && rc == DP_OK; c++) {
+            int b = ce[c].base, n = rank_blocks(score[b], L, ce[c].pf, ce[c].pl, order);
+            char nm[128];
+            snprintf(nm, sizeof nm, "%.31s_scores", ce[c].name);
+            rc = dp_h5_write_rows(&out, nm, DP_DTYPE_F64, 1, shL, 0, 0, L, score[b], err);
+            int32_t *ord32 = dp_malloc((size_t)(n ? n : 1) * sizeof(int32_t), "score");
+            for (int j = 0; j < n; j++) ord32[j] = order[j];
+            int64_t shn[1] = {n};
+            snprintf(nm, sizeof nm, "%.31s_order", ce[c].name);
+            if (!rc) rc = dp_h5_write_rows(&out, nm, DP_DTYPE_I32, 1, shn, 0, 0, n, ord32, err);
+            dp_free(ord32);
+            snprintf(t, sizeof t, "%s\"%s\": {\"scores\": ", c ? ", " : "", ce[c].name);
+            dp_buf_puts(&js, t);
+            json_array_d(&js, score[b], L);
+            dp_buf_puts(&js, ", \"order\": ");
+            json_array_i(&js, order, n);
+            int prot[DP_MAX_LAYERS], np = 0;
+            for (int i = 0; i < L; i++)
+                if (i < ce[c].pf || i >= L - ce[c].pl) prot[np++] = i;
+            dp_buf_puts(&js, ", \"protected\": ");
+            json_array_i(&js, prot, np);
+            const double *per = b == CRIT_PPL ? p.nll : b == CRIT_BI ? bi_sample : NULL;
+            if (per && o->bootstrap > 0) {
+                double *lo = dp_malloc((size_t)L * 3 * sizeof(double), "score"), *hi = lo + L, *pr = lo + 2 * L;
+                bootstrap(per, L, N, T, b == CRIT_PPL, o->bootstrap, 0xB007 + (uint64_t)atoll(sseed), ce[c].pf,
+                          ce[c].pl, k, lo, hi, pr);
+                snprintf(t, sizeof t, ", \"bootstrap\": {\"replicates\": %lld, \"remove\": %d, \"lo95\": ",
+                         (long long)o->bootstrap, k);
+                dp_buf_puts(&js, t);
+                json_array_d(&js, lo, L);
+                dp_buf_puts(&js, ", \"hi95\": ");
+                json_array_d(&js, hi, L);
+                dp_buf_puts(&js, ", \"p_removed\": ");
+                json_array_d(&js, pr, L);
+                dp_buf_puts(&js, "}");
+                int64_t sh3[2] = {3, L};
+                snprintf(nm, sizeof nm, "%.31s_bootstrap", ce[c].name);
+                if (!rc) rc = dp_h5_write_rows(&out, nm, DP_DTYPE_F64, 2, sh3, 0, 0, 3, lo, err);
+                dp_free(lo);
+            }
+            dp_buf_puts(&js, "}");
+        }
+        dp_free(order);
+        if (!rc && p.nll) rc = dp_h5_write_rows(&out, "ppl_sample_nll", DP_DTYPE_F64, 2, shLN, 0, 0, L, p.nll, err);
+        if (!rc && bi_sample) rc = dp_h5_write_rows(&out, "bi_sample", DP_DTYPE_F64, 2, shLN, 0, 0, L, bi_sample, err);
+        int64_t shN[1] = {N};
+        if (!rc) rc = dp_h5_write_rows(&out, "dense_sample_nll", DP_DTYPE_F64, 1, shN, 0, 0, N, dense, err);
+        dp_buf_puts(&js, "}");
+        /* agreement between criteria */
+        int first = 1;
+        for (int a = 0; a < n_crit; a++)
+            for (int b2 = a + 1; b2 < n_crit; b2++) {
+                if (ce[a].base == ce[b2].base) continue;
+                snprintf(t, sizeof t, "%s\"%s/%s\": %.6f", first ? ", \"kendall_tau\": {" : ", ", ce[a].name,
+                         ce[b2].name, kendall_tau_b(score[ce[a].base], score[ce[b2].base], L));
+                dp_buf_puts(&js, t);
+                first = 0;
+            }
+        if (!first) dp_buf_puts(&js, "}");
+        snprintf(t, sizeof t,
+                 ", \"dense_ppl\": %.17g, \"calib\": {\"samples\": %lld, \"seq_len\": %lld, \"seed\": %s}, "
+                 "\"layers\": %d",
+                 dense_ppl, (long long)N, (long long)T, sseed, L);
+        dp_buf_puts(&js, t);
+        if (want[CRIT_PPL]) {
+            snprintf(t, sizeof t, ", \"ppl_block_passes\": {\"this_run\": %lld, \"floor\": %d}", (long long)passes,
+                     L * (L - 1) / 2);
+            dp_buf_puts(&js, t);
+        }
+        dp_buf_puts(&js, "}\n");
+        char ranks[16];
+        snprintf(ranks, sizeof ranks, "%d", mpi->size);
+        if (!rc) rc = dp_h5_set_attr(&out, "model_hash", mh, err);
+        if (!rc) rc = dp_h5_set_attr(&out, "calib_hash", fch, err);
+        if (!rc) rc = dp_h5_set_attr(&out, "ranks", ranks, err);
+        if (!rc) rc = dp_h5_set_attr(&out, "version", DP_VERSION_STRING, err);
+        if (!rc) rc = dp_h5_set_attr(&out, "results", js.p, err);
+        dp_h5_close(&out);
+        if (!rc && rename(h5tmp, h5)) rc = dp_err_set(err, DP_E_IO, "cannot rename %s", h5tmp);
+        char *jp = dp_path_join(o->run_dir, "scores.json");
+        if (!rc) rc = dp_write_file_atomic(jp, js.p, js.n, err);
+        if (!rc) {
+            char *prog = dp_path_join(o->run_dir, "scores.progress.h5");
+            remove(prog); /* the final file supersedes it */
+            dp_free(prog);
+            dp_log("score: wrote %s and %s", h5, jp);
+        }
+        dp_free(jp);
+        dp_free(js.p);
+        dp_free(h5);
+        dp_free(h5tmp);
+    }
+    rc = all_ok(mpi, rc, err);
+    for (int b = 0; b < N_BASE; b++) dp_free(score[b]);
+    dp_free(p.nll), dp_free(p.done), dp_free(bi_sample), dp_free(ids), dp_free(dense);
+    dp_free(fmh), dp_free(fch), dp_free(sN), dp_free(sT), dp_free(sseed), dp_free(cpath);
+    return rc;
+}
