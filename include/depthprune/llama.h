@@ -111,7 +111,10 @@ void dp_lora_free(dp_lora *l);
 enum {
     DP_STATE_TRAIN = 1,     /* keep activations and allocate gradient buffers */
     DP_STATE_RECOMPUTE = 2, /* with TRAIN: keep only block inputs, recompute each block in backward */
+    DP_STATE_NLL_ONLY = 4,  /* inference for losses only: logits for DP_HEAD_CHUNK rows at a time */
 };
+
+#define DP_HEAD_CHUNK 128 /* rows of logits at a time in NLL_ONLY states */
 
 typedef struct dp_llama_acts { /* saved activations of one block */
     float *ln1, *rstd1;        /* (N, C), (N) */
@@ -135,7 +138,7 @@ typedef struct dp_llama_state {
     int n_acts;
     dp_llama_acts *acts; /* n_blocks sets with TRAIN, else 1 */
     float *lnf, *rstdf;  /* (N, C), (N) final norm */
-    float *logits;       /* (N, V) */
+    float *logits;       /* (N, V); (min(N, DP_HEAD_CHUNK), V) with NLL_ONLY */
     float *nll;          /* (N) per-position loss of the last dp_llama_loss_ce */
     float *cosb, *sinb;  /* (T, HD/2) */
     /* training only */
@@ -162,7 +165,12 @@ void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_la
                              dp_llama_state *s, int from, int to);
 /* Final norm and LM head on x[at] -> logits. */
 void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at);
-/* embed + all kept blocks + head. */
+/* Final norm, head and cross-entropy on x[at], DP_HEAD_CHUNK rows at a time
+ * (any state): s->nll gets every row's NLL (0 where targets < 0); returns
+ * the sum. The logits are not kept. */
+double dp_llama_head_nll(const dp_llama *m, dp_llama_state *s, int at, const int32_t *targets);
+/* embed + all kept blocks + head (the head is left to dp_llama_head_nll in
+ * NLL_ONLY states). */
 int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
                      const int32_t *tokens, dp_err *err);
 /* Cross-entropy of logits vs targets (N; < 0 ignored) into s->nll; returns
@@ -177,6 +185,14 @@ void dp_llama_zero_dlogits(dp_llama_state *s, const dp_llama *m);
  * lgrads (LoRA; NULL without adapters). */
 void dp_llama_backward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
                        const int32_t *tokens, dp_llama_view *grads, dp_lora *lgrads);
+/* The same, calling after_block(dense layer, ctx) as soon as a block's
+ * weight gradients are complete (blocks in reverse order). With every
+ * grads->blk[l] pointing into one block-sized buffer (and embed/norm/head
+ * NULL), a caller can consume and clear each block's gradient in turn and
+ * never hold the whole model's. */
+void dp_llama_backward_hook(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                            const int32_t *tokens, dp_llama_view *grads, dp_lora *lgrads,
+                            void (*after_block)(int layer, void *ctx), void *ctx);
 
 #ifdef __cplusplus
 }

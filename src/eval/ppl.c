@@ -54,10 +54,10 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
     /* every rank checks the shapes the same way, so failures agree */
     dp_llama_state full, tail;
     memset(&tail, 0, sizeof tail);
-    int rc = dp_llama_state_init(&full, m, NULL, B, T, map->n, 0, o->allow_long, err);
+    int rc = dp_llama_state_init(&full, m, NULL, B, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err);
     if (rc) return rc;
     int64_t tail_b = n_win % B;
-    if (tail_b && (rc = dp_llama_state_init(&tail, m, NULL, tail_b, T, map->n, 0, o->allow_long, err))) {
+    if (tail_b && (rc = dp_llama_state_init(&tail, m, NULL, tail_b, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err))) {
         dp_llama_state_free(&full);
         return rc;
     }
@@ -73,7 +73,7 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
         for (int64_t i = 0; i < nb; i++)
             for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tok[i * T + t + 1] : -1;
         if ((rc = dp_llama_forward(m, NULL, map, s, tok, err))) break;
-        dp_llama_loss_ce(s, m, targets, NULL, 0.0);
+        dp_llama_head_nll(m, s, map->n, targets);
         for (int64_t i = 0; i < nb; i++) {
             double acc = 0.0;
             for (int64_t t = 0; t + 1 < T; t++) acc += (double)s->nll[i * T + t];

