@@ -42,14 +42,19 @@ def load(d):
     return P
 
 
-def main():
-    d, B, T, R, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    torch.set_num_threads(threads)
+def load_model(d):
+    """(shape dict for forward_torch, parameters) of an HF model directory."""
     cfg = json.load(open(os.path.join(d, "config.json")))
     v = dict(vocab=cfg["vocab_size"], hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
              heads=cfg["num_attention_heads"], kv_heads=cfg["num_key_value_heads"], theta=cfg["rope_theta"],
              rope=cfg.get("rope_scaling"), tie=cfg.get("tie_word_embeddings", False), eps=cfg["rms_norm_eps"])
-    P = load(d)
+    return v, load(d)
+
+
+def main():
+    d, B, T, R, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    torch.set_num_threads(threads)
+    v, P = load_model(d)
     st, ids = 42, []  # the same LCG tokens as bench_engine.c
     for _ in range(B * T):
         st = (st * 6364136223846793005 + 1442695040888963407) % (1 << 64)

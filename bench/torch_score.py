@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_engine import load  # noqa: E402
+from torch_engine import load_model  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 from gen_llama_fixtures import forward_torch  # noqa: E402
 
@@ -25,11 +25,7 @@ from gen_llama_fixtures import forward_torch  # noqa: E402
 def main():
     d, run, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(threads)
-    cfg = json.load(open(os.path.join(d, "config.json")))
-    v = dict(vocab=cfg["vocab_size"], hidden=cfg["hidden_size"], layers=cfg["num_hidden_layers"],
-             heads=cfg["num_attention_heads"], kv_heads=cfg["num_key_value_heads"], theta=cfg["rope_theta"],
-             rope=cfg.get("rope_scaling"), tie=cfg.get("tie_word_embeddings", False), eps=cfg["rms_norm_eps"])
-    P = load(d)
+    v, P = load_model(d)
     ids = torch.from_numpy(h5py.File(os.path.join(run, "calib.h5"), "r")["ids"][()]).long()
     ours = json.load(open(os.path.join(run, "scores.json")))["criteria"]["ppl"]["scores"]
     N, T = ids.shape

@@ -102,6 +102,8 @@ int dp_read_file(const char *path, char **data, size_t *n_bytes, dp_err *err);
 int dp_write_file_atomic(const char *path, const void *data, size_t n_bytes, dp_err *err);
 /* Joins a directory and a file name into a freshly allocated path. */
 char *dp_path_join(const char *dir, const char *name);
+/* Copies a file (read whole, then dp_write_file_atomic). */
+int dp_copy_file(const char *src, const char *dst, dp_err *err);
 int dp_file_exists(const char *path);
 /* fsync a directory so a rename inside it is durable. */
 int dp_fsync_dir(const char *dir, dp_err *err);

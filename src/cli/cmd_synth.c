@@ -41,16 +41,6 @@ static double normal01(void) { /* Box-Muller over xorshift64* */
     return sqrt(-2.0 * log(u[0])) * cos(2.0 * M_PI * u[1]);
 }
 
-static int copy_file(const char *from, const char *to, dp_err *err) {
-    char *data;
-    size_t n;
-    int rc = dp_read_file(from, &data, &n, err);
-    if (rc) return rc;
-    rc = dp_write_file_atomic(to, data, n, err);
-    dp_free(data);
-    return rc;
-}
-
 static int synth(const dp_app *app, const dp_cmd *cmd, const char *out, const char *tokdir, dp_err *err) {
     long long L, C, NH, NKV, F, maxpos, seed;
     int rc = DP_OK;
@@ -144,7 +134,7 @@ static int synth(const dp_app *app, const dp_cmd *cmd, const char *out, const ch
     const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
     for (int i = 0; rc == DP_OK && i < 3; i++) {
         char *from = dp_path_join(tokdir, tok_files[i]), *to = dp_path_join(tmp, tok_files[i]);
-        if (dp_file_exists(from)) rc = copy_file(from, to, err);
+        if (dp_file_exists(from)) rc = dp_copy_file(from, to, err);
         dp_free(from);
         dp_free(to);
     }

@@ -124,3 +124,13 @@ void dp_buf_put(dp_buf *b, const void *bytes, size_t n) {
 }
 
 void dp_buf_puts(dp_buf *b, const char *s) { dp_buf_put(b, s, strlen(s)); }
+
+int dp_copy_file(const char *src, const char *dst, dp_err *err) {
+    char *data;
+    size_t n;
+    int rc = dp_read_file(src, &data, &n, err);
+    if (rc) return rc;
+    rc = dp_write_file_atomic(dst, data, n, err);
+    dp_free(data);
+    return rc;
+}

@@ -63,16 +63,6 @@ int dp_parse_block_list(const char *s, int64_t n_layers, int64_t **out, int64_t 
     return DP_OK;
 }
 
-static int copy_file(const char *src, const char *dst, dp_err *err) {
-    char *data;
-    size_t n;
-    int rc = dp_read_file(src, &data, &n, err);
-    if (rc) return rc;
-    rc = dp_write_file_atomic(dst, data, n, err);
-    dp_free(data);
-    return rc;
-}
-
 static char *export_config(const dp_llama_config *c, int64_t n_layers, const char *dtype_name,
                            const char *provenance, dp_err *err) {
     cJSON *root = cJSON_Parse(c->json_text);
@@ -206,7 +196,7 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
         char *src = dp_path_join(src_dir, k_tokenizer_files[i]);
         if (dp_file_exists(src)) {
             char *dst = dp_path_join(tmp, k_tokenizer_files[i]);
-            rc = copy_file(src, dst, err);
+            rc = dp_copy_file(src, dst, err);
             dp_free(dst);
         }
         dp_free(src);
