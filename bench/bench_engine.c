@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
         st = st * 6364136223846793005ull + 1442695040888963407ull;
         tok[i] = (int32_t)((st >> 33) % (uint64_t)m.cfg.vocab_size);
     }
-    for (int64_t i = 0; i < N; i++) tgt[i] = (i + 1) % T ? tok[i + 1] : -1;
+    dp_llama_next_targets(tgt, tok, B, T);
     float *grads = dp_calloc((size_t)m.n_elems, sizeof(float), "grads");
     dp_llama_view g;
     dp_llama_view_of(&m, grads, &g);

@@ -178,6 +178,9 @@ int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map 
  * also adds grad_scale * dCE/dlogits into s->dlogits. */
 double dp_llama_loss_ce(dp_llama_state *s, const dp_llama *m, const int32_t *targets, int64_t *n_counted,
                         double grad_scale);
+/* Next-token targets of B sequences of T tokens: targets[b][t] =
+ * tokens[b][t+1], and -1 (ignored) at the last position. */
+void dp_llama_next_targets(int32_t *targets, const int32_t *tokens, int64_t B, int64_t T);
 /* Zeroes s->dlogits (before the loss functions add into it). */
 void dp_llama_zero_dlogits(dp_llama_state *s, const dp_llama *m);
 /* Backward from s->dlogits through head, kept blocks and embedding, after a

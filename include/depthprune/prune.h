@@ -49,6 +49,7 @@ uint64_t dp_llama_hash(const dp_llama *m);
 
 typedef struct dp_score_opts {
     const char *run_dir;
+    uint64_t model_hash;          /* dp_llama_hash of the model scored */
     int64_t batch;                /* samples per forward */
     int protect_first, protect_last;
     int64_t bootstrap;            /* replicates; 0: none */
@@ -58,8 +59,9 @@ typedef struct dp_score_opts {
 } dp_score_opts;
 
 /* Collective. Runs (or reuses, when RUNDIR/calib.h5 matches model and
- * calibration) the dense calibration forward. */
-int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, const int64_t *src,
+ * calibration) the dense calibration forward. model_hash = dp_llama_hash(m),
+ * computed once by the caller (it reads every weight) and shared with dp_score. */
+int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
                  const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_err *err);
 
 /* Collective. Scores the criteria named in crit (n_crit names, see above)

@@ -138,8 +138,9 @@ static int run_score(dp_app *app) {
         DP_CHECK_MPI(MPI_Bcast(src, (int)(N * 2), MPI_INT64_T, 0, mpi->comm));
     }
     int progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
-    if (!rc) rc = dp_calibrate(mpi, &m, ids, src, &co, run, batch, progress, &err);
-    dp_score_opts so = {.run_dir = run, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
+    uint64_t mhash = rc ? 0 : dp_llama_hash(&m);
+    if (!rc) rc = dp_calibrate(mpi, &m, mhash, ids, src, &co, run, batch, progress, &err);
+    dp_score_opts so = {.run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
                         .bootstrap = boot, .ratio = ratio, .progress = progress,
                         .fault_kill_after_round = (int)kill};
     if (!rc) rc = dp_score(mpi, &m, crit, n_crit, &so, &err);

@@ -70,8 +70,7 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
         int64_t first = b * B, nb = first + B <= n_win ? B : n_win - first;
         dp_llama_state *s = nb == B ? &full : &tail;
         const int32_t *tok = win + first * T;
-        for (int64_t i = 0; i < nb; i++)
-            for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tok[i * T + t + 1] : -1;
+        dp_llama_next_targets(targets, tok, nb, T);
         if ((rc = dp_llama_forward(m, NULL, map, s, tok, err))) break;
         dp_llama_head_nll(m, s, map->n, targets);
         for (int64_t i = 0; i < nb; i++) {

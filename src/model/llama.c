@@ -375,6 +375,11 @@ double dp_llama_loss_ce(dp_llama_state *s, const dp_llama *m, const int32_t *tar
     return sum;
 }
 
+void dp_llama_next_targets(int32_t *targets, const int32_t *tokens, int64_t B, int64_t T) {
+    for (int64_t i = 0; i < B; i++)
+        for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tokens[i * T + t + 1] : -1;
+}
+
 void dp_llama_zero_dlogits(dp_llama_state *s, const dp_llama *m) {
     if (s->dlogits) memset(s->dlogits, 0, (size_t)(s->N * m->cfg.vocab_size) * sizeof(float));
 }

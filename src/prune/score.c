@@ -57,8 +57,7 @@ static void allreduce_f(const dp_mpi *mpi, float *x, int64_t n) {
 /* Per-sample NLL sums (positions 1..T-1) from the hidden states at x[at]. */
 static void sample_nll(dp_llama_state *s, const dp_llama *m, int at, const int32_t *tok, int64_t nb, int64_t T,
                        int32_t *targets, double *out) {
-    for (int64_t i = 0; i < nb; i++)
-        for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tok[i * T + t + 1] : -1;
+    dp_llama_next_targets(targets, tok, nb, T);
     dp_llama_head_nll(m, s, at, targets);
     for (int64_t i = 0; i < nb; i++) {
         double acc = 0.0;
@@ -97,12 +96,12 @@ static double block_sum(const dp_llama *m, int l, const float *gblock, int kind)
 
 /* ---------------- calibrate ---------------- */
 
-int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, const int64_t *src,
+int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
                  const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_err *err) {
     int64_t N = co->samples, T = co->seq_len, C = m->cfg.hidden_size;
     int L = (int)m->cfg.n_layers;
     char mh[17], ch[17], buf[64];
-    hex64(dp_llama_hash(m), mh);
+    hex64(model_hash, mh);
     hex64(dp_hash_bytes(ids, (size_t)(N * T) * sizeof(int32_t), 3), ch);
     char *path = dp_path_join(run_dir, "calib.h5");
     int rc = DP_OK;
@@ -428,8 +427,7 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
         targets = dp_malloc((size_t)(nb * T) * sizeof(int32_t), "taylor");
     }
     const int32_t *tok = ids + s0 * T;
-    for (int64_t i = 0; i < nb; i++)
-        for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tok[i * T + t + 1] : -1;
+    if (nb > 0) dp_llama_next_targets(targets, tok, nb, T);
     if (rc == DP_OK && nb > 0) rc = dp_llama_forward(m, NULL, &map, &st, tok, err);
     rc = all_ok(mpi, rc, err);
     if (rc == DP_OK) {
@@ -634,7 +632,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         return rc;
     }
     char mh[17], *fmh = NULL, *fch = NULL, *sN = NULL, *sT = NULL, *sseed = NULL;
-    hex64(dp_llama_hash(m), mh);
+    hex64(o->model_hash, mh);
     int r = dp_h5_get_attr(&calib, "model_hash", &fmh, err) || dp_h5_get_attr(&calib, "calib_hash", &fch, err) ||
             dp_h5_get_attr(&calib, "samples", &sN, err) || dp_h5_get_attr(&calib, "seq_len", &sT, err) ||
             dp_h5_get_attr(&calib, "seed", &sseed, err);

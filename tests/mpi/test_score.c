@@ -82,9 +82,10 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < N; i++) src[2 * i] = i, src[2 * i + 1] = 0;
     dp_calib_opts co = {.samples = N, .seq_len = T, .seed = 7, .bos_id = -1};
-    CHECK(dp_calibrate(&mpi, &m, ids, src, &co, run, BATCH, 0, &err) == DP_OK);
+    uint64_t mhash = dp_llama_hash(&m);
+    CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0, &err) == DP_OK);
     const char *crit[] = {"ppl", "taylor", "magnitude", "magnitude-l2", "bi", "ppl+"};
-    dp_score_opts o = {.run_dir = run, .batch = BATCH, .bootstrap = 50, .ratio = 0.0};
+    dp_score_opts o = {.run_dir = run, .model_hash = mhash, .batch = BATCH, .bootstrap = 50, .ratio = 0.0};
     /* ppl+ protects 4 + 2 of 4 blocks: refused */
     CHECK(dp_score(&mpi, &m, crit, 6, &o, &err) == DP_E_USAGE);
     CHECK(strstr(err.msg, "leaves no candidate") != NULL);
@@ -215,14 +216,16 @@ int main(int argc, char **argv) {
     CHECK(dp_llama_load(DP_TEST_DATA "/llama_tied", &other, &err) == DP_OK);
     const char *c1[] = {"ppl"};
     o.protect_first = 0;
+    o.model_hash = dp_llama_hash(&other);
     CHECK(dp_score(&mpi, &other, c1, 1, &o, &err) == DP_E_MISMATCH);
     CHECK(strstr(err.msg, "different model") != NULL);
     dp_calib_opts co2 = co;
     co2.samples = N;
     co2.seq_len = T;
-    CHECK(dp_calibrate(&mpi, &other, ids, src, &co2, run, BATCH, 0, &err) == DP_E_MISMATCH);
+    CHECK(dp_calibrate(&mpi, &other, o.model_hash, ids, src, &co2, run, BATCH, 0, &err) == DP_E_MISMATCH);
     CHECK(strstr(err.msg, "different model") != NULL);
     dp_llama_free(&other);
+    o.model_hash = mhash;
     const char *bad[] = {"perplexity"};
     CHECK(dp_score(&mpi, &m, bad, 1, &o, &err) == DP_E_USAGE);
 
