@@ -117,6 +117,12 @@ void dp_buf_puts(dp_buf *b, const char *s);
 /* Monotonic seconds. */
 double dp_time_s(void);
 
+/* Small deterministic generators (not for cryptography). splitmix64 returns
+ * the next 64-bit value of *state; xorshift64* advances *state (non-zero)
+ * and returns its 53-bit output as an integer in [0, 2^53). */
+uint64_t dp_splitmix64(uint64_t *state);
+uint64_t dp_xorshift64s_53(uint64_t *state);
+
 #ifdef __cplusplus
 }
 #endif

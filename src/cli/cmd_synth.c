@@ -31,13 +31,9 @@ static const dp_cli_opt k_synth_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static uint64_t g_rng;
-static double normal01(void) { /* Box-Muller over xorshift64* */
+static double normal01(uint64_t *rng) { /* Box-Muller over xorshift64* */
     double u[2];
-    for (int i = 0; i < 2; i++) {
-        g_rng ^= g_rng >> 12, g_rng ^= g_rng << 25, g_rng ^= g_rng >> 27;
-        u[i] = ((double)((g_rng * 2685821657736338717ull) >> 11) + 0.5) / 9007199254740992.0;
-    }
+    for (int i = 0; i < 2; i++) u[i] = ((double)dp_xorshift64s_53(rng) + 0.5) / 9007199254740992.0;
     return sqrt(-2.0 * log(u[0])) * cos(2.0 * M_PI * u[1]);
 }
 
@@ -103,7 +99,7 @@ static int synth(const dp_app *app, const dp_cmd *cmd, const char *out, const ch
     const int64_t shapes[9][2] = {{C, 0}, {NH * HD, C}, {NKV * HD, C}, {NKV * HD, C}, {C, NH * HD},
                                   {C, 0}, {F, C},       {F, C},       {C, F}};
     int k = 0;
-    g_rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
+    uint64_t rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
     for (int64_t i = 0; rc == DP_OK && i < n_t; i++) {
         char nm[128];
         int64_t rows, cols;
@@ -116,7 +112,7 @@ static int synth(const dp_app *app, const dp_cmd *cmd, const char *out, const ch
         else snprintf(nm, sizeof nm, "lm_head.weight"), rows = V, cols = C;
         int64_t n = rows * (cols ? cols : 1);
         float *f = dp_malloc((size_t)n * sizeof(float), "synth");
-        for (int64_t j = 0; j < n; j++) f[j] = cols ? (float)(0.02 * normal01()) : 1.0f;
+        for (int64_t j = 0; j < n; j++) f[j] = cols ? (float)(0.02 * normal01(&rng)) : 1.0f;
         void *d = dp_malloc((size_t)n * dp_dtype_size(dt), "synth");
         dp_convert_from_f32(d, dt, f, (size_t)n);
         dp_free(f);

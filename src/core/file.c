@@ -134,3 +134,17 @@ int dp_copy_file(const char *src, const char *dst, dp_err *err) {
     dp_free(data);
     return rc;
 }
+
+uint64_t dp_splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+uint64_t dp_xorshift64s_53(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
+    *state = x;
+    return (x * 2685821657736338717ull) >> 11;
+}

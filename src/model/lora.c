@@ -95,8 +95,7 @@ void dp_lora_init_random(dp_lora *l, const dp_llama *m, uint64_t seed) {
             target_shape(m, k, &of, &inf);
             float bound = (float)(1.0 / sqrt((double)inf));
             for (int64_t j = 0; j < l->rank * inf; j++) {
-                st ^= st >> 12, st ^= st << 25, st ^= st >> 27;
-                double u = (double)((st * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+                double u = (double)dp_xorshift64s_53(&st) / 9007199254740992.0;
                 l->a[i][k][j] = (float)(2.0 * u - 1.0) * bound;
             }
             memset(l->b[i][k], 0, (size_t)(of * l->rank) * sizeof(float));

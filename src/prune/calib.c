@@ -123,13 +123,7 @@ static int split_docs(const char *text, size_t n, const char *field, docs *d, dp
     return DP_OK;
 }
 
-static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(rng_next(s) % (uint64_t)n); }
+static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(dp_splitmix64(s) % (uint64_t)n); }
 
 int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o,
                     int32_t **ids, int64_t **src, dp_err *err) {

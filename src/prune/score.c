@@ -521,12 +521,7 @@ static void bootstrap(const double *per_sample, int L, int64_t N, int64_t T, int
     memset(p_removed, 0, (size_t)L * sizeof(double));
     uint64_t st = seed;
     for (int64_t r = 0; r < reps; r++) {
-        for (int64_t s = 0; s < N; s++) {
-            uint64_t z = (st += 0x9E3779B97F4A7C15ull);
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-            idx[s] = (int64_t)((z ^ (z >> 31)) % (uint64_t)N);
-        }
+        for (int64_t s = 0; s < N; s++) idx[s] = (int64_t)(dp_splitmix64(&st) % (uint64_t)N);
         for (int i = 0; i < L; i++) {
             double acc = 0.0;
             for (int64_t s = 0; s < N; s++) acc += per_sample[(int64_t)i * N + idx[s]];
