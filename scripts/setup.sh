@@ -17,7 +17,8 @@ PKGS=(build-essential cmake pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev libcjson-dev libyaml-dev libpcre2-dev
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev
+      gnuplot-nox)
 command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
 [ "${FIXTURES:-0}" = 1 ] && PKGS+=(python3-torch python3-numpy)
 

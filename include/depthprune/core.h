@@ -45,6 +45,7 @@ enum {
     DP_E_UNSUPPORTED = 7,
     DP_E_NOMEM = 8,
     DP_E_DEVICE = 9, /* requested device not available */
+    DP_E_NONFINITE = 10, /* training stopped: too many consecutive non-finite steps */
     DP_E_MODULE_BASE = 100,
 };
 
@@ -107,6 +108,8 @@ int dp_copy_file(const char *src, const char *dst, dp_err *err);
 int dp_file_exists(const char *path);
 /* fsync a directory so a rename inside it is durable. */
 int dp_fsync_dir(const char *dir, dp_err *err);
+/* mkdir -p. */
+int dp_mkdir_p(const char *path, dp_err *err);
 /* A growable byte buffer, always NUL-terminated after its n bytes. */
 typedef struct dp_buf {
     char *p;

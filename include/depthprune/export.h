@@ -21,6 +21,14 @@ typedef struct dp_export_opts {
     int dtype;                /* dp_dtype of the output weights; -1: as stored */
     uint64_t max_shard_bytes; /* 0: 5 GB */
     const char *provenance;   /* JSON object text for config["depthprune"]; NULL: none */
+    /* in-memory tensors (source names) used instead of the checkpoint's,
+     * e.g. retrained weights; with every tensor here, m may be NULL */
+    const dp_st_entry *mem;
+    int n_mem;
+    /* called with the temporary directory before it is renamed into place,
+     * to add files (a PEFT adapter) that must appear atomically with it */
+    int (*finish)(const char *tmp_dir, void *ctx, dp_err *err);
+    void *finish_ctx;
 } dp_export_opts;
 
 int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_model *m,

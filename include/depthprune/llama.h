@@ -93,6 +93,14 @@ typedef struct dp_lora {
     float *mem;
     float *a[DP_MAX_LAYERS][DP_LLAMA_BLOCK_TENSORS]; /* (r, IN) or NULL */
     float *b[DP_MAX_LAYERS][DP_LLAMA_BLOCK_TENSORS]; /* (OUT, r) or NULL */
+    /* PEFT's lora_dropout on the adapter input, in TRAIN states only: set
+     * dropout before dp_llama_state_init (it plans scratch for it) and
+     * drop_key to N per-row keys before each forward (NULL: no dropout). The
+     * mask of element i of row n of adapter (l, k) is a hash of (drop_key[n],
+     * l, k, i), recomputed in backward, so it depends on what a row is (its
+     * example and position), not on batch composition or rank. */
+    double dropout;
+    const uint64_t *drop_key;
 } dp_lora;
 
 /* Parses "q_proj,v_proj" (or "all") into a target mask. */
@@ -148,6 +156,7 @@ typedef struct dp_llama_state {
     float *dk, *dv;                            /* (N, NKV*HD) */
     float *dgate, *dup, *dh;                   /* (N, F) */
     float *dlora;                              /* (N, r) */
+    float *xdrop, *dxdrop;                     /* (N, max(C, F, NH*HD)) LoRA dropout scratch */
 } dp_llama_state;
 
 /* Bytes dp_llama_state_init would allocate. */
@@ -157,6 +166,11 @@ size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, i
 int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T,
                         int n_blocks, int flags, int allow_long, dp_err *err);
 void dp_llama_state_free(dp_llama_state *s);
+/* Re-plans s (same flags and block count) for a batch shape B x T whose
+ * memory fits the original allocation, e.g. a shorter micro-batch; errors if
+ * it does not fit. */
+int dp_llama_state_reshape(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T,
+                           dp_err *err);
 
 /* Checks token ids are inside the vocabulary; then embeds into x[0]. */
 int dp_llama_embed(const dp_llama *m, dp_llama_state *s, const int32_t *tokens, dp_err *err);

@@ -50,5 +50,7 @@ extern const dp_cmd dp_cmd_export;
 extern const dp_cmd dp_cmd_ppl;
 extern const dp_cmd dp_cmd_synth;
 extern const dp_cmd dp_cmd_score;
+extern const dp_cmd dp_cmd_retrain;
+extern const dp_cmd dp_cmd_teacher_cache;
 
 #endif

@@ -380,7 +380,7 @@ static int run_export(dp_app *app) {
             p += snprintf(prov + p, sizeof prov - (size_t)p, "%s%lld", i ? ", " : "", (long long)drop[i]);
         snprintf(prov + p, sizeof prov - (size_t)p, "], \"criterion\": %s, \"version\": \"%s\"}",
                  "null", DP_VERSION_STRING);
-        dp_export_opts o = {keep, nk, dtype, (uint64_t)shard, prov};
+        dp_export_opts o = {.keep = keep, .n_keep = nk, .dtype = dtype, .max_shard_bytes = (uint64_t)shard, .provenance = prov};
         rc = dp_export_model(dir, &m.cfg, &m.st, out, &o, &err);
         if (!rc) dp_log0("exported %lld of %lld blocks to %s", (long long)nk, (long long)m.cfg.n_layers, out);
     }

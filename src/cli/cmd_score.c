@@ -28,19 +28,6 @@ static const dp_cli_opt k_score_opts[] = {
     {NULL, NULL, NULL},
 };
 
-static int mkdir_p(const char *path, dp_err *err) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s", buf);
-            *p = '/';
-        }
-    if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s", buf);
-    return DP_OK;
-}
-
 static int opt_or_cfg(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, long long def,
                       long long *out, dp_err *err) {
     return dp_cli_opt_int(app, cmd, opt, dp_config_int(&app->cfg, key, def), out, err);
@@ -94,7 +81,7 @@ static int run_score(dp_app *app) {
         dp_free(crit_buf);
         return dp_cli_fail(app, &err);
     }
-    if (mpi->rank == 0) rc = mkdir_p(run, &err);
+    if (mpi->rank == 0) rc = dp_mkdir_p(run, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_llama m;
     memset(&m, 0, sizeof m);

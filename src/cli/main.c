@@ -7,7 +7,7 @@
 #include "cli.h"
 #include "depthprune/backend.h"
 
-static const dp_cmd *const k_cmds[] = {&dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_ppl, &dp_cmd_score, &dp_cmd_export, &dp_cmd_synth,
+static const dp_cmd *const k_cmds[] = {&dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_ppl, &dp_cmd_score, &dp_cmd_retrain, &dp_cmd_teacher_cache, &dp_cmd_export, &dp_cmd_synth,
                                        &dp_cmd_config};
 static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
 
@@ -66,7 +66,7 @@ const char *dp_cli_model_path(const dp_app *app, const dp_cmd *cmd) {
 
 int dp_cli_fail(const dp_app *app, const dp_err *err) {
     if (app->mpi.rank == 0) fprintf(stderr, "depthprune %s: error: %s\n", app->cmd, err->msg);
-    return err->code == DP_E_USAGE ? 2 : 1;
+    return err->code == DP_E_USAGE ? 2 : err->code == DP_E_NONFINITE ? 3 : 1;
 }
 
 /* Parses argv[first..] into app->opt_values and the config. */

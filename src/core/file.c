@@ -148,3 +148,17 @@ uint64_t dp_xorshift64s_53(uint64_t *state) {
     *state = x;
     return (x * 2685821657736338717ull) >> 11;
 }
+
+int dp_mkdir_p(const char *path, dp_err *err) {
+    char buf[4096];
+    if (strlen(path) >= sizeof buf) return dp_err_set(err, DP_E_IO, "path too long: %s", path);
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s: %s", buf, strerror(errno));
+    return DP_OK;
+}

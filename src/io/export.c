@@ -21,7 +21,9 @@ static void remove_tree(const char *dir) {
     while ((e = readdir(d))) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *p = dp_path_join(dir, e->d_name);
-        unlink(p);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p); /* the adapter subdirectory */
+        else unlink(p);
         dp_free(p);
     }
     closedir(d);
@@ -155,7 +157,31 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
             snprintf(dst_name, sizeof dst_name, "model.layers.%lld.%s", (long long)k, dp_llama_block_suffix[s]);
         }
         if (pass < 3) snprintf(dst_name, sizeof dst_name, "%s", src_name);
-        const dp_st_tensor *t = dp_st_model_find(m, src_name);
+        const dp_st_entry *me = NULL;
+        for (int i = 0; i < o->n_mem; i++)
+            if (!strcmp(o->mem[i].name, src_name)) me = &o->mem[i];
+        if (me) {
+            if (out_dtype < 0) out_dtype = me->dtype;
+            names[n] = dp_strdup(dst_name, "export");
+            e[n] = *me;
+            e[n].name = names[n];
+            e[n].dtype = o->dtype >= 0 ? (dp_dtype)o->dtype : me->dtype;
+            if (e[n].dtype != me->dtype) {
+                if (me->dtype != DP_DTYPE_F32) {
+                    rc = dp_err_set(err, DP_E_UNSUPPORTED, "export: in-memory tensor %s must be F32", src_name);
+                    break;
+                }
+                int64_t numel = 1;
+                for (int d = 0; d < me->ndim; d++) numel *= me->shape[d];
+                void *conv = dp_malloc((size_t)numel * dp_dtype_size(e[n].dtype) + 1, "export");
+                dp_convert_from_f32(conv, e[n].dtype, me->data, (size_t)numel);
+                owned[n] = conv;
+                e[n].data = conv;
+            }
+            n++;
+            continue;
+        }
+        const dp_st_tensor *t = m ? dp_st_model_find(m, src_name) : NULL;
         if (!t) {
             rc = dp_err_set(err, DP_E_MISMATCH, "%s: tensor '%s' is missing", src_dir, src_name);
             break;
@@ -201,6 +227,7 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
         }
         dp_free(src);
     }
+    if (rc == DP_OK && o->finish) rc = o->finish(tmp, o->finish_ctx, err);
     if (rc == DP_OK && rename(tmp, out_dir) != 0)
         rc = dp_err_set(err, DP_E_IO, "%s: rename from %s failed: %s", out_dir, tmp, strerror(errno));
     if (rc == DP_OK) {

@@ -213,9 +213,25 @@ static size_t plan(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, fl
         TAKE(s->dup, N * F);
         TAKE(s->dh, N * F);
         if (RK) TAKE(s->dlora, N * RK);
+        if (RK && lora->dropout > 0) {
+            int64_t W = C > F ? C : F;
+            if (QD > W) W = QD;
+            TAKE(s->xdrop, N * W);
+            TAKE(s->dxdrop, N * W);
+        }
     }
 #undef TAKE
     return off * sizeof(float);
+}
+
+static void rope_tables(dp_llama_state *s, const dp_llama *m) {
+    int64_t half = m->cfg.head_dim / 2;
+    for (int64_t t = 0; t < s->T; t++)
+        for (int64_t j = 0; j < half; j++) {
+            float a = (float)t * m->inv_freq[j]; /* fp32 product, as HF */
+            s->cosb[t * half + j] = cosf(a);
+            s->sinb[t * half + j] = sinf(a);
+        }
 }
 
 static void state_shape(dp_llama_state *s, int64_t B, int64_t T, int n_blocks, int flags) {
@@ -267,13 +283,27 @@ int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lor
      * backward's accumulators are zeroed where they are used) */
     s->mem = dp_malloc(s->n_bytes, "activations");
     plan(s, m, lora, s->mem);
-    int64_t half = c->head_dim / 2;
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t j = 0; j < half; j++) {
-            float a = (float)t * m->inv_freq[j]; /* fp32 product, as HF */
-            s->cosb[t * half + j] = cosf(a);
-            s->sinb[t * half + j] = sinf(a);
-        }
+    rope_tables(s, m);
+    return DP_OK;
+}
+
+int dp_llama_state_reshape(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T,
+                           dp_err *err) {
+    if (B == s->B && T == s->T) return DP_OK;
+    dp_llama_state t;
+    state_shape(&t, B, T, s->n_blocks, s->flags);
+    if (B < 1 || T < 1 || t.n_acts != s->n_acts)
+        return dp_err_set(err, DP_E_USAGE, "cannot reshape a run state to %lld x %lld", (long long)B, (long long)T);
+    t.acts = s->acts;
+    size_t need = plan(&t, m, lora, NULL);
+    if (need > s->n_bytes)
+        return dp_err_set(err, DP_E_RANGE, "batch %lld x %lld needs %zu bytes of activations, planned %zu",
+                          (long long)B, (long long)T, need, s->n_bytes);
+    t.mem = s->mem;
+    t.n_bytes = s->n_bytes;
+    plan(&t, m, lora, t.mem);
+    *s = t;
+    rope_tables(s, m);
     return DP_OK;
 }
 
@@ -294,12 +324,42 @@ int dp_llama_embed(const dp_llama *m, dp_llama_state *s, const int32_t *tokens, 
     return DP_OK;
 }
 
+/* LoRA dropout: dst = src * keep / (1 - p) (or dst += that), keep decided by
+ * a hash of the row's key, the adapter (l, k) and the column. The backward
+ * applies the same mask to the gradient. */
+static int lora_drops(const dp_lora *lora, const dp_llama_state *s) {
+    return lora && lora->dropout > 0 && lora->drop_key && s->xdrop && (s->flags & DP_STATE_TRAIN);
+}
+
+static void lora_dropout(float *dst, const float *src, const dp_lora *lora, int l, int k, int64_t N, int64_t IN,
+                         int accumulate) {
+    uint64_t thresh = (uint64_t)(lora->dropout * 18446744073709551616.0);
+    float inv = (float)(1.0 / (1.0 - lora->dropout));
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        uint64_t base = lora->drop_key[n] ^ ((uint64_t)(l * 16 + k) << 48);
+        for (int64_t i = 0; i < IN; i++) {
+            uint64_t st = base + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+            float v = dp_splitmix64(&st) < thresh ? 0.0f : src[n * IN + i] * inv;
+            if (accumulate) dst[n * IN + i] += v;
+            else dst[n * IN + i] = v;
+        }
+    }
+}
+
 /* y = x W^T (+ LoRA) for block tensor k of dense layer l */
 static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *out, const float *inp,
-                   dp_llama_acts *a, int64_t N, int64_t IN, int64_t OUT) {
+                   dp_llama_acts *a, const dp_llama_state *s, int64_t IN, int64_t OUT) {
+    int64_t N = s->N;
     dp_matmul_forward(out, inp, m->w.blk[l][k], N, IN, OUT);
-    if (lora && lora->a[l][k])
-        dp_lora_forward(out, a->xa[k], inp, lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
+    if (lora && lora->a[l][k]) {
+        const float *x = inp;
+        if (lora_drops(lora, s)) {
+            lora_dropout(s->xdrop, inp, lora, l, k, N, IN, 0);
+            x = s->xdrop;
+        }
+        dp_lora_forward(out, a->xa[k], x, lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
+    }
 }
 
 static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
@@ -310,20 +370,20 @@ static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llam
     float *const *w = m->w.blk[l];
     /* h = x + o_proj(attn(rope(q_proj(ln1(x))), rope(k_proj(..)), v_proj(..))) */
     dp_rmsnorm_forward(a->ln1, a->rstd1, x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
-    linear(m, lora, l, DP_BT_Q, a->q, a->ln1, a, N, C, QD);
-    linear(m, lora, l, DP_BT_K, a->k, a->ln1, a, N, C, KD);
-    linear(m, lora, l, DP_BT_V, a->v, a->ln1, a, N, C, KD);
+    linear(m, lora, l, DP_BT_Q, a->q, a->ln1, a, s, C, QD);
+    linear(m, lora, l, DP_BT_K, a->k, a->ln1, a, s, C, KD);
+    linear(m, lora, l, DP_BT_V, a->v, a->ln1, a, s, C, KD);
     dp_rope_forward(a->q, s->cosb, s->sinb, s->B, s->T, NH, HD);
     dp_rope_forward(a->k, s->cosb, s->sinb, s->B, s->T, NKV, HD);
     dp_attention_forward(a->ao, a->att, a->q, a->k, a->v, s->B, s->T, NH, NKV, HD);
-    linear(m, lora, l, DP_BT_O, a->res2, a->ao, a, N, QD, C);
+    linear(m, lora, l, DP_BT_O, a->res2, a->ao, a, s, QD, C);
     dp_add_forward(a->res2, a->res2, x, N * C);
     /* out = h + down_proj(silu(gate_proj(ln2(h))) * up_proj(ln2(h))) */
     dp_rmsnorm_forward(a->ln2, a->rstd2, a->res2, w[DP_BT_MLP_NORM], N, C, c->rms_norm_eps);
-    linear(m, lora, l, DP_BT_GATE, a->gate, a->ln2, a, N, C, F);
-    linear(m, lora, l, DP_BT_UP, a->up, a->ln2, a, N, C, F);
+    linear(m, lora, l, DP_BT_GATE, a->gate, a->ln2, a, s, C, F);
+    linear(m, lora, l, DP_BT_UP, a->up, a->ln2, a, s, C, F);
     dp_swiglu_forward(a->h, a->gate, a->up, N * F);
-    linear(m, lora, l, DP_BT_DOWN, out, a->h, a, N, F, C);
+    linear(m, lora, l, DP_BT_DOWN, out, a->h, a, s, F, C);
     dp_add_forward(out, out, a->res2, N * C);
 }
 
@@ -394,9 +454,20 @@ static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k
                             dp_llama_view *g, dp_lora *lg, int64_t IN, int64_t OUT) {
     int64_t N = s->N;
     dp_matmul_backward(dinp, g ? g->blk[l][k] : NULL, dout, inp, m->w.blk[l][k], N, IN, OUT);
-    if (lora && lora->a[l][k])
-        dp_lora_backward(dinp, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora, dout, inp,
-                         a->xa[k], lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
+    if (lora && lora->a[l][k]) {
+        if (lora_drops(lora, s)) {
+            /* d inp += keep/(1-p) * d xd, with xd recomputed from inp */
+            lora_dropout(s->xdrop, inp, lora, l, k, N, IN, 0);
+            zero(s->dxdrop, N * IN);
+            dp_lora_backward(dinp ? s->dxdrop : NULL, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora,
+                             dout, s->xdrop, a->xa[k], lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT,
+                             lora->rank);
+            if (dinp) lora_dropout(dinp, s->dxdrop, lora, l, k, N, IN, 1);
+        } else {
+            dp_lora_backward(dinp, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora, dout, inp,
+                             a->xa[k], lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
+        }
+    }
 }
 
 /* s->dres holds dL/d(block output) on entry and dL/d(block input) on exit. */

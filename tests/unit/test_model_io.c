@@ -170,7 +170,7 @@ int main(void) {
     /* export without blocks 1 and 2, as F32, sharded */
     snprintf(out, sizeof out, "%s/pruned", root);
     int64_t keep[2] = {0, 3};
-    dp_export_opts o = {keep, 2, DP_DTYPE_F32, 4000, "{\"removed_blocks\": [1, 2], \"criterion\": \"ppl\"}"};
+    dp_export_opts o = {.keep = keep, .n_keep = 2, .dtype = DP_DTYPE_F32, .max_shard_bytes = 4000, .provenance = "{\"removed_blocks\": [1, 2], \"criterion\": \"ppl\"}"};
     CHECK_MSG(dp_export_model(src, &c, &m, out, &o, &err) == DP_OK, "%s", err.msg);
     dp_llama_config c2;
     dp_st_model m2;
@@ -201,7 +201,7 @@ int main(void) {
     CHECK(dp_export_model(src, &c, &m, out, &o, &err) == DP_E_IO && strstr(err.msg, "already exists"));
     /* same dtype: the bytes are the source's, untouched */
     snprintf(out, sizeof out, "%s/same", root);
-    dp_export_opts o2 = {NULL, 0, -1, 0, NULL};
+    dp_export_opts o2 = {.dtype = -1};
     CHECK_MSG(dp_export_model(src, &c, &m, out, &o2, &err) == DP_OK, "%s", err.msg);
     CHECK_MSG(open_all(out, &c2, &m2, &err) == DP_OK, "%s", err.msg);
     for (int i = 0; i < m.n_tensors; i++) {
