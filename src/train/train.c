@@ -736,6 +736,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
              const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx,
              int64_t n_val, const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err) {
     memset(res, 0, sizeof *res);
+    memset(lora, 0, sizeof *lora);
     int P = mpi->size;
     int64_t G = o->global_batch, mb = o->micro_batch, V = student->cfg.vocab_size;
     if (G < 1 || mb < 1 || G % ((int64_t)P * mb))
@@ -763,7 +764,6 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     trainer tr = {.mpi = mpi, .o = o, .cfg_hash = dp_train_opts_hash(o, d->hash)};
     dp_lora lgrad;
     memset(&lgrad, 0, sizeof lgrad);
-    memset(lora, 0, sizeof *lora);
     dp_llama_view gview;
     memset(&gview, 0, sizeof gview);
     if (o->method == DP_TRAIN_LORA) {
