@@ -640,11 +640,12 @@ static void plot_losses(const char *run) {
     size_t n = 0;
     dp_err e;
     FILE *f = fopen(dat, "w"), *fv = fopen(vdat, "w");
+    int n_val = 0;
     if (f && fv && dp_read_file(logp, &text, &n, &e) == DP_OK) {
         for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
             long long s;
             double x;
-            if (sscanf(line, "{\"step\":%lld,\"val_loss\":%lf", &s, &x) == 2) fprintf(fv, "%lld %.9g\n", s, x);
+            if (sscanf(line, "{\"step\":%lld,\"val_loss\":%lf", &s, &x) == 2) fprintf(fv, "%lld %.9g\n", s, x), n_val++;
             else if (sscanf(line, "{\"step\":%lld,\"epoch\":%*f,\"loss\":%lf", &s, &x) == 2) fprintf(f, "%lld %.9g\n", s, x);
         }
     }
@@ -655,9 +656,8 @@ static void plot_losses(const char *run) {
     if (g) {
         fprintf(g,
                 "set terminal pngcairo size 900,540\nset output '%s'\nset xlabel 'step'\nset ylabel 'loss'\n"
-                "set grid\nplot '%s' using 1:2 with lines title 'train loss', '%s' using 1:2 with linespoints "
-                "title 'validation loss'\n",
-                png, dat, vdat);
+                "set grid\nplot '%s' using 1:2 with lines title 'train loss'%s%s%s\n",
+                png, dat, n_val ? ", '" : "", n_val ? vdat : "", n_val ? "' using 1:2 with linespoints title 'validation loss'" : "");
         if (pclose(g) != 0) dp_log("gnuplot failed: no loss plot");
     }
     dp_free(logp);
