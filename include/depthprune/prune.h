@@ -23,6 +23,7 @@
 #include "depthprune/dist.h"
 #include "depthprune/llama.h"
 #include "depthprune/tokenizer.h"
+#include "depthprune/train.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -70,6 +71,40 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
  * RUNDIR/scores.progress.h5 after every round and resumes from it. */
 int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int n_crit, const dp_score_opts *o,
              dp_err *err);
+
+/* ---- pruning schedules ---- */
+
+/* Collective. PPL of m under map on RUNDIR/calib.h5's samples (exp of the
+ * mean NLL over positions 1..T-1), batches of `batch` samples dealt to ranks;
+ * the same value for any rank count. */
+int dp_prune_map_ppl(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, const char *run_dir,
+                     uint64_t model_hash, int64_t batch, double *ppl, dp_err *err);
+
+typedef struct dp_iter_opts {
+    const char *run_dir; /* holds calib.h5 (from `score`); heal runs go to RUNDIR/heal-NN */
+    uint64_t model_hash; /* of the dense model calib.h5 was made with */
+    int64_t batch;       /* samples per forward */
+    int protect_first, protect_last;
+    int remove; /* K blocks */
+    int progress;
+    /* healing between removals (heal_steps > 0): a short training run on
+     * the shortened model, LoRA merged after it */
+    int64_t heal_steps;
+    const dp_train_data *heal_data;
+    const int64_t *heal_idx;
+    int64_t heal_n;
+    const dp_train_opts *heal_opts;
+} dp_iter_opts;
+
+/* Collective. Iterative PPL pruning: K times, remove the unprotected block
+ * whose removal gives the lowest calibration PPL (ties: the lower index).
+ * Candidates are scored from cached block inputs (the dense ones from
+ * calib.h5); after a removal only the inputs downstream of it are
+ * recomputed (everything, after healing). removed[k]: original index of
+ * the k-th removal, ppl_after[k]: the PPL once it is gone (before healing).
+ * With healing m's weights change. */
+int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, int *removed, double *ppl_after,
+                       double *dense_ppl, dp_err *err);
 
 /* Cost-balanced candidate assignment: candidate i costs L-1-i blocks; pairs
  * (i, L-1-i) are dealt round-robin. owner[i] = rank; round[i] = the index

@@ -43,6 +43,20 @@ const char *dp_cli_model_path(const dp_app *app, const dp_cmd *cmd);
 /* Reports err on rank 0 and returns the exit code for it. */
 int dp_cli_fail(const dp_app *app, const dp_err *err);
 
+struct dp_llama;
+/* Collective. Draws the calibration set from text (rank 0, broadcast) and
+ * runs or reuses the dense calibration forward into RUNDIR/calib.h5. */
+int dp_cli_calibrate(const dp_app *app, const char *model_dir, const struct dp_llama *m, uint64_t model_hash,
+                     const char *calib, const char *field, int64_t N, int64_t T, uint64_t seed, int64_t batch,
+                     const char *run, dp_err *err);
+
+struct dp_train_data;
+struct dp_train_opts;
+/* Training data and options from the config alone (train.*, lora.*), as
+ * `retrain` reads them; for healing inside other commands. Collective. */
+int dp_cli_train_setup(const dp_app *app, const char *tok_dir, const char *data_path, struct dp_train_data *d,
+                       struct dp_train_opts *o, dp_err *err);
+
 extern const dp_cmd dp_cmd_config;
 extern const dp_cmd dp_cmd_info;
 extern const dp_cmd dp_cmd_tokenize;
@@ -52,5 +66,6 @@ extern const dp_cmd dp_cmd_synth;
 extern const dp_cmd dp_cmd_score;
 extern const dp_cmd dp_cmd_retrain;
 extern const dp_cmd dp_cmd_teacher_cache;
+extern const dp_cmd dp_cmd_prune;
 
 #endif

@@ -33,6 +33,51 @@ static int opt_or_cfg(const dp_app *app, const dp_cmd *cmd, const char *opt, con
     return dp_cli_opt_int(app, cmd, opt, dp_config_int(&app->cfg, key, def), out, err);
 }
 
+int dp_cli_calibrate(const dp_app *app, const char *dir, const dp_llama *m, uint64_t mhash, const char *calib,
+                     const char *field, int64_t N, int64_t T, uint64_t seed, int64_t batch, const char *run,
+                     dp_err *err) {
+    const dp_mpi *mpi = &app->mpi;
+    int rc = DP_OK;
+    /* calibration samples: rank 0 draws them, everyone receives them */
+    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos", "auto");
+    dp_calib_opts co = {.samples = N, .seq_len = T, .seed = seed, .bos_id = -1, .field = field};
+    size_t cl = strlen(calib);
+    if (!co.field && cl > 6 && !strcmp(calib + cl - 6, ".jsonl")) co.field = "text";
+    int32_t *ids = NULL;
+    int64_t *src = NULL;
+    if (mpi->rank == 0) {
+        dp_tokenizer *tok = NULL;
+        char *text = NULL;
+        size_t n = 0;
+        rc = dp_tokenizer_load(dir, &tok, err);
+        if (!rc) rc = dp_read_file(calib, &text, &n, err);
+        if (!rc) {
+            co.bos_id = strcmp(bos_policy, "false") && dp_tokenizer_adds_bos(tok) ? dp_tokenizer_bos_id(tok) : -1;
+            if (!strcmp(bos_policy, "true")) co.bos_id = dp_tokenizer_bos_id(tok);
+            rc = dp_calib_sample(tok, text, n, &co, &ids, &src, err);
+            if (rc) dp_err_prefix(err, "%s", calib);
+        }
+        dp_free(text);
+        dp_tokenizer_free(tok);
+    }
+    rc = dp_mpi_agree(mpi, rc, err);
+    if (!rc) {
+        int32_t bos = co.bos_id;
+        DP_CHECK_MPI(MPI_Bcast(&bos, 1, MPI_INT32_T, 0, mpi->comm));
+        co.bos_id = bos;
+        if (mpi->rank != 0) {
+            ids = dp_malloc((size_t)(N * T) * sizeof(int32_t), "calib");
+            src = dp_malloc((size_t)(N * 2) * sizeof(int64_t), "calib");
+        }
+        DP_CHECK_MPI(MPI_Bcast(ids, (int)(N * T), MPI_INT32_T, 0, mpi->comm));
+        DP_CHECK_MPI(MPI_Bcast(src, (int)(N * 2), MPI_INT64_T, 0, mpi->comm));
+        rc = dp_calibrate(mpi, m, mhash, ids, src, &co, run, batch, !dp_config_bool(&app->cfg, "run.quiet", 0), err);
+    }
+    dp_free(ids);
+    dp_free(src);
+    return rc;
+}
+
 static int run_score(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_score;
     const dp_mpi *mpi = &app->mpi;
@@ -90,43 +135,9 @@ static int run_score(dp_app *app) {
         rc = dp_err_set(&err, DP_E_RANGE, "--seq-len %lld exceeds max_position_embeddings %lld", T,
                         (long long)m.cfg.max_position_embeddings);
 
-    /* calibration samples: rank 0 draws them, everyone receives them */
-    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos", "auto");
-    dp_calib_opts co = {.samples = N, .seq_len = T, .seed = (uint64_t)seed, .bos_id = -1, .field = field};
-    size_t cl = strlen(calib);
-    if (!co.field && cl > 6 && !strcmp(calib + cl - 6, ".jsonl")) co.field = "text";
-    int32_t *ids = NULL;
-    int64_t *src = NULL;
-    if (!rc && mpi->rank == 0) {
-        dp_tokenizer *tok = NULL;
-        char *text = NULL;
-        size_t n = 0;
-        rc = dp_tokenizer_load(dir, &tok, &err);
-        if (!rc) rc = dp_read_file(calib, &text, &n, &err);
-        if (!rc) {
-            co.bos_id = strcmp(bos_policy, "false") && dp_tokenizer_adds_bos(tok) ? dp_tokenizer_bos_id(tok) : -1;
-            if (!strcmp(bos_policy, "true")) co.bos_id = dp_tokenizer_bos_id(tok);
-            rc = dp_calib_sample(tok, text, n, &co, &ids, &src, &err);
-            if (rc) dp_err_prefix(&err, "%s", calib);
-        }
-        dp_free(text);
-        dp_tokenizer_free(tok);
-    }
-    rc = dp_mpi_agree(mpi, rc, &err);
-    if (!rc) {
-        int32_t bos = co.bos_id;
-        DP_CHECK_MPI(MPI_Bcast(&bos, 1, MPI_INT32_T, 0, mpi->comm));
-        co.bos_id = bos;
-        if (mpi->rank != 0) {
-            ids = dp_malloc((size_t)(N * T) * sizeof(int32_t), "calib");
-            src = dp_malloc((size_t)(N * 2) * sizeof(int64_t), "calib");
-        }
-        DP_CHECK_MPI(MPI_Bcast(ids, (int)(N * T), MPI_INT32_T, 0, mpi->comm));
-        DP_CHECK_MPI(MPI_Bcast(src, (int)(N * 2), MPI_INT64_T, 0, mpi->comm));
-    }
     int progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
     uint64_t mhash = rc ? 0 : dp_llama_hash(&m);
-    if (!rc) rc = dp_calibrate(mpi, &m, mhash, ids, src, &co, run, batch, progress, &err);
+    if (!rc) rc = dp_cli_calibrate(app, dir, &m, mhash, calib, field, N, T, (uint64_t)seed, batch, run, &err);
     dp_score_opts so = {.run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
                         .bootstrap = boot, .ratio = ratio, .progress = progress,
                         .fault_kill_after_round = (int)kill};
@@ -136,8 +147,6 @@ static int run_score(dp_app *app) {
         printf("scores: %s\n", jp);
         dp_free(jp);
     }
-    dp_free(ids);
-    dp_free(src);
     dp_free(crit_buf);
     dp_llama_free(&m);
     return rc ? dp_cli_fail(app, &err) : 0;

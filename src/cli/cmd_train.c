@@ -41,7 +41,7 @@ static const dp_cli_opt k_retrain_opts[] = {
 static int get_float(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, double def,
                      double *out, dp_err *err) {
     *out = dp_config_float(&app->cfg, key, def);
-    const char *s = opt ? dp_cli_get(app, cmd, opt) : NULL;
+    const char *s = opt && cmd ? dp_cli_get(app, cmd, opt) : NULL;
     if (!s) return DP_OK;
     char *end;
     *out = strtod(s, &end);
@@ -52,7 +52,7 @@ static int get_float(const dp_app *app, const dp_cmd *cmd, const char *opt, cons
 static int get_int(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, long long def,
                    long long *out, dp_err *err) {
     long long d = key ? dp_config_int(&app->cfg, key, def) : def;
-    if (!opt) {
+    if (!opt || !cmd) {
         *out = d;
         return DP_OK;
     }
@@ -60,7 +60,7 @@ static int get_int(const dp_app *app, const dp_cmd *cmd, const char *opt, const 
 }
 
 static const char *str_opt(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, const char *def) {
-    const char *s = opt ? dp_cli_get(app, cmd, opt) : NULL;
+    const char *s = opt && cmd ? dp_cli_get(app, cmd, opt) : NULL;
     return s ? s : dp_config_str(&app->cfg, key, def);
 }
 
@@ -150,54 +150,40 @@ static int write_adapter(const char *tmp_dir, void *ctx, dp_err *err) {
     return rc;
 }
 
-static int run_retrain(dp_app *app) {
-    const dp_cmd *cmd = &dp_cmd_retrain;
-    const dp_mpi *mpi = &app->mpi;
-    dp_err err;
-    dp_err_clear(&err);
+/* Training options from the command's flags (cmd; NULL: the config only)
+ * and the config (train.*, lora.*). */
+static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_dir, const char *cache,
+                      dp_train_opts *op, long long *val_size, dp_err *err) {
+    dp_train_opts_default(op);
+    dp_train_opts o = *op;
+    long long li = 0;
     int rc = DP_OK;
-    const char *student_dir = str_opt(app, cmd, "--student", "model.path", NULL);
-    const char *teacher_dir = str_opt(app, cmd, "--teacher", "train.teacher", NULL);
-    const char *cache = str_opt(app, cmd, "--teacher-cache", "train.teacher_cache", NULL);
-    const char *data_path = str_opt(app, cmd, "--data", "train.data", NULL);
-    const char *run = str_opt(app, cmd, "--run", "run.dir", "runs/default");
-    const char *out = str_opt(app, cmd, "--out", "train.out", NULL);
     const char *method = str_opt(app, cmd, "--method", "train.method", "lora");
     const char *sched = dp_config_str(&app->cfg, "train.schedule", "cosine");
     const char *targets = dp_config_str(&app->cfg, "lora.targets", "all");
-    int no_kd = dp_cli_get(app, cmd, "--no-kd") != NULL;
-    if (!student_dir) rc = dp_err_set(&err, DP_E_USAGE, "--student DIR is required");
-    else if (!data_path) rc = dp_err_set(&err, DP_E_USAGE, "--data FILE is required");
-    else if (!out) rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
-    else if (teacher_dir && cache) rc = dp_err_set(&err, DP_E_USAGE, "give --teacher or --teacher-cache, not both");
-    const char *format = str_opt(app, cmd, "--data-format", "train.data_format", NULL);
-    if (!rc && !format) format = default_format(data_path);
-
-    dp_train_opts o;
-    dp_train_opts_default(&o);
-    long long li = 0;
+    int no_kd = cmd && dp_cli_get(app, cmd, "--no-kd") != NULL;
     if (!rc && strcmp(method, "lora") && strcmp(method, "full"))
-        rc = dp_err_set(&err, DP_E_USAGE, "--method must be lora or full, got '%s'", method);
+        rc = dp_err_set(err, DP_E_USAGE, "--method must be lora or full, got '%s'", method);
     o.method = !strcmp(method, "full") ? DP_TRAIN_FULL : DP_TRAIN_LORA;
-    if (!rc) rc = dp_lora_parse_targets(targets, &o.lora_targets, &err);
-    if (!rc) rc = get_float(app, cmd, "--lr", "train.lr", 1e-4, &o.lr, &err);
-    if (!rc) rc = get_float(app, cmd, "--kd-temp", "train.kd_temp", 1.0, &o.kd_temp, &err);
+    if (!rc) rc = dp_lora_parse_targets(targets, &o.lora_targets, err);
+    if (!rc) rc = get_float(app, cmd, "--lr", "train.lr", 1e-4, &o.lr, err);
+    if (!rc) rc = get_float(app, cmd, "--kd-temp", "train.kd_temp", 1.0, &o.kd_temp, err);
     double kd_def = (teacher_dir || cache) && !no_kd ? 0.5 : 0.0;
-    if (!rc) rc = get_float(app, cmd, "--kd-alpha", "train.kd_alpha", kd_def, &o.kd_alpha, &err);
+    if (!rc) rc = get_float(app, cmd, "--kd-alpha", "train.kd_alpha", kd_def, &o.kd_alpha, err);
     if (no_kd) o.kd_alpha = 0;
     if (!rc && o.kd_alpha > 0 && !teacher_dir && !cache)
-        rc = dp_err_set(&err, DP_E_USAGE, "--kd-alpha > 0 needs --teacher DIR or --teacher-cache FILE (or --no-kd)");
-    if (!rc) rc = get_float(app, NULL, NULL, "lora.alpha", 16, &o.lora_alpha, &err);
-    if (!rc) rc = get_float(app, NULL, NULL, "lora.dropout", 0.05, &o.lora_dropout, &err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.min_lr_ratio", 0.0, &o.min_lr_ratio, &err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.beta1", 0.9, &o.beta1, &err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.beta2", 0.999, &o.beta2, &err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.eps", 1e-8, &o.eps, &err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.weight_decay", 0.0, &o.weight_decay, &err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.clip", 1.0, &o.clip, &err);
+        rc = dp_err_set(err, DP_E_USAGE, "--kd-alpha > 0 needs --teacher DIR or --teacher-cache FILE (or --no-kd)");
+    if (!rc) rc = get_float(app, NULL, NULL, "lora.alpha", 16, &o.lora_alpha, err);
+    if (!rc) rc = get_float(app, NULL, NULL, "lora.dropout", 0.05, &o.lora_dropout, err);
+    if (!rc) rc = get_float(app, NULL, NULL, "train.min_lr_ratio", 0.0, &o.min_lr_ratio, err);
+    if (!rc) rc = get_float(app, NULL, NULL, "train.beta1", 0.9, &o.beta1, err);
+    if (!rc) rc = get_float(app, NULL, NULL, "train.beta2", 0.999, &o.beta2, err);
+    if (!rc) rc = get_float(app, NULL, NULL, "train.eps", 1e-8, &o.eps, err);
+    if (!rc) rc = get_float(app, NULL, NULL, "train.weight_decay", 0.0, &o.weight_decay, err);
+    if (!rc) rc = get_float(app, NULL, NULL, "train.clip", 1.0, &o.clip, err);
 #define INT_OPT(opt, key, def, field)                                                              \
     if (!rc) {                                                                                     \
-        rc = get_int(app, cmd, opt, key, def, &li, &err);                                          \
+        rc = get_int(app, cmd, opt, key, def, &li, err);                                          \
         o.field = li;                                                                              \
     }
     INT_OPT("--kd-topk", "train.kd_topk", 0, kd_topk)
@@ -215,22 +201,63 @@ static int run_retrain(dp_app *app) {
     INT_OPT("--fault-nan-step", NULL, -1, fault_nan_step)
     INT_OPT("--fault-nan-rank", NULL, 0, fault_nan_rank)
 #undef INT_OPT
-    long long seed = 0, val_size = 0;
-    if (!rc) rc = get_int(app, cmd, "--seed", "run.seed", 1234, &seed, &err);
-    if (!rc) rc = get_int(app, cmd, "--val-size", "train.val_size", 2000, &val_size, &err);
+    long long seed = 0;
+    if (!rc) rc = get_int(app, cmd, "--seed", "run.seed", 1234, &seed, err);
+    if (!rc) rc = get_int(app, cmd, "--val-size", "train.val_size", 2000, val_size, err);
     o.seed = (uint64_t)seed;
     o.teacher_cache = cache;
-    o.run_dir = run;
     o.progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
     o.sched = !strcmp(sched, "linear") ? DP_SCHED_LINEAR : !strcmp(sched, "constant") ? DP_SCHED_CONSTANT : DP_SCHED_COSINE;
     if (o.fault_nan_step < 0) o.fault_nan_rank = -1;
     if (!rc && (o.epochs < 1 || o.global_batch < 1 || o.micro_batch < 1 || o.lora_rank < 1 || o.warmup < 0 ||
-                o.max_steps < 0 || val_size < 0 || o.kd_topk < 0 || o.max_skips < 0))
-        rc = dp_err_set(&err, DP_E_USAGE,
+                o.max_steps < 0 || *val_size < 0 || o.kd_topk < 0 || o.max_skips < 0))
+        rc = dp_err_set(err, DP_E_USAGE,
                         "--epochs, --global-batch, --micro-batch and --lora-r must be >= 1; warmup, --max-steps, "
                         "--val-size, --kd-topk and max_skips >= 0");
-    if (!rc && !(o.lr > 0)) rc = dp_err_set(&err, DP_E_USAGE, "--lr must be positive");
-    if (!rc && o.kd_topk > 0 && cache) rc = dp_err_set(&err, DP_E_USAGE, "--kd-topk applies to an online teacher; a cache has its own K");
+    if (!rc && !(o.lr > 0)) rc = dp_err_set(err, DP_E_USAGE, "--lr must be positive");
+    if (!rc && o.kd_topk > 0 && cache) rc = dp_err_set(err, DP_E_USAGE, "--kd-topk applies to an online teacher; a cache has its own K");
+    *op = o;
+    return rc;
+}
+
+int dp_cli_train_setup(const dp_app *app, const char *tok_dir, const char *data_path, dp_train_data *d,
+                       dp_train_opts *o, dp_err *err) {
+    long long vs = 0;
+    dp_data_opts dopt;
+    memset(&dopt, 0, sizeof dopt);
+    memset(d, 0, sizeof *d);
+    int rc = train_opts(app, NULL, NULL, NULL, o, &vs, err);
+    if (!rc) rc = data_opts(app, NULL, &dopt, err);
+    rc = dp_mpi_agree(&app->mpi, rc, err);
+    const char *format = dp_config_str(&app->cfg, "train.data_format", NULL);
+    if (!rc) rc = load_data(app, tok_dir, data_path, format ? format : default_format(data_path), &dopt, d, err);
+    return rc;
+}
+
+static int run_retrain(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_retrain;
+    const dp_mpi *mpi = &app->mpi;
+    dp_err err;
+    dp_err_clear(&err);
+    int rc = DP_OK;
+    const char *student_dir = str_opt(app, cmd, "--student", "model.path", NULL);
+    const char *teacher_dir = str_opt(app, cmd, "--teacher", "train.teacher", NULL);
+    const char *cache = str_opt(app, cmd, "--teacher-cache", "train.teacher_cache", NULL);
+    const char *data_path = str_opt(app, cmd, "--data", "train.data", NULL);
+    const char *run = str_opt(app, cmd, "--run", "run.dir", "runs/default");
+    const char *out = str_opt(app, cmd, "--out", "train.out", NULL);
+    const char *method = str_opt(app, cmd, "--method", "train.method", "lora");
+    if (!student_dir) rc = dp_err_set(&err, DP_E_USAGE, "--student DIR is required");
+    else if (!data_path) rc = dp_err_set(&err, DP_E_USAGE, "--data FILE is required");
+    else if (!out) rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
+    else if (teacher_dir && cache) rc = dp_err_set(&err, DP_E_USAGE, "give --teacher or --teacher-cache, not both");
+    const char *format = str_opt(app, cmd, "--data-format", "train.data_format", NULL);
+    if (!rc && !format) format = default_format(data_path);
+
+    dp_train_opts o;
+    long long val_size = 0;
+    if (!rc) rc = train_opts(app, cmd, teacher_dir, cache, &o, &val_size, &err);
+    o.run_dir = run;
     if (!rc && dp_file_exists(out)) rc = dp_err_set(&err, DP_E_IO, "%s already exists; refusing to overwrite it", out);
     dp_data_opts dopt;
     memset(&dopt, 0, sizeof dopt);

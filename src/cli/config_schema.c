@@ -26,6 +26,7 @@ const dp_cfg_spec dp_config_schema[] = {
     {"score.protect_last", DP_CFG_INT, "0", NULL, "last blocks kept out of the removal order"},
     {"score.bootstrap", DP_CFG_INT, "0", NULL, "bootstrap replicates over calibration samples"},
     {"score.ratio", DP_CFG_FLOAT, "0.2", NULL, "fraction of blocks removed (bootstrap p_removed)"},
+    {"prune.schedule", DP_CFG_STRING, "one-shot", "one-shot,iterative", "pruning schedule"},
     {"train.data", DP_CFG_STRING, NULL, NULL, "training data: Alpaca JSON/JSONL or text"},
     {"train.data_format", DP_CFG_STRING, NULL, NULL, "alpaca, text or jsonl-text (default by extension)"},
     {"train.text_field", DP_CFG_STRING, NULL, NULL, "jsonl-text: the field with the text (default text)"},

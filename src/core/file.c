@@ -162,3 +162,18 @@ int dp_mkdir_p(const char *path, dp_err *err) {
     if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s: %s", buf, strerror(errno));
     return DP_OK;
 }
+
+int dp_gnuplot(const char *script) {
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        dp_log("gnuplot not found: no plot (the numbers are in the JSON/log files)");
+        return 1;
+    }
+    FILE *g = popen("gnuplot", "w");
+    if (!g) return 1;
+    fputs(script, g);
+    if (pclose(g) != 0) {
+        dp_log("gnuplot failed: no plot");
+        return 1;
+    }
+    return 0;
+}

@@ -758,8 +758,8 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         if (!first) dp_buf_puts(&js, "}");
         snprintf(t, sizeof t,
                  ", \"dense_ppl\": %.17g, \"calib\": {\"samples\": %lld, \"seq_len\": %lld, \"seed\": %s}, "
-                 "\"layers\": %d",
-                 dense_ppl, (long long)N, (long long)T, sseed, L);
+                 "\"layers\": %d, \"model_hash\": \"%s\"",
+                 dense_ppl, (long long)N, (long long)T, sseed, L, mh);
         dp_buf_puts(&js, t);
         if (want[CRIT_PPL]) { /* the sweep's block passes vs rebuilding the model per candidate */
             snprintf(t, sizeof t, ", \"ppl_block_passes\": {\"sweep\": %d, \"full_forward_per_candidate\": %d}",

@@ -630,10 +630,6 @@ static void log_line(const char *run, const char *line) {
 
 /* loss.png from the log (gnuplot, when installed). */
 static void plot_losses(const char *run) {
-    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
-        dp_log("gnuplot not found: no loss plot (the numbers are in train_log.jsonl)");
-        return;
-    }
     char *logp = dp_path_join(run, "train_log.jsonl"), *dat = dp_path_join(run, "loss.dat"),
          *vdat = dp_path_join(run, "val_loss.dat"), *png = dp_path_join(run, "loss.png");
     char *text = NULL;
@@ -652,14 +648,12 @@ static void plot_losses(const char *run) {
     if (f) fclose(f);
     if (fv) fclose(fv);
     dp_free(text);
-    FILE *g = popen("gnuplot", "w");
-    if (g) {
-        fprintf(g,
-                "set terminal pngcairo size 900,540\nset output '%s'\nset xlabel 'step'\nset ylabel 'loss'\n"
-                "set grid\nplot '%s' using 1:2 with lines title 'train loss'%s%s%s\n",
-                png, dat, n_val ? ", '" : "", n_val ? vdat : "", n_val ? "' using 1:2 with linespoints title 'validation loss'" : "");
-        if (pclose(g) != 0) dp_log("gnuplot failed: no loss plot");
-    }
+    char script[8192];
+    snprintf(script, sizeof script,
+             "set terminal pngcairo size 900,540\nset output '%s'\nset xlabel 'step'\nset ylabel 'loss'\n"
+             "set grid\nplot '%s' using 1:2 with lines title 'train loss'%s%s%s\n",
+             png, dat, n_val ? ", '" : "", n_val ? vdat : "", n_val ? "' using 1:2 with linespoints title 'validation loss'" : "");
+    dp_gnuplot(script);
     dp_free(logp);
     dp_free(dat);
     dp_free(vdat);

@@ -1,0 +1,270 @@
+/* Pruning schedules (see prune.h): the PPL of a model under a layer map
+ * on the calibration set, and iterative greedy removal from cached block
+ * inputs, optionally healing between removals. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "depthprune/prune.h"
+#include "depthprune/store.h"
+#include "depthprune/train.h"
+
+typedef struct calib_set {
+    int64_t N, T;
+    int32_t *ids;     /* (N, T) */
+    int32_t *targets; /* (N, T) */
+    double dense_ppl;
+} calib_set;
+
+static void calib_free(calib_set *c) {
+    dp_free(c->ids);
+    dp_free(c->targets);
+    memset(c, 0, sizeof *c);
+}
+
+/* Opens RUNDIR/calib.h5 (collective), checks the model, reads ids. */
+static int calib_open(const dp_mpi *mpi, const char *run_dir, uint64_t model_hash, dp_h5 *h, calib_set *c,
+                      dp_err *err) {
+    memset(c, 0, sizeof *c);
+    char *path = dp_path_join(run_dir, "calib.h5");
+    int rc = dp_mpi_agree(mpi, dp_h5_open(h, path, mpi->comm, 0, err), err);
+    if (rc) {
+        dp_err_prefix(err, "no calibration in %s (run `depthprune score` there first)", run_dir);
+        dp_free(path);
+        return rc;
+    }
+    char *mh = NULL, *sN = NULL, *sT = NULL, want[17];
+    snprintf(want, sizeof want, "%016llx", (unsigned long long)model_hash);
+    if (dp_h5_get_attr(h, "model_hash", &mh, err) || dp_h5_get_attr(h, "samples", &sN, err) ||
+        dp_h5_get_attr(h, "seq_len", &sT, err))
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", path);
+    else if (strcmp(mh, want))
+        rc = dp_err_set(err, DP_E_MISMATCH, "%s was made for a different model (model hash %s, this model %s)", path, mh,
+                        want);
+    rc = dp_mpi_agree(mpi, rc, err);
+    if (!rc) {
+        c->N = atoll(sN);
+        c->T = atoll(sT);
+        c->ids = dp_malloc((size_t)(c->N * c->T) * sizeof(int32_t), "calib");
+        c->targets = dp_malloc((size_t)(c->N * c->T) * sizeof(int32_t), "calib");
+        double *dn = dp_malloc((size_t)c->N * sizeof(double), "calib");
+        rc = dp_h5_read_rows(h, "ids", DP_DTYPE_I32, 0, c->N, c->ids, err);
+        if (!rc) rc = dp_h5_read_rows(h, "dense_nll", DP_DTYPE_F64, 0, c->N, dn, err);
+        rc = dp_mpi_agree(mpi, rc, err);
+        if (!rc) {
+            dp_llama_next_targets(c->targets, c->ids, c->N, c->T);
+            double s = 0;
+            for (int64_t i = 0; i < c->N; i++) s += dn[i];
+            c->dense_ppl = exp(s / (double)(c->N * (c->T - 1)));
+        }
+        dp_free(dn);
+    }
+    dp_free(mh);
+    dp_free(sN);
+    dp_free(sT);
+    dp_free(path);
+    if (rc) {
+        dp_h5_close(h);
+        calib_free(c);
+    }
+    return rc;
+}
+
+/* Per-sample NLL sums of positions 1..T-1 of samples [a, a+nb) after
+ * running kept positions [from, sub->n) of sub from rows (nb inputs of
+ * position from; NULL: already in st->x). */
+static void run_from(const dp_llama *m, const dp_layer_map *sub, int from, const float *rows, int64_t a, int64_t nb,
+                     const calib_set *c, dp_llama_state *st, double *out) {
+    int64_t NTC = c->T * m->cfg.hidden_size;
+    if (rows) memcpy(st->x + (int64_t)from * nb * NTC, rows, (size_t)(nb * NTC) * sizeof(float));
+    dp_llama_blocks_forward(m, NULL, sub, st, from, sub->n);
+    dp_llama_head_nll(m, st, sub->n, c->targets + a * c->T);
+    for (int64_t i = 0; i < nb; i++) {
+        double acc = 0.0;
+        for (int64_t t = 0; t + 1 < c->T; t++) acc += (double)st->nll[i * c->T + t];
+        out[i] = acc;
+    }
+}
+
+/* A state for nb samples and n blocks, reallocated when the shape changes. */
+static int state_for(dp_llama_state *st, int64_t *cur_b, int *cur_n, const dp_llama *m, int64_t nb, int64_t T, int n,
+                     dp_err *err) {
+    if (nb == *cur_b && n == *cur_n) return DP_OK;
+    if (*cur_b > 0) dp_llama_state_free(st);
+    *cur_b = -1;
+    int rc = dp_llama_state_init(st, m, NULL, nb, T, n, DP_STATE_NLL_ONLY, 0, err);
+    if (!rc) {
+        *cur_b = nb;
+        *cur_n = n;
+    }
+    return rc;
+}
+
+int dp_prune_map_ppl(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, const char *run_dir,
+                     uint64_t model_hash, int64_t batch, double *ppl, dp_err *err) {
+    dp_h5 h;
+    calib_set c;
+    int rc = calib_open(mpi, run_dir, model_hash, &h, &c, err);
+    if (rc) return rc;
+    dp_h5_close(&h);
+    double *per = dp_calloc((size_t)c.N, sizeof(double), "ppl");
+    dp_llama_state st;
+    int64_t cur_b = -1;
+    int cur_n = -1;
+    /* fixed batches dealt round-robin: per-sample results do not depend on the rank count */
+    for (int64_t a = 0, k = 0; a < c.N && !rc; a += batch, k++) {
+        if (k % mpi->size != mpi->rank) continue;
+        int64_t nb = a + batch <= c.N ? batch : c.N - a;
+        rc = state_for(&st, &cur_b, &cur_n, m, nb, c.T, map->n, err);
+        if (!rc) rc = dp_llama_embed(m, &st, c.ids + a * c.T, err);
+        if (rc) break;
+        run_from(m, map, 0, NULL, a, nb, &c, &st, per + a);
+    }
+    rc = dp_mpi_agree(mpi, rc, err);
+    if (!rc) {
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, per, (int)c.N, MPI_DOUBLE, MPI_SUM, mpi->comm));
+        double s = 0;
+        for (int64_t i = 0; i < c.N; i++) s += per[i];
+        *ppl = exp(s / (double)(c.N * (c.T - 1)));
+    }
+    if (cur_b > 0) dp_llama_state_free(&st);
+    dp_free(per);
+    calib_free(&c);
+    return rc;
+}
+
+/* cache[j] (N, T, C): the input of kept position j, j = 0..map->n. Recomputes
+ * positions from+1..n from cache[from] (from = 0 with embed: from the ids). */
+static int refresh(const dp_llama *m, const dp_layer_map *map, const calib_set *c, int from, int embed, float **cache,
+                   int64_t batch, dp_err *err) {
+    int64_t NTC = c->T * m->cfg.hidden_size;
+    dp_layer_map sub;
+    sub.n = map->n - from;
+    memcpy(sub.layer, map->layer + from, (size_t)sub.n * sizeof(int));
+    dp_llama_state st;
+    int64_t cur_b = -1;
+    int cur_n = -1, rc = DP_OK;
+    for (int64_t a = 0; a < c->N && !rc; a += batch) {
+        int64_t nb = a + batch <= c->N ? batch : c->N - a;
+        rc = state_for(&st, &cur_b, &cur_n, m, nb, c->T, sub.n, err);
+        if (rc) break;
+        if (embed) {
+            rc = dp_llama_embed(m, &st, c->ids + a * c->T, err);
+            if (rc) break;
+            memcpy(cache[0] + a * NTC, st.x, (size_t)(nb * NTC) * sizeof(float));
+        } else {
+            memcpy(st.x, cache[from] + a * NTC, (size_t)(nb * NTC) * sizeof(float));
+        }
+        dp_llama_blocks_forward(m, NULL, &sub, &st, 0, sub.n);
+        for (int j = 1; j <= sub.n; j++)
+            memcpy(cache[from + j] + a * NTC, st.x + (int64_t)j * nb * NTC, (size_t)(nb * NTC) * sizeof(float));
+    }
+    if (cur_b > 0) dp_llama_state_free(&st);
+    return rc;
+}
+
+int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, int *removed, double *ppl_after,
+                       double *dense_ppl, dp_err *err) {
+    int L = (int)m->cfg.n_layers;
+    if (o->remove < 1 || o->remove > L - o->protect_first - o->protect_last || o->remove >= L)
+        return dp_err_set(err, DP_E_USAGE, "removing %d of %d blocks with %d protected is impossible", o->remove, L,
+                          o->protect_first + o->protect_last);
+    if (o->batch < 1) return dp_err_set(err, DP_E_USAGE, "batch must be at least 1");
+    dp_h5 h;
+    calib_set c;
+    int rc = calib_open(mpi, o->run_dir, o->model_hash, &h, &c, err);
+    if (rc) return rc;
+    *dense_ppl = c.dense_ppl;
+    int64_t NTC = c.T * m->cfg.hidden_size;
+    /* the dense model's cached block inputs */
+    float **cache = dp_calloc((size_t)(L + 1), sizeof(float *), "prune cache");
+    for (int j = 0; j <= L && !rc; j++) {
+        cache[j] = dp_malloc((size_t)(c.N * NTC) * sizeof(float), "prune cache");
+        char name[32];
+        snprintf(name, sizeof name, "hidden_%03d", j);
+        rc = dp_h5_read_rows(&h, name, DP_DTYPE_F32, 0, c.N, cache[j], err);
+    }
+    dp_h5_close(&h);
+    rc = dp_mpi_agree(mpi, rc, err);
+    dp_layer_map map;
+    dp_layer_map_all(&map, L);
+    double *tot = dp_malloc((size_t)L * sizeof(double), "prune");
+    double *per = dp_malloc((size_t)c.N * sizeof(double), "prune");
+    int *owner = dp_malloc((size_t)L * sizeof(int), "prune"), *round = dp_malloc((size_t)L * sizeof(int), "prune");
+    dp_llama_state st;
+    int64_t cur_b = -1;
+    int cur_n = -1;
+    double t0 = dp_time_s();
+    for (int step = 0; step < o->remove && !rc; step++) {
+        int n = map.n;
+        dp_score_assign(n, mpi->size, owner, round);
+        for (int p = 0; p < n; p++) tot[p] = 0.0;
+        for (int p = 0; p < n && !rc; p++) {
+            int l = map.layer[p];
+            if (l < o->protect_first || l >= L - o->protect_last || owner[p] != mpi->rank) continue;
+            dp_layer_map sub = map; /* without position p: position p now holds what was p+1 */
+            memmove(sub.layer + p, sub.layer + p + 1, (size_t)(n - 1 - p) * sizeof(int));
+            sub.n = n - 1;
+            for (int64_t a = 0; a < c.N && !rc; a += o->batch) {
+                int64_t nb = a + o->batch <= c.N ? o->batch : c.N - a;
+                rc = state_for(&st, &cur_b, &cur_n, m, nb, c.T, sub.n, err);
+                if (!rc) run_from(m, &sub, p, cache[p] + a * NTC, a, nb, &c, &st, per + a);
+            }
+            double s = 0;
+            for (int64_t i = 0; i < c.N; i++) s += per[i];
+            tot[p] = s;
+        }
+        rc = dp_mpi_agree(mpi, rc, err);
+        if (rc) break;
+        /* only the owner contributes a candidate's total, so the sums are exact */
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tot, n, MPI_DOUBLE, MPI_SUM, mpi->comm));
+        int best = -1;
+        for (int p = 0; p < n; p++) {
+            int l = map.layer[p];
+            if (l < o->protect_first || l >= L - o->protect_last) continue;
+            if (best < 0 || tot[p] < tot[best]) best = p; /* ties: the lower block */
+        }
+        removed[step] = map.layer[best];
+        ppl_after[step] = exp(tot[best] / (double)(c.N * (c.T - 1)));
+        /* drop it; inputs of the positions after it are recomputed from its input */
+        memmove(map.layer + best, map.layer + best + 1, (size_t)(n - 1 - best) * sizeof(int));
+        map.n = n - 1;
+        float *freed = cache[best + 1];
+        memmove(cache + best + 1, cache + best + 2, (size_t)(n - 1 - best) * sizeof(float *));
+        cache[n] = freed;
+        if (o->heal_steps > 0 && step + 1 < o->remove) {
+            /* heal the shortened model, then every cached input is stale */
+            dp_train_opts to = *o->heal_opts;
+            char dir[4096];
+            snprintf(dir, sizeof dir, "%s/heal-%02d", o->run_dir, step + 1);
+            if (mpi->rank == 0) rc = dp_mkdir_p(dir, err);
+            rc = dp_mpi_agree(mpi, rc, err);
+            to.run_dir = dir;
+            to.max_steps = o->heal_steps;
+            to.model_hash = dp_llama_hash(m);
+            dp_lora lora;
+            dp_train_result res;
+            if (!rc)
+                rc = dp_train(mpi, m, &map, NULL, o->heal_data, o->heal_idx, o->heal_n, NULL, 0, &to, &lora, &res, err);
+            if (!rc && to.method == DP_TRAIN_LORA) dp_lora_merge(m, &lora);
+            if (lora.mem) dp_lora_free(&lora);
+            if (!rc) rc = refresh(m, &map, &c, 0, 1, cache, o->batch, err);
+        } else if (!rc && best < map.n) {
+            rc = refresh(m, &map, &c, best, 0, cache, o->batch, err);
+        }
+        rc = dp_mpi_agree(mpi, rc, err);
+        if (!rc && o->progress)
+            dp_log0("prune: step %d/%d removed block %d, PPL %.4f (%.1f s)", step + 1, o->remove, removed[step],
+                    ppl_after[step], dp_time_s() - t0);
+    }
+    if (cur_b > 0) dp_llama_state_free(&st);
+    for (int j = 0; j <= L; j++) dp_free(cache[j]);
+    dp_free(cache);
+    dp_free(tot);
+    dp_free(per);
+    dp_free(owner);
+    dp_free(round);
+    calib_free(&c);
+    return rc;
+}
