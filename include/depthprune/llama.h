@@ -71,6 +71,8 @@ int dp_llama_load(const char *dir, dp_llama *m, dp_err *err);
  * zeroed weights; for tests and synthetic models. */
 int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err);
 void dp_llama_free(dp_llama *m);
+/* A deep copy (weights included). */
+void dp_llama_clone(dp_llama *dst, const dp_llama *src);
 /* Points v into base, a buffer of m->n_elems floats in m's layout. */
 void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v);
 

@@ -57,6 +57,18 @@ struct dp_train_opts;
 int dp_cli_train_setup(const dp_app *app, const char *tok_dir, const char *data_path, struct dp_train_data *d,
                        struct dp_train_opts *o, dp_err *err);
 
+struct dp_ppl_opts;
+/* Collective. The text's perplexity windows on every rank (rank 0 reads and
+ * tokenizes with the model directory's tokenizer, then broadcasts). */
+int dp_cli_ppl_windows(const dp_app *app, const char *model_dir, const char *text, const struct dp_ppl_opts *o,
+                       int32_t **win, int64_t *n_win, dp_err *err);
+
+/* The removal order (unprotected blocks, least important first) of
+ * criterion crit in a scores.json, checked against the model hash (hex)
+ * and block count; *file_hash: a hash of the file's bytes. */
+int dp_cli_read_order(const char *path, const char *crit, const char *want_hash, int L, int **order, int *n_order,
+                      uint64_t *file_hash, dp_err *err);
+
 extern const dp_cmd dp_cmd_config;
 extern const dp_cmd dp_cmd_info;
 extern const dp_cmd dp_cmd_tokenize;
@@ -67,5 +79,6 @@ extern const dp_cmd dp_cmd_score;
 extern const dp_cmd dp_cmd_retrain;
 extern const dp_cmd dp_cmd_teacher_cache;
 extern const dp_cmd dp_cmd_prune;
+extern const dp_cmd dp_cmd_sweep;
 
 #endif

@@ -42,6 +42,33 @@ static int read_ids(const char *model_dir, const char *text_path, const char *bo
     return rc;
 }
 
+int dp_cli_ppl_windows(const dp_app *app, const char *model_dir, const char *text, const dp_ppl_opts *o,
+                       int32_t **win, int64_t *n_win, dp_err *err) {
+    const dp_mpi *mpi = &app->mpi;
+    /* text -> ids on rank 0, then to everyone */
+    int32_t *ids = NULL, bos = -1;
+    int64_t n_ids = 0;
+    int rc = DP_OK;
+    if (mpi->rank == 0)
+        rc = read_ids(model_dir, text, dp_config_str(&app->cfg, "tokenizer.add_bos", "auto"), &ids, &n_ids, &bos, err);
+    rc = dp_mpi_agree(mpi, rc, err);
+    if (rc == DP_OK) {
+        int64_t hdr[2] = {n_ids, bos};
+        DP_CHECK_MPI(MPI_Bcast(hdr, 2, MPI_INT64_T, 0, mpi->comm));
+        n_ids = hdr[0];
+        bos = (int32_t)hdr[1];
+        if (mpi->rank != 0) ids = dp_malloc((size_t)(n_ids ? n_ids : 1) * sizeof(int32_t), "ppl ids");
+        for (int64_t off = 0; off < n_ids; off += 1 << 30) { /* MPI counts are int */
+            int cnt = (int)(n_ids - off < (1 << 30) ? n_ids - off : (1 << 30));
+            DP_CHECK_MPI(MPI_Bcast(ids + off, cnt, MPI_INT32_T, 0, mpi->comm));
+        }
+        rc = dp_ppl_windows(ids, n_ids, bos, o, win, n_win, err);
+        if (rc) dp_err_prefix(err, "%s", text);
+    }
+    dp_free(ids);
+    return rc;
+}
+
 static int run_ppl(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_ppl;
     const dp_mpi *mpi = &app->mpi;
@@ -75,29 +102,9 @@ static int run_ppl(dp_app *app) {
         rc = dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err);
     if (rc == DP_OK && map.n == 0) rc = dp_err_set(&err, DP_E_USAGE, "--drop removes every block");
 
-    /* text -> ids on rank 0, then to everyone */
-    int32_t *ids = NULL, bos = -1;
-    int64_t n_ids = 0;
-    if (rc == DP_OK && mpi->rank == 0)
-        rc = read_ids(dir, text, dp_config_str(&app->cfg, "tokenizer.add_bos", "auto"), &ids, &n_ids, &bos, &err);
-    rc = dp_mpi_agree(mpi, rc, &err);
-    if (rc == DP_OK) {
-        int64_t hdr[2] = {n_ids, bos};
-        DP_CHECK_MPI(MPI_Bcast(hdr, 2, MPI_INT64_T, 0, mpi->comm));
-        n_ids = hdr[0];
-        bos = (int32_t)hdr[1];
-        if (mpi->rank != 0) ids = dp_malloc((size_t)(n_ids ? n_ids : 1) * sizeof(int32_t), "ppl ids");
-        for (int64_t off = 0; off < n_ids; off += 1 << 30) { /* MPI counts are int */
-            int cnt = (int)(n_ids - off < (1 << 30) ? n_ids - off : (1 << 30));
-            DP_CHECK_MPI(MPI_Bcast(ids + off, cnt, MPI_INT32_T, 0, mpi->comm));
-        }
-    }
     int32_t *win = NULL;
     int64_t n_win = 0;
-    if (rc == DP_OK) {
-        rc = dp_ppl_windows(ids, n_ids, bos, &o, &win, &n_win, &err);
-        if (rc) dp_err_prefix(&err, "%s", text);
-    }
+    if (rc == DP_OK) rc = dp_cli_ppl_windows(app, dir, text, &o, &win, &n_win, &err);
     dp_ppl_result r;
     if (rc == DP_OK) {
         dp_log0("ppl: %lld windows of %lld tokens, batch %lld, %d blocks of %lld, %d rank(s)", (long long)n_win,
@@ -121,7 +128,6 @@ static int run_ppl(dp_app *app) {
         fflush(stdout);
     }
     dp_free(win);
-    dp_free(ids);
     dp_free(drop);
     dp_llama_free(&m);
     return rc ? dp_cli_fail(app, &err) : 0;

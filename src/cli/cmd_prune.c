@@ -46,7 +46,7 @@ static int write_prune_json(const char *tmp_dir, void *ctx, dp_err *err) {
 
 /* The one-shot removal order of crit in scores.json (unprotected blocks,
  * least important first). */
-static int read_order(const char *path, const char *crit, const char *want_hash, int L, int **order, int *n_order,
+int dp_cli_read_order(const char *path, const char *crit, const char *want_hash, int L, int **order, int *n_order,
                       uint64_t *file_hash, dp_err *err) {
     char *text = NULL;
     size_t n = 0;
@@ -163,7 +163,7 @@ static int run_prune(dp_app *app) {
     char *scores_dir = NULL;
     if (!rc && !iterative) {
         int *order = NULL, n_order = 0;
-        if (mpi->rank == 0) rc = read_order(scores, crit, mh, L, &order, &n_order, &scores_hash, &err);
+        if (mpi->rank == 0) rc = dp_cli_read_order(scores, crit, mh, L, &order, &n_order, &scores_hash, &err);
         rc = dp_mpi_agree(mpi, rc, &err);
         if (!rc) {
             DP_CHECK_MPI(MPI_Bcast(&n_order, 1, MPI_INT, 0, mpi->comm));

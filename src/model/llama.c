@@ -129,6 +129,19 @@ fail:
     return rc;
 }
 
+void dp_llama_clone(dp_llama *dst, const dp_llama *src) {
+    *dst = *src;
+    dst->cfg.json_text = src->cfg.json_text ? dp_strdup(src->cfg.json_text, "config") : NULL;
+    dst->params = dp_malloc((size_t)src->n_params * sizeof(dp_llama_param), "model");
+    memcpy(dst->params, src->params, (size_t)src->n_params * sizeof(dp_llama_param));
+    dst->mem = dp_malloc((size_t)src->n_elems * sizeof(float), "weights");
+    memcpy(dst->mem, src->mem, (size_t)src->n_elems * sizeof(float));
+    int64_t half = src->cfg.head_dim / 2;
+    dst->inv_freq = dp_malloc((size_t)half * sizeof(float), "model");
+    memcpy(dst->inv_freq, src->inv_freq, (size_t)half * sizeof(float));
+    dp_llama_view_of(dst, dst->mem, &dst->w);
+}
+
 void dp_llama_free(dp_llama *m) {
     dp_free(m->params);
     dp_free(m->mem);

@@ -1,0 +1,602 @@
+/* `depthprune sweep`: the ablation study as one job. A grid of criterion x
+ * ratio x schedule x retraining x KD x seed; the world's ranks are split into
+ * groups (MPI_Comm_split) that take whole configurations, assigned by
+ * estimated cost (longest first, to the least loaded group), and run each
+ * data-parallel inside the group. Calibration, scores and the teacher cache
+ * are computed once for all; the dense weights are loaded once per rank.
+ * Each configuration writes RUNDIR/configs/NAME/result.json when done and is
+ * never redone; the end result is RUNDIR/sweep.json, sweep.md, sweep.csv and
+ * a PPL-vs-ratio plot. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "depthprune/eval.h"
+#include "depthprune/prune.h"
+#include "depthprune/train.h"
+
+static const dp_cli_opt k_sweep_opts[] = {
+    {"--model", "DIR", "the dense HF model directory (default model.path)"},
+    {"--run", "DIR", "sweep directory (default run.dir)"},
+    {"--only", "NAME", "run only this configuration (comma-separated names allowed)"},
+    {"--list", NULL, "print the configurations and their group assignment, run nothing"},
+    {"--fault-kill-after", "N", "testing: world rank 1 SIGKILLs itself after finishing N configurations"},
+    {NULL, NULL, NULL},
+};
+
+typedef struct sweep_cfg {
+    char name[128];
+    char crit[32];
+    double ratio;
+    int iterative;
+    int retrain; /* 0 none, 1 lora, 2 full */
+    int kd;
+    long long seed;
+    double cost;
+    int group;
+} sweep_cfg;
+
+static const char *const k_retrain[] = {"none", "lora", "full"};
+
+static int list_str(const dp_app *app, const char *key, int i, const char **out) {
+    if (i >= dp_config_list_len(&app->cfg, key)) return 0;
+    *out = dp_config_list_item(&app->cfg, key, i);
+    return 1;
+}
+
+/* The grid, deduplicated: iterative uses ppl only; KD only with retraining. */
+static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_err *err) {
+    int cap = 64, n = 0;
+    sweep_cfg *v = dp_calloc((size_t)cap, sizeof *v, "sweep");
+    const char *sched, *crit, *rs, *rt, *kds;
+    for (int is = 0; list_str(app, "sweep.schedules", is, &sched); is++) {
+        int iter = !strcmp(sched, "iterative");
+        if (!iter && strcmp(sched, "one-shot")) {
+            dp_free(v);
+            return dp_err_set(err, DP_E_CONFIG, "sweep.schedules: '%s' is not one-shot or iterative", sched);
+        }
+        for (int ic = 0; list_str(app, "sweep.criteria", ic, &crit); ic++) {
+            if (iter && strcmp(crit, "ppl")) continue; /* iterative scores by PPL as it goes */
+            for (int ir = 0; list_str(app, "sweep.ratios", ir, &rs); ir++) {
+                char *end;
+                double ratio = strtod(rs, &end);
+                if (!*rs || *end || !(ratio > 0 && ratio < 1)) {
+                    dp_free(v);
+                    return dp_err_set(err, DP_E_CONFIG, "sweep.ratios: '%s' is not a number in (0, 1)", rs);
+                }
+                int K = (int)lround(ratio * L);
+                if (K < 1 || K >= L) {
+                    dp_free(v);
+                    return dp_err_set(err, DP_E_CONFIG, "sweep.ratios: %s removes %d of %d blocks", rs, K, L);
+                }
+                for (int it = 0; list_str(app, "sweep.retrain", it, &rt); it++) {
+                    int r = !strcmp(rt, "none") ? 0 : !strcmp(rt, "lora") ? 1 : !strcmp(rt, "full") ? 2 : -1;
+                    if (r < 0) {
+                        dp_free(v);
+                        return dp_err_set(err, DP_E_CONFIG, "sweep.retrain: '%s' is not none, lora or full", rt);
+                    }
+                    for (int ik = 0; list_str(app, "sweep.kd", ik, &kds); ik++) {
+                        int kd = !strcmp(kds, "on") || !strcmp(kds, "true");
+                        if (!kd && strcmp(kds, "off") && strcmp(kds, "false")) {
+                            dp_free(v);
+                            return dp_err_set(err, DP_E_CONFIG, "sweep.kd: '%s' is not on or off", kds);
+                        }
+                        if (kd && r == 0) continue;
+                        for (int sd = 0; sd < dp_config_list_len(&app->cfg, "sweep.seeds"); sd++) {
+                            if (n == cap) v = dp_realloc(v, (size_t)(cap *= 2) * sizeof *v, "sweep");
+                            sweep_cfg *c = &v[n++];
+                            memset(c, 0, sizeof *c);
+                            snprintf(c->crit, sizeof c->crit, "%s", crit);
+                            c->ratio = ratio;
+                            c->iterative = iter;
+                            c->retrain = r;
+                            c->kd = kd;
+                            c->seed = atoll(dp_config_list_item(&app->cfg, "sweep.seeds", sd));
+                            snprintf(c->name, sizeof c->name, "%s-r%g-%s-%s%s-s%lld", crit, ratio,
+                                     iter ? "iterative" : "oneshot", k_retrain[r], kd ? "-kd" : "", c->seed);
+                            /* rough cost: prune passes + retraining (the dominant part) */
+                            c->cost = 1.0 + (iter ? K : 0) + (r ? 20.0 : 0) + (kd ? 5.0 : 0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (n == 0) {
+        dp_free(v);
+        return dp_err_set(err, DP_E_CONFIG, "the sweep grid is empty (sweep.criteria/ratios/schedules/retrain/kd/seeds)");
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (!strcmp(v[i].name, v[j].name)) {
+                dp_free(v);
+                return dp_err_set(err, DP_E_CONFIG, "configuration %s appears twice in the grid", v[i].name);
+            }
+    *out = v;
+    *n_out = n;
+    return DP_OK;
+}
+
+/* Longest processing time first: each configuration to the least loaded group. */
+static void assign_groups(sweep_cfg *v, int n, int n_groups) {
+    int *idx = dp_malloc((size_t)n * sizeof(int), "sweep");
+    for (int i = 0; i < n; i++) idx[i] = i;
+    for (int i = 1; i < n; i++) /* stable: by cost descending, then grid order */
+        for (int j = i; j > 0 && v[idx[j]].cost > v[idx[j - 1]].cost; j--) {
+            int t = idx[j];
+            idx[j] = idx[j - 1];
+            idx[j - 1] = t;
+        }
+    double *load = dp_calloc((size_t)n_groups, sizeof(double), "sweep");
+    for (int i = 0; i < n; i++) {
+        int g = 0;
+        for (int k = 1; k < n_groups; k++)
+            if (load[k] < load[g]) g = k;
+        v[idx[i]].group = g;
+        load[g] += v[idx[i]].cost;
+    }
+    dp_free(load);
+    dp_free(idx);
+}
+
+static char *cfg_dir(const char *run, const char *name) {
+    char *c = dp_path_join(run, "configs");
+    char *d = dp_path_join(c, name);
+    dp_free(c);
+    return d;
+}
+
+typedef struct eval_set {
+    char name[64];
+    int32_t *win;
+    int64_t n_win;
+} eval_set;
+
+typedef struct sweep_ctx {
+    const dp_app *app;
+    const char *run, *model_dir;
+    const dp_llama *dense;
+    dp_llama *work;
+    uint64_t mhash;
+    char mh[17];
+    dp_ppl_opts po;
+    eval_set *ev;
+    int n_ev;
+    dp_train_data *data;
+    int64_t *val, *train, n_val, n_train;
+    const dp_train_opts *to;
+    int have_cache;
+    int64_t batch;
+} sweep_ctx;
+
+/* One configuration inside group g: prune, retrain, evaluate, result.json. */
+static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, dp_err *err) {
+    int L = (int)x->dense->cfg.n_layers, K = (int)lround(c->ratio * L);
+    char *dir = cfg_dir(x->run, c->name);
+    int rc = DP_OK;
+    if (g->rank == 0) rc = dp_mkdir_p(dir, err);
+    rc = dp_mpi_agree(g, rc, err);
+    memcpy(x->work->mem, x->dense->mem, (size_t)x->dense->n_elems * sizeof(float));
+    int *removed = dp_calloc((size_t)L, sizeof(int), "sweep");
+    double *ppl_after = dp_calloc((size_t)L, sizeof(double), "sweep"), dense_ppl = NAN;
+    double t0 = dp_time_s();
+    if (!rc && !c->iterative) {
+        int *order = NULL, n_order = 0;
+        uint64_t fh;
+        char *sp = dp_path_join(x->run, "scores.json");
+        rc = dp_cli_read_order(sp, c->crit, x->mh, L, &order, &n_order, &fh, err);
+        dp_free(sp);
+        if (!rc && K > n_order)
+            rc = dp_err_set(err, DP_E_CONFIG, "%s: %d blocks to remove, %s ranks %d", c->name, K, c->crit, n_order);
+        for (int k = 0; !rc && k < K; k++) removed[k] = order[k];
+        dp_free(order);
+    } else if (!rc) {
+        dp_iter_opts io = {.run_dir = x->run, .model_hash = x->mhash, .batch = x->batch, .remove = K,
+                           .protect_first = (int)dp_config_int(&x->app->cfg, "score.protect_first", 0),
+                           .protect_last = (int)dp_config_int(&x->app->cfg, "score.protect_last", 0)};
+        rc = dp_prune_iterative(g, x->work, &io, removed, ppl_after, &dense_ppl, err);
+    }
+    rc = dp_mpi_agree(g, rc, err);
+    double t_prune = dp_time_s() - t0;
+    dp_layer_map map;
+    dp_layer_map_all(&map, L);
+    for (int k = 0; !rc && k < K; k++) {
+        int64_t d = removed[k];
+        rc = dp_layer_map_drop(&map, L, &d, 1, err);
+    }
+    dp_train_result tr;
+    memset(&tr, 0, sizeof tr);
+    tr.val_loss = NAN;
+    double t1 = dp_time_s();
+    if (!rc && c->retrain) {
+        dp_train_opts to = *x->to;
+        to.method = c->retrain == 2 ? DP_TRAIN_FULL : DP_TRAIN_LORA;
+        to.seed = (uint64_t)c->seed;
+        to.run_dir = dir;
+        to.model_hash = x->mhash ^ 0x9e3779b97f4a7c15ull * (uint64_t)(K + 1);
+        to.progress = 0;
+        char *tc = dp_path_join(x->run, "teacher.h5");
+        to.kd_alpha = c->kd ? (to.kd_alpha > 0 ? to.kd_alpha : 0.5) : 0.0;
+        to.teacher_cache = c->kd ? tc : NULL;
+        to.kd_topk = 0;
+        dp_lora lora;
+        rc = dp_train(g, x->work, &map, NULL, x->data, x->train, x->n_train, x->val, x->n_val, &to, &lora, &tr, err);
+        if (!rc && tr.stopped) rc = dp_err_set(err, DP_E_CONFIG, "%s: training stopped early (signal or max_steps)", c->name);
+        if (!rc && to.method == DP_TRAIN_LORA) dp_lora_merge(x->work, &lora);
+        if (lora.mem) dp_lora_free(&lora);
+        dp_free(tc);
+    }
+    double t_train = dp_time_s() - t1;
+    double *ppl = dp_calloc((size_t)(x->n_ev + 1), sizeof(double), "sweep");
+    for (int e = 0; e < x->n_ev && !rc; e++) {
+        dp_ppl_result r;
+        rc = dp_ppl_run(g, x->work, &map, x->ev[e].win, x->ev[e].n_win, &x->po, &r, NULL, err);
+        ppl[e] = r.ppl;
+    }
+    rc = dp_mpi_agree(g, rc, err);
+    if (!rc && g->rank == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", c->name);
+        cJSON_AddStringToObject(o, "criterion", c->crit);
+        cJSON_AddNumberToObject(o, "ratio", c->ratio);
+        cJSON_AddStringToObject(o, "schedule", c->iterative ? "iterative" : "one-shot");
+        cJSON_AddStringToObject(o, "retrain", k_retrain[c->retrain]);
+        cJSON_AddBoolToObject(o, "kd", c->kd);
+        cJSON_AddNumberToObject(o, "seed", (double)c->seed);
+        cJSON *rem = cJSON_AddArrayToObject(o, "removed");
+        for (int k = 0; k < K; k++) cJSON_AddItemToArray(rem, cJSON_CreateNumber(removed[k]));
+        int64_t blk = dp_llama_block_param_count(&x->dense->cfg);
+        cJSON_AddNumberToObject(o, "blocks_kept", map.n);
+        cJSON_AddNumberToObject(o, "params", (double)(x->dense->n_elems - K * blk));
+        cJSON_AddNumberToObject(o, "fraction_removed", (double)(K * blk) / (double)x->dense->n_elems);
+        cJSON *pp = cJSON_AddObjectToObject(o, "ppl");
+        for (int e = 0; e < x->n_ev; e++) cJSON_AddNumberToObject(pp, x->ev[e].name, ppl[e]);
+        if (c->iterative) {
+            cJSON *pa = cJSON_AddArrayToObject(o, "calib_ppl_after");
+            for (int k = 0; k < K; k++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(ppl_after[k]));
+        }
+        if (c->retrain) {
+            cJSON_AddNumberToObject(o, "train_steps", (double)tr.steps);
+            if (isfinite(tr.val_loss)) cJSON_AddNumberToObject(o, "val_loss", tr.val_loss);
+        }
+        cJSON_AddNumberToObject(o, "prune_s", t_prune);
+        cJSON_AddNumberToObject(o, "retrain_s", t_train);
+        cJSON_AddNumberToObject(o, "group", c->group);
+        cJSON_AddNumberToObject(o, "group_ranks", g->size);
+        char *text = cJSON_Print(o);
+        cJSON_Delete(o);
+        char *rp = dp_path_join(dir, "result.json");
+        rc = dp_write_file_atomic(rp, text, strlen(text), err); /* last: marks the configuration done */
+        free(text);
+        dp_free(rp);
+        if (!rc) {
+            dp_log("sweep: %s done (group %d): %d of %d blocks kept, PPL %s %.4f, prune %.1f s, retrain %.1f s", c->name,
+                   c->group, map.n, L, x->n_ev ? x->ev[0].name : "-", x->n_ev ? ppl[0] : NAN, t_prune, t_train);
+        }
+    }
+    rc = dp_mpi_agree(g, rc, err);
+    dp_free(ppl);
+    dp_free(removed);
+    dp_free(ppl_after);
+    dp_free(dir);
+    return rc;
+}
+
+/* sweep.json, sweep.md, sweep.csv and the plot, from every result.json (rank 0). */
+static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *sel, dp_err *err) {
+    cJSON *all = cJSON_CreateArray();
+    dp_buf md = {0}, csv = {0};
+    char t[2048];
+    dp_buf_puts(&md, "| configuration | blocks | params (M) |");
+    dp_buf_puts(&csv, "name,criterion,ratio,schedule,retrain,kd,seed,blocks_kept,params");
+    for (int e = 0; e < x->n_ev; e++) {
+        snprintf(t, sizeof t, " PPL %s |", x->ev[e].name);
+        dp_buf_puts(&md, t);
+        snprintf(t, sizeof t, ",ppl_%s", x->ev[e].name);
+        dp_buf_puts(&csv, t);
+    }
+    dp_buf_puts(&md, " val loss | retrain s |\n|---|---|---|");
+    for (int e = 0; e < x->n_ev; e++) dp_buf_puts(&md, "---|");
+    dp_buf_puts(&md, "---|---|\n");
+    dp_buf_puts(&csv, ",val_loss,retrain_s\n");
+    int rc = DP_OK;
+    double *p0 = dp_malloc((size_t)(n + 1) * sizeof(double), "sweep");
+    for (int i = 0; i < n && !rc; i++) {
+        p0[i] = NAN;
+        if (!sel[i]) continue;
+        char *d = cfg_dir(x->run, v[i].name), *rp = dp_path_join(d, "result.json"), *text = NULL;
+        size_t len = 0;
+        rc = dp_read_file(rp, &text, &len, err);
+        cJSON *o = rc ? NULL : cJSON_ParseWithLength(text, len);
+        if (!rc && !o) rc = dp_err_set(err, DP_E_FORMAT, "%s: not valid JSON", rp);
+        if (!rc) {
+            double params = cJSON_GetObjectItem(o, "params")->valuedouble;
+            const cJSON *vl = cJSON_GetObjectItem(o, "val_loss");
+            snprintf(t, sizeof t, "| %s | %d | %.3f |", v[i].name, (int)cJSON_GetObjectItem(o, "blocks_kept")->valuedouble,
+                     params / 1e6);
+            dp_buf_puts(&md, t);
+            snprintf(t, sizeof t, "%s,%s,%g,%s,%s,%d,%lld,%d,%.0f", v[i].name, v[i].crit, v[i].ratio,
+                     v[i].iterative ? "iterative" : "one-shot", k_retrain[v[i].retrain], v[i].kd, v[i].seed,
+                     (int)cJSON_GetObjectItem(o, "blocks_kept")->valuedouble, params);
+            dp_buf_puts(&csv, t);
+            const cJSON *pp = cJSON_GetObjectItem(o, "ppl");
+            for (int e = 0; e < x->n_ev; e++) {
+                double p = cJSON_GetObjectItem(pp, x->ev[e].name)->valuedouble;
+                if (e == 0) p0[i] = p;
+                snprintf(t, sizeof t, " %.4f |", p);
+                dp_buf_puts(&md, t);
+                snprintf(t, sizeof t, ",%.17g", p);
+                dp_buf_puts(&csv, t);
+            }
+            char vls[32] = "-";
+            if (vl) snprintf(vls, sizeof vls, "%.4f", vl->valuedouble);
+            snprintf(t, sizeof t, " %s | %.1f |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble);
+            dp_buf_puts(&md, t);
+            snprintf(t, sizeof t, ",%.17g,%.3f\n", vl ? vl->valuedouble : NAN, cJSON_GetObjectItem(o, "retrain_s")->valuedouble);
+            dp_buf_puts(&csv, t);
+            cJSON_AddItemToArray(all, o);
+        }
+        dp_free(text);
+        dp_free(rp);
+        dp_free(d);
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", x->model_dir);
+    cJSON_AddStringToObject(root, "model_hash", x->mh);
+    cJSON_AddItemToObject(root, "configurations", all);
+    char *js = cJSON_Print(root);
+    cJSON_Delete(root);
+    const char *names[3] = {"sweep.json", "sweep.md", "sweep.csv"};
+    const char *bodies[3] = {js, md.p, csv.p};
+    for (int f = 0; f < 3 && !rc; f++) {
+        char *p = dp_path_join(x->run, names[f]);
+        rc = dp_write_file_atomic(p, bodies[f], strlen(bodies[f]), err);
+        dp_free(p);
+    }
+    if (!rc) {
+        fputs(md.p, stdout);
+        fflush(stdout);
+    }
+    /* PPL (first eval set) vs ratio, one curve per criterion/schedule/retrain/KD */
+    if (!rc && x->n_ev > 0) {
+        char *dat = dp_path_join(x->run, "sweep_ppl.dat"), *png = dp_path_join(x->run, "sweep_ppl.png");
+        FILE *f = fopen(dat, "w");
+        dp_buf plot = {0};
+        int idx = 0;
+        char *done = dp_calloc((size_t)n, 1, "sweep");
+        for (int i = 0; f && i < n; i++) {
+            if (!sel[i] || done[i]) continue;
+            fprintf(f, "\"%s %s %s%s\"\n", v[i].crit, v[i].iterative ? "iterative" : "one-shot", k_retrain[v[i].retrain],
+                    v[i].kd ? "+kd" : "");
+            for (int j = i; j < n; j++) {
+                if (!sel[j] || done[j] || strcmp(v[j].crit, v[i].crit) || v[j].iterative != v[i].iterative ||
+                    v[j].retrain != v[i].retrain || v[j].kd != v[i].kd || v[j].seed != v[i].seed)
+                    continue;
+                done[j] = 1;
+                fprintf(f, "%g %.9g\n", v[j].ratio, p0[j]);
+            }
+            fprintf(f, "\n\n");
+            idx++;
+        }
+        if (f) fclose(f);
+        dp_free(done);
+        if (idx > 0) {
+            snprintf(t, sizeof t,
+                     "set terminal pngcairo size 900,560\nset output '%s'\nset xlabel 'pruning ratio'\nset ylabel 'PPL (%s)'\n"
+                     "set logscale y\nset grid\nset key outside\nplot for [i=0:%d] '%s' index i using 1:2 with linespoints "
+                     "title columnheader(1)\n",
+                     png, x->ev[0].name, idx - 1, dat);
+            dp_buf_puts(&plot, t);
+            dp_gnuplot(plot.p);
+        }
+        dp_free(plot.p);
+        dp_free(dat);
+        dp_free(png);
+    }
+    free(js);
+    dp_free(p0);
+    dp_free(md.p);
+    dp_free(csv.p);
+    return rc;
+}
+
+static int run_sweep(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_sweep;
+    const dp_mpi *mpi = &app->mpi;
+    dp_err err;
+    dp_err_clear(&err);
+    int rc = DP_OK;
+    const char *dir = dp_cli_model_path(app, cmd);
+    const char *run = dp_cli_get(app, cmd, "--run");
+    if (!run) run = dp_config_str(&app->cfg, "run.dir", "runs/default");
+    const char *only = dp_cli_get(app, cmd, "--only");
+    long long kill_after = 0, gsize = dp_config_int(&app->cfg, "sweep.group_size", 1);
+    if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR (or model.path) is required");
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--fault-kill-after", 0, &kill_after, &err);
+    int listing = dp_cli_get(app, cmd, "--list") != NULL;
+    if (!rc && (gsize < 1 || (!listing && mpi->size % gsize)))
+        rc = dp_err_set(&err, DP_E_CONFIG, "sweep.group_size %lld must divide the %d ranks", gsize, mpi->size);
+    const char *calib = dp_config_str(&app->cfg, "calib.path", NULL);
+    if (!rc && !calib) rc = dp_err_set(&err, DP_E_CONFIG, "calib.path (calibration text) is required");
+    rc = dp_mpi_agree(mpi, rc, &err);
+    dp_llama dense, work;
+    memset(&dense, 0, sizeof dense);
+    memset(&work, 0, sizeof work);
+    if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(dir, &dense, &err), &err);
+    int L = rc ? 0 : (int)dense.cfg.n_layers;
+    sweep_cfg *v = NULL;
+    int n = 0;
+    if (!rc) rc = build_grid(app, L, &v, &n, &err);
+    int n_groups = rc || mpi->size < gsize ? 1 : mpi->size / (int)gsize;
+    int *sel = dp_calloc((size_t)(n + 1), sizeof(int), "sweep");
+    if (!rc) {
+        assign_groups(v, n, n_groups);
+        for (int i = 0; i < n; i++) {
+            sel[i] = 1;
+            if (only) {
+                char pat[160];
+                snprintf(pat, sizeof pat, ",%s,", v[i].name);
+                size_t ol = strlen(only);
+                char *o2 = dp_malloc(ol + 3, "sweep");
+                snprintf(o2, ol + 3, ",%s,", only);
+                sel[i] = strstr(o2, pat) != NULL;
+                dp_free(o2);
+            }
+        }
+        int any = 0;
+        for (int i = 0; i < n; i++) any |= sel[i];
+        if (!any) rc = dp_err_set(&err, DP_E_USAGE, "--only %s matches no configuration of the grid", only);
+    }
+    if (!rc && listing) {
+        if (mpi->rank == 0)
+            for (int i = 0; i < n; i++)
+                if (sel[i]) printf("%s\tgroup %d\tcost %.0f\n", v[i].name, v[i].group, v[i].cost);
+        dp_free(v);
+        dp_free(sel);
+        dp_llama_free(&dense);
+        return 0;
+    }
+    if (!rc && mpi->rank == 0) rc = dp_mkdir_p(run, &err);
+    rc = dp_mpi_agree(mpi, rc, &err);
+
+    /* shared once: calibration + one-shot scores, training data, teacher cache, eval windows */
+    sweep_ctx x = {.app = app, .run = run, .model_dir = dir, .dense = &dense, .work = &work};
+    x.mhash = rc ? 0 : dp_llama_hash(&dense);
+    snprintf(x.mh, sizeof x.mh, "%016llx", (unsigned long long)x.mhash);
+    x.batch = dp_config_int(&app->cfg, "score.batch", 10);
+    int64_t N = dp_config_int(&app->cfg, "calib.samples", 10), T = dp_config_int(&app->cfg, "calib.seq_len", 128);
+    if (!rc)
+        rc = dp_cli_calibrate(app, dir, &dense, x.mhash, calib, dp_config_str(&app->cfg, "calib.field", NULL), N, T,
+                              (uint64_t)dp_config_int(&app->cfg, "run.seed", 1234), x.batch, run, &err);
+    const char *crit[32];
+    int n_crit = 0, need_train = 0, need_cache = 0;
+    for (int i = 0; i < n; i++) {
+        if (!sel[i]) continue;
+        need_train |= v[i].retrain != 0;
+        need_cache |= v[i].kd;
+        if (v[i].iterative) continue;
+        int seen = 0;
+        for (int k = 0; k < n_crit; k++) seen |= !strcmp(crit[k], v[i].crit);
+        if (!seen && n_crit < 32) crit[n_crit++] = v[i].crit;
+    }
+    char *sp = dp_path_join(run, "scores.json");
+    int have_scores = 0;
+    if (!rc && n_crit && mpi->rank == 0 && dp_file_exists(sp)) { /* reuse when it has every criterion */
+        have_scores = 1;
+        for (int k = 0; k < n_crit && have_scores; k++) {
+            int *o = NULL, no = 0;
+            uint64_t fh;
+            dp_err e2;
+            if (dp_cli_read_order(sp, crit[k], x.mh, L, &o, &no, &fh, &e2)) have_scores = 0;
+            dp_free(o);
+        }
+    }
+    DP_CHECK_MPI(MPI_Bcast(&have_scores, 1, MPI_INT, 0, mpi->comm));
+    if (!rc && n_crit && !have_scores) {
+        dp_score_opts so = {.run_dir = run, .model_hash = x.mhash, .batch = x.batch,
+                            .protect_first = (int)dp_config_int(&app->cfg, "score.protect_first", 0),
+                            .protect_last = (int)dp_config_int(&app->cfg, "score.protect_last", 0), .ratio = 0.2,
+                            .progress = !dp_config_bool(&app->cfg, "run.quiet", 0)};
+        rc = dp_score(mpi, &dense, crit, n_crit, &so, &err);
+    } else if (!rc && n_crit) {
+        dp_log0("sweep: reusing %s", sp);
+    }
+    dp_free(sp);
+    dp_train_data data;
+    memset(&data, 0, sizeof data);
+    dp_train_opts to;
+    dp_train_opts_default(&to);
+    if (!rc && need_train) {
+        const char *dp = dp_config_str(&app->cfg, "train.data", NULL);
+        if (!dp) rc = dp_err_set(&err, DP_E_CONFIG, "train.data is required for retraining configurations");
+        rc = dp_mpi_agree(mpi, rc, &err);
+        if (!rc) rc = dp_cli_train_setup(app, dir, dp, &data, &to, &err);
+        long long vs = dp_config_int(&app->cfg, "train.val_size", 2000);
+        if (!rc && vs >= data.n) rc = dp_err_set(&err, DP_E_CONFIG, "train.val_size %lld leaves no training examples", vs);
+        if (!rc) {
+            dp_data_split(data.n, vs, to.seed, &x.val, &x.train);
+            x.n_val = vs;
+            x.n_train = data.n - vs;
+        }
+    }
+    x.data = &data;
+    x.to = &to;
+    if (!rc && need_cache) {
+        char *tc = dp_path_join(run, "teacher.h5");
+        if (!dp_file_exists(tc))
+            rc = dp_teacher_cache_build(mpi, &dense, x.mhash, &data, dp_config_int(&app->cfg, "train.cache_topk", 64),
+                                        to.kd_temp, to.micro_batch, tc, 0, &err);
+        else dp_log0("sweep: reusing %s", tc);
+        dp_free(tc);
+    }
+    /* evaluation sets: eval.text as "eval" */
+    const char *et = dp_config_str(&app->cfg, "eval.text", NULL);
+    x.po = (dp_ppl_opts){.seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128), .batch = dp_config_int(&app->cfg, "eval.batch", 4),
+                         .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window", 0)};
+    eval_set ev[1];
+    memset(ev, 0, sizeof ev);
+    if (!rc && et) {
+        snprintf(ev[0].name, sizeof ev[0].name, "%s", dp_config_str(&app->cfg, "sweep.eval_name", "eval"));
+        rc = dp_cli_ppl_windows(app, dir, et, &x.po, &ev[0].win, &ev[0].n_win, &err);
+        x.ev = ev;
+        x.n_ev = rc ? 0 : 1;
+    }
+    if (!rc) dp_llama_clone(&work, &dense);
+
+    /* the groups and their configurations */
+    int done_before = 0, todo = 0;
+    int *done = dp_calloc((size_t)(n + 1), sizeof(int), "sweep");
+    if (!rc && mpi->rank == 0)
+        for (int i = 0; i < n; i++) {
+            if (!sel[i]) continue;
+            char *d = cfg_dir(run, v[i].name), *rp = dp_path_join(d, "result.json");
+            done[i] = dp_file_exists(rp);
+            done_before += done[i];
+            todo++;
+            dp_free(rp);
+            dp_free(d);
+        }
+    DP_CHECK_MPI(MPI_Bcast(done, n + 1, MPI_INT, 0, mpi->comm));
+    if (!rc && done_before) dp_log0("sweep: %d of %d configurations already done; running the rest", done_before, todo);
+    if (!rc)
+        dp_log0("sweep: %d configurations, %d groups of %lld ranks", todo, n_groups, gsize);
+    MPI_Comm gc;
+    int color = rc ? 0 : mpi->rank / (int)gsize;
+    DP_CHECK_MPI(MPI_Comm_split(mpi->comm, color, mpi->rank, &gc));
+    dp_mpi g;
+    dp_mpi_from_comm(gc, &g);
+    MPI_Comm_free(&gc);
+    int finished = 0;
+    int grc = rc;
+    for (int i = 0; i < n && !grc; i++) {
+        if (!sel[i] || done[i] || v[i].group != color) continue;
+        grc = run_config(&x, &g, &v[i], &err);
+        finished++;
+        if (kill_after > 0 && finished == kill_after && mpi->rank == 1) {
+            dp_log("fault injection: SIGKILL after %d configurations", finished);
+            raise(SIGKILL);
+        }
+    }
+    dp_mpi_finalize(&g);
+    rc = dp_mpi_agree(mpi, grc, &err); /* every group's outcome */
+    if (!rc && mpi->rank == 0) rc = summarize(&x, v, n, sel, &err);
+    rc = dp_mpi_agree(mpi, rc, &err);
+    dp_free(done);
+    dp_free(ev[0].win);
+    dp_free(x.val);
+    dp_free(x.train);
+    dp_data_free(&data);
+    if (work.mem) dp_llama_free(&work);
+    dp_llama_free(&dense);
+    dp_free(v);
+    dp_free(sel);
+    return rc ? dp_cli_fail(app, &err) : 0;
+}
+
+const dp_cmd dp_cmd_sweep = {
+    "sweep", "the ablation grid (criterion x ratio x schedule x retraining x KD x seed) over MPI rank groups",
+    "--config configs/sweep-*.yaml [--run DIR] [--only NAME] [--list]", k_sweep_opts, 1, run_sweep};
