@@ -421,7 +421,7 @@ static int run_sweep(dp_app *app) {
     if (!rc && (gsize < 1 || (!listing && mpi->size % gsize)))
         rc = dp_err_set(&err, DP_E_CONFIG, "sweep.group_size %lld must divide the %d ranks", gsize, mpi->size);
     const char *calib = dp_config_str(&app->cfg, "calib.path", NULL);
-    if (!rc && !calib) rc = dp_err_set(&err, DP_E_CONFIG, "calib.path (calibration text) is required");
+    if (!rc && !calib && !listing) rc = dp_err_set(&err, DP_E_CONFIG, "calib.path (calibration text) is required");
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_llama dense, work;
     memset(&dense, 0, sizeof dense);
