@@ -7,6 +7,7 @@
 #include "depthprune/config.h"
 #include "depthprune/core.h"
 #include "depthprune/dist.h"
+#include "depthprune/mc.h"
 
 #define DP_CLI_MAX_OPTS 32
 
@@ -69,6 +70,32 @@ int dp_cli_ppl_windows(const dp_app *app, const char *model_dir, const char *tex
 int dp_cli_read_order(const char *path, const char *crit, const char *want_hash, int L, int **order, int *n_order,
                       uint64_t *file_hash, dp_err *err);
 
+/* Zero-shot tasks loaded for evaluation (shared by eval and sweep). */
+#define DP_CLI_MAX_TASKS 16
+typedef struct dp_cli_tasks {
+    int n;
+    char *name[DP_CLI_MAX_TASKS], *kind[DP_CLI_MAX_TASKS], *path[DP_CLI_MAX_TASKS];
+    uint64_t hash[DP_CLI_MAX_TASKS];
+    dp_mc_doc *docs[DP_CLI_MAX_TASKS];
+    int64_t n_docs[DP_CLI_MAX_TASKS], skipped[DP_CLI_MAX_TASKS], truncated[DP_CLI_MAX_TASKS];
+    int64_t *first[DP_CLI_MAX_TASKS]; /* a doc's first request */
+    dp_mc_metrics metrics[DP_CLI_MAX_TASKS];
+    dp_mc_req *req; /* every task's requests */
+    int64_t n_req;
+} dp_cli_tasks;
+/* Parses "NAME=FILE,..." (NAME a known task, else a generic task), the
+ * first `limit` documents of each (0: all), tokenized with tok_dir's
+ * tokenizer for a window of max_len. Malformed lines: an error naming the
+ * line, or (skip_bad) skipped and counted. */
+int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, int64_t limit, int skip_bad,
+                      int64_t max_len, dp_cli_tasks *t, dp_err *err);
+/* Collective: log-likelihoods and metrics of every task. */
+int dp_cli_tasks_run(const dp_mpi *mpi, const struct dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t,
+                     int64_t batch, dp_err *err);
+/* Mean over tasks of the metric each paper reports. */
+double dp_cli_tasks_average(const dp_cli_tasks *t);
+void dp_cli_tasks_free(dp_cli_tasks *t);
+
 extern const dp_cmd dp_cmd_config;
 extern const dp_cmd dp_cmd_info;
 extern const dp_cmd dp_cmd_tokenize;
@@ -80,5 +107,6 @@ extern const dp_cmd dp_cmd_retrain;
 extern const dp_cmd dp_cmd_teacher_cache;
 extern const dp_cmd dp_cmd_prune;
 extern const dp_cmd dp_cmd_sweep;
+extern const dp_cmd dp_cmd_eval;
 
 #endif
