@@ -24,6 +24,7 @@ static const dp_cli_opt k_eval_opts[] = {
     {"--drop", "LIST", "blocks to remove through the layer map"},
     {"--batch", "N", "requests / windows per forward (default eval.batch)"},
     {"--out", "FILE", "RESULTS.json (default RUNDIR/results.json)"},
+    {"--dump-requests", "FILE", "also write every request (task, doc, choice, input ids, continuation ids, loglik) as JSONL"},
     {NULL, NULL, NULL},
 };
 
@@ -278,6 +279,33 @@ static int run_eval(dp_app *app) {
         }
         if (!rc) rc = dp_write_file_atomic(outp, text, strlen(text), &err);
         free(text);
+        const char *dump = dp_cli_get(app, cmd, "--dump-requests");
+        if (dump) {
+            dp_buf b = {0};
+            char num[256];
+            for (int k = 0; k < t.n; k++)
+                for (int64_t d = 0; d < t.n_docs[k]; d++)
+                    for (int c = 0; c < t.docs[k][d].n; c++) {
+                        const dp_mc_req *r = &t.req[t.first[k][d] + c];
+                        snprintf(num, sizeof num, "{\"task\": \"%s\", \"doc\": %lld, \"choice\": %d, \"ids\": [", t.name[k],
+                                 (long long)d, c);
+                        dp_buf_puts(&b, num);
+                        for (int64_t i = 0; i < r->n; i++) {
+                            snprintf(num, sizeof num, "%s%d", i ? "," : "", r->ids[i]);
+                            dp_buf_puts(&b, num);
+                        }
+                        dp_buf_puts(&b, "], \"cont\": [");
+                        for (int64_t i = 0; i < r->n_cont; i++) {
+                            snprintf(num, sizeof num, "%s%d", i ? "," : "", r->cont[i]);
+                            dp_buf_puts(&b, num);
+                        }
+                        snprintf(num, sizeof num, "], \"loglik\": %.17g}\n", r->loglik);
+                        dp_buf_puts(&b, num);
+                    }
+            if (!rc) rc = dp_write_file_atomic(dump, b.p ? b.p : "", b.n, &err);
+            dp_free(b.p);
+        }
+
         if (!rc) { /* the Markdown table */
             printf("| model |");
             for (int i = 0; i < np; i++) printf(" %s PPL |", pname[i]);
@@ -289,8 +317,10 @@ static int run_eval(dp_app *app) {
             for (int i = 0; i < np; i++) printf(" %.2f |", pppl[i]);
             for (int k = 0; k < t.n; k++) {
                 int norm = !strcmp(dp_mc_task_metric(t.kind[k]), "acc_norm");
-                printf(" %.2f ± %.2f |", 100 * (norm ? t.metrics[k].acc_norm : t.metrics[k].acc),
-                       100 * (norm ? t.metrics[k].acc_norm_stderr : t.metrics[k].acc_stderr));
+                double se = norm ? t.metrics[k].acc_norm_stderr : t.metrics[k].acc_stderr;
+                printf(" %.2f", 100 * (norm ? t.metrics[k].acc_norm : t.metrics[k].acc));
+                if (isfinite(se)) printf(" ± %.2f", 100 * se);
+                printf(" |");
             }
             if (t.n) printf(" %.2f |", 100 * dp_cli_tasks_average(&t));
             printf("\nresults: %s\n", outp);
