@@ -171,6 +171,7 @@ typedef struct sweep_ctx {
     const dp_train_opts *to;
     int have_cache;
     int64_t batch;
+    dp_cli_tasks *tasks; /* zero-shot tasks (eval.tasks), n == 0 if none */
 } sweep_ctx;
 
 /* One configuration inside group g: prune, retrain, evaluate, result.json. */
@@ -237,6 +238,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, dp_err 
         rc = dp_ppl_run(g, x->work, &map, x->ev[e].win, x->ev[e].n_win, &x->po, &r, NULL, err);
         ppl[e] = r.ppl;
     }
+    if (!rc && x->tasks->n) rc = dp_cli_tasks_run(g, x->work, &map, x->tasks, x->po.batch, err);
     rc = dp_mpi_agree(g, rc, err);
     if (!rc && g->rank == 0) {
         cJSON *o = cJSON_CreateObject();
@@ -255,6 +257,15 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, dp_err 
         cJSON_AddNumberToObject(o, "fraction_removed", (double)(K * blk) / (double)x->dense->n_elems);
         cJSON *pp = cJSON_AddObjectToObject(o, "ppl");
         for (int e = 0; e < x->n_ev; e++) cJSON_AddNumberToObject(pp, x->ev[e].name, ppl[e]);
+        if (x->tasks->n) {
+            cJSON *zs = cJSON_AddObjectToObject(o, "zeroshot");
+            for (int k = 0; k < x->tasks->n; k++) {
+                const dp_mc_metrics *mt = &x->tasks->metrics[k];
+                int norm = !strcmp(dp_mc_task_metric(x->tasks->kind[k]), "acc_norm");
+                cJSON_AddNumberToObject(zs, x->tasks->name[k], norm ? mt->acc_norm : mt->acc);
+            }
+            cJSON_AddNumberToObject(o, "zeroshot_average", dp_cli_tasks_average(x->tasks));
+        }
         if (c->iterative) {
             cJSON *pa = cJSON_AddArrayToObject(o, "calib_ppl_after");
             for (int k = 0; k < K; k++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(ppl_after[k]));
@@ -299,8 +310,18 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         snprintf(t, sizeof t, ",ppl_%s", x->ev[e].name);
         dp_buf_puts(&csv, t);
     }
+    for (int k = 0; k < x->tasks->n; k++) {
+        snprintf(t, sizeof t, " %s (%s) |", x->tasks->name[k], dp_mc_task_metric(x->tasks->kind[k]));
+        dp_buf_puts(&md, t);
+        snprintf(t, sizeof t, ",%s", x->tasks->name[k]);
+        dp_buf_puts(&csv, t);
+    }
+    if (x->tasks->n) {
+        dp_buf_puts(&md, " average |");
+        dp_buf_puts(&csv, ",zeroshot_average");
+    }
     dp_buf_puts(&md, " val loss | retrain s |\n|---|---|---|");
-    for (int e = 0; e < x->n_ev; e++) dp_buf_puts(&md, "---|");
+    for (int e = 0; e < x->n_ev + x->tasks->n + (x->tasks->n > 0); e++) dp_buf_puts(&md, "---|");
     dp_buf_puts(&md, "---|---|\n");
     dp_buf_puts(&csv, ",val_loss,retrain_s\n");
     int rc = DP_OK;
@@ -332,6 +353,23 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
                 snprintf(t, sizeof t, ",%.17g", p);
                 dp_buf_puts(&csv, t);
             }
+            const cJSON *zs = cJSON_GetObjectItem(o, "zeroshot");
+            for (int k = 0; k < x->tasks->n; k++) {
+                const cJSON *it = zs ? cJSON_GetObjectItem(zs, x->tasks->name[k]) : NULL;
+                double a = it ? it->valuedouble : NAN;
+                snprintf(t, sizeof t, " %.2f |", 100 * a);
+                dp_buf_puts(&md, t);
+                snprintf(t, sizeof t, ",%.17g", a);
+                dp_buf_puts(&csv, t);
+            }
+            if (x->tasks->n) {
+                const cJSON *it = cJSON_GetObjectItem(o, "zeroshot_average");
+                double a = it ? it->valuedouble : NAN;
+                snprintf(t, sizeof t, " %.2f |", 100 * a);
+                dp_buf_puts(&md, t);
+                snprintf(t, sizeof t, ",%.17g", a);
+                dp_buf_puts(&csv, t);
+            }
             char vls[32] = "-";
             if (vl) snprintf(vls, sizeof vls, "%.4f", vl->valuedouble);
             snprintf(t, sizeof t, " %s | %.1f |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble);
@@ -347,6 +385,18 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", x->model_dir);
     cJSON_AddStringToObject(root, "model_hash", x->mh);
+    if (x->tasks->n) {
+        cJSON *tl = cJSON_AddObjectToObject(root, "tasks");
+        for (int k = 0; k < x->tasks->n; k++) {
+            char h[32];
+            cJSON *e = cJSON_AddObjectToObject(tl, x->tasks->name[k]);
+            cJSON_AddStringToObject(e, "file", x->tasks->path[k]);
+            snprintf(h, sizeof h, "%016llx", (unsigned long long)x->tasks->hash[k]);
+            cJSON_AddStringToObject(e, "file_hash", h);
+            cJSON_AddNumberToObject(e, "docs", (double)x->tasks->n_docs[k]);
+            cJSON_AddStringToObject(e, "metric", dp_mc_task_metric(x->tasks->kind[k]));
+        }
+    }
     cJSON_AddItemToObject(root, "configurations", all);
     char *js = cJSON_Print(root);
     cJSON_Delete(root);
@@ -545,6 +595,15 @@ static int run_sweep(dp_app *app) {
         x.ev = ev;
         x.n_ev = rc ? 0 : 1;
     }
+    dp_cli_tasks tasks;
+    memset(&tasks, 0, sizeof tasks);
+    x.tasks = &tasks;
+    const char *tspec = dp_config_str(&app->cfg, "eval.tasks", NULL);
+    if (!rc && tspec) {
+        rc = dp_cli_tasks_load(app, dir, tspec, dp_config_int(&app->cfg, "eval.limit", 0), 0,
+                               dense.cfg.max_position_embeddings, &tasks, &err);
+        rc = dp_mpi_agree(mpi, rc, &err);
+    }
     if (!rc) dp_llama_clone(&work, &dense);
 
     /* the groups and their configurations */
@@ -586,6 +645,7 @@ static int run_sweep(dp_app *app) {
     if (!rc && mpi->rank == 0) rc = summarize(&x, v, n, sel, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_free(done);
+    dp_cli_tasks_free(&tasks);
     dp_free(ev[0].win);
     dp_free(x.val);
     dp_free(x.train);

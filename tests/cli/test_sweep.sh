@@ -22,7 +22,7 @@ cat >"$T/sweep.yaml" <<YAML
 model: {path: $T/tiny}
 calib: {path: $T/brown.txt, samples: 8, seq_len: 64}
 score: {batch: 4}
-eval: {text: $T/brown.txt, seq_len: 64, batch: 8}
+eval: {text: $T/brown.txt, seq_len: 64, batch: 8, tasks: "cloze=$SRC/../data/brown-cloze.jsonl", limit: 20}
 train: {data: $T/alpaca.json, val_size: 8, global_batch: 8, micro_batch: 2, epochs: 1, warmup: 1, lr: 1.0e-3}
 sweep:
   criteria: [ppl, magnitude]
@@ -33,22 +33,25 @@ sweep:
 YAML
 MPI4=("$MPIEXEC" --oversubscribe --bind-to none -np 4)
 MPI2=("$MPIEXEC" --bind-to none -np 2)
-cols() { cut -d, -f1-10 "$1"; } # every column but the timing
+cols() { sed 's/,[^,]*$//' "$1"; } # every column but the timing
 
 expect_exit 0 "| ppl-r0.25-iterative-lora-s1234 | 6 |" "${MPI4[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/a"
 [ "$(ls "$T/a/configs" | wc -l)" = 6 ] || fail "expected 6 configurations: $(ls "$T/a/configs")"
 [ "$(tail -n +2 "$T/a/sweep.csv" | wc -l)" = 6 ] || fail "sweep.csv should have 6 rows"
 grep -q '"group":[[:space:]]*1' "$T"/a/configs/*/result.json || fail "group 1 ran nothing"
+grep -q 'cloze (acc)' "$T/a/sweep.md" || fail "no zero-shot column in sweep.md"
+[ "$(grep -l '"zeroshot_average"' "$T"/a/configs/*/result.json | wc -l)" = 6 ] || fail "zero-shot missing from results"
 command -v gnuplot >/dev/null && { [ -f "$T/a/sweep_ppl.png" ] || fail "no sweep plot"; }
 
 # each configuration alone (2 ranks, as in a group) gives the same numbers
 for c in ppl-r0.25-oneshot-lora-s1234 ppl-r0.25-iterative-none-s1234; do
   expect_exit 0 "| $c |" "${MPI2[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/alone" --only "$c"
-  for k in removed ppl val_loss; do
-    x=$(tr -d ' \t\n' <"$T/a/configs/$c/result.json" | grep -o "\"$k\":[^a-z]*" | head -1)
-    y=$(tr -d ' \t\n' <"$T/alone/configs/$c/result.json" | grep -o "\"$k\":[^a-z]*" | head -1)
-    [ "$x" = "$y" ] || fail "$c: $k differs between the sweep ($x) and a run alone ($y)"
-  done
+  node -e '
+const fs=require("fs");const [a,b]=process.argv.slice(1).map(f=>JSON.parse(fs.readFileSync(f,"utf8")));
+let bad=0;for(const k of ["removed","ppl","val_loss","zeroshot","zeroshot_average","params"]){
+ if(JSON.stringify(a[k])!==JSON.stringify(b[k])){console.error(k,JSON.stringify(a[k]),"vs",JSON.stringify(b[k]));bad++;}}
+process.exit(bad?1:0);' "$T/a/configs/$c/result.json" "$T/alone/configs/$c/result.json" ||
+    fail "$c: the sweep's result differs from a run alone"
 done
 [ "$FAILS" -eq 0 ] && echo "ok   configurations alone equal the sweep's"
 
