@@ -130,6 +130,8 @@ typedef struct dp_train_result {
 /* Installs the SIGUSR1/SIGTERM handler that asks a running dp_train to
  * checkpoint and stop at the next step boundary. */
 void dp_train_install_signals(void);
+/* 1 once such a signal arrived (this process). */
+int dp_train_stop_requested(void);
 
 /* Collective. Trains student (method LORA: adapters in *lora, allocated
  * here; FULL: student's weights in place) on the given examples, resuming

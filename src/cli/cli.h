@@ -108,5 +108,6 @@ extern const dp_cmd dp_cmd_teacher_cache;
 extern const dp_cmd dp_cmd_prune;
 extern const dp_cmd dp_cmd_sweep;
 extern const dp_cmd dp_cmd_eval;
+extern const dp_cmd dp_cmd_run;
 
 #endif

@@ -167,7 +167,7 @@ static int run_eval(dp_app *app) {
     long long limit = 0, batch = 0;
     if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
     else if (!ppl_s && !task_s) rc = dp_err_set(&err, DP_E_USAGE, "give --ppl NAME=FILE and/or --task NAME=FILE");
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--limit", 0, &limit, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--limit", dp_config_int(&app->cfg, "eval.limit", 0), &limit, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "eval.batch", 4), &batch, &err);
     if (!rc && (limit < 0 || batch < 1)) rc = dp_err_set(&err, DP_E_USAGE, "--limit must be >= 0 and --batch >= 1");
     char *outp = out ? dp_strdup(out, "path") : dp_path_join(dp_config_str(&app->cfg, "run.dir", "runs/default"), "results.json");

@@ -23,6 +23,8 @@ static volatile sig_atomic_t g_stop_signal;
 
 static void on_signal(int sig) { g_stop_signal = sig; }
 
+int dp_train_stop_requested(void) { return g_stop_signal != 0; }
+
 void dp_train_install_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
