@@ -175,7 +175,7 @@ typedef struct sweep_ctx {
 } sweep_ctx;
 
 /* One configuration inside group g: prune, retrain, evaluate, result.json. */
-static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, dp_err *err) {
+static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *stopped, dp_err *err) {
     int L = (int)x->dense->cfg.n_layers, K = (int)lround(c->ratio * L);
     char *dir = cfg_dir(x->run, c->name);
     int rc = DP_OK;
@@ -226,12 +226,18 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, dp_err 
         to.kd_topk = 0;
         dp_lora lora;
         rc = dp_train(g, x->work, &map, NULL, x->data, x->train, x->n_train, x->val, x->n_val, &to, &lora, &tr, err);
-        if (!rc && tr.stopped) rc = dp_err_set(err, DP_E_CONFIG, "%s: training stopped early (signal or max_steps)", c->name);
+        if (!rc && tr.stopped) *stopped = 1; /* a signal: checkpointed, the rerun continues it */
         if (!rc && to.method == DP_TRAIN_LORA) dp_lora_merge(x->work, &lora);
         if (lora.mem) dp_lora_free(&lora);
         dp_free(tc);
     }
     double t_train = dp_time_s() - t1;
+    if (*stopped) {
+        dp_free(removed);
+        dp_free(ppl_after);
+        dp_free(dir);
+        return rc;
+    }
     double *ppl = dp_calloc((size_t)(x->n_ev + 1), sizeof(double), "sweep");
     for (int e = 0; e < x->n_ev && !rc; e++) {
         dp_ppl_result r;
@@ -629,11 +635,15 @@ static int run_sweep(dp_app *app) {
     dp_mpi g;
     dp_mpi_from_comm(gc, &g);
     MPI_Comm_free(&gc);
-    int finished = 0;
+    int finished = 0, stopped = 0;
     int grc = rc;
-    for (int i = 0; i < n && !grc; i++) {
+    dp_train_install_signals();
+    for (int i = 0; i < n && !grc && !stopped; i++) {
         if (!sel[i] || done[i] || v[i].group != color) continue;
-        grc = run_config(&x, &g, &v[i], &err);
+        grc = run_config(&x, &g, &v[i], &stopped, &err);
+        int s = dp_train_stop_requested(), any = 0; /* between configurations */
+        DP_CHECK_MPI(MPI_Allreduce(&s, &any, 1, MPI_INT, MPI_MAX, g.comm));
+        stopped |= any;
         finished++;
         if (kill_after > 0 && finished == kill_after && mpi->rank == 1) {
             dp_log("fault injection: SIGKILL after %d configurations", finished);
@@ -642,7 +652,13 @@ static int run_sweep(dp_app *app) {
     }
     dp_mpi_finalize(&g);
     rc = dp_mpi_agree(mpi, grc, &err); /* every group's outcome */
-    if (!rc && mpi->rank == 0) rc = summarize(&x, v, n, sel, &err);
+    int any_stop = 0;
+    DP_CHECK_MPI(MPI_Allreduce(&stopped, &any_stop, 1, MPI_INT, MPI_MAX, mpi->comm));
+    if (!rc && any_stop) {
+        if (mpi->rank == 0) printf("sweep: stopped by a signal; finished configurations are kept, run the same command to continue\n");
+    } else if (!rc && mpi->rank == 0) {
+        rc = summarize(&x, v, n, sel, &err);
+    }
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_free(done);
     dp_cli_tasks_free(&tasks);
