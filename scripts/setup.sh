@@ -18,7 +18,7 @@ PKGS=(build-essential cmake pkg-config git
       libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev libcjson-dev libyaml-dev libpcre2-dev
       clang libclang-rt-14-dev
-      gnuplot-nox)
+      gnuplot-nox slurm-wlm munge)
 command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
 [ "${FIXTURES:-0}" = 1 ] && PKGS+=(python3-torch python3-numpy)
 
