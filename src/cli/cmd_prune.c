@@ -84,16 +84,6 @@ int dp_cli_read_order(const char *path, const char *crit, const char *want_hash,
     return rc;
 }
 
-static void json_ints(dp_buf *b, const int *v, int n) {
-    char t[32];
-    dp_buf_puts(b, "[");
-    for (int i = 0; i < n; i++) {
-        snprintf(t, sizeof t, "%s%d", i ? ", " : "", v[i]);
-        dp_buf_puts(b, t);
-    }
-    dp_buf_puts(b, "]");
-}
-
 static int run_prune(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_prune;
     const dp_mpi *mpi = &app->mpi;
@@ -234,40 +224,35 @@ static int run_prune(dp_app *app) {
             if (!gone) keep[nk] = l, kept[nk++] = l;
         }
         int64_t blk = dp_llama_block_param_count(&m.cfg), before = m.n_elems, after = before - K * blk;
-        dp_buf js = {0};
+        cJSON *jo = cJSON_CreateObject();
+        cJSON_AddStringToObject(jo, "schedule", sched);
+        cJSON_AddStringToObject(jo, "criterion", iterative ? "ppl" : crit);
+        cJSON_AddStringToObject(jo, "model", dir);
+        cJSON_AddStringToObject(jo, "model_hash", mh);
+        cJSON_AddNumberToObject(jo, "layers_before", L);
+        cJSON_AddNumberToObject(jo, "layers_after", nk);
+        cJSON_AddItemToObject(jo, "removed", cJSON_CreateIntArray(removed, (int)K));
+        cJSON_AddItemToObject(jo, "kept", cJSON_CreateIntArray(kept, nk));
+        cJSON_AddNumberToObject(jo, "params_before", (double)before);
+        cJSON_AddNumberToObject(jo, "params_after", (double)after);
+        cJSON_AddNumberToObject(jo, "fraction_removed", (double)(before - after) / (double)before);
         char t[4096];
-        snprintf(t, sizeof t,
-                 "{\n  \"schedule\": \"%s\",\n  \"criterion\": \"%s\",\n  \"model\": \"%s\",\n  \"model_hash\": \"%s\",\n"
-                 "  \"layers_before\": %d,\n  \"layers_after\": %d,\n  \"removed\": ",
-                 sched, iterative ? "ppl" : crit, dir, mh, L, nk);
-        dp_buf_puts(&js, t);
-        json_ints(&js, removed, (int)K);
-        dp_buf_puts(&js, ",\n  \"kept\": ");
-        json_ints(&js, kept, nk);
-        snprintf(t, sizeof t,
-                 ",\n  \"params_before\": %lld,\n  \"params_after\": %lld,\n  \"fraction_removed\": %.6f",
-                 (long long)before, (long long)after, (double)(before - after) / (double)before);
-        dp_buf_puts(&js, t);
         if (!iterative) {
-            snprintf(t, sizeof t, ",\n  \"scores\": \"%s\",\n  \"scores_hash\": \"%016llx\"", scores,
-                     (unsigned long long)scores_hash);
-            dp_buf_puts(&js, t);
+            cJSON_AddStringToObject(jo, "scores", scores);
+            snprintf(t, sizeof t, "%016llx", (unsigned long long)scores_hash);
+            cJSON_AddStringToObject(jo, "scores_hash", t);
         } else {
-            snprintf(t, sizeof t, ",\n  \"run\": \"%s\",\n  \"heal_steps\": %lld", run, heal);
-            dp_buf_puts(&js, t);
+            cJSON_AddStringToObject(jo, "run", run);
+            cJSON_AddNumberToObject(jo, "heal_steps", (double)heal);
         }
         if (have_ppl) {
-            snprintf(t, sizeof t, ",\n  \"dense_ppl\": %.17g,\n  \"ppl_after\": [", dense_ppl);
-            dp_buf_puts(&js, t);
-            for (int k = 0; k < K; k++) {
-                snprintf(t, sizeof t, "%s%.17g", k ? ", " : "", ppl_after[k]);
-                dp_buf_puts(&js, t);
-            }
-            dp_buf_puts(&js, "]");
+            cJSON_AddNumberToObject(jo, "dense_ppl", dense_ppl);
+            cJSON_AddItemToObject(jo, "ppl_after", cJSON_CreateDoubleArray(ppl_after, (int)K));
         }
-        snprintf(t, sizeof t, ",\n  \"version\": \"%s\"\n}\n", DP_VERSION_STRING);
-        dp_buf_puts(&js, t);
-        prune_out po = {js.p};
+        cJSON_AddStringToObject(jo, "version", DP_VERSION_STRING);
+        char *jtext = cJSON_Print(jo);
+        cJSON_Delete(jo);
+        prune_out po = {jtext};
         char prov[512];
         snprintf(prov, sizeof prov, "{\"source_layers\": %d, \"schedule\": \"%s\", \"criterion\": \"%s\", \"version\": \"%s\"}",
                  L, sched, iterative ? "ppl" : crit, DP_VERSION_STRING);
@@ -326,7 +311,7 @@ static int run_prune(dp_app *app) {
             }
         }
         dp_free(mem);
-        dp_free(js.p);
+        free(jtext);
         dp_free(keep);
         dp_free(kept);
     }

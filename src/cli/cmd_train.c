@@ -1,7 +1,9 @@
 /* `depthprune retrain` (heal a pruned model: LoRA or full-parameter, with
  * or without KD) and `depthprune teacher-cache` (the dense teacher's top-k
  * logits over the training set, once, for every student of a sweep). */
+#include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -321,11 +323,16 @@ static int run_retrain(dp_app *app) {
                 e[i].shape[1] = p->cols;
                 e[i].data = student.mem + p->offset;
             }
-            char prov[4096];
-            snprintf(prov, sizeof prov,
-                     "{\"retrained_from\": \"%s\", \"method\": \"%s\", \"kd_alpha\": %g, \"kd_temp\": %g, \"steps\": %lld, "
-                     "\"final_val_loss\": %.6g, \"version\": \"%s\"}",
-                     student_dir, method, o.kd_alpha, o.kd_temp, (long long)res.steps, res.val_loss, DP_VERSION_STRING);
+            cJSON *pj = cJSON_CreateObject();
+            cJSON_AddStringToObject(pj, "retrained_from", student_dir);
+            cJSON_AddStringToObject(pj, "method", method);
+            cJSON_AddNumberToObject(pj, "kd_alpha", o.kd_alpha);
+            cJSON_AddNumberToObject(pj, "kd_temp", o.kd_temp);
+            cJSON_AddNumberToObject(pj, "steps", (double)res.steps);
+            if (isfinite(res.val_loss)) cJSON_AddNumberToObject(pj, "final_val_loss", res.val_loss);
+            cJSON_AddStringToObject(pj, "version", DP_VERSION_STRING);
+            char *prov = cJSON_PrintUnformatted(pj);
+            cJSON_Delete(pj);
             adapter_ctx ac = {&lora, &student, &map, student_dir, o.lora_dropout};
             dp_export_opts eo = {.keep = NULL, .dtype = dtype,
                                  .max_shard_bytes = (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
@@ -335,6 +342,7 @@ static int run_retrain(dp_app *app) {
             if (!rc) printf("retrained model: %s (%lld steps, final validation loss %.4f)\n", out, (long long)res.steps,
                             res.val_loss);
             dp_free(e);
+            free(prov);
         }
         rc = dp_mpi_agree(mpi, rc, &err);
     }

