@@ -2,6 +2,7 @@
  * reuses the dense calibration forward (RUNDIR/calib.h5), then scores every
  * block by the requested criteria (RUNDIR/scores.h5, scores.json) and
  * prints the removal order of each. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,39 @@ int dp_cli_calibrate(const dp_app *app, const char *dir, const dp_llama *m, uint
     return rc;
 }
 
+/* RUNDIR/scores_CRIT.png: each criterion's score per block (gnuplot). */
+static void plot_scores(const char *run, const char *json_path) {
+    char *text = NULL;
+    size_t n = 0;
+    dp_err e;
+    if (dp_read_file(json_path, &text, &n, &e)) return;
+    cJSON *root = cJSON_ParseWithLength(text, n);
+    dp_free(text);
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "criteria")) {
+        char name[96], script[2048];
+        snprintf(name, sizeof name, "scores_%s.dat", c->string);
+        char *dat = dp_path_join(run, name);
+        snprintf(name, sizeof name, "scores_%s.png", c->string);
+        char *png = dp_path_join(run, name);
+        FILE *f = fopen(dat, "w");
+        int i = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(c, "scores")) if (f) fprintf(f, "%d %.9g\n", i++, v->valuedouble);
+        if (f) {
+            fclose(f);
+            snprintf(script, sizeof script,
+                     "set terminal pngcairo size 800,450\nset output '%s'\nset xlabel 'block'\nset ylabel '%s score'\n"
+                     "set style fill solid 0.6\nset boxwidth 0.8\nset grid y\nplot '%s' using 1:2 with boxes notitle\n",
+                     png, c->string, dat);
+            dp_gnuplot(script);
+        }
+        dp_free(dat);
+        dp_free(png);
+    }
+    cJSON_Delete(root);
+}
+
 static int run_score(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_score;
     const dp_mpi *mpi = &app->mpi;
@@ -145,6 +179,7 @@ static int run_score(dp_app *app) {
     if (!rc && mpi->rank == 0) {
         char *jp = dp_path_join(run, "scores.json");
         printf("scores: %s\n", jp);
+        plot_scores(run, jp);
         dp_free(jp);
     }
     dp_free(crit_buf);

@@ -21,6 +21,7 @@ MPI=("$MPIEXEC" --bind-to none -np 2)
 expect_exit 0 "scores: $T/a/scores.json" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/a"
 grep -q '"order": \[' "$T/a/scores.json" || fail "no order in scores.json"
 grep -q '"dense_ppl": ' "$T/a/scores.json" || fail "no dense_ppl in scores.json"
+command -v gnuplot >/dev/null && { [ -f "$T/a/scores_ppl.png" ] && [ -f "$T/a/scores_bi.png" ] || fail "no per-criterion score plots"; }
 
 # killed after the second round of candidates (rank 1 raises SIGKILL)
 out=$(timeout 120 "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/b" --fault-kill-after-round 2 2>&1); rc=$?
