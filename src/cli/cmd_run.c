@@ -165,7 +165,7 @@ static int summarize(const char *run, int retrained, dp_err *err) {
             const char *last = NULL, *s = text;
             while ((s = strstr(s, "\"tok_s\":"))) last = s++;
             if (last) {
-                snprintf(t, sizeof t, "\nRetraining throughput (last step): %.0f tokens/s; loss plot: retrain/loss.png.\n",
+                snprintf(t, sizeof t, "\nRetraining throughput (last step): %.0f tokens/s.\n",
                          strtod(last + 8, NULL));
                 dp_buf_puts(&md, t);
             }
@@ -173,6 +173,19 @@ static int summarize(const char *run, int retrained, dp_err *err) {
         dp_free(text);
         dp_free(lp);
     }
+    const char *plots[] = {"scores_ppl.png", "scores_taylor.png", "scores_taylor+.png", "scores_ppl+.png", "prune_ppl.png",
+                           "retrain/loss.png"};
+    int first_plot = 1;
+    for (size_t i = 0; i < sizeof plots / sizeof *plots; i++) {
+        char *pp2 = dp_path_join(run, plots[i]);
+        if (dp_file_exists(pp2)) {
+            snprintf(t, sizeof t, "%s%s", first_plot ? "\nPlots: " : ", ", plots[i]);
+            dp_buf_puts(&md, t);
+            first_plot = 0;
+        }
+        dp_free(pp2);
+    }
+    if (!first_plot) dp_buf_puts(&md, ".\n");
     char *out = dp_path_join(run, "summary.md");
     int rc = dp_write_file_atomic(out, md.p, md.n, err);
     if (!rc) {
