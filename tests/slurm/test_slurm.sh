@@ -41,10 +41,19 @@ for _ in $(seq 150); do [ "$(restarts)" = 1 ] && break; sleep 1; done
 [ "$(restarts)" = 1 ] || { fail "the job was not requeued after the signal (state $(state))"; cat "$T/job.out" >&2; finish; }
 grep -q "stopped before the end (signal); requeueing" "$T/job.out" || fail "the job did not requeue itself"
 [ ! -e "$T/run/summary.md" ] || fail "a signalled job wrote the summary"
-# 2: lift the limit, start now, let it finish
+# 2: once the requeue is through (job pending, node idle again), lift the
+# limit, start it now instead of after the requeue delay, let it finish
+for _ in $(seq 120); do
+  [ "$(state)" = PENDING ] && sinfo -h -o %t | grep -q idle && break
+  sleep 1
+done
+[ "$(state)" = PENDING ] || fail "the requeued job is not pending (state $(state))"
 scontrol update JobId="$id" TimeLimit=10 StartTime=now || fail "scontrol update failed"
 for _ in $(seq 300); do [ "$(state)" = COMPLETED ] && break; [ "$(state)" = FAILED ] && break; sleep 1; done
-[ "$(state)" = COMPLETED ] || { fail "the requeued job did not complete (state $(state))"; tail -20 "$T/job.out" >&2; }
+[ "$(state)" = COMPLETED ] || {
+  fail "the requeued job did not complete (state $(state))"
+  tail -20 "$T/job.out" >&2; scontrol show job "$id" >&2; tail -20 "$T/cluster/log/slurmctld.log" "$T/cluster/log/slurmd.log" >&2
+}
 [ -f "$T/run/summary.md" ] || fail "no summary.md after the requeued run"
 grep -q "restart 1 on" "$T/job.out" || fail "the log does not show the restart"
 # no stage that finished before the signal ran again
