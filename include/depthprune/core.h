@@ -46,6 +46,7 @@ enum {
     DP_E_NOMEM = 8,
     DP_E_DEVICE = 9, /* requested device not available */
     DP_E_NONFINITE = 10, /* training stopped: too many consecutive non-finite steps */
+    DP_E_STOPPED = 11,   /* stopped by SIGUSR1/SIGTERM at a safe point; the rerun continues */
     DP_E_MODULE_BASE = 100,
 };
 
@@ -127,6 +128,51 @@ double dp_time_s(void);
  * and returns its 53-bit output as an integer in [0, 2^53). */
 uint64_t dp_splitmix64(uint64_t *state);
 uint64_t dp_xorshift64s_53(uint64_t *state);
+
+/* 64-bit content hash of bytes (murmur-style mixing; not cryptographic). */
+uint64_t dp_hash_bytes(const void *p, size_t n, uint64_t seed);
+
+/* ---- reliability: heartbeat watchdog, checkpoint manifests, fault points ---- */
+/* Marks progress (a block computed, a batch read, a log line): cheap, any
+ * thread. */
+void dp_heartbeat(void);
+/* Starts a thread that ends the process (exit code 4, one line naming the
+ * rank) when no heartbeat came for `seconds`: a rank waiting forever on a
+ * stopped or unreachable peer exits by itself, and mpirun/srun then end the
+ * whole job. seconds <= 0: no watchdog. Idempotent. */
+int dp_watchdog_start(double seconds, dp_err *err);
+/* Suspends / resumes the watchdog's clock around a wait that may be long
+ * for a good reason (another rank group finishing its work). */
+void dp_watchdog_pause(int paused);
+
+/* A manifest describes a file by its size and one hash per block, so that
+ * any changed byte is found before the file is parsed, and the blocks can
+ * be verified by different ranks in parallel. */
+#define DP_MANIFEST_MAX_BLOCKS (1 << 22)
+typedef struct dp_manifest {
+    char file[256];        /* the file's base name */
+    int64_t bytes;         /* its size */
+    int64_t block_bytes;   /* block size (the last block may be shorter) */
+    int64_t n_blocks;
+    uint64_t *blocks;      /* n_blocks hashes (dp_hash_bytes, seed = block index) */
+    int64_t iteration;     /* free field for the writer (checkpoint iteration; -1 if none) */
+} dp_manifest;
+int64_t dp_manifest_n_blocks(int64_t bytes, int64_t block_bytes);
+/* Hashes block i of path (block_bytes per block) into *h. */
+int dp_file_block_hash(const char *path, int64_t bytes, int64_t block_bytes, int64_t i, uint64_t *h, dp_err *err);
+/* JSON text of m (fresh string). */
+char *dp_manifest_json(const dp_manifest *m);
+/* Parses and validates manifest JSON (strict: every field present, typed and
+ * consistent); on success m->blocks is owned by m (dp_manifest_free). */
+int dp_manifest_parse(const char *json, size_t n, dp_manifest *m, dp_err *err);
+void dp_manifest_free(dp_manifest *m);
+
+/* Test-only fault injection (tests/faults): the environment variable
+ * DP_FAULT="POINT[#N][@RANK]=ACTION[,...]" makes the N-th (default 1st)
+ * pass of rank RANK (default 0) through dp_fault_point(POINT) act: kill
+ * (SIGKILL), stop (SIGSTOP), term (SIGTERM), usr1 (SIGUSR1) or exit (exit
+ * code 1 without cleanup). Unset: a string compare per call, nothing else. */
+void dp_fault_point(const char *point);
 
 #ifdef __cplusplus
 }

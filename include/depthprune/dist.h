@@ -46,6 +46,9 @@ void dp_mpi_finalize(dp_mpi *ctx);
  * if err is not NULL and another rank failed, copies that rank's message
  * into err. Use it so that one rank's bad read never hangs the others. */
 int dp_mpi_agree(const dp_mpi *ctx, int local_code, dp_err *err);
+/* A barrier for waits that may last hours for a good reason (rank groups
+ * finishing their own work): polls, feeding the watchdog meanwhile. */
+void dp_mpi_wait_peers(const dp_mpi *ctx);
 
 #ifdef __cplusplus
 }

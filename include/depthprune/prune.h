@@ -45,7 +45,6 @@ int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, c
                     int32_t **ids, int64_t **src, dp_err *err);
 
 /* 64-bit content hashes (model: config + fp32 weights; data: bytes). */
-uint64_t dp_hash_bytes(const void *p, size_t n, uint64_t seed);
 uint64_t dp_llama_hash(const dp_llama *m);
 
 typedef struct dp_score_opts {
@@ -57,6 +56,7 @@ typedef struct dp_score_opts {
     double ratio;                 /* fraction of blocks removed, for the bootstrap's p_removed */
     int progress;
     int fault_kill_after_round;   /* tests: rank 1 SIGKILLs itself after committing round k (0: off) */
+    int stop_on_signal;           /* SIGUSR1/SIGTERM (dp_train_install_signals): stop after a PPL round, DP_E_STOPPED */
 } dp_score_opts;
 
 /* Collective. Runs (or reuses, when RUNDIR/calib.h5 matches model and

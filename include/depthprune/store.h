@@ -28,15 +28,26 @@ extern "C" {
 typedef struct dp_h5 {
     hid_t file;
     MPI_Comm comm;
+    char path[1024]; /* for error messages */
+    int failed;      /* a collective write failed on some rank: the file is abandoned */
 } dp_h5;
+
+/* 1 once a file shared by several ranks was abandoned after a failed write.
+ * Parallel HDF5 cannot be closed safely then (its collective flush would
+ * diverge between the ranks and hang), so the process must end without
+ * MPI_Finalize (main does: the error is reported, then _exit). */
+int dp_h5_abandoned(void);
 
 /* Collective. Creates (truncates) path. Callers that publish a file write
  * it under a temporary name and rename it after dp_h5_close. */
 int dp_h5_create(dp_h5 *h, const char *path, MPI_Comm comm, dp_err *err);
 /* Collective. Opens an existing file read-only or read-write. */
 int dp_h5_open(dp_h5 *h, const char *path, MPI_Comm comm, int writable, dp_err *err);
-/* Collective. */
+/* Collective. Closes without reporting errors (readers, error paths). */
 void dp_h5_close(dp_h5 *h);
+/* Collective. Closes a file being written and reports whether the final
+ * flush reached the disk (a full disk often shows only here). */
+int dp_h5_finish(dp_h5 *h, dp_err *err);
 
 /* Collective. Creates dataset `name` (F32, F64, I32 or I64) with the given
  * global shape, optionally chunked along dim 0 with Fletcher32 checksums

@@ -283,6 +283,10 @@ static int run_pipeline(dp_app *app) {
         case 0: {
             const char *kv[] = {"--model", model, "--calib", calib, "--criterion", crit, "--run", run, NULL};
             code = stage(app, &dp_cmd_score, kv);
+            int have = 0;
+            if (mpi->rank == 0) have = dp_file_exists(scores);
+            DP_CHECK_MPI(MPI_Bcast(&have, 1, MPI_INT, 0, mpi->comm));
+            if (!code && !have) stopped = 1; /* a signal: the finished candidates are kept */
             break;
         }
         case 1:
@@ -339,7 +343,7 @@ static int run_pipeline(dp_app *app) {
             if (code) dp_cli_fail(app, &err);
             break;
         }
-        if (!code && s < 5 && mpi->rank == 0) record_time(run, st[s].name, dp_time_s() - t0);
+        if (!code && !stopped && s < 5 && mpi->rank == 0) record_time(run, st[s].name, dp_time_s() - t0);
         if (!code && !stopped && s < 5 && stop_requested(mpi)) stopped = 1;
     }
     if (stopped && !code) {

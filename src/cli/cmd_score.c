@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "depthprune/prune.h"
+#include "depthprune/train.h"
 
 static const dp_cli_opt k_score_opts[] = {
     {"--model", "DIR", "HF model directory"},
@@ -160,6 +161,7 @@ static int run_score(dp_app *app) {
         dp_free(crit_buf);
         return dp_cli_fail(app, &err);
     }
+    dp_train_install_signals();
     if (mpi->rank == 0) rc = dp_mkdir_p(run, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_llama m;
@@ -174,8 +176,16 @@ static int run_score(dp_app *app) {
     if (!rc) rc = dp_cli_calibrate(app, dir, &m, mhash, calib, field, N, T, (uint64_t)seed, batch, run, &err);
     dp_score_opts so = {.run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
                         .bootstrap = boot, .ratio = ratio, .progress = progress,
-                        .fault_kill_after_round = (int)kill};
+                        .fault_kill_after_round = (int)kill, .stop_on_signal = 1};
     if (!rc) rc = dp_score(mpi, &m, crit, n_crit, &so, &err);
+    if (rc == DP_E_STOPPED) {
+        if (mpi->rank == 0)
+            printf("score: stopped by a signal; finished candidates are kept in %s/scores.progress.h5, run the same "
+                   "command to continue\n", run);
+        dp_free(crit_buf);
+        dp_llama_free(&m);
+        return 0;
+    }
     if (!rc && mpi->rank == 0) {
         char *jp = dp_path_join(run, "scores.json");
         printf("scores: %s\n", jp);

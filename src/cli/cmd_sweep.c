@@ -651,6 +651,7 @@ static int run_sweep(dp_app *app) {
         }
     }
     dp_mpi_finalize(&g);
+    dp_mpi_wait_peers(mpi); /* the other groups may still be busy */
     rc = dp_mpi_agree(mpi, grc, &err); /* every group's outcome */
     int any_stop = 0;
     DP_CHECK_MPI(MPI_Allreduce(&stopped, &any_stop, 1, MPI_INT, MPI_MAX, mpi->comm));

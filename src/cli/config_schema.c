@@ -8,6 +8,8 @@ const dp_cfg_spec dp_config_schema[] = {
     {"run.dir", DP_CFG_STRING, "runs/default", NULL, "run directory for every output"},
     {"run.seed", DP_CFG_INT, "1234", NULL, "seed for every random choice"},
     {"run.quiet", DP_CFG_BOOL, "false", NULL, "silence progress logging"},
+    {"run.watchdog", DP_CFG_INT, "1800", NULL,
+     "seconds without progress after which a rank ends itself (a stopped or lost peer); 0: off"},
     {"device", DP_CFG_STRING, "cpu", "cpu,cuda", "compute backend"},
     {"model.path", DP_CFG_STRING, NULL, NULL, "HF model directory"},
     {"tokenizer.add_bos", DP_CFG_STRING, "auto", "auto,true,false",

@@ -3,9 +3,11 @@
  * errors in input are printed once (rank 0) and give a non-zero exit. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "depthprune/backend.h"
+#include "depthprune/store.h"
 
 static const dp_cmd *const k_cmds[] = {&dp_cmd_run, &dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_ppl, &dp_cmd_eval, &dp_cmd_score, &dp_cmd_prune, &dp_cmd_sweep, &dp_cmd_retrain, &dp_cmd_teacher_cache, &dp_cmd_export, &dp_cmd_synth,
                                        &dp_cmd_config};
@@ -177,9 +179,23 @@ int main(int argc, char **argv) {
     } else if ((rc = dp_backend_check(dp_config_str(&app.cfg, "device", "cpu"), &err)) != DP_OK) {
         code = dp_cli_fail(&app, &err);
     } else {
-        code = cmd->run(&app);
+        /* the watchdog: a rank stuck waiting on a stopped or lost peer leaves by itself */
+        long long wd = dp_config_int(&app.cfg, "run.watchdog", 1800);
+        const char *wenv = getenv("DP_WATCHDOG");
+        if (wenv && *wenv) wd = atoll(wenv);
+        if (app.mpi.size > 1 && wd > 0 && (rc = dp_watchdog_start((double)wd, &err)) != DP_OK)
+            code = dp_cli_fail(&app, &err);
+        else
+            code = cmd->run(&app);
     }
     dp_config_free(&app.cfg);
+    if (dp_h5_abandoned()) {
+        /* a shared HDF5 file failed mid-write: closing it (also inside
+         * MPI_Finalize) would hang, so leave now; the error is printed */
+        fflush(stdout);
+        fflush(stderr);
+        _exit(code ? code : 1);
+    }
     dp_mpi_finalize(&app.mpi);
     return code;
 }

@@ -19,6 +19,7 @@ void dp_log_set_quiet(int quiet) { g_quiet = quiet; }
 int dp_log_rank(void) { return g_rank; }
 
 static void vlog(const char *fmt, va_list ap) {
+    dp_heartbeat();
     char line[2048];
     int n = snprintf(line, sizeof line, "[%d/%d] ", g_rank, g_world);
     if (n < 0) n = 0;

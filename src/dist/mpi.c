@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void abort_hook(int code) {
     int init = 0, fin = 0;
@@ -63,4 +64,18 @@ int dp_mpi_agree(const dp_mpi *ctx, int local_code, dp_err *err) {
         snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
     }
     return code;
+}
+
+void dp_mpi_wait_peers(const dp_mpi *ctx) {
+    MPI_Request req;
+    DP_CHECK_MPI(MPI_Ibarrier(ctx->comm, &req));
+    int done = 0;
+    while (!done) {
+        DP_CHECK_MPI(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+        if (!done) {
+            dp_heartbeat();
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }

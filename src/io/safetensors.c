@@ -555,6 +555,8 @@ int dp_st_write(const char *path, const dp_st_entry *entries, int n, dp_err *err
         for (int i = 0; ok && i < n; i++) {
             size_t nb = entry_bytes(order[i]);
             ok = nb == 0 || fwrite(order[i]->data, 1, nb, f) == nb;
+            dp_heartbeat();
+            if (i == n / 2) dp_fault_point("st_write");
         }
         ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
         if (fclose(f) != 0) ok = 0;

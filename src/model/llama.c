@@ -377,6 +377,7 @@ static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *
 
 static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
                           float *out, dp_llama_acts *a) {
+    dp_heartbeat();
     const dp_llama_config *c = &m->cfg;
     int64_t N = s->N, C = c->hidden_size, F = c->intermediate_size;
     int64_t NH = c->n_heads, NKV = c->n_kv_heads, HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
@@ -486,6 +487,7 @@ static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k
 /* s->dres holds dL/d(block output) on entry and dL/d(block input) on exit. */
 static void block_backward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
                            dp_llama_acts *a, dp_llama_view *g, dp_lora *lg) {
+    dp_heartbeat();
     const dp_llama_config *c = &m->cfg;
     int64_t N = s->N, C = c->hidden_size, F = c->intermediate_size;
     int64_t NH = c->n_heads, NKV = c->n_kv_heads, HD = c->head_dim, QD = NH * HD, KD = NKV * HD;

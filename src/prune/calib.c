@@ -7,28 +7,6 @@
 
 #include "depthprune/prune.h"
 
-uint64_t dp_hash_bytes(const void *p, size_t n, uint64_t seed) {
-    /* 8 bytes per step, murmur-style mixing; not cryptographic */
-    const unsigned char *b = p;
-    uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ull);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t k;
-        memcpy(&k, b + i, 8);
-        k *= 0x87C37B91114253D5ull;
-        k = (k << 31) | (k >> 33);
-        h ^= k * 0x4CF5AD432745937Full;
-        h = ((h << 27) | (h >> 37)) * 5 + 0x52DCE729;
-    }
-    uint64_t k = 0;
-    for (size_t j = 0; i + j < n; j++) k |= (uint64_t)b[i + j] << (8 * j);
-    h ^= k * 0x87C37B91114253D5ull;
-    h ^= h >> 33;
-    h *= 0xFF51AFD7ED558CCDull;
-    h ^= h >> 33;
-    return h;
-}
-
 uint64_t dp_llama_hash(const dp_llama *m) {
     /* chunks hashed in parallel, combined in order: the same for any thread count */
     const size_t chunk = (size_t)1 << 20;

@@ -19,6 +19,7 @@
 #include "depthprune/ops.h"
 #include "depthprune/prune.h"
 #include "depthprune/store.h"
+#include "depthprune/train.h"
 
 enum { CRIT_PPL, CRIT_TAYLOR, CRIT_MAG1, CRIT_MAG2, CRIT_BI, N_BASE };
 static const char *const k_base_names[N_BASE] = {"ppl", "taylor", "magnitude", "magnitude-l2", "bi"};
@@ -162,6 +163,7 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
                 memcpy(hid + ((int64_t)i * mine + (a - s0) + j) * NTC, st.x + ((int64_t)i * nb + j) * NTC,
                        (size_t)NTC * sizeof(float));
         sample_nll(&st, m, L, ids + a * T, nb, T, targets, nll + (a - s0));
+        dp_fault_point("calib_batch");
         if (progress && mpi->rank == 0)
             dp_log("calibrate: %lld/%lld samples on rank 0, %.1f s", (long long)(a + nb - s0), (long long)mine,
                    dp_time_s() - t0);
@@ -195,7 +197,8 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
         if (!rc) rc = dp_h5_set_attr(&h, "bos", buf, err);
         if (!rc) rc = dp_h5_set_attr(&h, "version", DP_VERSION_STRING, err);
         if (!rc) rc = dp_h5_set_attr(&h, "complete", "1", err);
-        dp_h5_close(&h);
+        int fr = dp_h5_finish(&h, rc ? NULL : err);
+        if (!rc) rc = fr;
         rc = all_ok(mpi, rc, err);
         if (rc == DP_OK && mpi->rank == 0 && rename(tmp, path))
             rc = dp_err_set(err, DP_E_IO, "cannot rename %s to %s", tmp, path);
@@ -245,7 +248,8 @@ static int write_progress(const char *path, const char *tmp, int L, int64_t N, c
     if (!rc) rc = dp_h5_write_rows(&h, "ppl_done", DP_DTYPE_I32, 1, sh, 0, 0, L, p->done, err);
     if (!rc) rc = dp_h5_set_attr(&h, "model_hash", mh, err);
     if (!rc) rc = dp_h5_set_attr(&h, "calib_hash", ch, err);
-    dp_h5_close(&h);
+    int fr = dp_h5_finish(&h, rc ? NULL : err);
+    if (!rc) rc = fr;
     if (!rc && rename(tmp, path)) rc = dp_err_set(err, DP_E_IO, "cannot rename %s", tmp);
     return rc;
 }
@@ -361,6 +365,16 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
             mpi->size > 1) {
             dp_log("score: fault injection: SIGKILL after round %d", r + 1);
             raise(SIGKILL);
+        }
+        dp_fault_point("score_round");
+        if (o->stop_on_signal && r + 1 < n_rounds) { /* the progress file holds every finished candidate */
+            int stop = dp_train_stop_requested();
+            DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, mpi->comm));
+            if (stop) {
+                dp_log0("score: stop requested by a signal after %d of %d candidates; progress kept", done_now + n_done0, L);
+                rc = DP_E_STOPPED;
+                break;
+            }
         }
     }
     if (cur_b > 0) dp_llama_state_free(&st);
@@ -774,7 +788,8 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         if (!rc) rc = dp_h5_set_attr(&out, "ranks", ranks, err);
         if (!rc) rc = dp_h5_set_attr(&out, "version", DP_VERSION_STRING, err);
         if (!rc) rc = dp_h5_set_attr(&out, "results", js.p, err);
-        dp_h5_close(&out);
+        int fr = dp_h5_finish(&out, rc ? NULL : err);
+        if (!rc) rc = fr;
         if (!rc && rename(h5tmp, h5)) rc = dp_err_set(err, DP_E_IO, "cannot rename %s", h5tmp);
         char *jp = dp_path_join(o->run_dir, "scores.json");
         if (!rc) rc = dp_write_file_atomic(jp, js.p, js.n, err);

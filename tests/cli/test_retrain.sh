@@ -98,10 +98,10 @@ same_as_a "$T/d" "$T/d.out" "SIGKILL + resume"
 
 # ---- damaged newest checkpoint ----
 expect_exit 0 "stopped at step 10" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/e" --out "$T/e.out" --max-steps 10
-truncate -s 2000 "$T/e/ckpt/step-000000010.h5"
+truncate -s 2000 "$T/e/ckpt/step-000000010/rank-00001.h5"
 out=$("${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/e" --out "$T/e.out" 2>&1) || fail "resume with a damaged checkpoint: $out"
-grep -q "step-000000010.h5 is damaged or incomplete" <<<"$out" || fail "the damaged checkpoint was not reported: $out"
-grep -q "resuming from checkpoint step-000000005.h5" <<<"$out" || fail "did not fall back to step 5"
+grep -q "step-000000010 is damaged or incomplete" <<<"$out" || fail "the damaged checkpoint was not reported: $out"
+grep -q "resuming from checkpoint step-000000005 " <<<"$out" || fail "did not fall back to step 5"
 same_as_a "$T/e" "$T/e.out" "damaged checkpoint fallback"
 
 # ---- NaN: skipped, or fatal with exit 3 when no skip is allowed ----

@@ -309,7 +309,7 @@ int main(int argc, char **argv) {
         /* damage the newest checkpoint: the previous one (step 1) is used */
         if (mpi.rank == 0) {
             char p[700];
-            snprintf(p, sizeof p, "%s/ckpt/step-000000002.h5", ob.run_dir);
+            snprintf(p, sizeof p, "%s/ckpt/step-000000002/rank-00000.h5", ob.run_dir);
             CHECK(truncate(p, 3000) == 0);
         }
         MPI_Barrier(mpi.comm);
@@ -348,25 +348,31 @@ int main(int argc, char **argv) {
         float *b = train(&mpi, &d, tr, ntr, va, &o, NULL, DP_OK, &res, &n2);
         CHECK_EQ_INT(res.skipped, 1);
         CHECK_MSG(!memcmp(a, b, (size_t)n * sizeof(float)), "a skipped step changed the weights");
-        if (mpi.rank == 0) { /* and the optimizer moments */
-            dp_h5 h1, h2;
+        if (mpi.rank == 0) { /* and the optimizer moments: every rank's shard file */
             dp_err err;
-            char p1[700], p2[700];
-            snprintf(p1, sizeof p1, "%s/ckpt/step-000000001.h5", rundir("nan_a"));
-            snprintf(p2, sizeof p2, "%s/ckpt/step-000000002.h5", rundir("nan_b"));
-            CHECK(dp_h5_open(&h1, p1, MPI_COMM_SELF, 0, &err) == DP_OK);
-            CHECK(dp_h5_open(&h2, p2, MPI_COMM_SELF, 0, &err) == DP_OK);
-            float *x = malloc((size_t)n * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
-            const char *ds[] = {"adam_m", "adam_v"};
-            for (int k = 0; k < 2; k++) {
-                CHECK(dp_h5_read_rows(&h1, ds[k], DP_DTYPE_F32, 0, n, x, &err) == DP_OK);
-                CHECK(dp_h5_read_rows(&h2, ds[k], DP_DTYPE_F32, 0, n, y, &err) == DP_OK);
-                CHECK_MSG(!memcmp(x, y, (size_t)n * sizeof(float)), "%s changed by a skipped step", ds[k]);
+            for (int r = 0; r < P; r++) {
+                dp_h5 h1, h2;
+                char p1[700], p2[700];
+                snprintf(p1, sizeof p1, "%s/ckpt/step-000000001/rank-%05d.h5", rundir("nan_a"), r);
+                snprintf(p2, sizeof p2, "%s/ckpt/step-000000002/rank-%05d.h5", rundir("nan_b"), r);
+                CHECK(dp_h5_open(&h1, p1, MPI_COMM_SELF, 0, &err) == DP_OK);
+                CHECK(dp_h5_open(&h2, p2, MPI_COMM_SELF, 0, &err) == DP_OK);
+                int nd = 0;
+                int64_t sh[DP_MAX_DIMS];
+                CHECK(dp_h5_shape(&h1, "adam_m", &nd, sh, &err) == DP_OK && nd == 1);
+                float *x = malloc((size_t)sh[0] * sizeof(float) + 4), *y = malloc((size_t)sh[0] * sizeof(float) + 4);
+                const char *ds[] = {"adam_m", "adam_v"};
+                for (int k = 0; k < 2; k++) {
+                    CHECK(dp_h5_read_rows(&h1, ds[k], DP_DTYPE_F32, 0, sh[0], x, &err) == DP_OK);
+                    CHECK(dp_h5_read_rows(&h2, ds[k], DP_DTYPE_F32, 0, sh[0], y, &err) == DP_OK);
+                    CHECK_MSG(!memcmp(x, y, (size_t)sh[0] * sizeof(float)), "%s of rank %d changed by a skipped step",
+                              ds[k], r);
+                }
+                free(x);
+                free(y);
+                dp_h5_close(&h1);
+                dp_h5_close(&h2);
             }
-            free(x);
-            free(y);
-            dp_h5_close(&h1);
-            dp_h5_close(&h2);
         }
         free(a);
         free(b);
