@@ -59,9 +59,10 @@ int dp_mpi_agree(const dp_mpi *ctx, int local_code, dp_err *err) {
     memset(msg, 0, sizeof msg);
     if (ctx->rank == first && err) memcpy(msg, err->msg, sizeof msg);
     DP_CHECK_MPI(MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, ctx->comm));
-    if (err && ctx->rank != first) {
+    if (err) { /* every rank reports the first failure, naming its rank */
         err->code = code;
-        snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
+        if (ctx->size > 1 && strncmp(msg, "rank ", 5)) snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
+        else if (ctx->rank != first) snprintf(err->msg, sizeof err->msg, "%s", msg);
     }
     return code;
 }

@@ -438,8 +438,10 @@ static int load_merges(dp_tokenizer *t, const cJSON *m, const char *label, dp_er
         size_t la = 0, lb = 0;
         if (cJSON_IsString(it)) {
             const char *sp = strchr(it->valuestring, ' ');
-            if (!sp || strchr(sp + 1, ' '))
+            if (!sp || strchr(sp + 1, ' ')) {
+                dp_free(joined.p);
                 return dp_err_set(err, DP_E_FORMAT, "%s: merge %d '%s' is not two tokens", label, rank, it->valuestring);
+            }
             a = it->valuestring;
             la = (size_t)(sp - a);
             b = sp + 1;
@@ -451,6 +453,7 @@ static int load_merges(dp_tokenizer *t, const cJSON *m, const char *label, dp_er
             b = it->child->next->valuestring;
             lb = strlen(b);
         } else {
+            dp_free(joined.p);
             return dp_err_set(err, DP_E_FORMAT, "%s: merge %d is malformed", label, rank);
         }
         int64_t ia, ib, im;
