@@ -31,6 +31,9 @@ extern "C" {
                               const R *rstd, int64_t N, int64_t C);                              \
     /* out (N, OUT) = inp (N, IN) @ w^T */                                                       \
     void OP(matmul_forward)(R * out, const R *inp, const R *w, int64_t N, int64_t IN, int64_t OUT); \
+    /* the same, threads splitting OUT: for few rows (decoding) */                                \
+    void OP(matmul_forward_cols)(R * out, const R *inp, const R *w, int64_t N, int64_t IN,       \
+                                 int64_t OUT);                                                   \
     void OP(matmul_backward)(R * dinp, R * dw, const R *dout, const R *inp, const R *w, int64_t N, \
                              int64_t IN, int64_t OUT);                                           \
     /* out += scale * (inp @ a^T) @ b^T; a (RK, IN), b (OUT, RK), xa (N, RK) saved */            \

@@ -97,6 +97,8 @@ double dp_cli_tasks_average(const dp_cli_tasks *t);
 void dp_cli_tasks_free(dp_cli_tasks *t);
 
 extern const dp_cmd dp_cmd_config;
+extern const dp_cmd dp_cmd_generate;
+extern const dp_cmd dp_cmd_bench_generate;
 extern const dp_cmd dp_cmd_info;
 extern const dp_cmd dp_cmd_tokenize;
 extern const dp_cmd dp_cmd_export;
