@@ -40,6 +40,9 @@ const char *dp_cli_get(const dp_app *app, const dp_cmd *cmd, const char *name);
 int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback,
                    long long *out, dp_err *err);
 /* The model directory: --model, else the config's model.path (NULL if neither). */
+/* Parses a finite floating-point option; errors name the option. */
+int dp_cli_opt_double(const dp_app *app, const dp_cmd *cmd, const char *name, double fallback, double *out,
+                      dp_err *err);
 const char *dp_cli_model_path(const dp_app *app, const dp_cmd *cmd);
 /* Reports err on rank 0 and returns the exit code for it. */
 int dp_cli_fail(const dp_app *app, const dp_err *err);

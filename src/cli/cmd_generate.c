@@ -17,17 +17,6 @@
 #include "depthprune/ops.h"
 #include "depthprune/tokenizer.h"
 
-static int opt_double(const dp_app *app, const dp_cmd *cmd, const char *name, double fallback, double *out, dp_err *err) {
-    const char *v = dp_cli_get(app, cmd, name);
-    *out = fallback;
-    if (!v) return DP_OK;
-    char *end;
-    double x = strtod(v, &end);
-    if (!*v || *end || !isfinite(x)) return dp_err_set(err, DP_E_USAGE, "%s expects a number, got '%s'", name, v);
-    *out = x;
-    return DP_OK;
-}
-
 /* "1,8,16" -> positive integers */
 static int int_list(const char *name, const char *s, int64_t *v, int max, int *n, dp_err *err) {
     *n = 0;
@@ -46,9 +35,9 @@ static int int_list(const char *name, const char *s, int64_t *v, int max, int *n
 static int sampling_opts(const dp_app *app, const dp_cmd *cmd, dp_gen_opts *o, dp_err *err) {
     long long k, seed, mx;
     int rc = dp_cli_opt_int(app, cmd, "--max-new", 64, &mx, err);
-    if (!rc) rc = opt_double(app, cmd, "--temperature", 0, &o->temperature, err);
+    if (!rc) rc = dp_cli_opt_double(app, cmd, "--temperature", 0, &o->temperature, err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--top-k", 0, &k, err);
-    if (!rc) rc = opt_double(app, cmd, "--top-p", 1, &o->top_p, err);
+    if (!rc) rc = dp_cli_opt_double(app, cmd, "--top-p", 1, &o->top_p, err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--seed", dp_config_int(&app->cfg, "run.seed", 1234), &seed, err);
     if (rc) return rc;
     if (mx < 1 || k < 0 || o->temperature < 0 || !(o->top_p > 0 && o->top_p <= 1))
@@ -211,7 +200,7 @@ static int run_bench(dp_app *app) {
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--prompt-len", 32, &P, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--warmup", 1, &warm, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--runs", 3, &runs, &err);
-    if (!rc) rc = opt_double(app, cmd, "--max-seconds", 0, &maxs, &err);
+    if (!rc) rc = dp_cli_opt_double(app, cmd, "--max-seconds", 0, &maxs, &err);
     if (!rc && !models) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR[,DIR...] is required");
     if (!rc && (P < 1 || warm < 0 || runs < 1)) rc = dp_err_set(&err, DP_E_USAGE, "need --prompt-len >= 1, --runs >= 1");
     if (!rc && app->mpi.size > 1) rc = dp_err_set(&err, DP_E_USAGE, "bench-generate runs on one process (no mpirun)");

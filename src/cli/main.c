@@ -1,6 +1,7 @@
 /* The depthprune command: global options, subcommand dispatch and help.
  * Runs as an MPI singleton without mpirun and as N ranks under mpirun/srun;
  * errors in input are printed once (rank 0) and give a non-zero exit. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,6 +58,18 @@ int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long 
     char *end;
     long long x = strtoll(v, &end, 10);
     if (!*v || *end) return dp_err_set(err, DP_E_USAGE, "%s expects an integer, got '%s'", name, v);
+    *out = x;
+    return DP_OK;
+}
+
+int dp_cli_opt_double(const dp_app *app, const dp_cmd *cmd, const char *name, double fallback, double *out,
+                      dp_err *err) {
+    const char *v = dp_cli_get(app, cmd, name);
+    *out = fallback;
+    if (!v) return DP_OK;
+    char *end;
+    double x = strtod(v, &end);
+    if (!*v || *end || !isfinite(x)) return dp_err_set(err, DP_E_USAGE, "%s expects a number, got '%s'", name, v);
     *out = x;
     return DP_OK;
 }
