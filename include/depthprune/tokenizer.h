@@ -22,6 +22,9 @@ extern "C" {
 typedef struct dp_tokenizer dp_tokenizer;
 
 /* Loads DIR/tokenizer.json and, if present, DIR/tokenizer_config.json. */
+/* Largest token id accepted (real vocabularies are below 2^18; the bound
+ * keeps a malformed file from sizing the id tables). */
+#define DP_TOKENIZER_MAX_ID ((1 << 24) - 1)
 int dp_tokenizer_load(const char *dir, dp_tokenizer **out, dp_err *err);
 /* From in-memory JSON texts (config may be NULL). */
 int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config_json,

@@ -416,8 +416,10 @@ static int load_model(dp_tokenizer *t, const cJSON *m, const char *label, dp_err
     int nv = cJSON_GetArraySize(vocab);
     dp_strmap_init(&t->vocab, (size_t)nv + 512);
     for (const cJSON *v = vocab->child; v; v = v->next) {
-        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 2e9 || v->valuedouble != (double)(int64_t)v->valuedouble)
-            return dp_err_set(err, DP_E_FORMAT, "%s: vocab entry '%s' has a bad id", label, v->string);
+        if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > DP_TOKENIZER_MAX_ID ||
+            v->valuedouble != (double)(int64_t)v->valuedouble)
+            return dp_err_set(err, DP_E_FORMAT, "%s: vocab entry '%s' has a bad id (an integer 0..%d)", label, v->string,
+                              DP_TOKENIZER_MAX_ID);
         int64_t id = (int64_t)v->valuedouble;
         if (!dp_strmap_put(&t->vocab, v->string, strlen(v->string), id))
             return dp_err_set(err, DP_E_FORMAT, "%s: vocab token '%s' appears twice", label, v->string);
@@ -478,8 +480,10 @@ static int load_added(dp_tokenizer *t, const cJSON *root, const char *label, dp_
     for (const cJSON *it = list ? list->child : NULL; it; it = it->next) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "id");
         const char *content = json_str(it, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 2e9 || !content || !*content)
-            return dp_err_set(err, DP_E_FORMAT, "%s: malformed added token", label);
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > DP_TOKENIZER_MAX_ID ||
+            id->valuedouble != (double)(int64_t)id->valuedouble || !content || !*content)
+            return dp_err_set(err, DP_E_FORMAT, "%s: malformed added token (id an integer 0..%d, content a string)", label,
+                              DP_TOKENIZER_MAX_ID);
         added_token *a = &t->added[t->n_added++];
         a->id = (int32_t)id->valuedouble;
         a->content = dp_strdup(content, "tokenizer");
