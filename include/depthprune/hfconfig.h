@@ -18,6 +18,8 @@ typedef enum { DP_ROPE_DEFAULT = 0, DP_ROPE_LINEAR, DP_ROPE_LLAMA3 } dp_rope_typ
 
 #define DP_MAX_EOS 8
 
+#define DP_MAX_LAYERS 256
+
 typedef struct dp_llama_config {
     char architecture[64]; /* "LlamaForCausalLM" */
     char model_type[32];   /* "llama", "mistral" */
@@ -34,6 +36,14 @@ typedef struct dp_llama_config {
     int64_t eos_token_ids[DP_MAX_EOS];
     char torch_dtype[16]; /* "bfloat16", "float16", "float32" or "" */
     int64_t sliding_window; /* Mistral; 0 if none */
+    /* Per-block sizes: equal to the global ones, except in width-pruned
+     * models, whose config.json holds "depthprune_width": {
+     * "num_attention_heads": [..], "num_key_value_heads": [..],
+     * "intermediate_size": [..]} (one entry per block, at most the global
+     * value, the same query heads per kv head). transformers cannot load
+     * such a model; depthprune can. */
+    int width_varies;
+    int64_t layer_heads[DP_MAX_LAYERS], layer_kv_heads[DP_MAX_LAYERS], layer_inter[DP_MAX_LAYERS];
     char *json_text;        /* the file as read, for export */
 } dp_llama_config;
 
@@ -45,6 +55,8 @@ void dp_llama_config_free(dp_llama_config *c);
 /* Total parameter count implied by the config. */
 int64_t dp_llama_param_count(const dp_llama_config *c);
 int64_t dp_llama_block_param_count(const dp_llama_config *c);
+/* Parameters of block l (its own sizes). */
+int64_t dp_llama_layer_param_count(const dp_llama_config *c, int l);
 
 /* Checks that the checkpoint has every tensor the config implies with the
  * right shape and a float dtype, nothing unexpected (rotary inv_freq is

@@ -22,7 +22,6 @@
 extern "C" {
 #endif
 
-#define DP_MAX_LAYERS 256
 
 /* Index of a block tensor, in dp_llama_block_suffix order. */
 enum {

@@ -101,6 +101,7 @@ void dp_cli_tasks_free(dp_cli_tasks *t);
 
 extern const dp_cmd dp_cmd_config;
 extern const dp_cmd dp_cmd_generate;
+extern const dp_cmd dp_cmd_width_prune;
 extern const dp_cmd dp_cmd_bench_generate;
 extern const dp_cmd dp_cmd_info;
 extern const dp_cmd dp_cmd_tokenize;

@@ -223,7 +223,8 @@ static int run_prune(dp_app *app) {
             for (int k = 0; k < K; k++) gone |= removed[k] == l;
             if (!gone) keep[nk] = l, kept[nk++] = l;
         }
-        int64_t blk = dp_llama_block_param_count(&m.cfg), before = m.n_elems, after = before - K * blk;
+        int64_t before = m.n_elems, after = before;
+        for (int k = 0; k < K; k++) after -= dp_llama_layer_param_count(&m.cfg, removed[k]);
         cJSON *jo = cJSON_CreateObject();
         cJSON_AddStringToObject(jo, "schedule", sched);
         cJSON_AddStringToObject(jo, "criterion", iterative ? "ppl" : crit);

@@ -257,10 +257,11 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddNumberToObject(o, "seed", (double)c->seed);
         cJSON *rem = cJSON_AddArrayToObject(o, "removed");
         for (int k = 0; k < K; k++) cJSON_AddItemToArray(rem, cJSON_CreateNumber(removed[k]));
-        int64_t blk = dp_llama_block_param_count(&x->dense->cfg);
+        int64_t gone = 0;
+        for (int k = 0; k < K; k++) gone += dp_llama_layer_param_count(&x->dense->cfg, removed[k]);
         cJSON_AddNumberToObject(o, "blocks_kept", map.n);
-        cJSON_AddNumberToObject(o, "params", (double)(x->dense->n_elems - K * blk));
-        cJSON_AddNumberToObject(o, "fraction_removed", (double)(K * blk) / (double)x->dense->n_elems);
+        cJSON_AddNumberToObject(o, "params", (double)(x->dense->n_elems - gone));
+        cJSON_AddNumberToObject(o, "fraction_removed", (double)gone / (double)x->dense->n_elems);
         cJSON *pp = cJSON_AddObjectToObject(o, "ppl");
         for (int e = 0; e < x->n_ev; e++) cJSON_AddNumberToObject(pp, x->ev[e].name, ppl[e]);
         if (x->tasks->n) {

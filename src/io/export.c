@@ -65,7 +65,7 @@ int dp_parse_block_list(const char *s, int64_t n_layers, int64_t **out, int64_t 
     return DP_OK;
 }
 
-static char *export_config(const dp_llama_config *c, int64_t n_layers, const char *dtype_name,
+static char *export_config(const dp_llama_config *c, const int64_t *keep, int64_t n_layers, const char *dtype_name,
                            const char *provenance, dp_err *err) {
     cJSON *root = cJSON_Parse(c->json_text);
     if (!root) {
@@ -98,6 +98,17 @@ static char *export_config(const dp_llama_config *c, int64_t n_layers, const cha
     if (!cJSON_GetObjectItemCaseSensitive(root, "num_key_value_heads"))
         cJSON_AddNumberToObject(root, "num_key_value_heads", (double)c->n_kv_heads);
     cJSON_AddStringToObject(root, "torch_dtype", dtype_name);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "depthprune_width");
+    if (c->width_varies) { /* the kept blocks' own sizes */
+        cJSON *wd = cJSON_AddObjectToObject(root, "depthprune_width");
+        const char *keys[3] = {"num_attention_heads", "num_key_value_heads", "intermediate_size"};
+        const int64_t *src[3] = {c->layer_heads, c->layer_kv_heads, c->layer_inter};
+        for (int k = 0; k < 3; k++) {
+            cJSON *a = cJSON_AddArrayToObject(wd, keys[k]);
+            for (int64_t i = 0; i < n_layers; i++)
+                cJSON_AddItemToArray(a, cJSON_CreateNumber((double)src[k][keep ? keep[i] : i]));
+        }
+    }
     cJSON_DeleteItemFromObjectCaseSensitive(root, "depthprune");
     if (provenance) {
         cJSON *p = cJSON_Parse(provenance);
@@ -208,7 +219,7 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
     if (rc == DP_OK)
         rc = dp_st_write_model(tmp, e, n, o->max_shard_bytes ? o->max_shard_bytes : 5000000000ull, err);
     if (rc == DP_OK) {
-        char *cfg = export_config(c, n_keep, torch_name(out_dtype), o->provenance, err);
+        char *cfg = export_config(c, o->keep, n_keep, torch_name(out_dtype), o->provenance, err);
         if (!cfg) {
             rc = err->code;
         } else {

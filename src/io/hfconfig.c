@@ -177,6 +177,47 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
         rc = dp_err_set(err, DP_E_FORMAT, "%s: rms_norm_eps and rope_theta must be positive", path);
         goto done;
     }
+    if (c->n_layers > DP_MAX_LAYERS) {
+        rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: num_hidden_layers %lld is above %d", path, (long long)c->n_layers,
+                        DP_MAX_LAYERS);
+        goto done;
+    }
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        c->layer_heads[l] = c->n_heads;
+        c->layer_kv_heads[l] = c->n_kv_heads;
+        c->layer_inter[l] = c->intermediate_size;
+    }
+    const cJSON *wd = cJSON_GetObjectItemCaseSensitive(root, "depthprune_width");
+    if (wd && !cJSON_IsNull(wd)) {
+        const char *keys[3] = {"num_attention_heads", "num_key_value_heads", "intermediate_size"};
+        int64_t *dst[3] = {c->layer_heads, c->layer_kv_heads, c->layer_inter};
+        const int64_t max[3] = {c->n_heads, c->n_kv_heads, c->intermediate_size};
+        if (!cJSON_IsObject(wd)) rc = dp_err_set(err, DP_E_FORMAT, "%s: depthprune_width must be an object", path);
+        for (int k = 0; k < 3 && !rc; k++) {
+            const cJSON *arr = cJSON_GetObjectItemCaseSensitive(wd, keys[k]);
+            if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) != c->n_layers) {
+                rc = dp_err_set(err, DP_E_FORMAT, "%s: depthprune_width.%s must list %lld integers (one per block)",
+                                path, keys[k], (long long)c->n_layers);
+                break;
+            }
+            int64_t l = 0;
+            for (const cJSON *e = arr->child; e && !rc; e = e->next, l++) {
+                if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < 1 ||
+                    e->valuedouble > (double)max[k])
+                    rc = dp_err_set(err, DP_E_FORMAT, "%s: depthprune_width.%s[%lld] must be an integer in 1..%lld", path,
+                                    keys[k], (long long)l, (long long)max[k]);
+                else dst[k][l] = (int64_t)e->valuedouble;
+            }
+        }
+        for (int64_t l = 0; l < c->n_layers && !rc; l++)
+            if (c->layer_heads[l] * c->n_kv_heads != c->layer_kv_heads[l] * c->n_heads)
+                rc = dp_err_set(err, DP_E_FORMAT,
+                                "%s: depthprune_width: block %lld has %lld query heads for %lld kv heads; every block "
+                                "keeps %lld query heads per kv head", path, (long long)l, (long long)c->layer_heads[l],
+                                (long long)c->layer_kv_heads[l], (long long)(c->n_heads / c->n_kv_heads));
+        if (rc) goto done;
+        c->width_varies = 1;
+    }
     c->json_text = dp_malloc(len + 1, "config");
     memcpy(c->json_text, text, len);
     c->json_text[len] = '\0';
@@ -208,10 +249,15 @@ int64_t dp_llama_block_param_count(const dp_llama_config *c) {
     return 2 * C + C * q + 2 * C * kv + q * C + 3 * C * c->intermediate_size;
 }
 
+int64_t dp_llama_layer_param_count(const dp_llama_config *c, int l) {
+    int64_t C = c->hidden_size, q = c->layer_heads[l] * c->head_dim, kv = c->layer_kv_heads[l] * c->head_dim;
+    return 2 * C + C * q + 2 * C * kv + q * C + 3 * C * c->layer_inter[l];
+}
+
 int64_t dp_llama_param_count(const dp_llama_config *c) {
-    int64_t emb = c->vocab_size * c->hidden_size;
-    return emb * (c->tie_word_embeddings ? 1 : 2) + c->hidden_size +
-           c->n_layers * dp_llama_block_param_count(c);
+    int64_t emb = c->vocab_size * c->hidden_size, n = emb * (c->tie_word_embeddings ? 1 : 2) + c->hidden_size;
+    for (int l = 0; l < c->n_layers; l++) n += dp_llama_layer_param_count(c, l);
+    return n;
 }
 
 static int check_one(const dp_st_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
@@ -240,17 +286,17 @@ static int check_one(const dp_st_model *m, const char *name, int ndim, int64_t d
 }
 
 int dp_llama_check_weights(const dp_llama_config *c, const dp_st_model *m, dp_err *err) {
-    int64_t C = c->hidden_size, q = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
-    int64_t F = c->intermediate_size;
+    int64_t C = c->hidden_size;
     int rc;
     if ((rc = check_one(m, "model.embed_tokens.weight", 2, c->vocab_size, C, err))) return rc;
     if ((rc = check_one(m, "model.norm.weight", 1, C, 0, err))) return rc;
-    const int64_t dims[DP_LLAMA_BLOCK_TENSORS][3] = {
-        {1, C, 0}, {2, q, C}, {2, kv, C}, {2, kv, C}, {2, C, q}, {1, C, 0}, {2, F, C}, {2, F, C}, {2, C, F},
-    };
     char name[160];
     for (int64_t l = 0; l < c->n_layers; l++)
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
+            int64_t q = c->layer_heads[l] * c->head_dim, kv = c->layer_kv_heads[l] * c->head_dim, F = c->layer_inter[l];
+            const int64_t dims[DP_LLAMA_BLOCK_TENSORS][3] = {
+                {1, C, 0}, {2, q, C}, {2, kv, C}, {2, kv, C}, {2, C, q}, {1, C, 0}, {2, F, C}, {2, F, C}, {2, C, F},
+            };
             snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, dp_llama_block_suffix[k]);
             if ((rc = check_one(m, name, (int)dims[k][0], dims[k][1], dims[k][2], err))) return rc;
         }

@@ -98,13 +98,15 @@ static void mm(float *out, const float *inp, const float *w, int64_t N, int64_t 
 static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
     const dp_llama *m = g->m;
     const dp_llama_config *c = &m->cfg;
-    int64_t N = Bn * Tn, C = c->hidden_size, F = c->intermediate_size, NH = c->n_heads, NKV = c->n_kv_heads,
-            HD = c->head_dim, QD = NH * HD, KD = NKV * HD, T = g->T, half = HD / 2, rep = NH / NKV;
+    int64_t N = Bn * Tn, C = c->hidden_size, HD = c->head_dim, T = g->T, half = HD / 2, rep = c->n_heads / c->n_kv_heads;
     float scale = (float)(1.0 / sqrt((double)HD));
     for (int bi = 0; bi < g->map->n; bi++) {
         dp_heartbeat();
-        float *const *w = m->w.blk[g->map->layer[bi]];
-        float *kc = g->kc + (int64_t)bi * g->B * NKV * T * HD, *vc = g->vc + (int64_t)bi * g->B * NKV * T * HD;
+        int l = g->map->layer[bi];
+        int64_t F = c->layer_inter[l], NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], QD = NH * HD, KD = NKV * HD;
+        float *const *w = m->w.blk[l];
+        /* each block's cache is sized for the global kv heads (the widest block) */
+        float *kc = g->kc + (int64_t)bi * g->B * c->n_kv_heads * T * HD, *vc = g->vc + (int64_t)bi * g->B * c->n_kv_heads * T * HD;
         dp_rmsnorm_forward(g->ln, NULL, g->x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
         mm(g->q, g->ln, w[DP_BT_Q], N, C, QD);
         mm(g->k, g->ln, w[DP_BT_K], N, C, KD);

@@ -68,11 +68,13 @@ static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err)
                           (long long)c->n_heads, (long long)c->n_kv_heads);
     m->params = dp_calloc((size_t)(c->n_layers * DP_LLAMA_BLOCK_TENSORS + 3), sizeof(dp_llama_param), "model");
     add_param(m, "model.embed_tokens.weight", V, C, -1, -1);
-    const int64_t shapes[DP_LLAMA_BLOCK_TENSORS][2] = {{C, 0}, {QD, C}, {KD, C}, {KD, C}, {C, QD},
-                                                       {C, 0}, {F, C},  {F, C},  {C, F}};
+    (void)QD, (void)KD, (void)F;
     char name[96];
     for (int l = 0; l < c->n_layers; l++)
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
+            int64_t q = c->layer_heads[l] * c->head_dim, kv = c->layer_kv_heads[l] * c->head_dim, f = c->layer_inter[l];
+            const int64_t shapes[DP_LLAMA_BLOCK_TENSORS][2] = {{C, 0}, {q, C}, {kv, C}, {kv, C}, {C, q},
+                                                               {C, 0}, {f, C}, {f, C}, {C, f}};
             snprintf(name, sizeof name, "model.layers.%d.%s", l, dp_llama_block_suffix[k]);
             add_param(m, name, shapes[k][0], shapes[k][1], l, k);
         }
@@ -379,8 +381,8 @@ static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llam
                           float *out, dp_llama_acts *a) {
     dp_heartbeat();
     const dp_llama_config *c = &m->cfg;
-    int64_t N = s->N, C = c->hidden_size, F = c->intermediate_size;
-    int64_t NH = c->n_heads, NKV = c->n_kv_heads, HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
+    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
     float *const *w = m->w.blk[l];
     /* h = x + o_proj(attn(rope(q_proj(ln1(x))), rope(k_proj(..)), v_proj(..))) */
     dp_rmsnorm_forward(a->ln1, a->rstd1, x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
@@ -489,8 +491,8 @@ static void block_backward(const dp_llama *m, const dp_lora *lora, int l, dp_lla
                            dp_llama_acts *a, dp_llama_view *g, dp_lora *lg) {
     dp_heartbeat();
     const dp_llama_config *c = &m->cfg;
-    int64_t N = s->N, C = c->hidden_size, F = c->intermediate_size;
-    int64_t NH = c->n_heads, NKV = c->n_kv_heads, HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
+    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
     float *const *w = m->w.blk[l];
     float *dn1 = g ? g->blk[l][DP_BT_ATTN_NORM] : NULL, *dn2 = g ? g->blk[l][DP_BT_MLP_NORM] : NULL;
     /* MLP */

@@ -419,14 +419,19 @@ static void taylor_block_done(int l, void *p) {
 static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int64_t batch,
                   double *score, dp_err *err) {
     int L = (int)m->cfg.n_layers;
-    int64_t off0 = m->params[1].offset, n_block = m->params[1 + DP_LLAMA_BLOCK_TENSORS].offset - off0;
+    int64_t n_block = 0; /* the largest block (blocks of a width-pruned model differ) */
+    for (int l = 0; l < L; l++) {
+        const dp_llama_param *a = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS], *z = a + DP_LLAMA_BLOCK_TENSORS - 1;
+        if (z->offset + z->n_elems - a->offset > n_block) n_block = z->offset + z->n_elems - a->offset;
+    }
     taylor_ctx tc = {.mpi = mpi, .m = m, .n_block = n_block, .score = score};
     tc.gblock = dp_calloc((size_t)n_block, sizeof(float), "taylor block grads");
     dp_llama_view gv;
     memset(&gv, 0, sizeof gv);
-    for (int l = 0; l < L; l++)
+    for (int l = 0; l < L; l++) /* each block's gradient at the start of the buffer, its own layout */
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
-            gv.blk[l][k] = tc.gblock + (m->params[1 + k].offset - off0);
+            gv.blk[l][k] = tc.gblock + (m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k].offset -
+                                        m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset);
     int64_t s0, s1;
     share(N, batch, mpi->rank, mpi->size, &s0, &s1);
     int64_t nb = s1 - s0;

@@ -15,6 +15,7 @@ __attribute__((simd("notinbranch"))) float expf(float);
 #define R float
 #define OP(name) dp_##name
 #define GEMM cblas_sgemm
+#define GEMV cblas_sgemv
 #define REXP expf
 #define RSQRT sqrtf
 #include "ops.inc"

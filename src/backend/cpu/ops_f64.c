@@ -16,6 +16,7 @@ __attribute__((simd("notinbranch"))) double exp(double);
 #define R double
 #define OP(name) dp_##name##_f64
 #define GEMM cblas_dgemm
+#define GEMV cblas_dgemv
 #define REXP exp
 #define RSQRT sqrt
 #include "ops.inc"
