@@ -17,7 +17,10 @@
 #include "cli.h"
 #include "depthprune/eval.h"
 #include "depthprune/prune.h"
+#include "depthprune/generate.h"
+#include "depthprune/store.h"
 #include "depthprune/train.h"
+#include "depthprune/width.h"
 
 static const dp_cli_opt k_sweep_opts[] = {
     {"--model", "DIR", "the dense HF model directory (default model.path)"},
@@ -41,6 +44,8 @@ typedef struct sweep_cfg {
 } sweep_cfg;
 
 static const char *const k_retrain[] = {"none", "lora", "full"};
+static const char *const k_sched[] = {"one-shot", "iterative", "width", "dense"};
+static const char *const k_sched_short[] = {"oneshot", "iterative", "width", "dense"};
 
 static int list_str(const dp_app *app, const char *key, int i, const char **out) {
     if (i >= dp_config_list_len(&app->cfg, key)) return 0;
@@ -54,13 +59,20 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
     sweep_cfg *v = dp_calloc((size_t)cap, sizeof *v, "sweep");
     const char *sched, *crit, *rs, *rt, *kds;
     for (int is = 0; list_str(app, "sweep.schedules", is, &sched); is++) {
-        int iter = !strcmp(sched, "iterative");
+        int iter = !strcmp(sched, "iterative") ? 1 : !strcmp(sched, "width") ? 2 : 0;
         if (!iter && strcmp(sched, "one-shot")) {
             dp_free(v);
-            return dp_err_set(err, DP_E_CONFIG, "sweep.schedules: '%s' is not one-shot or iterative", sched);
+            return dp_err_set(err, DP_E_CONFIG, "sweep.schedules: '%s' is not one-shot, iterative or width", sched);
         }
-        for (int ic = 0; list_str(app, "sweep.criteria", ic, &crit); ic++) {
-            if (iter && strcmp(crit, "ppl")) continue; /* iterative scores by PPL as it goes */
+        /* width: the LLM-Pruner baseline, parameter-matched to removing round(ratio * L) blocks */
+        const char *crit_key = iter == 2 ? "sweep.width_criteria" : "sweep.criteria";
+        for (int ic = 0; list_str(app, crit_key, ic, &crit); ic++) {
+            if (iter == 1 && strcmp(crit, "ppl")) continue; /* iterative scores by PPL as it goes */
+            if (iter == 2 && dp_width_crit_parse(crit) < 0) {
+                dp_free(v);
+                return dp_err_set(err, DP_E_CONFIG, "sweep.width_criteria: '%s' is not param_first, param_second, "
+                                  "param_mix, l1, l2 or random", crit);
+            }
             for (int ir = 0; list_str(app, "sweep.ratios", ir, &rs); ir++) {
                 char *end;
                 double ratio = strtod(rs, &end);
@@ -97,7 +109,7 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
                             c->kd = kd;
                             c->seed = atoll(dp_config_list_item(&app->cfg, "sweep.seeds", sd));
                             snprintf(c->name, sizeof c->name, "%s-r%g-%s-%s%s-s%lld", crit, ratio,
-                                     iter ? "iterative" : "oneshot", k_retrain[r], kd ? "-kd" : "", c->seed);
+                                     k_sched_short[iter], k_retrain[r], kd ? "-kd" : "", c->seed);
                             /* rough cost: prune passes + retraining (the dominant part) */
                             c->cost = 1.0 + (iter ? K : 0) + (r ? 20.0 : 0) + (kd ? 5.0 : 0);
                         }
@@ -105,6 +117,16 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
                 }
             }
         }
+    }
+    if (n > 0 && dp_config_bool(&app->cfg, "sweep.dense", 0)) { /* the unpruned reference row */
+        if (n == cap) v = dp_realloc(v, (size_t)(cap *= 2) * sizeof *v, "sweep");
+        sweep_cfg *c = &v[n++];
+        memset(c, 0, sizeof *c);
+        snprintf(c->crit, sizeof c->crit, "dense");
+        c->iterative = 3;
+        c->seed = atoll(dp_config_list_item(&app->cfg, "sweep.seeds", 0));
+        snprintf(c->name, sizeof c->name, "dense");
+        c->cost = 1.0;
     }
     if (n == 0) {
         dp_free(v);
@@ -174,9 +196,72 @@ typedef struct sweep_ctx {
     dp_cli_tasks *tasks; /* zero-shot tasks (eval.tasks), n == 0 if none */
 } sweep_ctx;
 
+/* The width-pruned model of configuration c (in wm): importance on the
+ * shared calibration set (RUNDIR/calib.h5), the width ratio whose parameter
+ * count is closest to removing K blocks, the plan applied. Collective over g. */
+static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K, dp_llama *wm, double *wratio,
+                       dp_err *err) {
+    const dp_llama *m = x->dense;
+    int L = (int)m->cfg.n_layers;
+    int pf = (int)dp_config_int(&x->app->cfg, "width.protect_first", 4),
+        pl = (int)dp_config_int(&x->app->cfg, "width.protect_last", 2);
+    if (pf + pl >= L)
+        return dp_err_set(err, DP_E_CONFIG, "width.protect_first %d + width.protect_last %d leave none of %d blocks", pf, pl, L);
+    int64_t target = m->n_elems;
+    for (int k = 0; k < K; k++) target -= dp_llama_layer_param_count(&m->cfg, L / 2); /* uniform dense blocks */
+    double best = 1e300;
+    *wratio = 0;
+    for (int i = 0; i < 9500; i++) {
+        double r = i * 1e-4, d = fabs((double)dp_width_params(&m->cfg, r, pf, pl) - (double)target);
+        if (d < best) best = d, *wratio = r;
+    }
+    char *cp = dp_path_join(x->run, "calib.h5");
+    dp_h5 h;
+    int64_t sh[DP_MAX_DIMS];
+    int nd = 0;
+    int32_t *ids = NULL;
+    int rc = dp_h5_open(&h, cp, g->comm, 0, err);
+    if (!rc) rc = dp_h5_shape(&h, "ids", &nd, sh, err);
+    if (!rc && nd != 2) rc = dp_err_set(err, DP_E_FORMAT, "%s: ids is not (samples, tokens)", cp);
+    if (!rc) {
+        ids = dp_malloc((size_t)(sh[0] * sh[1]) * sizeof(int32_t), "sweep");
+        rc = dp_h5_read_rows(&h, "ids", DP_DTYPE_I32, 0, sh[0], ids, err);
+    }
+    if (h.file >= 0) dp_h5_close(&h);
+    dp_free(cp);
+    rc = dp_mpi_agree(g, rc, err);
+    dp_width_scores sc;
+    memset(&sc, 0, sizeof sc);
+    dp_width_plan p;
+    memset(&p, 0, sizeof p);
+    if (!rc) rc = dp_width_importance(g, m, ids, sh[0], sh[1], dp_width_crit_parse(c->crit), (uint64_t)c->seed, &sc, err);
+    if (!rc) rc = dp_width_plan_make(m, &sc, *wratio, pf, pl, &p, err);
+    dp_st_entry *ent = NULL;
+    int n_ent = 0;
+    dp_llama_config pc;
+    memset(&pc, 0, sizeof pc);
+    if (!rc) rc = dp_width_apply(m, &p, &ent, &n_ent, &pc, err);
+    if (!rc) rc = dp_llama_init(wm, &pc, err);
+    for (int i = 0; !rc && i < wm->n_params; i++) { /* pruned blocks from the plan, the rest from the dense model */
+        const dp_llama_param *q = &wm->params[i];
+        const float *src = NULL;
+        for (int k = 0; k < n_ent && !src; k++)
+            if (!strcmp(ent[k].name, q->name)) src = ent[k].data;
+        for (int k = 0; k < m->n_params && !src; k++)
+            if (!strcmp(m->params[k].name, q->name)) src = m->mem + m->params[k].offset;
+        memcpy(wm->mem + q->offset, src, (size_t)q->n_elems * sizeof(float));
+    }
+    dp_llama_config_free(&pc);
+    dp_width_entries_free(ent, n_ent);
+    dp_width_plan_free(&p);
+    dp_width_scores_free(&sc);
+    dp_free(ids);
+    return dp_mpi_agree(g, rc, err);
+}
+
 /* One configuration inside group g: prune, retrain, evaluate, result.json. */
 static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *stopped, dp_err *err) {
-    int L = (int)x->dense->cfg.n_layers, K = (int)lround(c->ratio * L);
+    int L = (int)x->dense->cfg.n_layers, K = c->iterative == 3 ? 0 : (int)lround(c->ratio * L);
     char *dir = cfg_dir(x->run, c->name);
     int rc = DP_OK;
     if (g->rank == 0) rc = dp_mkdir_p(dir, err);
@@ -184,8 +269,17 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     memcpy(x->work->mem, x->dense->mem, (size_t)x->dense->n_elems * sizeof(float));
     int *removed = dp_calloc((size_t)L, sizeof(int), "sweep");
     double *ppl_after = dp_calloc((size_t)L, sizeof(double), "sweep"), dense_ppl = NAN;
-    double t0 = dp_time_s();
-    if (!rc && !c->iterative) {
+    double t0 = dp_time_s(), wratio = 0;
+    dp_llama wm; /* the width-pruned model (schedule width) */
+    memset(&wm, 0, sizeof wm);
+    dp_llama *wk = x->work;
+    if (!rc && c->iterative == 2) {
+        rc = width_model(x, g, c, K, &wm, &wratio, err);
+        if (!rc) wk = &wm;
+        K = 0; /* no block removed */
+    } else if (!rc && c->iterative == 3) {
+        /* dense: nothing removed */
+    } else if (!rc && !c->iterative) {
         int *order = NULL, n_order = 0;
         uint64_t fh;
         char *sp = dp_path_join(x->run, "scores.json");
@@ -205,6 +299,8 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     double t_prune = dp_time_s() - t0;
     dp_layer_map map;
     dp_layer_map_all(&map, L);
+    int64_t params_now = wk->n_elems;
+    for (int k = 0; !rc && k < K; k++) params_now -= dp_llama_layer_param_count(&x->dense->cfg, removed[k]);
     for (int k = 0; !rc && k < K; k++) {
         int64_t d = removed[k];
         rc = dp_layer_map_drop(&map, L, &d, 1, err);
@@ -225,9 +321,10 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         to.teacher_cache = c->kd ? tc : NULL;
         to.kd_topk = 0;
         dp_lora lora;
-        rc = dp_train(g, x->work, &map, NULL, x->data, x->train, x->n_train, x->val, x->n_val, &to, &lora, &tr, err);
+        if (c->iterative == 2) to.model_hash ^= (uint64_t)llround(wratio * 1e6) * 0xbf58476d1ce4e5b9ull;
+        rc = dp_train(g, wk, &map, NULL, x->data, x->train, x->n_train, x->val, x->n_val, &to, &lora, &tr, err);
         if (!rc && tr.stopped) *stopped = 1; /* a signal: checkpointed, the rerun continues it */
-        if (!rc && to.method == DP_TRAIN_LORA) dp_lora_merge(x->work, &lora);
+        if (!rc && to.method == DP_TRAIN_LORA) dp_lora_merge(wk, &lora);
         if (lora.mem) dp_lora_free(&lora);
         dp_free(tc);
     }
@@ -236,22 +333,39 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         dp_free(removed);
         dp_free(ppl_after);
         dp_free(dir);
+        if (wm.mem) dp_llama_free(&wm);
         return rc;
     }
     double *ppl = dp_calloc((size_t)(x->n_ev + 1), sizeof(double), "sweep");
     for (int e = 0; e < x->n_ev && !rc; e++) {
         dp_ppl_result r;
-        rc = dp_ppl_run(g, x->work, &map, x->ev[e].win, x->ev[e].n_win, &x->po, &r, NULL, err);
+        rc = dp_ppl_run(g, wk, &map, x->ev[e].win, x->ev[e].n_win, &x->po, &r, NULL, err);
         ppl[e] = r.ppl;
     }
-    if (!rc && x->tasks->n) rc = dp_cli_tasks_run(g, x->work, &map, x->tasks, x->po.batch, err);
+    if (!rc && x->tasks->n) rc = dp_cli_tasks_run(g, wk, &map, x->tasks, x->po.batch, err);
     rc = dp_mpi_agree(g, rc, err);
+    /* generation speed, batch 1 (the papers' small-batch case): 16 prompt + 32 new tokens, best of 3 */
+    double decode_tps = 0;
+    if (!rc && g->rank == 0 && 48 <= wk->cfg.max_position_embeddings) {
+        dp_gen gs;
+        int32_t pr[16], out[32];
+        for (int i = 0; i < 16; i++) pr[i] = (int32_t)(3 + i % (wk->cfg.vocab_size - 3));
+        dp_gen_opts go = {.max_new = 32, .top_p = 1, .eos_id = -1};
+        dp_gen_stats gst;
+        if (dp_gen_init(&gs, wk, &map, 1, 16, 48, err) == DP_OK) {
+            for (int r = 0; r < 3; r++)
+                if (dp_generate(&gs, pr, 1, 16, &go, out, NULL, &gst, err) == DP_OK && gst.decode_s > 0 &&
+                    gst.steps / gst.decode_s > decode_tps)
+                    decode_tps = gst.steps / gst.decode_s;
+            dp_gen_free(&gs);
+        }
+    }
     if (!rc && g->rank == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", c->name);
         cJSON_AddStringToObject(o, "criterion", c->crit);
         cJSON_AddNumberToObject(o, "ratio", c->ratio);
-        cJSON_AddStringToObject(o, "schedule", c->iterative ? "iterative" : "one-shot");
+        cJSON_AddStringToObject(o, "schedule", k_sched[c->iterative]);
         cJSON_AddStringToObject(o, "retrain", k_retrain[c->retrain]);
         cJSON_AddBoolToObject(o, "kd", c->kd);
         cJSON_AddNumberToObject(o, "seed", (double)c->seed);
@@ -259,9 +373,12 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         for (int k = 0; k < K; k++) cJSON_AddItemToArray(rem, cJSON_CreateNumber(removed[k]));
         int64_t gone = 0;
         for (int k = 0; k < K; k++) gone += dp_llama_layer_param_count(&x->dense->cfg, removed[k]);
+        (void)gone;
         cJSON_AddNumberToObject(o, "blocks_kept", map.n);
-        cJSON_AddNumberToObject(o, "params", (double)(x->dense->n_elems - gone));
-        cJSON_AddNumberToObject(o, "fraction_removed", (double)gone / (double)x->dense->n_elems);
+        cJSON_AddNumberToObject(o, "params", (double)params_now);
+        cJSON_AddNumberToObject(o, "fraction_removed", 1.0 - (double)params_now / (double)x->dense->n_elems);
+        if (c->iterative == 2) cJSON_AddNumberToObject(o, "width_ratio", wratio);
+        if (decode_tps > 0) cJSON_AddNumberToObject(o, "decode_tokens_per_s", decode_tps);
         cJSON *pp = cJSON_AddObjectToObject(o, "ppl");
         for (int e = 0; e < x->n_ev; e++) cJSON_AddNumberToObject(pp, x->ev[e].name, ppl[e]);
         if (x->tasks->n) {
@@ -301,6 +418,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     dp_free(removed);
     dp_free(ppl_after);
     dp_free(dir);
+    if (wm.mem) dp_llama_free(&wm);
     return rc;
 }
 
@@ -327,10 +445,10 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         dp_buf_puts(&md, " average |");
         dp_buf_puts(&csv, ",zeroshot_average");
     }
-    dp_buf_puts(&md, " val loss | retrain s |\n|---|---|---|");
+    dp_buf_puts(&md, " val loss | retrain s | decode tok/s (batch 1) |\n|---|---|---|");
     for (int e = 0; e < x->n_ev + x->tasks->n + (x->tasks->n > 0); e++) dp_buf_puts(&md, "---|");
-    dp_buf_puts(&md, "---|---|\n");
-    dp_buf_puts(&csv, ",val_loss,retrain_s\n");
+    dp_buf_puts(&md, "---|---|---|\n");
+    dp_buf_puts(&csv, ",val_loss,retrain_s,decode_tokens_per_s\n");
     int rc = DP_OK;
     double *p0 = dp_malloc((size_t)(n + 1) * sizeof(double), "sweep");
     for (int i = 0; i < n && !rc; i++) {
@@ -348,7 +466,7 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
                      params / 1e6);
             dp_buf_puts(&md, t);
             snprintf(t, sizeof t, "%s,%s,%g,%s,%s,%d,%lld,%d,%.0f", v[i].name, v[i].crit, v[i].ratio,
-                     v[i].iterative ? "iterative" : "one-shot", k_retrain[v[i].retrain], v[i].kd, v[i].seed,
+                     k_sched[v[i].iterative], k_retrain[v[i].retrain], v[i].kd, v[i].seed,
                      (int)cJSON_GetObjectItem(o, "blocks_kept")->valuedouble, params);
             dp_buf_puts(&csv, t);
             const cJSON *pp = cJSON_GetObjectItem(o, "ppl");
@@ -379,9 +497,12 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
             }
             char vls[32] = "-";
             if (vl) snprintf(vls, sizeof vls, "%.4f", vl->valuedouble);
-            snprintf(t, sizeof t, " %s | %.1f |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble);
+            const cJSON *dt = cJSON_GetObjectItem(o, "decode_tokens_per_s");
+            snprintf(t, sizeof t, " %s | %.1f | %.1f |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble,
+                     dt ? dt->valuedouble : NAN);
             dp_buf_puts(&md, t);
-            snprintf(t, sizeof t, ",%.17g,%.3f\n", vl ? vl->valuedouble : NAN, cJSON_GetObjectItem(o, "retrain_s")->valuedouble);
+            snprintf(t, sizeof t, ",%.17g,%.3f,%.3f\n", vl ? vl->valuedouble : NAN, cJSON_GetObjectItem(o, "retrain_s")->valuedouble,
+                     dt ? dt->valuedouble : NAN);
             dp_buf_puts(&csv, t);
             cJSON_AddItemToArray(all, o);
         }
@@ -427,7 +548,7 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         char *done = dp_calloc((size_t)n, 1, "sweep");
         for (int i = 0; f && i < n; i++) {
             if (!sel[i] || done[i]) continue;
-            fprintf(f, "\"%s %s %s%s\"\n", v[i].crit, v[i].iterative ? "iterative" : "one-shot", k_retrain[v[i].retrain],
+            fprintf(f, "\"%s %s %s%s\"\n", v[i].crit, k_sched[v[i].iterative], k_retrain[v[i].retrain],
                     v[i].kd ? "+kd" : "");
             for (int j = i; j < n; j++) {
                 if (!sel[j] || done[j] || strcmp(v[j].crit, v[i].crit) || v[j].iterative != v[i].iterative ||

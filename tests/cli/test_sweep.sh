@@ -30,7 +30,7 @@ sweep:
 YAML
 MPI4=("$MPIEXEC" --oversubscribe --bind-to none -np 4)
 MPI2=("$MPIEXEC" --bind-to none -np 2)
-cols() { sed 's/,[^,]*$//' "$1"; } # every column but the timing
+cols() { sed 's/,[^,]*,[^,]*$//' "$1"; } # every column but the timings (retrain s, decode tokens/s)
 
 expect_exit 0 "| ppl-r0.25-iterative-lora-s1234 | 6 |" "${MPI4[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/a"
 [ "$(ls "$T/a/configs" | wc -l)" = 6 ] || fail "expected 6 configurations: $(ls "$T/a/configs")"
@@ -67,6 +67,29 @@ done
 diff <(cols "$T/a/sweep.csv") <(cols "$T/b/sweep.csv") >/dev/null && echo "ok   resumed sweep table equals the uninterrupted one" ||
   fail "resumed sweep.csv differs from the uninterrupted one"
 
+# the papers' width-vs-depth comparison: a width-pruned configuration
+# (LLM-Pruner style) parameter-matched to the depth-pruned one, equal to
+# `width-prune --match-params` + `ppl` run alone
+expect_exit 0 "| param_first-r0.25-width-none-s1234 | 8 |" "${MPI2[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/w" \
+  --set 'sweep.schedules=[one-shot,width]' --set 'sweep.criteria=[ppl]' --set 'sweep.retrain=[none]' \
+  --set width.protect_first=2 --set width.protect_last=1 --set sweep.dense=true
+grep -q "^| dense | 8 |" "$T/w/sweep.md" || fail "no dense reference row in sweep.md"
+node -e '
+const fs=require("fs");const [d,w]=process.argv.slice(1,3).map(f=>JSON.parse(fs.readFileSync(f,"utf8")));
+if(!(w.width_ratio>0&&w.blocks_kept===8&&d.blocks_kept===6))process.exit(1);
+if(Math.abs(w.params-d.params)/d.params>0.01)process.exit(2);
+if(!(w.decode_tokens_per_s>0&&d.decode_tokens_per_s>0))process.exit(3);
+fs.writeFileSync(process.argv[3]+"/target",String(d.params));fs.writeFileSync(process.argv[3]+"/wppl",String(w.ppl[Object.keys(w.ppl)[0]]));
+' "$T/w/configs/ppl-r0.25-oneshot-none-s1234/result.json" "$T/w/configs/param_first-r0.25-width-none-s1234/result.json" "$T" ||
+  fail "width configuration: not parameter-matched or incomplete"
+expect_exit 0 "width-pruned" "${MPI2[@]}" "$DP" width-prune --model "$T/tiny" --calib "$T/brown.txt" --samples 8 --seq-len 64 \
+  --seed 1234 --protect-first 2 --protect-last 1 --match-params "$(cat "$T/target")" --out "$T/walone"
+alone=$("$DP" ppl --model "$T/walone" --text "$T/brown.txt" --seq-len 64 --batch 8 --json --quiet | node -e '
+let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).ppl))')
+node -e 'const [a,b]=process.argv.slice(1).map(Number);process.exit(Math.abs(a-b)/b<1e-9?0:1)' "$alone" "$(cat "$T/wppl")" ||
+  fail "width configuration PPL $(cat "$T/wppl") differs from width-prune + ppl alone ($alone)"
+[ "$FAILS" -eq 0 ] && echo "ok   width configuration parameter-matched, equal to width-prune alone"
+
 # bad sweep configurations
 expect_exit 1 "must divide the 2 ranks" "${MPI2[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=3
 expect_exit 1 "not a number in (0, 1)" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
@@ -77,6 +100,8 @@ expect_exit 1 "is not none, lora or full" "$DP" sweep --config "$T/sweep.yaml" -
   --set 'sweep.retrain=[qlora]'
 expect_exit 1 "the sweep grid is empty" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
   --set 'sweep.criteria=[magnitude]' --set 'sweep.schedules=[iterative]'
+expect_exit 1 "sweep.width_criteria" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
+  --set 'sweep.schedules=[width]' --set 'sweep.width_criteria=[taylor]'
 expect_exit 2 "matches no configuration" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 --only nope
 [ ! -e "$T/x/configs" ] || fail "a refused sweep started configurations"
 finish
