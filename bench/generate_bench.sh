@@ -6,6 +6,7 @@
 # vocab 32000, fp32: the CPU engine's compute type); pruned = blocks
 # 10-13 (4 of 20) and 8-14 (7 of 20) removed and exported.
 #   bash bench/generate_bench.sh [THREADS=2] [BATCHES=1,8,32] [GEN_LENS=64] [PROMPT_LEN=32]
+#   (REUSE_PEER=1: reuse the PyTorch peer's results of the previous run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TH=${1:-2} BATCHES=${2:-1,8,32} GL=${3:-64} P=${4:-32}
@@ -20,9 +21,12 @@ NM=$(bash scripts/assets.sh build/assets | tail -1)
 export OMP_NUM_THREADS=$TH
 $DP bench-generate --model $W/dense,$W/pruned20,$W/pruned35 --batch $BATCHES --prompt-len $P --gen-len $GL \
   --warmup 1 --runs 3 --out $W/depthprune.json
-for m in dense pruned20 pruned35; do
-  /usr/bin/python3 bench/torch_generate.py $W/$m $BATCHES $P $GL 1 3 $TH
-done >$W/torch.jsonl
+# REUSE_PEER=1 keeps the PyTorch results of the previous run (they take ~10 min)
+if [ "${REUSE_PEER:-0}" != 1 ] || [ ! -s $W/torch.jsonl ]; then
+  for m in dense pruned20 pruned35; do
+    /usr/bin/python3 bench/torch_generate.py $W/$m $BATCHES $P $GL 1 3 $TH
+  done >$W/torch.jsonl
+fi
 /usr/bin/python3 - $W <<'PY'
 import json, os, sys
 w = sys.argv[1]

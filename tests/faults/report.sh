@@ -34,8 +34,10 @@ END {
   printf "- All scenarios: %d, passed %d.\n", tot, tok
 }' "$RES"
 echo
-echo "Steps lost = last step logged before the fault minus the iteration the rerun resumed from (retraining;"
-echo "checkpoints every 5 steps, so an abrupt kill loses up to 4 and a graceful stop none)."
+echo "Steps lost = last step logged before the fault minus the iteration the rerun resumed from (retraining"
+echo "rows; checkpoints every 5 steps here): an abrupt kill, a hang or a failed checkpoint write loses the"
+echo "steps since the last complete checkpoint (at most 5), a graceful stop (SIGUSR1/SIGTERM) and a NaN skip"
+echo "lose none. Scoring resumes from its per-round progress file; an export is redone whole."
 echo
 echo "## Fuzzing (libFuzzer, clang, ASan + UBSan)"
 echo
