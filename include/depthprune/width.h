@@ -50,6 +50,9 @@ int dp_width_plan_make(const dp_llama *m, const dp_width_scores *s, double ratio
 void dp_width_plan_free(dp_width_plan *p);
 /* Parameters of the model after the plan (for any ratio: no scores needed). */
 int64_t dp_width_params(const dp_llama_config *c, double ratio, int first, int last);
+/* The ratio (a multiple of 1e-4 below 0.95) whose parameter count is
+ * closest to target. */
+double dp_width_match_ratio(const dp_llama_config *c, int64_t target, int first, int last);
 
 /* The pruned blocks' tensors as F32 entries with HF names (for
  * dp_export_model's in-memory tensors; dp_width_entries_free), and the

@@ -209,12 +209,7 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
         return dp_err_set(err, DP_E_CONFIG, "width.protect_first %d + width.protect_last %d leave none of %d blocks", pf, pl, L);
     int64_t target = m->n_elems;
     for (int k = 0; k < K; k++) target -= dp_llama_layer_param_count(&m->cfg, L / 2); /* uniform dense blocks */
-    double best = 1e300;
-    *wratio = 0;
-    for (int i = 0; i < 9500; i++) {
-        double r = i * 1e-4, d = fabs((double)dp_width_params(&m->cfg, r, pf, pl) - (double)target);
-        if (d < best) best = d, *wratio = r;
-    }
+    *wratio = dp_width_match_ratio(&m->cfg, target, pf, pl);
     char *cp = dp_path_join(x->run, "calib.h5");
     dp_h5 h;
     int64_t sh[DP_MAX_DIMS];

@@ -91,11 +91,7 @@ static int run_width(dp_app *app) {
         }
     }
     if (!rc && target > 0) { /* the ratio whose parameter count is closest to the target */
-        double best = 1e300;
-        for (int i = 0; i < 9500; i++) {
-            double r = i * 1e-4, d = fabs((double)dp_width_params(&m.cfg, r, (int)pf, (int)pl) - (double)target);
-            if (d < best) best = d, ratio = r;
-        }
+        ratio = dp_width_match_ratio(&m.cfg, target, (int)pf, (int)pl);
         int64_t got = dp_width_params(&m.cfg, ratio, (int)pf, (int)pl);
         dp_log0("width-prune: ratio %.4f gives %lld parameters (target %lld, %+.2f%%)", ratio, (long long)got,
                 (long long)target, 100.0 * ((double)got - (double)target) / (double)target);

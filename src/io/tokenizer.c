@@ -556,6 +556,25 @@ int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config
         const char *bos = config_token(cfg, "bos_token"), *eos = config_token(cfg, "eos_token");
         t->bos_id = t->n_prefix ? t->prefix[0] : bos ? token_id(t, bos) : -1;
         if (eos) t->eos_id = token_id(t, eos);
+        /* transformers' LlamaTokenizer(Fast) rebuilds the post-processor from
+         * tokenizer_config.json on load: [BOS if add_bos_token (default true)]
+         * $A [EOS if add_eos_token (default false)], whatever tokenizer.json says */
+        const char *cls = json_str(cfg, "tokenizer_class");
+        if (!rc && cls && (!strcmp(cls, "LlamaTokenizer") || !strcmp(cls, "LlamaTokenizerFast") ||
+                           !strcmp(cls, "CodeLlamaTokenizer") || !strcmp(cls, "CodeLlamaTokenizerFast"))) {
+            const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token"),
+                        *ae = cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token");
+            int add_bos = cJSON_IsBool(ab) ? cJSON_IsTrue(ab) : 1, add_eos = cJSON_IsBool(ae) ? cJSON_IsTrue(ae) : 0;
+            int32_t bid = bos ? token_id(t, bos) : t->bos_id;
+            if ((add_bos && bid < 0) || (add_eos && t->eos_id < 0))
+                rc = dp_err_set(err, DP_E_FORMAT, "%s: tokenizer_config.json asks for a %s token it does not define", label,
+                                add_bos && bid < 0 ? "BOS" : "EOS");
+            if (!rc) {
+                t->n_prefix = t->n_suffix = 0;
+                if (add_bos) t->prefix[t->n_prefix++] = bid, t->bos_id = bid;
+                if (add_eos) t->suffix[t->n_suffix++] = t->eos_id;
+            }
+        }
         t->clean_up_spaces = cfg && json_true(cfg, "clean_up_tokenization_spaces");
     }
     cJSON_Delete(root);

@@ -297,6 +297,15 @@ int64_t dp_width_params(const dp_llama_config *c, double ratio, int first, int l
     return dp_llama_param_count(&x);
 }
 
+double dp_width_match_ratio(const dp_llama_config *c, int64_t target, int first, int last) {
+    double best = 1e300, ratio = 0;
+    for (int i = 0; i < 9500; i++) {
+        double r = i * 1e-4, d = fabs((double)dp_width_params(c, r, first, last) - (double)target);
+        if (d < best) best = d, ratio = r;
+    }
+    return ratio;
+}
+
 /* ---------------- applying it ---------------- */
 
 int dp_width_apply(const dp_llama *m, const dp_width_plan *p, dp_st_entry **entries, int *n_entries,

@@ -52,4 +52,22 @@ expect_exit 2 "already exists" "$DP" synth --out "$MODEL" --tokenizer "$TOK"
 expect_exit 2 "bad shape" "$DP" synth --out "$T/x" --tokenizer "$TOK" --hidden 30 --heads 4
 [ ! -e "$T/x" ] || fail "a failed synth left $T/x"
 ls "$T" | grep -q tmp && fail "temporary directory left behind: $(ls "$T")"
+
+# tokenizer_config.json's add_bos_token / add_eos_token (LlamaTokenizer): transformers
+# rebuilds the template from them on load, and so does depthprune
+tok_ids() { echo "Hello world" | "$DP" tokenize --quiet --model "$1" | tr -d '[],' ; }
+def=$(tok_ids "$TOK")
+case " $def " in " 1 "*) ;; *) fail "the Llama-2 tokenizer does not start with BOS: $def";; esac
+for v in "false true" "true true" "false false"; do
+  set -- $v
+  mkdir -p "$T/tok-$1-$2"; cp "$TOK/tokenizer.json" "$T/tok-$1-$2/"
+  python3 - "$TOK/tokenizer_config.json" "$T/tok-$1-$2/tokenizer_config.json" "$1" "$2" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["add_bos_token"] = sys.argv[3] == "true"; c["add_eos_token"] = sys.argv[4] == "true"
+json.dump(c, open(sys.argv[2], "w"))
+PY
+  got=$(tok_ids "$T/tok-$1-$2"); body=$(echo "$def" | sed 's/^ *1 //')
+  want="$([ "$1" = true ] && echo "1 ")$body$([ "$2" = true ] && echo " 2")"
+  [ "$(echo $got)" = "$(echo $want)" ] || fail "add_bos_token=$1 add_eos_token=$2: got '$got', want '$want'"
+done
 finish
