@@ -38,6 +38,7 @@ SRC=$HERE/..
 . "$SRC/cli/lib.sh"
 setup_assets
 mkdir -p "$OUT"; RES=$OUT/results.tsv
+COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?')
 printf 'class\tstage\tdetail\tended_by_itself\tclean_exit\tidentical\tsteps_lost\tcorrupt_accepted\tmanual_kill\tok\tseconds\n' >"$RES"
 RANDOM=$SEED
 WD=6 # watchdog seconds for every job here
@@ -312,7 +313,7 @@ bad_case "scores.json of nothing" "$DP" prune --model "$M" --scores "$BAD/scores
 # ---- report ----
 echo "$N scenarios, $FAILS failed; results in $RES"
 if [ -n "$REPORT" ]; then
-  bash "$HERE/report.sh" "$RES" "${FUZZ_SUMMARY:-$ROOT/build-fuzz/fuzz_summary.tsv}" "$MODE" "$SEED" >"$REPORT.tmp" &&
+  DP_REPORT_COMMIT=$COMMIT bash "$HERE/report.sh" "$RES" "${FUZZ_SUMMARY:-$ROOT/build-fuzz/fuzz_summary.tsv}" "$MODE" "$SEED" >"$REPORT.tmp" &&
     mv "$REPORT.tmp" "$REPORT" && echo "report: $REPORT"
 fi
 finish
