@@ -80,7 +80,9 @@ int dp_cli_calibrate(const dp_app *app, const char *dir, const dp_llama *m, uint
     return rc;
 }
 
-/* RUNDIR/scores_CRIT.png: each criterion's score per block (gnuplot). */
+/* RUNDIR/scores_CRIT.png: each criterion's score per block (gnuplot), with
+ * the bootstrap's 95% interval as error bars when one was computed; the
+ * plotted numbers stay beside it in scores_CRIT.dat. */
 static void plot_scores(const char *run, const char *json_path) {
     char *text = NULL;
     size_t n = 0;
@@ -95,16 +97,39 @@ static void plot_scores(const char *run, const char *json_path) {
         char *dat = dp_path_join(run, name);
         snprintf(name, sizeof name, "scores_%s.png", c->string);
         char *png = dp_path_join(run, name);
+        const cJSON *boot = cJSON_GetObjectItemCaseSensitive(c, "bootstrap");
+        const cJSON *lo = cJSON_GetObjectItemCaseSensitive(boot, "lo95");
+        const cJSON *hi = cJSON_GetObjectItemCaseSensitive(boot, "hi95");
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(c, "scores");
+        int bars = cJSON_IsArray(lo) && cJSON_IsArray(hi) && cJSON_GetArraySize(lo) == cJSON_GetArraySize(sc) &&
+                   cJSON_GetArraySize(hi) == cJSON_GetArraySize(sc);
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(boot, "replicates");
+        int reps = cJSON_IsNumber(r) ? r->valueint : 0;
+        /* PPL without a block spans decades (the first block is often 10-100x) */
+        const char *logy = strncmp(c->string, "ppl", 3) == 0 ? "set logscale y\n" : "";
         FILE *f = fopen(dat, "w");
-        int i = 0;
-        const cJSON *v;
-        cJSON_ArrayForEach(v, cJSON_GetObjectItemCaseSensitive(c, "scores")) if (f) fprintf(f, "%d %.9g\n", i++, v->valuedouble);
+        for (int i = 0; f && i < cJSON_GetArraySize(sc); i++) {
+            fprintf(f, "%d %.9g", i, cJSON_GetArrayItem(sc, i)->valuedouble);
+            if (bars)
+                fprintf(f, " %.9g %.9g", cJSON_GetArrayItem(lo, i)->valuedouble,
+                        cJSON_GetArrayItem(hi, i)->valuedouble);
+            fputc('\n', f);
+        }
         if (f) {
             fclose(f);
-            snprintf(script, sizeof script,
-                     "set terminal pngcairo size 800,450\nset output '%s'\nset xlabel 'block'\nset ylabel '%s score'\n"
-                     "set style fill solid 0.6\nset boxwidth 0.8\nset grid y\nplot '%s' using 1:2 with boxes notitle\n",
-                     png, c->string, dat);
+            if (bars)
+                snprintf(script, sizeof script,
+                         "set terminal pngcairo size 800,450\nset output '%s'\nset xlabel 'block'\n"
+                         "set ylabel '%s score'\nset style fill solid 0.6\nset boxwidth 0.8\nset grid y\n"
+                         "set key top right\n%splot '%s' using 1:2 with boxes title 'score', '' using 1:2:3:4 "
+                         "with yerrorbars pt 0 lc rgb 'black' title 'bootstrap 95%% interval (%d replicates)'\n",
+                         png, c->string, logy, dat, reps);
+            else
+                snprintf(script, sizeof script,
+                         "set terminal pngcairo size 800,450\nset output '%s'\nset xlabel 'block'\n"
+                         "set ylabel '%s score'\nset style fill solid 0.6\nset boxwidth 0.8\nset grid y\n"
+                         "%splot '%s' using 1:2 with boxes notitle\n",
+                         png, c->string, logy, dat);
             dp_gnuplot(script);
         }
         dp_free(dat);

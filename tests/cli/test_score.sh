@@ -22,6 +22,12 @@ expect_exit 0 "scores: $T/a/scores.json" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$
 grep -q '"order": \[' "$T/a/scores.json" || fail "no order in scores.json"
 grep -q '"dense_ppl": ' "$T/a/scores.json" || fail "no dense_ppl in scores.json"
 command -v gnuplot >/dev/null && { [ -f "$T/a/scores_ppl.png" ] && [ -f "$T/a/scores_bi.png" ] || fail "no per-criterion score plots"; }
+# bootstrap intervals reach the plot's data: block, score, lo95, hi95 per line
+expect_exit 0 "" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion ppl --samples 8 --seq-len 64 --batch 4 \
+  --bootstrap 40 --run "$T/boot"
+awk 'NF != 4 || $3 > $4 { bad = 1 } END { exit bad || NR != 8 }' "$T/boot/scores_ppl.dat" ||
+  fail "scores_ppl.dat lacks the bootstrap interval columns: $(head -3 "$T/boot/scores_ppl.dat")"
+command -v gnuplot >/dev/null && { [ -s "$T/boot/scores_ppl.png" ] || fail "no plot with bootstrap intervals"; }
 
 # killed after the second round of candidates (rank 1 raises SIGKILL)
 out=$(timeout 120 "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/b" --fault-kill-after-round 2 2>&1); rc=$?
