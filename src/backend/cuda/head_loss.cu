@@ -1,0 +1,116 @@
+/* LM head + cross-entropy + knowledge distillation, fused and chunked:
+ * `chunk` rows of fp32 logits at a time (one cuBLAS GEMM), a row kernel
+ * that computes the row's losses and overwrites a bf16 buffer with the
+ * gradient of gscale * ((1-alpha) ce + alpha kd) w.r.t. the logits, then
+ * the two backward GEMMs of the chunk. The full (N, V) logits never exist.
+ * KD from the teacher's top-k follows ops.h's kd_topk exactly: the
+ * teacher's K kept probabilities plus a tail bucket, the student bucketed
+ * the same way. Row sums are accumulated in double. */
+#include "common.cuh"
+
+#define HEAD_THREADS 1024
+
+static __global__ void head_row_kernel(float *ce, float *kd, bf16 *dlog, const float *logits, const int32_t *targets,
+                                       const int32_t *tidx, const float *tval, const float *tlse, int64_t K,
+                                       float alpha, float temp, float gscale, int64_t V, int64_t r0) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    int64_t rr = blockIdx.x, n = r0 + rr;
+    const float *z = logits + rr * V;
+    bf16 *g = dlog ? dlog + rr * V : NULL;
+    int32_t t = targets[n];
+    if (t < 0) {
+        if (threadIdx.x == 0) {
+            ce[n] = 0.0f;
+            if (kd) kd[n] = 0.0f;
+        }
+        if (g)
+            for (int64_t i = threadIdx.x; i < V; i += blockDim.x) g[i] = __float2bfloat16_rn(0.0f);
+        return;
+    }
+    int has_kd = tidx != NULL;
+    float a = has_kd ? alpha : 0.0f;
+    float mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, z[i]);
+    mx = block_max(mx, shf);
+    double S = 0.0;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) S += exp((double)z[i] - (double)mx);
+    S = block_sum_d(S, shd);
+    double lse = (double)mx + log(S);
+    if (threadIdx.x == 0) ce[n] = (float)(lse - (double)z[t]);
+
+    double invT = 1.0 / (double)temp, ls = 0.0, log_qtail = -INFINITY, f = 0.0, r = 0.0;
+    const int32_t *ix = has_kd ? tidx + n * K : NULL;
+    const float *tv = has_kd ? tval + n * K : NULL;
+    if (has_kd) {
+        double mxs = (double)mx * invT;
+        double Ss = 0.0, Sk = 0.0;
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x) Ss += exp((double)z[i] * invT - mxs);
+        Ss = block_sum_d(Ss, shd);
+        for (int64_t j = threadIdx.x; j < K; j += blockDim.x) Sk += exp((double)z[ix[j]] * invT - mxs);
+        Sk = block_sum_d(Sk, shd);
+        ls = mxs + log(Ss);
+        double tail = Ss - Sk;
+        if (K < V && tail > 0) log_qtail = log(tail) + mxs - ls;
+        double pk = 0.0, acc = 0.0, tl = (double)tlse[n];
+        for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
+            double lp = (double)tv[j] * invT - tl, lq = (double)z[ix[j]] * invT - ls, p = exp(lp);
+            pk += p;
+            acc += p * (lp - lq);
+        }
+        pk = block_sum_d(pk, shd);
+        acc = block_sum_d(acc, shd);
+        r = 1.0 - pk;
+        if (r < 0) r = 0;
+        if (r > 0 && K < V) acc += r * (log(r) - log_qtail);
+        if (threadIdx.x == 0 && kd) kd[n] = (float)(acc / (invT * invT));
+        double qtail = exp(log_qtail);
+        f = (K < V && qtail > 0) ? 1.0 - r / qtail : 0.0;
+    } else if (threadIdx.x == 0 && kd) {
+        kd[n] = 0.0f;
+    }
+    if (!g) return;
+    /* every token as if outside the teacher's top-k, then the K kept ones */
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+        double sm = exp((double)z[i] - lse), val = (1.0 - a) * sm;
+        if (has_kd) val += (double)a * (double)temp * exp((double)z[i] * invT - ls) * f;
+        if (i == t) val -= (1.0 - a);
+        g[i] = __float2bfloat16_rn((float)(val * gscale));
+    }
+    if (!has_kd) return;
+    __syncthreads();
+    double tl = (double)tlse[n];
+    for (int64_t j = threadIdx.x; j < K; j += blockDim.x) {
+        int64_t i = ix[j];
+        double sm = exp((double)z[i] - lse), q = exp((double)z[i] * invT - ls), p = exp((double)tv[j] * invT - tl);
+        double val = (1.0 - a) * sm + (double)a * (double)temp * (q - p);
+        if (i == t) val -= (1.0 - a);
+        g[i] = __float2bfloat16_rn((float)(val * gscale));
+    }
+}
+
+static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+extern "C" size_t dp_cuda_head_scratch_bytes(int64_t chunk, int64_t V) {
+    return align256((size_t)(chunk * V) * sizeof(float)) + align256((size_t)(chunk * V) * sizeof(dp_bf16));
+}
+
+extern "C" void dp_cuda_head_loss(dp_blas h, float *ce, float *kd, float *dh, float *dw, void *scratch,
+                                  const dp_bf16 *hid, const dp_bf16 *w, const dp_cuda_head_args *a, int64_t N,
+                                  int64_t C, int64_t V, dp_stream s) {
+    if (a->chunk <= 0) dp_fatal("head loss: chunk must be positive");
+    if (a->tidx && (a->K <= 0 || a->K > V || a->temp <= 0))
+        dp_fatal("head loss: teacher top-k K=%lld (V=%lld), temperature %g", (long long)a->K, (long long)V,
+                 (double)a->temp);
+    float *logits = (float *)scratch;
+    dp_bf16 *dlog = (dp_bf16 *)((char *)scratch + align256((size_t)(a->chunk * V) * sizeof(float)));
+    for (int64_t r0 = 0; r0 < N; r0 += a->chunk) {
+        int64_t rows = N - r0 < a->chunk ? N - r0 : a->chunk;
+        dp_cuda_matmul_forward(h, logits, 1, hid + r0 * C, w, rows, C, V, 1.0f, 0.0f);
+        head_row_kernel<<<(unsigned)rows, HEAD_THREADS, 0, s>>>(ce, kd, dh ? (bf16 *)dlog : NULL, logits, a->targets,
+                                                                a->tidx, a->tval, a->tlse, a->K, a->alpha, a->temp,
+                                                                a->gscale, V, r0);
+        DP_CHECK_LAUNCH();
+        if (dh) dp_cuda_matmul_backward(h, dh + r0 * C, 0.0f, dw, dlog, hid + r0 * C, w, rows, C, V, 1.0f);
+    }
+}
