@@ -1,5 +1,5 @@
 /* CUDA ops of the LLaMA engine: the CPU op set (ops.h) on the GPU, one op
- * per src/backend/cuda/*.cu with static kernels and one exported launcher
+ * per src/backend/cuda/OP.cu with static kernels and one exported launcher
  * that takes a stream. Plain C: no CUDA type crosses this header (streams
  * and cuBLAS handles are opaque pointers, bf16 values are their 16 bits).
  *

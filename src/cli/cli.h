@@ -32,6 +32,7 @@ typedef struct dp_cmd {
     const dp_cli_opt *opts;     /* terminated by {NULL} */
     int uses_config;            /* accepts --config/--set */
     int (*run)(dp_app *app);
+    int cuda; /* runs with --device cuda (others refuse it until the CUDA engine covers them) */
 } dp_cmd;
 
 /* Value of a parsed option (NULL if absent; "1" for a given flag). */

@@ -88,7 +88,8 @@ static int run_ppl(dp_app *app) {
                      .bos_per_window = dp_cli_get(app, cmd, "--bos-per-window") != NULL ||
                                        dp_config_bool(&app->cfg, "eval.bos_per_window", 0),
                      .allow_long = dp_cli_get(app, cmd, "--allow-long-seq") != NULL,
-                     .progress = !dp_cli_get(app, cmd, "--json")};
+                     .progress = !dp_cli_get(app, cmd, "--json"),
+                     .cuda = !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda")};
 
     dp_llama m;
     memset(&m, 0, sizeof m);
@@ -136,4 +137,4 @@ static int run_ppl(dp_app *app) {
 const dp_cmd dp_cmd_ppl = {
     "ppl", "perplexity on a text file (non-overlapping windows; Shortened LLaMA / LLM-Pruner protocol)",
     "--model DIR --text FILE [--seq-len 128] [--batch 4] [--drop 3,7] [--bos-per-window] [--json]",
-    k_ppl_opts, 1, run_ppl};
+    k_ppl_opts, 1, run_ppl, 1};

@@ -119,7 +119,7 @@ static int run_generate(dp_app *app) {
 
 const dp_cmd dp_cmd_generate = {"generate", "generate text with the KV cache (greedy or sampled)",
                                 "--model DIR --prompt TEXT [--max-new 64] [--temperature T --top-k K --top-p P]",
-                                k_gen_opts, 1, run_generate};
+                                k_gen_opts, 1, run_generate, 0};
 
 /* ---------------- bench-generate ---------------- */
 
@@ -388,4 +388,4 @@ static int run_bench(dp_app *app) {
 const dp_cmd dp_cmd_bench_generate = {
     "bench-generate", "generation latency and throughput vs batch size, against the memory-bandwidth and GEMM floors",
     "--model DIR[,DIR...] [--batch 1,8,...] [--prompt-len 32] [--gen-len 128,512] [--out FILE]", k_bench_opts, 1,
-    run_bench};
+    run_bench, 0};

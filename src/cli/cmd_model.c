@@ -88,7 +88,7 @@ static int run_info(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_info = {"info", "print a JSON summary of an HF model directory", "--model DIR",
-                            k_info_opts, 1, run_info};
+                            k_info_opts, 1, run_info, 0};
 
 /* ---- tokenize ---- */
 static const dp_cli_opt k_tok_opts[] = {
@@ -322,7 +322,7 @@ static int run_tokenize(dp_app *app) {
 
 const dp_cmd dp_cmd_tokenize = {
     "tokenize", "read UTF-8 text on stdin and print token ids (or decode ids with --decode)",
-    "--model DIR [--lines | --jsonl] [--no-bos] [--decode]", k_tok_opts, 1, run_tokenize};
+    "--model DIR [--lines | --jsonl] [--no-bos] [--decode]", k_tok_opts, 1, run_tokenize, 0};
 
 /* ---- export ---- */
 static const dp_cli_opt k_export_opts[] = {
@@ -393,4 +393,4 @@ static int run_export(dp_app *app) {
 
 const dp_cmd dp_cmd_export = {
     "export", "write an HF model directory (safetensors + config + tokenizer), optionally without some blocks",
-    "--model DIR --out DIR [--drop I,J,..] [--dtype BF16] [--max-shard-bytes N]", k_export_opts, 1, run_export};
+    "--model DIR --out DIR [--drop I,J,..] [--dtype BF16] [--max-shard-bytes N]", k_export_opts, 1, run_export, 0};

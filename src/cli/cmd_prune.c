@@ -329,4 +329,4 @@ static int run_prune(dp_app *app) {
 const dp_cmd dp_cmd_prune = {
     "prune", "remove the least important blocks (one-shot from scores, or iterative) and export the shorter model",
     "--model DIR (--scores RUNDIR/scores.json | --schedule iterative --run RUNDIR) (--ratio R | --remove K) --out DIR",
-    k_prune_opts, 1, run_prune};
+    k_prune_opts, 1, run_prune, 0};

@@ -361,4 +361,4 @@ static int run_pipeline(dp_app *app) {
 
 const dp_cmd dp_cmd_run = {
     "run", "the whole pipeline as one resumable job: score, prune, (teacher cache), retrain, eval, summary",
-    "--config FILE.yaml [--model DIR] [--run DIR]", k_run_opts, 1, run_pipeline};
+    "--config FILE.yaml [--model DIR] [--run DIR]", k_run_opts, 1, run_pipeline, 0};

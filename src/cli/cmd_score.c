@@ -225,4 +225,4 @@ static int run_score(dp_app *app) {
 const dp_cmd dp_cmd_score = {
     "score", "rank every block by importance (PPL, Taylor, magnitude, block influence) across MPI ranks",
     "--model DIR --calib FILE --criterion ppl,taylor+ [--samples 10 --seq-len 128 --seed S] --run RUNDIR",
-    k_score_opts, 1, run_score};
+    k_score_opts, 1, run_score, 0};

@@ -793,4 +793,4 @@ static int run_sweep(dp_app *app) {
 
 const dp_cmd dp_cmd_sweep = {
     "sweep", "the ablation grid (criterion x ratio x schedule x retraining x KD x seed) over MPI rank groups",
-    "--config configs/sweep-*.yaml [--run DIR] [--only NAME] [--list]", k_sweep_opts, 1, run_sweep};
+    "--config configs/sweep-*.yaml [--run DIR] [--only NAME] [--list]", k_sweep_opts, 1, run_sweep, 0};

@@ -161,4 +161,4 @@ static int run_synth(dp_app *app) {
 const dp_cmd dp_cmd_synth = {
     "synth", "write a randomly initialised LLaMA (HF layout) with a real tokenizer, for tests and demos",
     "--out DIR --tokenizer DIR [--layers 8 --hidden 256 --heads 8 --kv-heads 4 --intermediate 688]",
-    k_synth_opts, 0, run_synth};
+    k_synth_opts, 0, run_synth, 0};

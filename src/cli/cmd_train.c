@@ -358,7 +358,7 @@ static int run_retrain(dp_app *app) {
 const dp_cmd dp_cmd_retrain = {
     "retrain", "heal a pruned model: data-parallel LoRA or full-parameter training, optional KD from the dense teacher",
     "--student DIR --data FILE [--teacher DIR | --teacher-cache FILE] [--method lora|full] --run RUNDIR --out OUTDIR",
-    k_retrain_opts, 1, run_retrain};
+    k_retrain_opts, 1, run_retrain, 0};
 
 static const dp_cli_opt k_tc_opts[] = {
     {"--teacher", "DIR", "the dense teacher (HF directory)"},
@@ -422,4 +422,4 @@ static int run_teacher_cache(dp_app *app) {
 const dp_cmd dp_cmd_teacher_cache = {
     "teacher-cache", "run the dense teacher once over the training data and store its top-k logits (HDF5)",
     "--teacher DIR --data FILE [--topk 64 --kd-temp T --cutoff 256] [--out FILE | --run RUNDIR]", k_tc_opts, 1,
-    run_teacher_cache};
+    run_teacher_cache, 0};

@@ -194,4 +194,4 @@ static int run_width(dp_app *app) {
 const dp_cmd dp_cmd_width_prune = {
     "width-prune", "the width-pruning baseline (LLM-Pruner): remove attention head groups and MLP channels by importance",
     "--model DIR --calib FILE [--criterion param_first] --ratio X | --match-model DIR --out DIR", k_width_opts, 1,
-    run_width};
+    run_width, 0};

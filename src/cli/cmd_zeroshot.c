@@ -342,4 +342,4 @@ static int run_eval(dp_app *app) {
 const dp_cmd dp_cmd_eval = {
     "eval", "perplexity sets and zero-shot multiple-choice tasks (lm-evaluation-harness semantics) -> RESULTS.json",
     "--model DIR [--ppl wikitext2=FILE,...] [--task boolq=FILE,...] [--limit N] [--out RESULTS.json]", k_eval_opts, 1,
-    run_eval};
+    run_eval, 0};

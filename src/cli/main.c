@@ -191,6 +191,12 @@ int main(int argc, char **argv) {
         code = dp_cli_fail(&app, &err);
     } else if ((rc = dp_backend_check(dp_config_str(&app.cfg, "device", "cpu"), &err)) != DP_OK) {
         code = dp_cli_fail(&app, &err);
+    } else if (!strcmp(dp_config_str(&app.cfg, "device", "cpu"), "cuda") && !cmd->cuda) {
+        dp_err_set(&err, DP_E_UNSUPPORTED,
+                   "'depthprune %s' does not run on --device cuda yet (the CUDA engine covers ppl so far); "
+                   "use --device cpu",
+                   cmd->name);
+        code = dp_cli_fail(&app, &err);
     } else {
         /* the watchdog: a rank stuck waiting on a stopped or lost peer leaves by itself */
         long long wd = dp_config_int(&app.cfg, "run.watchdog", 1800);

@@ -8,7 +8,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "depthprune/backend.h"
 #include "depthprune/eval.h"
+#ifdef DP_HAVE_CUDA
+#include "depthprune/llama_cuda.h"
+#endif
 
 int dp_ppl_windows(const int32_t *ids, int64_t n_ids, int32_t bos_id, const dp_ppl_opts *o, int32_t **win,
                    int64_t *n_win, dp_err *err) {
@@ -46,6 +50,18 @@ int dp_ppl_windows(const int32_t *ids, int64_t n_ids, int32_t bos_id, const dp_p
     return DP_OK;
 }
 
+/* One batch of nb windows on the GPU engine: per-position NLL into nll. */
+#ifdef DP_HAVE_CUDA
+static int cuda_batch(dp_cuda_llama *g, const dp_layer_map *map, const int32_t *tok, const int32_t *targets,
+                      int64_t nb, float *nll, dp_err *err) {
+    int rc = dp_cuda_llama_embed(g, tok, nb, err);
+    if (rc) return rc;
+    dp_cuda_llama_blocks(g, map, 0, map->n, nb);
+    dp_cuda_llama_head_nll(g, targets, nll, nb);
+    return DP_OK;
+}
+#endif
+
 int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, const int32_t *win, int64_t n_win,
                const dp_ppl_opts *o, dp_ppl_result *r, double *window_nll, dp_err *err) {
     int64_t T = o->seq_len, B = o->batch;
@@ -53,13 +69,31 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
     memset(r, 0, sizeof *r);
     /* every rank checks the shapes the same way, so failures agree */
     dp_llama_state full, tail;
+    memset(&full, 0, sizeof full);
     memset(&tail, 0, sizeof tail);
-    int rc = dp_llama_state_init(&full, m, NULL, B, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err);
-    if (rc) return rc;
     int64_t tail_b = n_win % B;
-    if (tail_b && (rc = dp_llama_state_init(&tail, m, NULL, tail_b, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err))) {
-        dp_llama_state_free(&full);
-        return rc;
+    int rc = DP_OK;
+#ifdef DP_HAVE_CUDA
+    dp_cuda_llama g;
+    memset(&g, 0, sizeof g);
+    float *gnll = NULL;
+    if (o->cuda) {
+        int n_dev = dp_cuda_device_count(err);
+        if (n_dev <= 0) return dp_err_set(err, DP_E_DEVICE, "--device cuda: no usable GPU: %s", err->msg);
+        dp_cuda_set_device(mpi->local_rank % n_dev);
+        if ((rc = dp_cuda_llama_init(&g, m, B, T, o->allow_long, err))) return rc;
+        gnll = dp_malloc((size_t)(B * T) * sizeof(float), "ppl");
+    }
+#else
+    if (o->cuda) return dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
+#endif
+    if (!o->cuda) {
+        rc = dp_llama_state_init(&full, m, NULL, B, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err);
+        if (rc) return rc;
+        if (tail_b && (rc = dp_llama_state_init(&tail, m, NULL, tail_b, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err))) {
+            dp_llama_state_free(&full);
+            return rc;
+        }
     }
     double *wnll = dp_calloc((size_t)n_win, sizeof(double), "ppl");
     int32_t *targets = dp_malloc((size_t)(B * T) * sizeof(int32_t), "ppl");
@@ -68,14 +102,24 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
     for (int64_t b = mpi->rank; b < n_batches; b += mpi->size) mine++;
     for (int64_t b = mpi->rank; b < n_batches && rc == DP_OK; b += mpi->size) {
         int64_t first = b * B, nb = first + B <= n_win ? B : n_win - first;
-        dp_llama_state *s = nb == B ? &full : &tail;
         const int32_t *tok = win + first * T;
         dp_llama_next_targets(targets, tok, nb, T);
-        if ((rc = dp_llama_forward(m, NULL, map, s, tok, err))) break;
-        dp_llama_head_nll(m, s, map->n, targets);
+        const float *nll = NULL;
+#ifdef DP_HAVE_CUDA
+        if (o->cuda) {
+            if ((rc = cuda_batch(&g, map, tok, targets, nb, gnll, err))) break;
+            nll = gnll;
+        }
+#endif
+        if (!o->cuda) {
+            dp_llama_state *s = nb == B ? &full : &tail;
+            if ((rc = dp_llama_forward(m, NULL, map, s, tok, err))) break;
+            dp_llama_head_nll(m, s, map->n, targets);
+            nll = s->nll;
+        }
         for (int64_t i = 0; i < nb; i++) {
             double acc = 0.0;
-            for (int64_t t = 0; t + 1 < T; t++) acc += (double)s->nll[i * T + t];
+            for (int64_t t = 0; t + 1 < T; t++) acc += (double)nll[i * T + t];
             wnll[first + i] = acc;
         }
         done++;
@@ -99,7 +143,13 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
     }
     dp_free(wnll);
     dp_free(targets);
-    dp_llama_state_free(&full);
-    if (tail_b) dp_llama_state_free(&tail);
+#ifdef DP_HAVE_CUDA
+    dp_cuda_llama_free(&g);
+    dp_free(gnll);
+#endif
+    if (!o->cuda) {
+        dp_llama_state_free(&full);
+        if (tail_b) dp_llama_state_free(&tail);
+    }
     return rc;
 }
