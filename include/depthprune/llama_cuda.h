@@ -34,6 +34,10 @@ typedef struct dp_cuda_llama {
  * max positions (unless allow_long), head dim above 256. */
 int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, dp_err *err);
 void dp_cuda_llama_free(dp_cuda_llama *g);
+/* Selects this rank's GPU (node-local rank modulo the visible devices), then
+ * dp_cuda_llama_init. Errors: no usable GPU, as dp_cuda_llama_init. */
+int dp_cuda_llama_open(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, int local_rank,
+                       dp_err *err);
 /* tokens (B, T) host -> embedded residual stream; ids checked first */
 int dp_cuda_llama_embed(dp_cuda_llama *g, const int32_t *tokens, int64_t B, dp_err *err);
 /* host fp32 (B*T, C) <-> the current residual stream */

@@ -73,7 +73,8 @@ int dp_cli_calibrate(const dp_app *app, const char *dir, const dp_llama *m, uint
         }
         DP_CHECK_MPI(MPI_Bcast(ids, (int)(N * T), MPI_INT32_T, 0, mpi->comm));
         DP_CHECK_MPI(MPI_Bcast(src, (int)(N * 2), MPI_INT64_T, 0, mpi->comm));
-        rc = dp_calibrate(mpi, m, mhash, ids, src, &co, run, batch, !dp_config_bool(&app->cfg, "run.quiet", 0), err);
+        rc = dp_calibrate(mpi, m, mhash, ids, src, &co, run, batch, !dp_config_bool(&app->cfg, "run.quiet", 0),
+                          !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda"), err);
     }
     dp_free(ids);
     dp_free(src);
@@ -182,6 +183,12 @@ static int run_score(dp_app *app) {
         else crit[n_crit++] = tok;
     }
     if (!rc && n_crit == 0) rc = dp_err_set(&err, DP_E_USAGE, "--criterion is empty");
+    for (int c = 0; !rc && !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda") && c < n_crit; c++)
+        if (!strncmp(crit[c], "taylor", 6))
+            rc = dp_err_set(&err, DP_E_UNSUPPORTED,
+                            "--criterion %s needs the backward pass, which the CUDA engine does not have yet; "
+                            "score it with --device cpu",
+                            crit[c]);
     if (rc) {
         dp_free(crit_buf);
         return dp_cli_fail(app, &err);
@@ -201,7 +208,8 @@ static int run_score(dp_app *app) {
     if (!rc) rc = dp_cli_calibrate(app, dir, &m, mhash, calib, field, N, T, (uint64_t)seed, batch, run, &err);
     dp_score_opts so = {.run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
                         .bootstrap = boot, .ratio = ratio, .progress = progress,
-                        .fault_kill_after_round = (int)kill, .stop_on_signal = 1};
+                        .fault_kill_after_round = (int)kill, .stop_on_signal = 1,
+                        .cuda = !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda")};
     if (!rc) rc = dp_score(mpi, &m, crit, n_crit, &so, &err);
     if (rc == DP_E_STOPPED) {
         if (mpi->rank == 0)
@@ -225,4 +233,4 @@ static int run_score(dp_app *app) {
 const dp_cmd dp_cmd_score = {
     "score", "rank every block by importance (PPL, Taylor, magnitude, block influence) across MPI ranks",
     "--model DIR --calib FILE --criterion ppl,taylor+ [--samples 10 --seq-len 128 --seed S] --run RUNDIR",
-    k_score_opts, 1, run_score, 0};
+    k_score_opts, 1, run_score, 1};

@@ -8,7 +8,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "depthprune/backend.h"
 #include "depthprune/eval.h"
 #ifdef DP_HAVE_CUDA
 #include "depthprune/llama_cuda.h"
@@ -78,10 +77,7 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
     memset(&g, 0, sizeof g);
     float *gnll = NULL;
     if (o->cuda) {
-        int n_dev = dp_cuda_device_count(err);
-        if (n_dev <= 0) return dp_err_set(err, DP_E_DEVICE, "--device cuda: no usable GPU: %s", err->msg);
-        dp_cuda_set_device(mpi->local_rank % n_dev);
-        if ((rc = dp_cuda_llama_init(&g, m, B, T, o->allow_long, err))) return rc;
+        if ((rc = dp_cuda_llama_open(&g, m, B, T, o->allow_long, mpi->local_rank, err))) return rc;
         gnll = dp_malloc((size_t)(B * T) * sizeof(float), "ppl");
     }
 #else

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "depthprune/backend.h"
 #include "depthprune/llama_cuda.h"
 #include "depthprune/tensor.h"
 
@@ -73,6 +74,17 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
     g->head_scratch = take(g, dp_cuda_head_scratch_bytes(g->chunk, V), "GPU head scratch");
     g->blas = dp_cuda_blas_create(NULL);
     return DP_OK;
+}
+
+int dp_cuda_llama_open(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, int local_rank,
+                       dp_err *err) {
+    memset(g, 0, sizeof *g);
+    dp_err why;
+    dp_err_clear(&why);
+    int n = dp_cuda_device_count(&why);
+    if (n <= 0) return dp_err_set(err, DP_E_DEVICE, "--device cuda: no usable GPU: %s", why.msg);
+    dp_cuda_set_device(local_rank % n);
+    return dp_cuda_llama_init(g, m, Bmax, T, allow_long, err);
 }
 
 void dp_cuda_llama_free(dp_cuda_llama *g) {

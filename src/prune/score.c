@@ -18,6 +18,9 @@
 
 #include "depthprune/ops.h"
 #include "depthprune/prune.h"
+#ifdef DP_HAVE_CUDA
+#include "depthprune/llama_cuda.h"
+#endif
 #include "depthprune/store.h"
 #include "depthprune/train.h"
 
@@ -97,8 +100,23 @@ static double block_sum(const dp_llama *m, int l, const float *gblock, int kind)
 
 /* ---------------- calibrate ---------------- */
 
+/* Per-sample NLL sums from the GPU engine's residual stream. */
+#ifdef DP_HAVE_CUDA
+static void gpu_sample_nll(dp_cuda_llama *g, const int32_t *tok, int64_t nb, int64_t T, int32_t *targets, float *nll,
+                           double *out) {
+    dp_llama_next_targets(targets, tok, nb, T);
+    dp_cuda_llama_head_nll(g, targets, nll, nb);
+    for (int64_t i = 0; i < nb; i++) {
+        double acc = 0.0;
+        for (int64_t t = 0; t + 1 < T; t++) acc += (double)nll[i * T + t];
+        out[i] = acc;
+    }
+}
+#endif
+
 int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
-                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_err *err) {
+                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, int cuda, dp_err *err) {
+    const char *device = cuda ? "cuda" : "cpu";
     int64_t N = co->samples, T = co->seq_len, C = m->cfg.hidden_size;
     int L = (int)m->cfg.n_layers;
     char mh[17], ch[17], buf[64];
@@ -113,6 +131,9 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
         if (rc == DP_OK) {
             int r1 = dp_h5_get_attr(&h, "model_hash", &a, err), r2 = dp_h5_get_attr(&h, "calib_hash", &b, err);
             int r3 = dp_h5_get_attr(&h, "complete", &done, err);
+            char *dev = NULL;
+            if (dp_h5_get_attr(&h, "device", &dev, err)) dev = dp_strdup("cpu", "calib"); /* files before the GPU engine */
+            dp_err_clear(err);
             dp_h5_close(&h);
             if (r1 || r2) rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", path);
             else if (strcmp(a, mh))
@@ -125,13 +146,18 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
                                 "%s holds a different calibration set (hash %s, this one %s: samples, seq_len, "
                                 "seed or text changed); use a new --run directory",
                                 path, b, ch);
+            else if (strcmp(dev, device))
+                rc = dp_err_set(err, DP_E_MISMATCH,
+                                "%s was computed with --device %s, this run uses --device %s (block inputs "
+                                "differ in the last bits); use a new --run directory",
+                                path, dev, device);
             else if (r3 == DP_OK && !strcmp(done, "1")) {
                 dp_log0("calibrate: reusing %s", path);
-                dp_free(a), dp_free(b), dp_free(done), dp_free(path);
+                dp_free(a), dp_free(b), dp_free(done), dp_free(dev), dp_free(path);
                 return all_ok(mpi, DP_OK, err);
             }
             if (rc == DP_OK) dp_err_clear(err); /* incomplete: computed again below */
-            dp_free(a), dp_free(b), dp_free(done);
+            dp_free(a), dp_free(b), dp_free(done), dp_free(dev);
         }
         if (rc) {
             dp_free(path);
@@ -150,7 +176,32 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
     int64_t cur_b = -1;
     double t0 = dp_time_s();
     memset(&st, 0, sizeof st);
-    for (int64_t a = s0; a < s1 && rc == DP_OK; a += batch) {
+#ifdef DP_HAVE_CUDA
+    dp_cuda_llama g;
+    memset(&g, 0, sizeof g);
+    float *gnll = NULL;
+    if (cuda && mine > 0 && (rc = dp_cuda_llama_open(&g, m, batch, T, 0, mpi->local_rank, err)) == DP_OK)
+        gnll = dp_malloc((size_t)(batch * T) * sizeof(float), "calib");
+    /* the dense forward block by block, every block's input copied out */
+    for (int64_t a = s0; cuda && a < s1 && rc == DP_OK; a += batch) {
+        int64_t nb = a + batch <= s1 ? batch : s1 - a;
+        if ((rc = dp_cuda_llama_embed(&g, ids + a * T, nb, err))) break;
+        for (int i = 0; i <= L; i++) {
+            if (i > 0) dp_cuda_llama_blocks(&g, &map, i - 1, i, nb);
+            dp_cuda_llama_get_hidden(&g, hid + ((int64_t)i * mine + (a - s0)) * NTC, nb);
+        }
+        gpu_sample_nll(&g, ids + a * T, nb, T, targets, gnll, nll + (a - s0));
+        dp_fault_point("calib_batch");
+        if (progress && mpi->rank == 0)
+            dp_log("calibrate (GPU): %lld/%lld samples on rank 0, %.1f s", (long long)(a + nb - s0), (long long)mine,
+                   dp_time_s() - t0);
+    }
+    dp_cuda_llama_free(&g);
+    dp_free(gnll);
+#else
+    if (cuda) rc = dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
+#endif
+    for (int64_t a = s0; !cuda && a < s1 && rc == DP_OK; a += batch) {
         int64_t nb = a + batch <= s1 ? batch : s1 - a;
         if (nb != cur_b) {
             if (cur_b > 0) dp_llama_state_free(&st);
@@ -196,6 +247,7 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
         snprintf(buf, sizeof buf, "%d", co->bos_id);
         if (!rc) rc = dp_h5_set_attr(&h, "bos", buf, err);
         if (!rc) rc = dp_h5_set_attr(&h, "version", DP_VERSION_STRING, err);
+        if (!rc) rc = dp_h5_set_attr(&h, "device", device, err);
         if (!rc) rc = dp_h5_set_attr(&h, "complete", "1", err);
         int fr = dp_h5_finish(&h, rc ? NULL : err);
         if (!rc) rc = fr;
@@ -313,6 +365,17 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
     dp_llama_state st;
     memset(&st, 0, sizeof st);
     int64_t cur_b = -1;
+#ifdef DP_HAVE_CUDA
+    dp_cuda_llama g;
+    memset(&g, 0, sizeof g);
+    float *gnll = NULL;
+    if (o->cuda && rc == DP_OK) {
+        rc = all_ok(mpi, dp_cuda_llama_open(&g, m, o->batch, T, 0, mpi->local_rank, err), err);
+        gnll = dp_malloc((size_t)(o->batch * T) * sizeof(float), "score");
+    }
+#else
+    if (o->cuda) rc = all_ok(mpi, dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA"), err);
+#endif
     double t0 = dp_time_s();
     int total_todo = L - n_done0, done_now = 0;
     *passes = 0;
@@ -327,6 +390,14 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
             dp_layer_map_drop(&map, L, &drop, 1, err);
             for (int64_t a = 0; a < N && rc == DP_OK; a += o->batch) {
                 int64_t nb = a + o->batch <= N ? o->batch : N - a;
+#ifdef DP_HAVE_CUDA
+                if (o->cuda) { /* restart from hidden_i, then blocks i+1.. (map positions i..) */
+                    dp_cuda_llama_set_hidden(&g, hin[i] + a * NTC, nb);
+                    dp_cuda_llama_blocks(&g, &map, i, map.n, nb);
+                    gpu_sample_nll(&g, ids + a * T, nb, T, targets, gnll, local + (int64_t)i * N + a);
+                    continue;
+                }
+#endif
                 if (nb != cur_b) {
                     if (cur_b > 0) dp_llama_state_free(&st);
                     if ((rc = dp_llama_state_init(&st, m, NULL, nb, T, L - 1, DP_STATE_NLL_ONLY, 0, err))) break;
@@ -378,6 +449,10 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
         }
     }
     if (cur_b > 0) dp_llama_state_free(&st);
+#ifdef DP_HAVE_CUDA
+    dp_cuda_llama_free(&g);
+    dp_free(gnll);
+#endif
     for (int i = 0; i < L; i++) dp_free(hin[i]);
     dp_free(hin);
     dp_free(local);
