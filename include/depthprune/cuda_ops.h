@@ -37,6 +37,7 @@ void *dp_cuda_malloc(size_t n_bytes, const char *label); /* fatal with the label
 void dp_cuda_free(void *p);
 void dp_cuda_h2d(void *dst, const void *src, size_t n_bytes);
 void dp_cuda_d2h(void *dst, const void *src, size_t n_bytes);
+void dp_cuda_d2d(void *dst, const void *src, size_t n_bytes, dp_stream s);
 void dp_cuda_memset0(void *p, size_t n_bytes, dp_stream s);
 void dp_cuda_sync(dp_stream s); /* NULL = the whole device */
 dp_blas dp_cuda_blas_create(dp_stream s);

@@ -39,7 +39,7 @@ static int parse_rope(const cJSON *rs, const char *path, dp_llama_config *c, dp_
     if (!cJSON_IsObject(rs)) return dp_err_set(err, DP_E_FORMAT, "%s: rope scaling must be an object", path);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!t) t = cJSON_GetObjectItemCaseSensitive(rs, "type"); /* legacy spelling */
-    double theta;
+    double theta = 0.0;
     if (get_num(rs, "rope_theta", &theta, path, err) == 0) c->rope_theta = theta; /* transformers 5 */
     if (err && err->code) return err->code;
     const char *type = cJSON_IsString(t) ? t->valuestring : "default";

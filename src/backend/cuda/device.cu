@@ -45,6 +45,9 @@ extern "C" void dp_cuda_h2d(void *dst, const void *src, size_t n_bytes) {
 extern "C" void dp_cuda_d2h(void *dst, const void *src, size_t n_bytes) {
     DP_CHECK_CUDA(cudaMemcpy(dst, src, n_bytes, cudaMemcpyDeviceToHost));
 }
+extern "C" void dp_cuda_d2d(void *dst, const void *src, size_t n_bytes, dp_stream s) {
+    DP_CHECK_CUDA(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToDevice, s));
+}
 extern "C" void dp_cuda_memset0(void *p, size_t n_bytes, dp_stream s) {
     DP_CHECK_CUDA(cudaMemsetAsync(p, 0, n_bytes, s));
 }
