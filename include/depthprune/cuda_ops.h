@@ -70,6 +70,14 @@ void dp_cuda_lora_backward(dp_blas h, float *dinp, float *da, float *db, void *s
                            const dp_bf16 *inp, const dp_bf16 *xa, const dp_bf16 *a, const dp_bf16 *b,
                            float scale, int64_t N, int64_t IN, int64_t OUT, int64_t RK, dp_stream s);
 
+/* ---- LoRA dropout (dropout.cu), the CPU engine's hash mask (llama.h):
+ * dst = src * keep / (1 - p) with keys (N) per row on the device; the
+ * backward ADDS g * keep / (1 - p) into dinp. */
+void dp_cuda_lora_dropout(dp_bf16 *dst, const dp_bf16 *src, const uint64_t *keys, int l, int k, int64_t N,
+                          int64_t IN, double p, dp_stream s);
+void dp_cuda_lora_dropout_backward(float *dinp, const float *g, const uint64_t *keys, int l, int k, int64_t N,
+                                   int64_t IN, double p, dp_stream s);
+
 /* ---- embedding (embed.cu): out (N, C) fp32 = wte[tok]; dwte += rows of dout
  * (atomics: the order of additions into a repeated token's row varies). */
 void dp_cuda_embed_forward(float *out, const int32_t *tok, const dp_bf16 *wte, int64_t N, int64_t C,

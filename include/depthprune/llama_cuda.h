@@ -17,7 +17,7 @@ extern "C" {
 
 typedef struct dp_cuda_llama {
     const dp_llama *m;
-    int64_t Bmax, T, chunk;
+    int64_t Bmax, Tmax, T, chunk; /* T: the current sequence length (<= Tmax) */
     dp_bf16 *w;             /* (m->n_elems) the weights, bf16 */
     float *cosb, *sinb;     /* (T, HD/2) */
     float *x, *x2;          /* (Bmax*T, C) residual stream, ping-pong */
@@ -27,6 +27,19 @@ typedef struct dp_cuda_llama {
     void *head_scratch;
     dp_blas blas;
     size_t n_bytes;         /* device bytes held (weights + activations) */
+    /* LoRA training (dp_cuda_llama_train_init); NULL/0 otherwise */
+    const dp_lora *lora;    /* the host adapters: fp32, the optimizer's copy */
+    dp_bf16 *lw;            /* (lora->n_elems) bf16 adapters the GEMMs read */
+    float *lg;              /* (lora->n_elems) fp32 adapter gradients */
+    int n_saved;            /* block inputs the forward keeps: map->n + 1 */
+    float *xs;              /* (n_saved, Bmax*Tmax, C) */
+    float *res2, *rstd1, *rstd2, *rstdf, *dx, *dx2, *dwide, *dwide2, *dsum, *ce, *kd;
+    dp_bf16 *ln2, *g16, *dq, *dk, *dv, *xa, *xdrop;
+    uint64_t *keys;         /* (Bmax*Tmax) dropout row keys */
+    int32_t *tidx;          /* (Bmax*Tmax, K) teacher top-k */
+    float *tval, *tlse;
+    int64_t K;
+    void *lora_scratch, *norm_scratch;
 } dp_cuda_llama;
 
 /* Uploads m's weights and plans activations for Bmax x T. Collective over
@@ -49,6 +62,34 @@ void dp_cuda_llama_blocks(dp_cuda_llama *g, const dp_layer_map *map, int from, i
  * NULL) gets every position's NLL (0 where targets < 0); returns the sum
  * in position order (double). */
 double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *nll, int64_t B);
+
+/* ---- LoRA training step on the GPU: forward with every block input kept,
+ * chunked head with CE + top-k KD, backward with each block recomputed from
+ * its input; only the adapters get gradients (fp32, the flat layout of
+ * lora->mem). Base weights stay frozen and bf16. K = teacher top-k (0: no
+ * KD); T above the planned Tmax is an error. */
+int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, dp_err *err);
+/* lora->mem (host fp32) -> the device's bf16 adapters; after every update */
+void dp_cuda_llama_lora_upload(dp_cuda_llama *g);
+void dp_cuda_llama_lora_zero_grad(dp_cuda_llama *g);
+/* the accumulated adapter gradients -> host (lora->n_elems floats) */
+void dp_cuda_llama_lora_grad(const dp_cuda_llama *g, float *host);
+
+typedef struct dp_cuda_micro {
+    const int32_t *tokens, *targets; /* (B, T) host; targets < 0 ignored */
+    const uint64_t *keys;            /* (B*T) dropout row keys, or NULL (no dropout) */
+    int64_t B, T;
+    const int32_t *tidx;             /* (B*T, K) host teacher top-k, or NULL */
+    const float *tval, *tlse;
+    double alpha, temp;              /* KD weight and temperature */
+    double gscale;                   /* gradient of gscale * sum of row losses */
+    int backward;                    /* 0: losses only (validation) */
+} dp_cuda_micro;
+/* One micro-batch: adds the row CE sum into *ce_sum and the KD sum into
+ * *kd_sum (double, position order) and, with backward, accumulates adapter
+ * gradients. Errors: token ids outside the vocabulary, T > Tmax. */
+int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const dp_cuda_micro *mb, double *ce_sum,
+                              double *kd_sum, dp_err *err);
 
 #ifdef __cplusplus
 }

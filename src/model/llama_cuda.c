@@ -26,7 +26,7 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
     if (c->head_dim > 256) return dp_err_set(err, DP_E_UNSUPPORTED, "the CUDA attention supports head_dim <= 256, not %lld", (long long)c->head_dim);
     g->m = m;
     g->Bmax = Bmax;
-    g->T = T;
+    g->Tmax = g->T = T;
     int64_t N = Bmax * T, C = c->hidden_size, HD = c->head_dim, half = HD / 2, V = c->vocab_size;
     int64_t QD = 0, KD = 0, F = 0;
     for (int l = 0; l < c->n_layers; l++) {
@@ -92,6 +92,10 @@ void dp_cuda_llama_free(dp_cuda_llama *g) {
     void *p[] = {g->w, g->cosb, g->x, g->x2, g->ln, g->q, g->ao, g->k, g->v, g->gate, g->up, g->h,
                  g->lse, g->nll, g->tok, g->tgt, g->head_scratch};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) dp_cuda_free(p[i]);
+    void *t[] = {g->lw, g->lg, g->xs, g->res2, g->rstd1, g->rstd2, g->rstdf, g->dx, g->dx2, g->dwide, g->dwide2,
+                 g->dsum, g->ce, g->kd, g->ln2, g->g16, g->dq, g->dk, g->dv, g->xa, g->xdrop, g->keys, g->tidx,
+                 g->tval, g->tlse, g->lora_scratch, g->norm_scratch};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) dp_cuda_free(t[i]);
     dp_cuda_blas_destroy(g->blas);
     memset(g, 0, sizeof *g);
 }
@@ -126,33 +130,127 @@ void dp_cuda_llama_get_hidden(const dp_cuda_llama *g, float *x, int64_t B) {
     dp_cuda_d2h(x, g->x, (size_t)(B * g->T * g->m->cfg.hidden_size) * sizeof(float));
 }
 
-/* x <- x + attn(ln1(x)); x <- x + mlp(ln2(x)), in place on g->x */
-static void block(dp_cuda_llama *g, int l, int64_t B) {
+/* ---- one block ---- */
+
+static const dp_bf16 *lora_a(const dp_cuda_llama *g, int l, int k) {
+    const dp_lora *lo = g->lora;
+    return lo && lo->a[l][k] ? g->lw + (lo->a[l][k] - lo->mem) : NULL;
+}
+static const dp_bf16 *lora_b(const dp_cuda_llama *g, int l, int k) { return g->lw + (g->lora->b[l][k] - g->lora->mem); }
+static float *grad_a(const dp_cuda_llama *g, int l, int k) { return g->lg + (g->lora->a[l][k] - g->lora->mem); }
+static float *grad_b(const dp_cuda_llama *g, int l, int k) { return g->lg + (g->lora->b[l][k] - g->lora->mem); }
+static int drops(const dp_cuda_llama *g, int use_keys) { return use_keys && g->lora && g->lora->dropout > 0; }
+
+/* out (bf16, or fp32 += when out_f32) = inp W^T (+ the adapter of (l, k)) */
+static void linear(dp_cuda_llama *g, int l, int k, void *out, int out_f32, const dp_bf16 *inp, int64_t N, int64_t IN,
+                   int64_t OUT, int use_keys) {
+    dp_cuda_matmul_forward(g->blas, out, out_f32, inp, wp(g, g->m->w.blk[l][k]), N, IN, OUT, 1.0f, out_f32 ? 1.0f : 0.0f);
+    const dp_bf16 *a = lora_a(g, l, k);
+    if (!a) return;
+    const dp_bf16 *x = inp;
+    if (drops(g, use_keys)) {
+        dp_cuda_lora_dropout(g->xdrop, inp, g->keys, l, k, N, IN, g->lora->dropout, NULL);
+        x = g->xdrop;
+    }
+    int64_t RK = g->lora->rank;
+    dp_cuda_lora_forward(g->blas, out, out_f32, g->xa + (int64_t)k * g->Bmax * g->Tmax * RK, x, a, lora_b(g, l, k),
+                         (float)g->lora->scale, N, IN, OUT, RK);
+}
+
+/* the adapter's backward: dinp (fp32) += its input gradient; A/B gradients */
+static void linear_lora_backward(dp_cuda_llama *g, int l, int k, float *dinp, const dp_bf16 *dout, const dp_bf16 *inp,
+                                 int64_t N, int64_t IN, int64_t OUT, int use_keys) {
+    const dp_bf16 *a = lora_a(g, l, k);
+    if (!a) return;
+    int64_t RK = g->lora->rank;
+    const dp_bf16 *xa = g->xa + (int64_t)k * g->Bmax * g->Tmax * RK;
+    if (drops(g, use_keys)) { /* the input gradient passes the same mask */
+        dp_cuda_lora_dropout(g->xdrop, inp, g->keys, l, k, N, IN, g->lora->dropout, NULL);
+        dp_cuda_memset0(g->dwide2, (size_t)(N * IN) * sizeof(float), NULL);
+        dp_cuda_lora_backward(g->blas, g->dwide2, grad_a(g, l, k), grad_b(g, l, k), g->lora_scratch, dout, g->xdrop,
+                              xa, a, lora_b(g, l, k), (float)g->lora->scale, N, IN, OUT, RK, NULL);
+        dp_cuda_lora_dropout_backward(dinp, g->dwide2, g->keys, l, k, N, IN, g->lora->dropout, NULL);
+    } else {
+        dp_cuda_lora_backward(g->blas, dinp, grad_a(g, l, k), grad_b(g, l, k), g->lora_scratch, dout, inp, xa, a,
+                              lora_b(g, l, k), (float)g->lora->scale, N, IN, OUT, RK, NULL);
+    }
+}
+
+/* x <- x + attn(ln1(x)); x <- x + mlp(ln2(x)), in place on g->x. With
+ * save (training): rstd1/rstd2, res2 (the residual after attention) and ln2
+ * are kept for the backward. */
+static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys) {
     dp_heartbeat();
     const dp_llama_config *c = &g->m->cfg;
     int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
     int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
     float *const *w = g->m->w.blk[l];
     float eps = (float)c->rms_norm_eps;
-    dp_blas h = g->blas;
-    dp_cuda_rmsnorm_forward(g->ln, NULL, g->x, wp(g, w[DP_BT_ATTN_NORM]), N, C, eps, NULL);
-    dp_cuda_matmul_forward(h, g->q, 0, g->ln, wp(g, w[DP_BT_Q]), N, C, QD, 1.0f, 0.0f);
-    dp_cuda_matmul_forward(h, g->k, 0, g->ln, wp(g, w[DP_BT_K]), N, C, KD, 1.0f, 0.0f);
-    dp_cuda_matmul_forward(h, g->v, 0, g->ln, wp(g, w[DP_BT_V]), N, C, KD, 1.0f, 0.0f);
+    dp_bf16 *ln2 = save ? g->ln2 : g->ln;
+    dp_cuda_rmsnorm_forward(g->ln, save ? g->rstd1 : NULL, g->x, wp(g, w[DP_BT_ATTN_NORM]), N, C, eps, NULL);
+    linear(g, l, DP_BT_Q, g->q, 0, g->ln, N, C, QD, use_keys);
+    linear(g, l, DP_BT_K, g->k, 0, g->ln, N, C, KD, use_keys);
+    linear(g, l, DP_BT_V, g->v, 0, g->ln, N, C, KD, use_keys);
     dp_cuda_rope_forward(g->q, g->cosb, g->sinb, B, T, NH, HD, 0, NULL);
     dp_cuda_rope_forward(g->k, g->cosb, g->sinb, B, T, NKV, HD, 0, NULL);
     dp_cuda_attention_forward(g->ao, g->lse, g->q, g->k, g->v, B, T, NH, NKV, HD, NULL);
-    dp_cuda_matmul_forward(h, g->x, 1, g->ao, wp(g, w[DP_BT_O]), N, QD, C, 1.0f, 1.0f);
-    dp_cuda_rmsnorm_forward(g->ln, NULL, g->x, wp(g, w[DP_BT_MLP_NORM]), N, C, eps, NULL);
-    dp_cuda_matmul_forward(h, g->gate, 0, g->ln, wp(g, w[DP_BT_GATE]), N, C, F, 1.0f, 0.0f);
-    dp_cuda_matmul_forward(h, g->up, 0, g->ln, wp(g, w[DP_BT_UP]), N, C, F, 1.0f, 0.0f);
+    linear(g, l, DP_BT_O, g->x, 1, g->ao, N, QD, C, use_keys);
+    if (save) dp_cuda_d2d(g->res2, g->x, (size_t)(N * C) * sizeof(float), NULL);
+    dp_cuda_rmsnorm_forward(ln2, save ? g->rstd2 : NULL, g->x, wp(g, w[DP_BT_MLP_NORM]), N, C, eps, NULL);
+    linear(g, l, DP_BT_GATE, g->gate, 0, ln2, N, C, F, use_keys);
+    linear(g, l, DP_BT_UP, g->up, 0, ln2, N, C, F, use_keys);
     dp_cuda_swiglu_forward(g->h, g->gate, g->up, N * F, NULL);
-    dp_cuda_matmul_forward(h, g->x, 1, g->h, wp(g, w[DP_BT_DOWN]), N, F, C, 1.0f, 1.0f);
+    linear(g, l, DP_BT_DOWN, g->x, 1, g->h, N, F, C, use_keys);
+}
+
+/* Gradient of block l: g->dx holds d(out) on entry, d(in) on return.
+ * The block is recomputed from its saved input xin first. */
+static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys) {
+    const dp_llama_config *c = &g->m->cfg;
+    int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
+    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    float *const *w = g->m->w.blk[l];
+    dp_blas h = g->blas;
+    dp_cuda_d2d(g->x, xin, (size_t)(N * C) * sizeof(float), NULL);
+    block(g, l, B, 1, use_keys);
+    /* MLP: out = res2 + down(silu(gate) * up), gate/up = W ln2(res2) */
+    dp_cuda_f32_to_bf16(g->g16, g->dx, N * C, NULL);
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->g16, g->h, wp(g, w[DP_BT_DOWN]), N, F, C, 1.0f);
+    linear_lora_backward(g, l, DP_BT_DOWN, g->dwide, g->g16, g->h, N, F, C, use_keys);
+    dp_cuda_f32_to_bf16(g->h, g->dwide, N * F, NULL); /* h is no longer needed: it takes d(h) */
+    dp_cuda_swiglu_backward(g->gate, g->up, g->h, g->gate, g->up, N * F, NULL); /* in place, element-wise */
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->gate, g->ln2, wp(g, w[DP_BT_GATE]), N, C, F, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 1.0f, NULL, g->up, g->ln2, wp(g, w[DP_BT_UP]), N, C, F, 1.0f);
+    linear_lora_backward(g, l, DP_BT_GATE, g->dwide, g->gate, g->ln2, N, C, F, use_keys);
+    linear_lora_backward(g, l, DP_BT_UP, g->dwide, g->up, g->ln2, N, C, F, use_keys);
+    dp_cuda_d2d(g->dx2, g->dx, (size_t)(N * C) * sizeof(float), NULL);
+    dp_cuda_rmsnorm_backward(g->dx2, NULL, g->norm_scratch, g->dwide, g->res2, wp(g, w[DP_BT_MLP_NORM]), g->rstd2, N, C,
+                             NULL);
+    /* attention: res2 = x + o(attn(rope(q), rope(k), v)), q/k/v = W ln1(x) */
+    dp_cuda_f32_to_bf16(g->g16, g->dx2, N * C, NULL);
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->g16, g->ao, wp(g, w[DP_BT_O]), N, QD, C, 1.0f);
+    linear_lora_backward(g, l, DP_BT_O, g->dwide, g->g16, g->ao, N, QD, C, use_keys);
+    dp_cuda_f32_to_bf16(g->g16, g->dwide, N * QD, NULL);
+    dp_cuda_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->g16, g->ao, g->lse, g->q, g->k, g->v, B, T, NH, NKV, HD,
+                               NULL);
+    dp_cuda_rope_backward(g->dq, g->cosb, g->sinb, B, T, NH, HD, NULL);
+    dp_cuda_rope_backward(g->dk, g->cosb, g->sinb, B, T, NKV, HD, NULL);
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->dq, g->ln, wp(g, w[DP_BT_Q]), N, C, QD, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 1.0f, NULL, g->dk, g->ln, wp(g, w[DP_BT_K]), N, C, KD, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 1.0f, NULL, g->dv, g->ln, wp(g, w[DP_BT_V]), N, C, KD, 1.0f);
+    linear_lora_backward(g, l, DP_BT_Q, g->dwide, g->dq, g->ln, N, C, QD, use_keys);
+    linear_lora_backward(g, l, DP_BT_K, g->dwide, g->dk, g->ln, N, C, KD, use_keys);
+    linear_lora_backward(g, l, DP_BT_V, g->dwide, g->dv, g->ln, N, C, KD, use_keys);
+    dp_cuda_rmsnorm_backward(g->dx2, NULL, g->norm_scratch, g->dwide, xin, wp(g, w[DP_BT_ATTN_NORM]), g->rstd1, N, C,
+                             NULL);
+    float *t = g->dx;
+    g->dx = g->dx2;
+    g->dx2 = t;
 }
 
 void dp_cuda_llama_blocks(dp_cuda_llama *g, const dp_layer_map *map, int from, int to, int64_t B) {
     check_b(g, B);
-    for (int i = from; i < to; i++) block(g, map->layer[i], B);
+    for (int i = from; i < to; i++) block(g, map->layer[i], B, 0, 0);
 }
 
 double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *nll, int64_t B) {
@@ -171,4 +269,118 @@ double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *n
     for (int64_t n = 0; n < N; n++) sum += (double)h[n];
     if (!nll) dp_free(h);
     return sum;
+}
+
+/* ---- LoRA training ---- */
+
+int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, dp_err *err) {
+    const dp_llama_config *c = &g->m->cfg;
+    if (!lora || !lora->mem) return dp_err_set(err, DP_E_USAGE, "GPU training needs LoRA adapters");
+    if (K < 0 || K > c->vocab_size) return dp_err_set(err, DP_E_USAGE, "teacher top-k %lld outside 0..vocab", (long long)K);
+    g->lora = lora;
+    g->K = K;
+    int64_t N = g->Bmax * g->Tmax, C = c->hidden_size, HD = c->head_dim, W = C, QD = 0, KD = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        QD = max_i64(QD, c->layer_heads[l] * HD);
+        KD = max_i64(KD, c->layer_kv_heads[l] * HD);
+        W = max_i64(W, max_i64(c->layer_inter[l], c->layer_heads[l] * HD));
+    }
+    g->lw = take(g, (size_t)lora->n_elems * 2, "GPU LoRA adapters");
+    g->lg = take(g, (size_t)lora->n_elems * sizeof(float), "GPU LoRA gradients");
+    g->n_saved = n_blocks + 1;
+    g->xs = take(g, (size_t)g->n_saved * (size_t)(N * C) * sizeof(float), "GPU block inputs");
+    float **f32[] = {&g->res2, &g->dx, &g->dx2};
+    for (size_t i = 0; i < 3; i++) *f32[i] = take(g, (size_t)(N * C) * sizeof(float), "GPU training");
+    g->dwide = take(g, (size_t)(N * W) * sizeof(float), "GPU training");
+    g->dwide2 = take(g, (size_t)(N * W) * sizeof(float), "GPU training");
+    float **rows[] = {&g->rstd1, &g->rstd2, &g->rstdf, &g->ce, &g->kd};
+    for (size_t i = 0; i < 5; i++) *rows[i] = take(g, (size_t)N * sizeof(float), "GPU training");
+    g->dsum = take(g, (size_t)(N * QD / HD) * sizeof(float), "GPU training");
+    g->ln2 = take(g, (size_t)(N * C) * 2, "GPU training");
+    g->g16 = take(g, (size_t)(N * W) * 2, "GPU training");
+    g->dq = take(g, (size_t)(N * QD) * 2, "GPU training");
+    g->dk = take(g, (size_t)(N * KD) * 2, "GPU training");
+    g->dv = take(g, (size_t)(N * KD) * 2, "GPU training");
+    g->xa = take(g, (size_t)(DP_LLAMA_BLOCK_TENSORS * N * lora->rank) * 2, "GPU LoRA intermediates");
+    g->xdrop = take(g, (size_t)(N * W) * 2, "GPU LoRA dropout");
+    g->keys = take(g, (size_t)N * sizeof(uint64_t), "GPU training");
+    if (K) {
+        g->tidx = take(g, (size_t)(N * K) * sizeof(int32_t), "GPU teacher top-k");
+        g->tval = take(g, (size_t)(N * K) * sizeof(float), "GPU teacher top-k");
+        g->tlse = take(g, (size_t)N * sizeof(float), "GPU teacher top-k");
+    }
+    g->lora_scratch = take(g, dp_cuda_lora_scratch_bytes(N, lora->rank), "GPU training");
+    g->norm_scratch = take(g, dp_cuda_rmsnorm_scratch_bytes(N, C), "GPU training");
+    dp_cuda_llama_lora_upload(g);
+    dp_cuda_llama_lora_zero_grad(g);
+    return DP_OK;
+}
+
+void dp_cuda_llama_lora_upload(dp_cuda_llama *g) {
+    const dp_lora *lo = g->lora;
+    uint16_t *buf = dp_malloc((size_t)lo->n_elems * sizeof(uint16_t), "GPU upload");
+    for (int64_t i = 0; i < lo->n_elems; i++) buf[i] = dp_f32_to_bf16(lo->mem[i]);
+    dp_cuda_h2d(g->lw, buf, (size_t)lo->n_elems * sizeof(uint16_t));
+    dp_free(buf);
+}
+
+void dp_cuda_llama_lora_zero_grad(dp_cuda_llama *g) {
+    dp_cuda_memset0(g->lg, (size_t)g->lora->n_elems * sizeof(float), NULL);
+}
+
+void dp_cuda_llama_lora_grad(const dp_cuda_llama *g, float *host) {
+    dp_cuda_sync(NULL);
+    dp_cuda_d2h(host, g->lg, (size_t)g->lora->n_elems * sizeof(float));
+}
+
+int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const dp_cuda_micro *mb, double *ce_sum,
+                              double *kd_sum, dp_err *err) {
+    const dp_llama_config *c = &g->m->cfg;
+    int64_t B = mb->B, T = mb->T, N = B * T, C = c->hidden_size, V = c->vocab_size;
+    if (T < 1 || T > g->Tmax || B < 1 || B > g->Bmax)
+        return dp_err_set(err, DP_E_USAGE, "GPU micro-batch %lld x %lld outside the planned %lld x %lld", (long long)B,
+                          (long long)T, (long long)g->Bmax, (long long)g->Tmax);
+    if (map->n + 1 > g->n_saved) return dp_err_set(err, DP_E_USAGE, "GPU training was planned for %d blocks", g->n_saved - 1);
+    int kd = mb->tidx != NULL;
+    if (kd && !g->K) return dp_err_set(err, DP_E_USAGE, "GPU training was planned without a teacher");
+    g->T = T;
+    int rc = dp_cuda_llama_embed(g, mb->tokens, B, err);
+    if (rc) return rc;
+    int use_keys = mb->keys != NULL && mb->backward;
+    if (use_keys) dp_cuda_h2d(g->keys, mb->keys, (size_t)N * sizeof(uint64_t));
+    if (kd) {
+        dp_cuda_h2d(g->tidx, mb->tidx, (size_t)(N * g->K) * sizeof(int32_t));
+        dp_cuda_h2d(g->tval, mb->tval, (size_t)(N * g->K) * sizeof(float));
+        dp_cuda_h2d(g->tlse, mb->tlse, (size_t)N * sizeof(float));
+    }
+    size_t NC = (size_t)(N * C) * sizeof(float);
+    int64_t stride = g->Bmax * g->Tmax * C;
+    for (int i = 0; i < map->n; i++) {
+        if (mb->backward) dp_cuda_d2d(g->xs + i * stride, g->x, NC, NULL);
+        block(g, map->layer[i], B, 0, use_keys);
+    }
+    if (mb->backward) dp_cuda_d2d(g->xs + (int64_t)map->n * stride, g->x, NC, NULL);
+    /* head: final norm, chunked logits, CE (+ KD), d(final norm output) */
+    dp_cuda_rmsnorm_forward(g->ln, g->rstdf, g->x, wp(g, g->m->w.norm), N, C, (float)c->rms_norm_eps, NULL);
+    dp_cuda_h2d(g->tgt, mb->targets, (size_t)N * sizeof(int32_t));
+    dp_cuda_head_args a = {.targets = g->tgt, .tidx = kd ? g->tidx : NULL, .tval = g->tval, .tlse = g->tlse, .K = g->K,
+                           .alpha = (float)(kd ? mb->alpha : 0.0), .temp = (float)mb->temp,
+                           .gscale = (float)mb->gscale, .chunk = g->chunk};
+    dp_cuda_head_loss(g->blas, g->ce, g->kd, mb->backward ? g->dwide : NULL, NULL, g->head_scratch, g->ln,
+                      wp(g, g->m->w.head), &a, N, C, V, NULL);
+    float *rows = dp_malloc((size_t)N * 2 * sizeof(float), "GPU losses");
+    dp_cuda_sync(NULL);
+    dp_cuda_d2h(rows, g->ce, (size_t)N * sizeof(float));
+    dp_cuda_d2h(rows + N, g->kd, (size_t)N * sizeof(float));
+    for (int64_t n = 0; n < N; n++) {
+        *ce_sum += (double)rows[n];
+        if (kd) *kd_sum += (double)rows[N + n];
+    }
+    dp_free(rows);
+    if (!mb->backward) return DP_OK;
+    dp_cuda_memset0(g->dx, NC, NULL);
+    dp_cuda_rmsnorm_backward(g->dx, NULL, g->norm_scratch, g->dwide, g->xs + (int64_t)map->n * stride,
+                             wp(g, g->m->w.norm), g->rstdf, N, C, NULL);
+    for (int i = map->n - 1; i >= 0; i--) block_backward(g, map->layer[i], g->xs + i * stride, B, use_keys);
+    return DP_OK;
 }
