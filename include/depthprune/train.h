@@ -108,6 +108,7 @@ typedef struct dp_train_opts {
     const char *run_dir;
     uint64_t model_hash, teacher_hash;
     int progress;
+    int cuda; /* LoRA steps and validation on the GPU engine (KD from a teacher cache only) */
     /* tests only */
     int64_t fault_nan_step;
     int fault_nan_rank; /* rank that injects a NaN gradient at iteration fault_nan_step (-1: none) */

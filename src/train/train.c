@@ -15,6 +15,9 @@
 #include "depthprune/prune.h"
 #include "depthprune/store.h"
 #include "depthprune/train.h"
+#ifdef DP_HAVE_CUDA
+#include "depthprune/llama_cuda.h"
+#endif
 
 #define CKPT_VERSION "2"
 #define MPI_CHUNK ((int64_t)1 << 24) /* floats per MPI call */
@@ -848,6 +851,39 @@ double dp_eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, c
     return cnt > 0 ? nll / cnt : NAN;
 }
 
+#ifdef DP_HAVE_CUDA
+/* dp_eval_loss on the GPU engine (the same examples, rank shares and sums) */
+static double gpu_eval_loss(const dp_mpi *mpi, dp_cuda_llama *g, const dp_layer_map *map, const dp_train_data *d,
+                            const int64_t *idx, int64_t n, int64_t mb) {
+    int64_t e0 = n * mpi->rank / mpi->size, e1 = n * (mpi->rank + 1) / mpi->size;
+    double part[2] = {0, 0}, unused = 0;
+    dp_err err;
+    batch b = {.B = mb};
+    b.tokens = dp_malloc((size_t)(mb * d->max_len) * sizeof(int32_t), "batch");
+    b.targets = dp_malloc((size_t)(mb * d->max_len) * sizeof(int32_t), "batch");
+    b.keys = dp_malloc((size_t)(mb * d->max_len) * sizeof(uint64_t), "batch");
+    for (int64_t e = e0; e < e1; e += mb) {
+        int64_t k = e1 - e < mb ? e1 - e : mb;
+        build_batch(&b, d, idx + e, k, d->max_len, 0, 0);
+        dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .B = mb, .T = b.T, .temp = 1.0, .gscale = 1.0};
+        if (dp_cuda_llama_train_micro(g, map, &x, &part[0], &unused, &err)) dp_fatal("evaluation: %s", err.msg);
+        for (int64_t r = 0; r < b.B * b.T; r++) part[1] += b.targets[r] >= 0;
+    }
+    double *all = dp_malloc((size_t)mpi->size * 2 * sizeof(double), "eval");
+    DP_CHECK_MPI(MPI_Allgather(part, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, mpi->comm));
+    double nll = 0, cnt = 0;
+    for (int r = 0; r < mpi->size; r++) {
+        nll += all[2 * r];
+        cnt += all[2 * r + 1];
+    }
+    dp_free(all);
+    dp_free(b.tokens);
+    dp_free(b.targets);
+    dp_free(b.keys);
+    return cnt > 0 ? nll / cnt : NAN;
+}
+#endif
+
 /* ---------------- training ---------------- */
 
 /* AdamW over this rank's shard; norm vectors of full training without decay
@@ -901,6 +937,15 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         return dp_err_set(err, DP_E_MISMATCH, "teacher vocabulary %lld differs from the student's %lld",
                           (long long)teacher->cfg.vocab_size, (long long)V);
     if (o->lora_dropout < 0 || o->lora_dropout >= 1) return dp_err_set(err, DP_E_CONFIG, "LoRA dropout must be in [0, 1)");
+    if (o->cuda && o->method != DP_TRAIN_LORA)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "full-parameter training on --device cuda is not implemented yet; "
+                                                 "use LoRA or --device cpu");
+    if (o->cuda && kd && teacher)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "KD with an online teacher on --device cuda is not implemented yet; "
+                                                 "build a teacher cache (depthprune teacher-cache) and pass it");
+#ifndef DP_HAVE_CUDA
+    if (o->cuda) return dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
+#endif
     int64_t per_rank = G / P, n_micro = per_rank / mb, tmax = d->max_len;
     int rc = DP_OK;
 
@@ -932,7 +977,8 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     const dp_lora *L = o->method == DP_TRAIN_LORA ? lora : NULL;
     dp_llama_state s, ts;
     memset(&ts, 0, sizeof ts);
-    rc = dp_llama_state_init(&s, student, L, mb, tmax, map->n, DP_STATE_TRAIN, 1, err);
+    memset(&s, 0, sizeof s);
+    if (!o->cuda) rc = dp_llama_state_init(&s, student, L, mb, tmax, map->n, DP_STATE_TRAIN, 1, err);
     dp_layer_map tmap;
     if (!rc && kd && teacher) {
         dp_layer_map_all(&tmap, (int)teacher->cfg.n_layers);
@@ -970,6 +1016,16 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                o->method == DP_TRAIN_LORA ? "LoRA" : "full", (long long)tr.n, (long long)n_train, (long long)n_val,
                (long long)spe, (long long)o->epochs, (long long)G, P, (long long)mb, (long long)n_micro,
                kd ? (teacher ? (K ? ", KD online top-k" : ", KD online") : ", KD from teacher cache") : "");
+#ifdef DP_HAVE_CUDA
+    dp_cuda_llama g; /* opened after the resume, so it uploads the resumed adapters */
+    memset(&g, 0, sizeof g);
+    if (o->cuda) {
+        if (!rc) rc = dp_cuda_llama_open(&g, student, mb, tmax, 1, mpi->local_rank, err);
+        if (!rc) rc = dp_cuda_llama_train_init(&g, lora, map->n, K, err);
+        rc = dp_mpi_agree(mpi, rc, err);
+        if (!rc && mpi->rank == 0) dp_log("training on the GPU: %.2f GiB of device memory", (double)g.n_bytes / 1073741824.0);
+    }
+#endif
     int64_t cur_epoch = -1;
     double t_start = dp_time_s();
     int64_t it0 = cs.it;
@@ -993,6 +1049,28 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             const int64_t *ex = gex + mpi->rank * per_rank + mi * mb;
             build_batch(&b, d, ex, mb, tmax, o->seed, it);
             real += (double)b.n_real;
+#ifdef DP_HAVE_CUDA
+            if (o->cuda) {
+                int64_t Nr = mb * b.T;
+                if (kd) {
+                    memset(kidx, 0, (size_t)(Nr * K) * sizeof(int32_t));
+                    rc = tcache_fill(&tc, d, ex, mb, b.T, kidx, kval, klse, err);
+                    for (int64_t r = 0; !rc && r < Nr * K; r++)
+                        if (kidx[r] >= V) rc = dp_err_set(err, DP_E_FORMAT, "teacher cache: token index outside the vocabulary");
+                    if (rc) break;
+                }
+                dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .keys = lora->dropout > 0 ? b.keys : NULL,
+                                   .B = mb, .T = b.T, .tidx = kd ? kidx : NULL, .tval = kval, .tlse = klse,
+                                   .alpha = o->kd_alpha, .temp = o->kd_temp, .gscale = 1.0 / (D > 0 ? D : 1),
+                                   .backward = 1};
+                rc = dp_cuda_llama_train_micro(&g, map, &x, &ce_sum, &kd_sum, err);
+                if (!rc && mi + 1 == n_micro) {
+                    dp_cuda_llama_lora_grad(&g, tr.g);
+                    dp_cuda_llama_lora_zero_grad(&g);
+                }
+                continue;
+            }
+#endif
             rc = dp_llama_state_reshape(&s, student, L, mb, b.T, err);
             if (L) lora->drop_key = b.keys;
             if (!rc) rc = dp_llama_forward(student, L, map, &s, b.tokens, err);
@@ -1076,6 +1154,9 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             cs.opt_step++;
             shard_update(&tr, student, lr, cs.opt_step);
             bcast_from_owners(mpi, tr.p, tr.n);
+#ifdef DP_HAVE_CUDA
+            if (o->cuda) dp_cuda_llama_lora_upload(&g);
+#endif
             last_loss = loss;
         }
         cs.it = it + 1;
@@ -1094,7 +1175,12 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                        el / (double)(cs.it - it0) * (double)(total - cs.it));
         }
         if (n_val > 0 && o->val_every > 0 && cs.it % o->val_every == 0 && cs.it < total) {
-            double vl = dp_eval_loss(mpi, student, L, map, d, val_idx, n_val, mb);
+            double vl;
+#ifdef DP_HAVE_CUDA
+            if (o->cuda) vl = gpu_eval_loss(mpi, &g, map, d, val_idx, n_val, mb);
+            else
+#endif
+            vl = dp_eval_loss(mpi, student, L, map, d, val_idx, n_val, mb);
             if (mpi->rank == 0) {
                 char line[128];
                 snprintf(line, sizeof line, "{\"step\":%lld,\"val_loss\":%.9g}\n", (long long)cs.it, vl);
@@ -1119,6 +1205,10 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     if (!rc && !res->stopped && cs.it < total) res->stopped = 1;
     if (!rc && !res->stopped) {
         if (n_val > 0) {
+#ifdef DP_HAVE_CUDA
+            if (o->cuda) res->val_loss = gpu_eval_loss(mpi, &g, map, d, val_idx, n_val, mb);
+            else
+#endif
             res->val_loss = dp_eval_loss(mpi, student, L, map, d, val_idx, n_val, mb);
             if (mpi->rank == 0) {
                 char line[128];
@@ -1143,8 +1233,11 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     dp_free(b.tokens);
     dp_free(b.targets);
     dp_free(b.keys);
-    dp_llama_state_free(&s);
+    if (s.mem) dp_llama_state_free(&s);
     if (ts.mem) dp_llama_state_free(&ts);
+#ifdef DP_HAVE_CUDA
+    dp_cuda_llama_free(&g);
+#endif
     dp_free(tr.m);
     dp_free(tr.v);
     if (o->method == DP_TRAIN_LORA) dp_lora_free(&lgrad);

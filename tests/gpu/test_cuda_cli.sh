@@ -49,6 +49,35 @@ rel = max(abs(x - y) / abs(x) for x, y in zip(a, b))
 print("score ppl: max relative difference cpu vs gpu %.2e (tol 1e-3)" % rel)
 sys.exit(0 if rel <= 1e-3 else 1)
 PY
+# LoRA retraining on the GPU (dropout on, KD from a teacher cache built on the
+# CPU): finishes, writes the merged model and adapter; its first-step loss
+# (same weights on both devices) within 1e-3 of the CPU run's; the final
+# validation loss finite; a bad combination is refused.
+python3 - "$ROOT/data/brown-cloze.jsonl" "$T/alpaca.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])][:48]
+json.dump([{"instruction": "Continue the passage.", "input": r["context"], "output": r["choices"][r["label"]]}
+           for r in rows], open(sys.argv[2], "w"))
+PY
+# the student: the embedded model without block 3 (the teacher is the dense one)
+expect_exit 0 "" "$DP" export --model "$M" --drop 3 --out "$T/student"
+expect_exit 0 "" "$DP" teacher-cache --teacher "$M" --data "$T/alpaca.json" --topk 16 --cutoff 96 --out "$T/tc.h5"
+TR=(retrain --student "$T/student" --data "$T/alpaca.json" --teacher-cache "$T/tc.h5" --kd-alpha 0.5 --cutoff 96
+    --global-batch 8 --micro-batch 4 --epochs 1 --val-size 16 --lr 1e-3)
+expect_exit 0 "" "$DP" "${TR[@]}" --run "$T/rc" --out "$T/oc"
+expect_exit 0 "" "$DP" "${TR[@]}" --device cuda --run "$T/rg" --out "$T/og"
+[ -f "$T/og/model.safetensors" ] && [ -d "$T/og/adapter" ] || fail "GPU retrain wrote no merged model/adapter"
+python3 - "$T/rc/train_log.jsonl" "$T/rg/train_log.jsonl" <<'PY' || fail "GPU training loss differs from the CPU's"
+import json, math, sys
+c, g = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+cs, gs = [x for x in c if "loss" in x], [x for x in g if "loss" in x]
+rel = abs(cs[0]["loss"] - gs[0]["loss"]) / cs[0]["loss"]
+print("step-1 loss cpu %.6f gpu %.6f rel %.2e (tol 1e-3); step-4 cpu %.6f gpu %.6f"
+      % (cs[0]["loss"], gs[0]["loss"], rel, cs[-1]["loss"], gs[-1]["loss"]))
+sys.exit(0 if rel <= 1e-3 and len(gs) == len(cs) and all(math.isfinite(x["loss"]) for x in gs) else 1)
+PY
+expect_exit 1 "full-parameter training on --device cuda" "$DP" "${TR[@]}" --method full --device cuda --run "$T/rf" --out "$T/of"
+
 expect_exit 1 "computed with --device cpu" "$DP" "${ARGS[@]}" --device cuda --run "$T/cpu"
 expect_exit 1 "score it with --device cpu" "$DP" score --model "$M" --calib "$T/text.txt" --criterion taylor \
   --device cuda --run "$T/t"
