@@ -144,6 +144,14 @@ void dp_cuda_head_loss(dp_blas h, float *ce, float *kd, float *dh, float *dw, vo
                        const dp_bf16 *hid, const dp_bf16 *w, const dp_cuda_head_args *a, int64_t N,
                        int64_t C, int64_t V, dp_stream s);
 
+/* The teacher's side: per row of h @ w^T, the top-K logits (tidx/tval (N,
+ * K), descending, ties to the lower index, as dp_teacher_topk) and tlse (N)
+ * = lse(logits / temp); `chunk` rows of logits at a time in scratch
+ * (dp_cuda_head_scratch_bytes(chunk, V)). */
+void dp_cuda_head_topk(dp_blas h, int32_t *tidx, float *tval, float *tlse, void *scratch, const dp_bf16 *hid,
+                       const dp_bf16 *w, int64_t N, int64_t C, int64_t V, int64_t K, float temp, int64_t chunk,
+                       dp_stream s);
+
 /* ---- AdamW (adamw.cu), PyTorch's arithmetic in fp32 (ops.h); step from 1;
  * p_bf16 (may be NULL) receives the updated weights rounded to bf16. */
 void dp_cuda_adamw_update(float *p, dp_bf16 *p_bf16, const float *g, float *m, float *v, int64_t n,

@@ -79,12 +79,18 @@ typedef struct dp_cuda_micro {
     const int32_t *tokens, *targets; /* (B, T) host; targets < 0 ignored */
     const uint64_t *keys;            /* (B*T) dropout row keys, or NULL (no dropout) */
     int64_t B, T;
-    const int32_t *tidx;             /* (B*T, K) host teacher top-k, or NULL */
+    const int32_t *tidx;             /* (B*T, K) host teacher top-k (a teacher cache), or NULL */
+    dp_cuda_llama *teacher;          /* online teacher on the same GPU (instead of tidx), or NULL */
+    const dp_layer_map *teacher_map;
     const float *tval, *tlse;
     double alpha, temp;              /* KD weight and temperature */
     double gscale;                   /* gradient of gscale * sum of row losses */
     int backward;                    /* 0: losses only (validation) */
 } dp_cuda_micro;
+/* The teacher's forward on tokens (B, T host) and its top-K logits and
+ * lse(logits / temp) into device arrays tidx/tval (B*T, K), tlse (B*T). */
+int dp_cuda_llama_teacher_topk(dp_cuda_llama *t, const dp_layer_map *map, const int32_t *tokens, int64_t B, int64_t T,
+                               int64_t K, double temp, int32_t *tidx, float *tval, float *tlse, dp_err *err);
 /* One micro-batch: adds the row CE sum into *ce_sum and the KD sum into
  * *kd_sum (double, position order) and, with backward, accumulates adapter
  * gradients. Errors: token ids outside the vocabulary, T > Tmax. */

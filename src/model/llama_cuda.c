@@ -333,6 +333,23 @@ void dp_cuda_llama_lora_grad(const dp_cuda_llama *g, float *host) {
     dp_cuda_d2h(host, g->lg, (size_t)g->lora->n_elems * sizeof(float));
 }
 
+int dp_cuda_llama_teacher_topk(dp_cuda_llama *t, const dp_layer_map *map, const int32_t *tokens, int64_t B, int64_t T,
+                               int64_t K, double temp, int32_t *tidx, float *tval, float *tlse, dp_err *err) {
+    const dp_llama_config *c = &t->m->cfg;
+    if (T < 1 || T > t->Tmax || B < 1 || B > t->Bmax)
+        return dp_err_set(err, DP_E_USAGE, "teacher batch %lld x %lld outside the planned %lld x %lld", (long long)B,
+                          (long long)T, (long long)t->Bmax, (long long)t->Tmax);
+    t->T = T;
+    int rc = dp_cuda_llama_embed(t, tokens, B, err);
+    if (rc) return rc;
+    for (int i = 0; i < map->n; i++) block(t, map->layer[i], B, 0, 0);
+    int64_t N = B * T, C = c->hidden_size;
+    dp_cuda_rmsnorm_forward(t->ln, NULL, t->x, wp(t, t->m->w.norm), N, C, (float)c->rms_norm_eps, NULL);
+    dp_cuda_head_topk(t->blas, tidx, tval, tlse, t->head_scratch, t->ln, wp(t, t->m->w.head), N, C, c->vocab_size, K,
+                      (float)temp, t->chunk, NULL);
+    return DP_OK;
+}
+
 int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const dp_cuda_micro *mb, double *ce_sum,
                               double *kd_sum, dp_err *err) {
     const dp_llama_config *c = &g->m->cfg;
@@ -341,14 +358,21 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
         return dp_err_set(err, DP_E_USAGE, "GPU micro-batch %lld x %lld outside the planned %lld x %lld", (long long)B,
                           (long long)T, (long long)g->Bmax, (long long)g->Tmax);
     if (map->n + 1 > g->n_saved) return dp_err_set(err, DP_E_USAGE, "GPU training was planned for %d blocks", g->n_saved - 1);
-    int kd = mb->tidx != NULL;
+    int kd = mb->tidx != NULL || mb->teacher != NULL;
     if (kd && !g->K) return dp_err_set(err, DP_E_USAGE, "GPU training was planned without a teacher");
+    if (mb->teacher) { /* the teacher first: its embedding of the same tokens fills its own buffers */
+        if (mb->teacher->m->cfg.vocab_size != c->vocab_size)
+            return dp_err_set(err, DP_E_MISMATCH, "teacher and student vocabularies differ");
+        int trc = dp_cuda_llama_teacher_topk(mb->teacher, mb->teacher_map, mb->tokens, B, T, g->K, mb->temp, g->tidx,
+                                             g->tval, g->tlse, err);
+        if (trc) return trc;
+    }
     g->T = T;
     int rc = dp_cuda_llama_embed(g, mb->tokens, B, err);
     if (rc) return rc;
     int use_keys = mb->keys != NULL && mb->backward;
     if (use_keys) dp_cuda_h2d(g->keys, mb->keys, (size_t)N * sizeof(uint64_t));
-    if (kd) {
+    if (mb->tidx) {
         dp_cuda_h2d(g->tidx, mb->tidx, (size_t)(N * g->K) * sizeof(int32_t));
         dp_cuda_h2d(g->tval, mb->tval, (size_t)(N * g->K) * sizeof(float));
         dp_cuda_h2d(g->tlse, mb->tlse, (size_t)N * sizeof(float));

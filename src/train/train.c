@@ -940,9 +940,9 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     if (o->cuda && o->method != DP_TRAIN_LORA)
         return dp_err_set(err, DP_E_UNSUPPORTED, "full-parameter training on --device cuda is not implemented yet; "
                                                  "use LoRA or --device cpu");
-    if (o->cuda && kd && teacher)
-        return dp_err_set(err, DP_E_UNSUPPORTED, "KD with an online teacher on --device cuda is not implemented yet; "
-                                                 "build a teacher cache (depthprune teacher-cache) and pass it");
+    if (o->cuda && kd && teacher && o->kd_topk < 1)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "online KD over the full vocabulary is not implemented on --device cuda; "
+                                                 "use the teacher's top-k (--kd-topk K) or a teacher cache");
 #ifndef DP_HAVE_CUDA
     if (o->cuda) return dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
 #endif
@@ -982,7 +982,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     dp_layer_map tmap;
     if (!rc && kd && teacher) {
         dp_layer_map_all(&tmap, (int)teacher->cfg.n_layers);
-        rc = dp_llama_state_init(&ts, teacher, NULL, mb, tmax, tmap.n, 0, 1, err);
+        if (!o->cuda) rc = dp_llama_state_init(&ts, teacher, NULL, mb, tmax, tmap.n, 0, 1, err);
     }
     tcache tc;
     memset(&tc, 0, sizeof tc);
@@ -1017,11 +1017,13 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                (long long)spe, (long long)o->epochs, (long long)G, P, (long long)mb, (long long)n_micro,
                kd ? (teacher ? (K ? ", KD online top-k" : ", KD online") : ", KD from teacher cache") : "");
 #ifdef DP_HAVE_CUDA
-    dp_cuda_llama g; /* opened after the resume, so it uploads the resumed adapters */
+    dp_cuda_llama g, gt; /* opened after the resume, so it uploads the resumed adapters */
     memset(&g, 0, sizeof g);
+    memset(&gt, 0, sizeof gt);
     if (o->cuda) {
         if (!rc) rc = dp_cuda_llama_open(&g, student, mb, tmax, 1, mpi->local_rank, err);
         if (!rc) rc = dp_cuda_llama_train_init(&g, lora, map->n, K, err);
+        if (!rc && kd && teacher) rc = dp_cuda_llama_open(&gt, teacher, mb, tmax, 1, mpi->local_rank, err);
         rc = dp_mpi_agree(mpi, rc, err);
         if (!rc && mpi->rank == 0) dp_log("training on the GPU: %.2f GiB of device memory", (double)g.n_bytes / 1073741824.0);
     }
@@ -1052,7 +1054,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
 #ifdef DP_HAVE_CUDA
             if (o->cuda) {
                 int64_t Nr = mb * b.T;
-                if (kd) {
+                if (kd && !teacher) {
                     memset(kidx, 0, (size_t)(Nr * K) * sizeof(int32_t));
                     rc = tcache_fill(&tc, d, ex, mb, b.T, kidx, kval, klse, err);
                     for (int64_t r = 0; !rc && r < Nr * K; r++)
@@ -1060,7 +1062,8 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                     if (rc) break;
                 }
                 dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .keys = lora->dropout > 0 ? b.keys : NULL,
-                                   .B = mb, .T = b.T, .tidx = kd ? kidx : NULL, .tval = kval, .tlse = klse,
+                                   .B = mb, .T = b.T, .tidx = kd && !teacher ? kidx : NULL, .tval = kval,
+                                   .tlse = klse, .teacher = kd && teacher ? &gt : NULL, .teacher_map = &tmap,
                                    .alpha = o->kd_alpha, .temp = o->kd_temp, .gscale = 1.0 / (D > 0 ? D : 1),
                                    .backward = 1};
                 rc = dp_cuda_llama_train_micro(&g, map, &x, &ce_sum, &kd_sum, err);
@@ -1237,6 +1240,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     if (ts.mem) dp_llama_state_free(&ts);
 #ifdef DP_HAVE_CUDA
     dp_cuda_llama_free(&g);
+    dp_cuda_llama_free(&gt);
 #endif
     dp_free(tr.m);
     dp_free(tr.v);

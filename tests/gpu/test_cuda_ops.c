@@ -301,6 +301,51 @@ static void test_head(dp_blas h, int with_kd) {
     check(with_kd ? "head dw (CE+KD)" : "head dw (CE)", down32(gdw, V * C), dw, V * C, 1e-2);
 }
 
+
+/* teacher top-k on integer logits (exact in bf16 and fp32, many ties): the
+ * indices must equal the CPU rule's exactly (descending, ties to the lower
+ * index), the values and lse to fp32 rounding */
+static void test_topk(dp_blas h) {
+    const int64_t N = 7, C = 8, V = 300, K = 12;
+    const float temp = 2.0f;
+    float *hid = malloc((size_t)(N * C) * 4), *w = malloc((size_t)(V * C) * 4);
+    for (int64_t i = 0; i < N * C; i++) hid[i] = (float)((int)(urand() * 3.0f));
+    for (int64_t i = 0; i < V * C; i++) w[i] = (float)((int)(urand() * 3.0f));
+    float *logits = zeros(N * V);
+    dp_matmul_forward(logits, hid, w, N, C, V);
+    int32_t *ridx = malloc((size_t)(N * K) * 4);
+    float *rval = zeros(N * K), *rlse = zeros(N);
+    for (int64_t n = 0; n < N; n++) {
+        const float *z = logits + n * V;
+        char *used = calloc((size_t)V, 1);
+        for (int64_t j = 0; j < K; j++) {
+            int64_t b = -1;
+            for (int64_t i = 0; i < V; i++)
+                if (!used[i] && (b < 0 || z[i] > z[b])) b = i; /* strict: the lower index wins ties */
+            used[b] = 1;
+            ridx[n * K + j] = (int32_t)b;
+            rval[n * K + j] = z[b];
+        }
+        free(used);
+        double mx = -INFINITY, s = 0;
+        for (int64_t i = 0; i < V; i++) mx = fmax(mx, (double)z[i] / temp);
+        for (int64_t i = 0; i < V; i++) s += exp((double)z[i] / temp - mx);
+        rlse[n] = (float)(mx + log(s));
+    }
+    void *gh = up16(hid, N * C), *gw = up16(w, V * C), *sc = dp_cuda_malloc(dp_cuda_head_scratch_bytes(3, V), "t");
+    int32_t *gi = dp_cuda_malloc((size_t)(N * K) * 4, "t");
+    float *gv = dp_cuda_malloc((size_t)(N * K) * 4, "t"), *gl = dp_cuda_malloc((size_t)N * 4, "t");
+    dp_cuda_head_topk(h, gi, gv, gl, sc, gh, gw, N, C, V, K, temp, 3, NULL);
+    int32_t *idx = malloc((size_t)(N * K) * 4);
+    dp_cuda_sync(NULL);
+    dp_cuda_d2h(idx, gi, (size_t)(N * K) * 4);
+    int same = !memcmp(idx, ridx, (size_t)(N * K) * 4);
+    printf("%-34s %s\n", "teacher top-k indices", same ? "identical" : "DIFFER  FAILED");
+    if (!same) g_fail = 1;
+    check("teacher top-k values", down32(gv, N * K), rval, N * K, 0);
+    check("teacher lse(z / T)", down32(gl, N), rlse, N, 1e-6);
+}
+
 static void test_adamw(void) {
     const int64_t n = 3001;
     float *p = rnd32(n, 1), *m = zeros(n), *v = zeros(n);
@@ -342,6 +387,7 @@ int main(void) {
     test_swiglu();
     test_head(h, 0);
     test_head(h, 1);
+    test_topk(h);
     test_adamw();
     dp_cuda_blas_destroy(h);
     printf(g_fail ? "test_cuda_ops: FAILED\n" : "test_cuda_ops: all ops match the CPU reference\n");

@@ -114,3 +114,71 @@ extern "C" void dp_cuda_head_loss(dp_blas h, float *ce, float *kd, float *dh, fl
         if (dh) dp_cuda_matmul_backward(h, dh + r0 * C, 0.0f, dw, dlog, hid + r0 * C, w, rows, C, V, 1.0f);
     }
 }
+
+/* ---- the teacher's side of KD: top-k logits per row (descending value,
+ * ties to the lower index, as dp_teacher_topk) and lse(z / temp), chunked
+ * like the loss. K rounds of a block-wide argmax; each winner is then
+ * masked to -inf in the (scratch) logits. */
+static __device__ void block_argmax(float *v, int64_t *i, float *shv, int64_t *shi) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, *v, o);
+        int64_t i2 = __shfl_xor_sync(0xffffffffu, *i, o);
+        if (v2 > *v || (v2 == *v && i2 < *i)) *v = v2, *i = i2;
+    }
+    __syncthreads();
+    if (lane == 0) shv[w] = *v, shi[w] = *i;
+    __syncthreads();
+    *v = lane < nw ? shv[lane] : -INFINITY;
+    *i = lane < nw ? shi[lane] : INT64_MAX;
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, *v, o);
+        int64_t i2 = __shfl_xor_sync(0xffffffffu, *i, o);
+        if (v2 > *v || (v2 == *v && i2 < *i)) *v = v2, *i = i2;
+    }
+}
+
+static __global__ void topk_row_kernel(int32_t *tidx, float *tval, float *tlse, float *logits, int64_t K, float temp,
+                                       int64_t V, int64_t r0) {
+    __shared__ float shf[32];
+    __shared__ double shd[32];
+    __shared__ int64_t shi[32];
+    int64_t n = r0 + blockIdx.x;
+    float *z = logits + (int64_t)blockIdx.x * V;
+    double invT = 1.0 / (double)temp;
+    float mx = -INFINITY;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, z[i]);
+    mx = block_max(mx, shf);
+    double mxs = (double)mx * invT, S = 0.0;
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) S += exp((double)z[i] * invT - mxs);
+    S = block_sum_d(S, shd);
+    if (threadIdx.x == 0) tlse[n] = (float)(log(S) + mxs);
+    for (int64_t j = 0; j < K; j++) {
+        float bv = -INFINITY;
+        int64_t bi = INT64_MAX;
+        for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+            if (z[i] > bv || (z[i] == bv && i < bi)) bv = z[i], bi = i;
+        block_argmax(&bv, &bi, shf, shi);
+        if (threadIdx.x == 0) {
+            tidx[n * K + j] = (int32_t)bi;
+            tval[n * K + j] = bv;
+            z[bi] = -INFINITY;
+        }
+        __syncthreads();
+    }
+}
+
+extern "C" void dp_cuda_head_topk(dp_blas h, int32_t *tidx, float *tval, float *tlse, void *scratch, const dp_bf16 *hid,
+                                  const dp_bf16 *w, int64_t N, int64_t C, int64_t V, int64_t K, float temp, int64_t chunk,
+                                  dp_stream s) {
+    if (K < 1 || K > V || !(temp > 0) || chunk < 1)
+        dp_fatal("teacher top-k: K=%lld (V=%lld), temperature %g, chunk %lld", (long long)K, (long long)V,
+                 (double)temp, (long long)chunk);
+    float *logits = (float *)scratch;
+    for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+        int64_t rows = N - r0 < chunk ? N - r0 : chunk;
+        dp_cuda_matmul_forward(h, logits, 1, hid + r0 * C, w, rows, C, V, 1.0f, 0.0f);
+        topk_row_kernel<<<(unsigned)rows, HEAD_THREADS, 0, s>>>(tidx, tval, tlse, logits, K, temp, V, r0);
+        DP_CHECK_LAUNCH();
+    }
+}
