@@ -18,6 +18,9 @@
 #ifdef DP_HAVE_CUDA
 #include "depthprune/llama_cuda.h"
 #endif
+#ifdef DP_HAVE_NCCL
+#include "depthprune/ddp.h"
+#endif
 
 #define CKPT_VERSION "2"
 #define MPI_CHUNK ((int64_t)1 << 24) /* floats per MPI call */
@@ -1028,6 +1031,15 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         if (!rc && mpi->rank == 0) dp_log("training on the GPU: %.2f GiB of device memory", (double)g.n_bytes / 1073741824.0);
     }
 #endif
+    int use_nccl = 0; /* adapter gradients summed on the GPUs, not through the host */
+#ifdef DP_HAVE_NCCL
+    dp_ddp ddp;
+    memset(&ddp, 0, sizeof ddp);
+    if (!rc && o->cuda && P > 1) {
+        rc = dp_ddp_init(&ddp, mpi, 600.0, err);
+        use_nccl = rc == DP_OK;
+    }
+#endif
     int64_t cur_epoch = -1;
     double t_start = dp_time_s();
     int64_t it0 = cs.it;
@@ -1068,6 +1080,9 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                                    .backward = 1};
                 rc = dp_cuda_llama_train_micro(&g, map, &x, &ce_sum, &kd_sum, err);
                 if (!rc && mi + 1 == n_micro) {
+#ifdef DP_HAVE_NCCL
+                    if (use_nccl) dp_ddp_allreduce_sum(&ddp, g.lg, lora->n_elems);
+#endif
                     dp_cuda_llama_lora_grad(&g, tr.g);
                     dp_cuda_llama_lora_zero_grad(&g);
                 }
@@ -1115,7 +1130,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             dp_log("fault injection: NaN gradient at iteration %lld", (long long)it);
         }
         double local_bad = !(isfinite(ce_sum) && isfinite(kd_sum) && all_finite(tr.g, tr.n));
-        reduce_to_owners(mpi, tr.g, tr.n);
+        if (!use_nccl) reduce_to_owners(mpi, tr.g, tr.n); /* NCCL already summed them on every rank */
         double sq = 0;
         for (int64_t i = tr.s0; i < tr.s1; i++) sq += (double)tr.g[i] * tr.g[i];
         double mine[6] = {local_bad, sq, ce_sum, kd_sum, real, (double)g_stop_signal};
@@ -1238,6 +1253,9 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     dp_free(b.keys);
     if (s.mem) dp_llama_state_free(&s);
     if (ts.mem) dp_llama_state_free(&ts);
+#ifdef DP_HAVE_NCCL
+    if (use_nccl) dp_ddp_free(&ddp);
+#endif
 #ifdef DP_HAVE_CUDA
     dp_cuda_llama_free(&g);
     dp_cuda_llama_free(&gt);
