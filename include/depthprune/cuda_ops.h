@@ -115,6 +115,14 @@ void dp_cuda_attention_backward(dp_bf16 *dq, dp_bf16 *dk, dp_bf16 *dv, float *ds
                                 const dp_bf16 *v, int64_t B, int64_t T, int64_t NH, int64_t NKV,
                                 int64_t HD, dp_stream s);
 
+/* Generation: k/v (B, T, NKV, HD) into the cache (B, NKV, Tcap, HD) at
+ * positions pos0..pos0+T-1; one query per sequence, q (B, NH, HD), against
+ * cache positions 0..len-1 -> out (B, NH, HD). */
+void dp_cuda_kv_store(dp_bf16 *kc, dp_bf16 *vc, const dp_bf16 *k, const dp_bf16 *v, int64_t B, int64_t T,
+                      int64_t NKV, int64_t HD, int64_t Tcap, int64_t pos0, dp_stream s);
+void dp_cuda_attention_decode(dp_bf16 *out, const dp_bf16 *q, const dp_bf16 *kc, const dp_bf16 *vc, int64_t B,
+                              int64_t NH, int64_t NKV, int64_t HD, int64_t Tcap, int64_t len, dp_stream s);
+
 /* ---- SwiGLU (swiglu.cu): out = silu(gate) * up */
 void dp_cuda_swiglu_forward(dp_bf16 *out, const dp_bf16 *gate, const dp_bf16 *up, int64_t n, dp_stream s);
 void dp_cuda_swiglu_backward(dp_bf16 *dgate, dp_bf16 *dup, const dp_bf16 *dout, const dp_bf16 *gate,

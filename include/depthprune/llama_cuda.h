@@ -9,6 +9,7 @@
 #define DEPTHPRUNE_LLAMA_CUDA_H
 
 #include "depthprune/cuda_ops.h"
+#include "depthprune/generate.h"
 #include "depthprune/llama.h"
 
 #ifdef __cplusplus
@@ -96,6 +97,22 @@ int dp_cuda_llama_teacher_topk(dp_cuda_llama *t, const dp_layer_map *map, const 
  * gradients. Errors: token ids outside the vocabulary, T > Tmax. */
 int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const dp_cuda_micro *mb, double *ce_sum,
                               double *kd_sum, dp_err *err);
+
+/* ---- generation on the GPU: dp_generate's protocol and sampler (the same
+ * tokens for greedy decoding up to bf16 ties), KV cache in bf16 ---- */
+typedef struct dp_cuda_gen {
+    dp_cuda_llama g;          /* weights; activations for B x Tcap */
+    const dp_layer_map *map;
+    int64_t B, P, Tcap;       /* capacity: sequences, prompt tokens, positions */
+    dp_bf16 *kc, *vc;         /* (map->n, B, NKV, Tcap, HD) */
+    float *logits;            /* (B, V) host */
+    size_t cache_bytes;
+} dp_cuda_gen;
+int dp_cuda_gen_init(dp_cuda_gen *cg, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t Tcap,
+                     int local_rank, dp_err *err);
+void dp_cuda_gen_free(dp_cuda_gen *cg);
+int dp_cuda_generate(dp_cuda_gen *cg, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
+                     float *logits, dp_gen_stats *st, dp_err *err);
 
 #ifdef __cplusplus
 }

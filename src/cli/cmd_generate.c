@@ -13,6 +13,9 @@
 #include <string.h>
 
 #include "cli.h"
+#ifdef DP_HAVE_CUDA
+#include "depthprune/llama_cuda.h"
+#endif
 #include "depthprune/generate.h"
 #include "depthprune/ops.h"
 #include "depthprune/tokenizer.h"
@@ -61,6 +64,43 @@ static const dp_cli_opt k_gen_opts[] = {
     {NULL, NULL, NULL},
 };
 
+/* One generator on either engine. */
+typedef struct gen_any {
+    int cuda;
+    dp_gen cpu;
+#ifdef DP_HAVE_CUDA
+    dp_cuda_gen gpu;
+#endif
+} gen_any;
+
+static int gen_open(gen_any *a, int cuda, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t T,
+                    dp_err *err) {
+    memset(a, 0, sizeof *a);
+    a->cuda = cuda;
+#ifdef DP_HAVE_CUDA
+    if (cuda) return dp_cuda_gen_init(&a->gpu, m, map, B, P, T, 0, err);
+#endif
+    if (cuda) return dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
+    return dp_gen_init(&a->cpu, m, map, B, P, T, err);
+}
+
+static int gen_run(gen_any *a, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
+                   dp_gen_stats *st, dp_err *err) {
+#ifdef DP_HAVE_CUDA
+    if (a->cuda) return dp_cuda_generate(&a->gpu, prompts, B, P, o, out, NULL, st, err);
+#endif
+    return dp_generate(&a->cpu, prompts, B, P, o, out, NULL, st, err);
+}
+
+static void gen_close(gen_any *a) {
+#ifdef DP_HAVE_CUDA
+    if (a->cuda) dp_cuda_gen_free(&a->gpu);
+#endif
+    if (!a->cuda) dp_gen_free(&a->cpu);
+}
+
+static int on_cuda(const dp_app *app) { return !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda"); }
+
 static int run_generate(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_generate;
     dp_err err;
@@ -82,17 +122,19 @@ static int run_generate(dp_app *app) {
     if (!rc) rc = dp_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n, &err);
     if (!rc && n == 0) rc = dp_err_set(&err, DP_E_USAGE, "the prompt encodes to no tokens");
     dp_layer_map map;
-    dp_gen g;
+    gen_any g;
     memset(&g, 0, sizeof g);
+    int opened = 0;
     dp_gen_stats st;
     if (!rc) {
         o.eos_id = dp_tokenizer_eos_id(tok);
         dp_layer_map_all(&map, (int)m.cfg.n_layers);
-        rc = dp_gen_init(&g, &m, &map, 1, n, n + o.max_new, &err);
+        rc = gen_open(&g, on_cuda(app), &m, &map, 1, n, n + o.max_new, &err);
+        opened = rc == DP_OK;
     }
     if (!rc) {
         out = dp_malloc((size_t)o.max_new * sizeof(int32_t), "cli");
-        rc = dp_generate(&g, ids, 1, n, &o, out, NULL, &st, &err);
+        rc = gen_run(&g, ids, 1, n, &o, out, &st, &err);
     }
     if (!rc) {
         int64_t k = 0;
@@ -109,7 +151,7 @@ static int run_generate(dp_app *app) {
         dp_free(text);
         dp_free(all);
     }
-    dp_gen_free(&g);
+    if (opened) gen_close(&g);
     dp_free(ids);
     dp_free(out);
     dp_llama_free(&m);
@@ -119,7 +161,7 @@ static int run_generate(dp_app *app) {
 
 const dp_cmd dp_cmd_generate = {"generate", "generate text with the KV cache (greedy or sampled)",
                                 "--model DIR --prompt TEXT [--max-new 64] [--temperature T --top-k K --top-p P]",
-                                k_gen_opts, 1, run_generate, 0};
+                                k_gen_opts, 1, run_generate, 1};
 
 /* ---------------- bench-generate ---------------- */
 
@@ -186,6 +228,49 @@ static double measure_gemm(int64_t C, int64_t F) {
     return 2.0 * (double)N * C * F / best;
 }
 
+#ifdef DP_HAVE_CUDA
+/* the GPU's ceilings for the floors: device-to-device copy (read + write
+ * bytes / s, best of 5 over 1 GiB) and a bf16 GEMM through the engine's
+ * cuBLAS call (4096^3, best of 5) */
+static void measure_gpu(double *bw, double *gemm) {
+    size_t n = (size_t)1 << 30;
+    void *a = dp_cuda_malloc(n, "bench"), *b = dp_cuda_malloc(n, "bench");
+    dp_cuda_memset0(a, n, NULL);
+    double best = 1e30;
+    for (int r = 0; r < 6; r++) {
+        dp_cuda_sync(NULL);
+        double t0 = dp_time_s();
+        dp_cuda_d2d(b, a, n, NULL);
+        dp_cuda_sync(NULL);
+        double t = dp_time_s() - t0;
+        if (r > 0 && t < best) best = t;
+    }
+    *bw = 2.0 * (double)n / best;
+    dp_cuda_free(a);
+    dp_cuda_free(b);
+    const int64_t S = 4096;
+    dp_bf16 *x = dp_cuda_malloc((size_t)(S * S) * 2, "bench"), *w = dp_cuda_malloc((size_t)(S * S) * 2, "bench"),
+            *y = dp_cuda_malloc((size_t)(S * S) * 2, "bench");
+    dp_cuda_memset0(x, (size_t)(S * S) * 2, NULL);
+    dp_cuda_memset0(w, (size_t)(S * S) * 2, NULL);
+    dp_blas h = dp_cuda_blas_create(NULL);
+    best = 1e30;
+    for (int r = 0; r < 6; r++) {
+        dp_cuda_sync(NULL);
+        double t0 = dp_time_s();
+        dp_cuda_matmul_forward(h, y, 0, x, w, S, S, S, 1.0f, 0.0f);
+        dp_cuda_sync(NULL);
+        double t = dp_time_s() - t0;
+        if (r > 0 && t < best) best = t;
+    }
+    *gemm = 2.0 * (double)S * S * S / best;
+    dp_cuda_blas_destroy(h);
+    dp_cuda_free(x);
+    dp_cuda_free(w);
+    dp_cuda_free(y);
+}
+#endif
+
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -217,15 +302,26 @@ static int run_bench(dp_app *app) {
 
     char *list = dp_strdup(models, "cli");
     cJSON *root = cJSON_CreateObject(), *res = cJSON_CreateArray();
-    double bw = measure_bandwidth();
-    dp_log("bench-generate: read bandwidth %.1f GB/s, %d threads", bw / 1e9, omp_get_max_threads());
-    cJSON_AddStringToObject(root, "device", "cpu");
+    int cuda = on_cuda(app);
+    double bw = 0, gemm = 0, esz = cuda ? 2.0 : (double)sizeof(float); /* bytes per weight / cache value */
+#ifdef DP_HAVE_CUDA
+    if (cuda) {
+        dp_cuda_set_device(0);
+        measure_gpu(&bw, &gemm);
+        dp_log("bench-generate: GPU copy bandwidth %.1f GB/s, bf16 GEMM %.1f TFLOP/s", bw / 1e9, gemm / 1e12);
+        cJSON_AddNumberToObject(root, "gemm_GFLOPs", gemm / 1e9);
+    }
+#endif
+    if (!cuda) {
+        bw = measure_bandwidth();
+        dp_log("bench-generate: read bandwidth %.1f GB/s, %d threads", bw / 1e9, omp_get_max_threads());
+    }
+    cJSON_AddStringToObject(root, "device", cuda ? "cuda" : "cpu");
     cJSON_AddNumberToObject(root, "threads", omp_get_max_threads());
     cJSON_AddNumberToObject(root, "bandwidth_GBps", bw / 1e9);
     cJSON_AddNumberToObject(root, "prompt_len", (double)P);
     cJSON_AddNumberToObject(root, "warmup", (double)warm);
     cJSON_AddNumberToObject(root, "runs", (double)runs);
-    double gemm = 0;
     int mi = 0;
     char *save = NULL;
     dp_buf dat = {0}, plot = {0};
@@ -249,7 +345,7 @@ static int run_bench(dp_app *app) {
             qd_sum += (double)(c->layer_heads[l] * HD);
             kd_sum += (double)(c->layer_kv_heads[l] * HD);
         }
-        double wbytes = (mat_w + 2.0 * C * map.n + head_w + C) * sizeof(float); /* read per step */
+        double wbytes = (mat_w + 2.0 * C * map.n + head_w + C) * esz; /* read per step */
         const char *name = strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir;
         for (int gi = 0; gi < ng && !rc; gi++) {
             char key[600];
@@ -267,8 +363,8 @@ static int run_bench(dp_app *app) {
                            (long long)P, (long long)G);
                     break;
                 }
-                dp_gen g;
-                rc = dp_gen_init(&g, &m, &map, B, P, P + G, &err);
+                gen_any g;
+                rc = gen_open(&g, cuda, &m, &map, B, P, P + G, &err);
                 if (rc) break;
                 int32_t *pr = dp_malloc((size_t)(B * P) * sizeof(int32_t), "bench"),
                         *o = dp_malloc((size_t)(B * G) * sizeof(int32_t), "bench");
@@ -279,7 +375,7 @@ static int run_bench(dp_app *app) {
                        *dec = dp_malloc((size_t)runs * sizeof(double), "bench");
                 dp_gen_stats st = {0};
                 for (long long r = 0; r < warm + runs && !rc; r++) {
-                    rc = dp_generate(&g, pr, B, P, &go, o, NULL, &st, &err);
+                    rc = gen_run(&g, pr, B, P, &go, o, &st, &err);
                     if (r >= warm) {
                         lat[r - warm] = st.prefill_s + st.decode_s;
                         dec[r - warm] = st.decode_s;
@@ -292,7 +388,7 @@ static int run_bench(dp_app *app) {
                     double steps = (double)(G - 1);
                     double step_s = steps > 0 ? d50 / steps : 0;
                     /* floors of one decode step: every mapped weight and the mean cache read once, or the FLOPs */
-                    double cache = 2.0 * B * (P + G / 2.0) * kd_sum * sizeof(float);
+                    double cache = 2.0 * B * (P + G / 2.0) * kd_sum * esz;
                     double fl_bw = (wbytes + cache) / bw;
                     double flops = 2.0 * B * (mat_w + head_w) + 4.0 * B * (P + G / 2.0) * qd_sum; /* + attention */
                     double fl_c = flops / gemm;
@@ -312,7 +408,7 @@ static int run_bench(dp_app *app) {
                     cJSON_AddNumberToObject(j, "floor_step_ms", floor_s * 1e3);
                     cJSON_AddStringToObject(j, "floor_kind", fl_bw > fl_c ? "bandwidth" : "compute");
                     cJSON_AddNumberToObject(j, "floor_fraction", step_s > 0 ? floor_s / step_s : 0);
-                    cJSON_AddNumberToObject(j, "weight_bytes", (double)m.n_elems * sizeof(float));
+                    cJSON_AddNumberToObject(j, "weight_bytes", (double)m.n_elems * esz);
                     cJSON_AddNumberToObject(j, "cache_bytes", (double)st.cache_bytes);
                     cJSON_AddNumberToObject(j, "scratch_bytes", (double)st.scratch_bytes);
                     cJSON_AddItemToArray(res, j);
@@ -330,7 +426,7 @@ static int run_bench(dp_app *app) {
                 dp_free(dec);
                 dp_free(pr);
                 dp_free(o);
-                dp_gen_free(&g);
+                gen_close(&g);
             }
             dp_buf_puts(&dat, "e\n");
         }
@@ -388,4 +484,4 @@ static int run_bench(dp_app *app) {
 const dp_cmd dp_cmd_bench_generate = {
     "bench-generate", "generation latency and throughput vs batch size, against the memory-bandwidth and GEMM floors",
     "--model DIR[,DIR...] [--batch 1,8,...] [--prompt-len 32] [--gen-len 128,512] [--out FILE]", k_bench_opts, 1,
-    run_bench, 0};
+    run_bench, 1};

@@ -219,6 +219,32 @@ int32_t dp_sample(const float *logits, int64_t V, const dp_gen_opts *o, uint64_t
     return cs[n - 1].i;
 }
 
+void dp_gen_rng_init(uint64_t *rng, int64_t B, uint64_t seed) {
+    for (int64_t b = 0; b < B; b++) { /* per sequence: independent of the batch it runs in */
+        uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(b + 1));
+        rng[b] = dp_splitmix64(&z) | 1;
+    }
+}
+
+int64_t dp_gen_pick(const float *step_logits, int64_t B, int64_t V, int64_t step, const dp_gen_opts *o, uint64_t *rng,
+                    float *scratch, char *done, int64_t live, int32_t *out, int32_t *cur, float *logits) {
+    for (int64_t b = 0; b < B; b++) {
+        const float *lb = step_logits + b * V;
+        if (logits) memcpy(logits + (b * o->max_new + step) * V, lb, (size_t)V * sizeof(float));
+        int32_t tok = done[b] ? o->eos_id : dp_sample(lb, V, o, &rng[b], scratch);
+        if (!done[b] && o->eos_id >= 0 && tok == o->eos_id) {
+            done[b] = 1;
+            live--;
+        }
+        out[b * o->max_new + step] = tok;
+        cur[b] = tok;
+    }
+    if (live == 0)
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t r = step + 1; r < o->max_new; r++) out[b * o->max_new + r] = o->eos_id;
+    return live;
+}
+
 int dp_generate(dp_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
                 float *logits, dp_gen_stats *st, dp_err *err) {
     const dp_llama *m = g->m;
@@ -235,10 +261,7 @@ int dp_generate(dp_gen *g, const int32_t *prompts, int64_t B, int64_t P, const d
     s.scratch_bytes = g->bytes - s.cache_bytes;
     float *scratch = dp_malloc((size_t)3 * V * sizeof(float) + 64, "generate");
     uint64_t *rng = dp_malloc((size_t)B * sizeof(uint64_t), "generate");
-    for (int64_t b = 0; b < B; b++) { /* per sequence: independent of the batch it runs in */
-        uint64_t z = o->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(b + 1));
-        rng[b] = dp_splitmix64(&z) | 1;
-    }
+    dp_gen_rng_init(rng, B, o->seed);
     int32_t *cur = dp_malloc((size_t)B * sizeof(int32_t), "generate");
     char *done = dp_calloc((size_t)B, 1, "generate");
     double t0 = dp_time_s();
@@ -255,22 +278,8 @@ int dp_generate(dp_gen *g, const int32_t *prompts, int64_t B, int64_t P, const d
             head(g, B, 1);
             s.steps++;
         }
-        for (int64_t b = 0; b < B; b++) {
-            const float *lb = g->logits + b * V;
-            if (logits) memcpy(logits + (b * o->max_new + step) * V, lb, (size_t)V * sizeof(float));
-            int32_t tok = done[b] ? o->eos_id : dp_sample(lb, V, o, &rng[b], scratch);
-            if (!done[b] && o->eos_id >= 0 && tok == o->eos_id) {
-                done[b] = 1;
-                live--;
-            }
-            out[b * o->max_new + step] = tok;
-            cur[b] = tok;
-        }
-        if (live == 0) {
-            for (int64_t b = 0; b < B; b++)
-                for (int64_t r = step + 1; r < o->max_new; r++) out[b * o->max_new + r] = o->eos_id;
-            break;
-        }
+        live = dp_gen_pick(g->logits, B, V, step, o, rng, scratch, done, live, out, cur, logits);
+        if (live == 0) break;
     }
     s.decode_s = dp_time_s() - t0;
     if (st) *st = s;

@@ -176,10 +176,18 @@ static void linear_lora_backward(dp_cuda_llama *g, int l, int k, float *dinp, co
     }
 }
 
+/* A block's KV cache during generation: positions pos0.. of this call go
+ * into it; pos0 > 0 means one new token per sequence (decoding). */
+typedef struct kv_cache {
+    dp_bf16 *kc, *vc; /* (B, NKV, tcap, HD) */
+    int64_t tcap, pos0;
+} kv_cache;
+
 /* x <- x + attn(ln1(x)); x <- x + mlp(ln2(x)), in place on g->x. With
  * save (training): rstd1/rstd2, res2 (the residual after attention) and ln2
- * are kept for the backward. */
-static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys) {
+ * are kept for the backward. With kv (generation): k/v go to the cache and
+ * a decoding step attends over it. */
+static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys, const kv_cache *kv) {
     dp_heartbeat();
     const dp_llama_config *c = &g->m->cfg;
     int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
@@ -191,9 +199,16 @@ static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys) {
     linear(g, l, DP_BT_Q, g->q, 0, g->ln, N, C, QD, use_keys);
     linear(g, l, DP_BT_K, g->k, 0, g->ln, N, C, KD, use_keys);
     linear(g, l, DP_BT_V, g->v, 0, g->ln, N, C, KD, use_keys);
-    dp_cuda_rope_forward(g->q, g->cosb, g->sinb, B, T, NH, HD, 0, NULL);
-    dp_cuda_rope_forward(g->k, g->cosb, g->sinb, B, T, NKV, HD, 0, NULL);
-    dp_cuda_attention_forward(g->ao, g->lse, g->q, g->k, g->v, B, T, NH, NKV, HD, NULL);
+    int64_t pos0 = kv ? kv->pos0 : 0;
+    dp_cuda_rope_forward(g->q, g->cosb, g->sinb, B, T, NH, HD, pos0, NULL);
+    dp_cuda_rope_forward(g->k, g->cosb, g->sinb, B, T, NKV, HD, pos0, NULL);
+    if (kv) dp_cuda_kv_store(kv->kc, kv->vc, g->k, g->v, B, T, NKV, HD, kv->tcap, pos0, NULL);
+    if (kv && pos0 > 0) {
+        if (T != 1) dp_fatal("decoding takes one token per sequence, got %lld", (long long)T);
+        dp_cuda_attention_decode(g->ao, g->q, kv->kc, kv->vc, B, NH, NKV, HD, kv->tcap, pos0 + 1, NULL);
+    } else {
+        dp_cuda_attention_forward(g->ao, g->lse, g->q, g->k, g->v, B, T, NH, NKV, HD, NULL);
+    }
     linear(g, l, DP_BT_O, g->x, 1, g->ao, N, QD, C, use_keys);
     if (save) dp_cuda_d2d(g->res2, g->x, (size_t)(N * C) * sizeof(float), NULL);
     dp_cuda_rmsnorm_forward(ln2, save ? g->rstd2 : NULL, g->x, wp(g, w[DP_BT_MLP_NORM]), N, C, eps, NULL);
@@ -212,7 +227,7 @@ static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B,
     float *const *w = g->m->w.blk[l];
     dp_blas h = g->blas;
     dp_cuda_d2d(g->x, xin, (size_t)(N * C) * sizeof(float), NULL);
-    block(g, l, B, 1, use_keys);
+    block(g, l, B, 1, use_keys, NULL);
     /* MLP: out = res2 + down(silu(gate) * up), gate/up = W ln2(res2) */
     dp_cuda_f32_to_bf16(g->g16, g->dx, N * C, NULL);
     dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->g16, g->h, wp(g, w[DP_BT_DOWN]), N, F, C, 1.0f);
@@ -250,7 +265,7 @@ static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B,
 
 void dp_cuda_llama_blocks(dp_cuda_llama *g, const dp_layer_map *map, int from, int to, int64_t B) {
     check_b(g, B);
-    for (int i = from; i < to; i++) block(g, map->layer[i], B, 0, 0);
+    for (int i = from; i < to; i++) block(g, map->layer[i], B, 0, 0, NULL);
 }
 
 double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *nll, int64_t B) {
@@ -342,7 +357,7 @@ int dp_cuda_llama_teacher_topk(dp_cuda_llama *t, const dp_layer_map *map, const 
     t->T = T;
     int rc = dp_cuda_llama_embed(t, tokens, B, err);
     if (rc) return rc;
-    for (int i = 0; i < map->n; i++) block(t, map->layer[i], B, 0, 0);
+    for (int i = 0; i < map->n; i++) block(t, map->layer[i], B, 0, 0, NULL);
     int64_t N = B * T, C = c->hidden_size;
     dp_cuda_rmsnorm_forward(t->ln, NULL, t->x, wp(t, t->m->w.norm), N, C, (float)c->rms_norm_eps, NULL);
     dp_cuda_head_topk(t->blas, tidx, tval, tlse, t->head_scratch, t->ln, wp(t, t->m->w.head), N, C, c->vocab_size, K,
@@ -381,7 +396,7 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
     int64_t stride = g->Bmax * g->Tmax * C;
     for (int i = 0; i < map->n; i++) {
         if (mb->backward) dp_cuda_d2d(g->xs + i * stride, g->x, NC, NULL);
-        block(g, map->layer[i], B, 0, use_keys);
+        block(g, map->layer[i], B, 0, use_keys, NULL);
     }
     if (mb->backward) dp_cuda_d2d(g->xs + (int64_t)map->n * stride, g->x, NC, NULL);
     /* head: final norm, chunked logits, CE (+ KD), d(final norm output) */
@@ -407,4 +422,103 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
                              wp(g, g->m->w.norm), g->rstdf, N, C, NULL);
     for (int i = map->n - 1; i >= 0; i--) block_backward(g, map->layer[i], g->xs + i * stride, B, use_keys);
     return DP_OK;
+}
+
+/* ---- generation ---- */
+
+int dp_cuda_gen_init(dp_cuda_gen *cg, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t Tcap,
+                     int local_rank, dp_err *err) {
+    memset(cg, 0, sizeof *cg);
+    if (P < 1 || Tcap < P) return dp_err_set(err, DP_E_USAGE, "generation: prompt %lld, positions %lld", (long long)P, (long long)Tcap);
+    int rc = dp_cuda_llama_open(&cg->g, m, B, Tcap, 0, local_rank, err);
+    if (rc) return rc;
+    cg->map = map;
+    cg->B = B;
+    cg->P = P;
+    cg->Tcap = Tcap;
+    int64_t KD = 0;
+    for (int i = 0; i < map->n; i++) KD = max_i64(KD, m->cfg.layer_kv_heads[map->layer[i]] * m->cfg.head_dim);
+    cg->cache_bytes = (size_t)map->n * (size_t)(B * KD * Tcap) * 2 * sizeof(dp_bf16);
+    cg->kc = take(&cg->g, cg->cache_bytes / 2, "GPU KV cache");
+    cg->vc = take(&cg->g, cg->cache_bytes / 2, "GPU KV cache");
+    cg->logits = dp_malloc((size_t)(B * m->cfg.vocab_size) * sizeof(float), "generate");
+    return DP_OK;
+}
+
+void dp_cuda_gen_free(dp_cuda_gen *cg) {
+    if (!cg->g.m) return;
+    dp_cuda_free(cg->kc);
+    dp_cuda_free(cg->vc);
+    dp_free(cg->logits);
+    dp_cuda_llama_free(&cg->g);
+    memset(cg, 0, sizeof *cg);
+}
+
+/* the blocks on B x T new positions starting at pos0, then the head on each
+ * sequence's last new position -> cg->logits (host, B x V) */
+static void gen_forward(dp_cuda_gen *cg, int64_t B, int64_t T, int64_t pos0) {
+    dp_cuda_llama *g = &cg->g;
+    const dp_llama_config *c = &g->m->cfg;
+    int64_t C = c->hidden_size, V = c->vocab_size, HD = c->head_dim;
+    g->T = T;
+    size_t per = 0;
+    for (int i = 0; i < cg->map->n; i++) {
+        int l = cg->map->layer[i];
+        int64_t KD = c->layer_kv_heads[l] * HD;
+        kv_cache kv = {cg->kc + per, cg->vc + per, cg->Tcap, pos0};
+        block(g, l, B, 0, 0, &kv);
+        per += (size_t)(cg->B * KD * cg->Tcap);
+    }
+    /* the last position of each sequence, gathered into x2 */
+    for (int64_t b = 0; b < B; b++)
+        dp_cuda_d2d(g->x2 + b * C, g->x + ((b + 1) * T - 1) * C, (size_t)C * sizeof(float), NULL);
+    dp_cuda_rmsnorm_forward(g->ln, NULL, g->x2, wp(g, g->m->w.norm), B, C, (float)c->rms_norm_eps, NULL);
+    float *dl = (float *)g->head_scratch; /* chunk >= B rows of fp32 logits */
+    dp_cuda_matmul_forward(g->blas, dl, 1, g->ln, wp(g, g->m->w.head), B, C, V, 1.0f, 0.0f);
+    dp_cuda_sync(NULL);
+    dp_cuda_d2h(cg->logits, dl, (size_t)(B * V) * sizeof(float));
+}
+
+int dp_cuda_generate(dp_cuda_gen *cg, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
+                     float *logits, dp_gen_stats *st, dp_err *err) {
+    dp_cuda_llama *g = &cg->g;
+    int64_t V = g->m->cfg.vocab_size;
+    if (B > cg->B || P > cg->P || P + o->max_new > cg->Tcap || B > g->chunk)
+        return dp_err_set(err, DP_E_RANGE, "batch %lld x (%lld + %lld) does not fit the GPU generation state (%lld x %lld)",
+                          (long long)B, (long long)P, (long long)o->max_new, (long long)cg->B, (long long)cg->Tcap);
+    dp_gen_stats s = {0};
+    s.cache_bytes = cg->cache_bytes;
+    s.scratch_bytes = g->n_bytes - cg->cache_bytes;
+    float *scratch = dp_malloc((size_t)3 * V * sizeof(float) + 64, "generate");
+    uint64_t *rng = dp_malloc((size_t)B * sizeof(uint64_t), "generate");
+    dp_gen_rng_init(rng, B, o->seed);
+    int32_t *cur = dp_malloc((size_t)B * sizeof(int32_t), "generate");
+    char *done = dp_calloc((size_t)B, 1, "generate");
+    double t0 = dp_time_s();
+    g->T = P;
+    int rc = dp_cuda_llama_embed(g, prompts, B, err); /* checks the ids */
+    if (!rc) {
+        gen_forward(cg, B, P, 0);
+        s.prefill_s = dp_time_s() - t0;
+        t0 = dp_time_s();
+        int64_t live = B;
+        for (int64_t step = 0; step < o->max_new && rc == DP_OK; step++) {
+            if (step > 0) {
+                g->T = 1;
+                if ((rc = dp_cuda_llama_embed(g, cur, B, err))) break;
+                gen_forward(cg, B, 1, P + step - 1);
+                s.steps++;
+            }
+            live = dp_gen_pick(cg->logits, B, V, step, o, rng, scratch, done, live, out, cur, logits);
+            if (live == 0) break;
+        }
+        s.decode_s = dp_time_s() - t0;
+    }
+    g->T = g->Tmax;
+    if (st) *st = s;
+    dp_free(scratch);
+    dp_free(rng);
+    dp_free(cur);
+    dp_free(done);
+    return rc;
 }

@@ -4,7 +4,8 @@
 # npm assets (the GPU machine has no network): ppl on the GPU within 1e-3
 # relative of the CPU value; score --device cuda identical for 1 and 2 ranks
 # and within 1e-3 of the CPU scores per block; a CPU calib.h5 refused by a
-# GPU run; commands without a CUDA path refuse --device cuda.
+# GPU run; generate/bench-generate run on cuda; commands without a CUDA path
+# refuse --device cuda.
 # Exits 77 (skipped) when no GPU is usable.
 # usage: test_cuda_cli.sh DEPTHPRUNE SRC_DIR MPIEXEC
 set -u
@@ -81,5 +82,10 @@ expect_exit 1 "full-parameter training on --device cuda" "$DP" "${TR[@]}" --meth
 expect_exit 1 "computed with --device cpu" "$DP" "${ARGS[@]}" --device cuda --run "$T/cpu"
 expect_exit 1 "score it with --device cpu" "$DP" score --model "$M" --calib "$T/text.txt" --criterion taylor \
   --device cuda --run "$T/t"
-expect_exit 1 "does not run on --device cuda yet" "$DP" generate --model "$M" --prompt hi --device cuda
+expect_exit 0 "" "$DP" generate --model "$M" --prompt "The jury said" --max-new 16 --device cuda
+expect_exit 0 "" "$DP" bench-generate --model "$M" --batch 1,4 --gen-len 16 --prompt-len 8 --runs 1 --device cuda \
+  --out "$T/bg.json"
+grep -q '"device": *"cuda"' "$T/bg.json" || fail "bench-generate --device cuda wrote no cuda results"
+expect_exit 1 "does not run on --device cuda yet" "$DP" width-prune --model "$M" --calib "$T/text.txt" --ratio 0.2 \
+  --out "$T/w" --device cuda
 finish

@@ -170,3 +170,65 @@ extern "C" void dp_cuda_attention_backward(dp_bf16 *dq, dp_bf16 *dk, dp_bf16 *dv
         B, T, NH, NKV, HD);
     DP_CHECK_LAUNCH();
 }
+
+/* ---- the KV cache for generation: (B, NKV, Tcap, HD) per block ---- */
+static __global__ void cache_store_kernel(bf16 *kc, bf16 *vc, const bf16 *k, const bf16 *v, int64_t B, int64_t T,
+                                          int64_t NKV, int64_t HD, int64_t Tcap, int64_t pos0) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= B * T * NKV * HD) return;
+    int64_t d = i % HD, kh = (i / HD) % NKV, t = (i / (HD * NKV)) % T, b = i / (HD * NKV * T);
+    int64_t o = ((b * NKV + kh) * Tcap + pos0 + t) * HD + d;
+    kc[o] = k[i];
+    vc[o] = v[i];
+}
+
+/* one query per sequence (decoding) against cache positions 0..len-1 */
+static __global__ void attention_decode_kernel(bf16 *out, const bf16 *q, const bf16 *kc, const bf16 *vc, int64_t B,
+                                               int64_t NH, int64_t NKV, int64_t HD, int64_t Tcap, int64_t len) {
+    int64_t row = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5); /* b*NH + h */
+    int lane = threadIdx.x & 31;
+    if (row >= B * NH) return;
+    int64_t h = row % NH, b = row / NH, kh = h / (NH / NKV);
+    float scale = rsqrtf((float)HD);
+    float qr[MAXE], acc[MAXE];
+    load_row(qr, q + row * HD, HD, lane);
+#pragma unroll
+    for (int j = 0; j < MAXE; j++) acc[j] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    const bf16 *kb = kc + (b * NKV + kh) * Tcap * HD, *vb = vc + (b * NKV + kh) * Tcap * HD;
+    for (int64_t s = 0; s < len; s++) {
+        float sc = dot_row(qr, kb + s * HD, HD, lane) * scale;
+        float mn = fmaxf(m, sc), corr = expf(m - mn), p = expf(sc - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int j = 0; j < MAXE; j++) {
+            int64_t d = lane + 32 * j;
+            acc[j] = acc[j] * corr + (d < HD ? p * __bfloat162float(vb[s * HD + d]) : 0.0f);
+        }
+        m = mn;
+    }
+#pragma unroll
+    for (int j = 0; j < MAXE; j++) {
+        int64_t d = lane + 32 * j;
+        if (d < HD) out[row * HD + d] = __float2bfloat16_rn(acc[j] / l);
+    }
+}
+
+extern "C" void dp_cuda_kv_store(dp_bf16 *kc, dp_bf16 *vc, const dp_bf16 *k, const dp_bf16 *v, int64_t B, int64_t T,
+                                 int64_t NKV, int64_t HD, int64_t Tcap, int64_t pos0, dp_stream s) {
+    int64_t n = B * T * NKV * HD;
+    if (n <= 0) return;
+    if (pos0 + T > Tcap) dp_fatal("KV cache: positions %lld..%lld beyond its %lld", (long long)pos0, (long long)(pos0 + T), (long long)Tcap);
+    cache_store_kernel<<<dp_grid(n, 256), 256, 0, s>>>((bf16 *)kc, (bf16 *)vc, (const bf16 *)k, (const bf16 *)v, B, T,
+                                                       NKV, HD, Tcap, pos0);
+    DP_CHECK_LAUNCH();
+}
+
+extern "C" void dp_cuda_attention_decode(dp_bf16 *out, const dp_bf16 *q, const dp_bf16 *kc, const dp_bf16 *vc, int64_t B,
+                                         int64_t NH, int64_t NKV, int64_t HD, int64_t Tcap, int64_t len, dp_stream s) {
+    check_shapes(NH, NKV, HD);
+    if (len < 1 || len > Tcap) dp_fatal("decode attention: length %lld outside 1..%lld", (long long)len, (long long)Tcap);
+    attention_decode_kernel<<<dp_grid(B * NH, WARPS), 32 * WARPS, 0, s>>>(
+        (bf16 *)out, (const bf16 *)q, (const bf16 *)kc, (const bf16 *)vc, B, NH, NKV, HD, Tcap, len);
+    DP_CHECK_LAUNCH();
+}

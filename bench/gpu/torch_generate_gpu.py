@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""The GPU peer of `depthprune bench-generate --device cuda`: HF
+transformers' own generate() (LlamaForCausalLM, bf16, KV cache, greedy,
+min_new_tokens = max_new_tokens: forced length) on the same model
+directories and prompts (splitmix64 ids, seed 1, as depthprune's bench),
+warm-up then timed runs, median latency. One JSON object per point.
+usage: torch_generate_gpu.py DIR BATCHES PROMPT_LEN GEN_LENS WARMUP RUNS"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+from transformers import LlamaForCausalLM
+
+M64 = (1 << 64) - 1
+
+
+def prompts(B, P, V):
+    st, ids = 1, []
+    for _ in range(B * P):
+        st = (st + 0x9E3779B97F4A7C15) & M64
+        z = st
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        ids.append(3 + (z ^ (z >> 31)) % (V - 3))
+    return torch.tensor(ids, dtype=torch.int64).view(B, P)
+
+
+def main():
+    d = sys.argv[1]
+    batches = [int(x) for x in sys.argv[2].split(",")]
+    P = int(sys.argv[3])
+    gens = [int(x) for x in sys.argv[4].split(",")]
+    warm, runs = int(sys.argv[5]), int(sys.argv[6])
+    model = LlamaForCausalLM.from_pretrained(d, torch_dtype=torch.bfloat16).cuda().eval()
+    V = model.config.vocab_size
+    for G in gens:
+        for B in batches:
+            ids = prompts(B, P, V).cuda()
+            att = torch.ones_like(ids)
+            lat = []
+            for r in range(warm + runs):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    model.generate(ids, attention_mask=att, max_new_tokens=G, min_new_tokens=G, do_sample=False,
+                                   pad_token_id=0)
+                torch.cuda.synchronize()
+                if r >= warm:
+                    lat.append(time.perf_counter() - t0)
+            l50 = statistics.median(lat)
+            print(json.dumps({"model": os.path.basename(d.rstrip("/")), "batch": B, "gen_len": G, "latency_s": l50,
+                              "tokens_per_s": B * G / l50, "impl": "transformers generate bf16 on " +
+                              torch.cuda.get_device_name(0)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
