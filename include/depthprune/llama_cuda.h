@@ -27,6 +27,7 @@ typedef struct dp_cuda_llama {
     int32_t *tok, *tgt;     /* (Bmax*T) */
     void *head_scratch;
     dp_blas blas;
+    void *acts, *train_mem; /* the activation and training allocations the buffers are carved from */
     size_t n_bytes;         /* device bytes held (weights + activations) */
     /* LoRA training (dp_cuda_llama_train_init); NULL/0 otherwise */
     const dp_lora *lora;    /* the host adapters: fp32, the optimizer's copy */

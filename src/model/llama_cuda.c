@@ -11,9 +11,62 @@
 
 static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static void *take(dp_cuda_llama *g, size_t n_bytes, const char *label) {
-    g->n_bytes += n_bytes;
-    return dp_cuda_malloc(n_bytes, label);
+/* Device memory is one allocation per lifetime class (weights; activations
+ * of the planned batch; training state; KV cache), laid out in two passes:
+ * a planning pass with no base sums the aligned sizes, then the buffers are
+ * carved from the one labelled allocation. */
+typedef struct arena {
+    char *base;
+    size_t off;
+} arena;
+
+static void *carve(arena *a, size_t n_bytes) {
+    size_t o = (a->off + 255) & ~(size_t)255;
+    a->off = o + n_bytes;
+    return a->base ? a->base + o : NULL;
+}
+
+/* runs layout(g, arena) twice around one allocation labelled `label` */
+static void *allocate_class(dp_cuda_llama *g, void (*layout)(dp_cuda_llama *, arena *), const char *label) {
+    arena a = {NULL, 0};
+    layout(g, &a);
+    void *mem = dp_cuda_malloc(a.off, label);
+    g->n_bytes += a.off;
+    a = (arena){(char *)mem, 0};
+    layout(g, &a);
+    return mem;
+}
+
+static void widths(const dp_llama_config *c, int64_t *QD, int64_t *KD, int64_t *F) {
+    *QD = *KD = *F = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        *QD = *QD > c->layer_heads[l] * c->head_dim ? *QD : c->layer_heads[l] * c->head_dim;
+        *KD = *KD > c->layer_kv_heads[l] * c->head_dim ? *KD : c->layer_kv_heads[l] * c->head_dim;
+        *F = *F > c->layer_inter[l] ? *F : c->layer_inter[l];
+    }
+}
+
+static void acts_layout(dp_cuda_llama *g, arena *a) {
+    const dp_llama_config *c = &g->m->cfg;
+    int64_t N = g->Bmax * g->Tmax, C = c->hidden_size, HD = c->head_dim, half = HD / 2, QD, KD, F;
+    widths(c, &QD, &KD, &F);
+    g->cosb = carve(a, (size_t)(g->Tmax * half) * 2 * sizeof(float));
+    g->sinb = g->cosb ? g->cosb + g->Tmax * half : NULL;
+    g->x = carve(a, (size_t)(N * C) * sizeof(float));
+    g->x2 = carve(a, (size_t)(N * C) * sizeof(float));
+    g->ln = carve(a, (size_t)(N * C) * 2);
+    g->q = carve(a, (size_t)(N * QD) * 2);
+    g->ao = carve(a, (size_t)(N * QD) * 2);
+    g->k = carve(a, (size_t)(N * KD) * 2);
+    g->v = carve(a, (size_t)(N * KD) * 2);
+    g->gate = carve(a, (size_t)(N * F) * 2);
+    g->up = carve(a, (size_t)(N * F) * 2);
+    g->h = carve(a, (size_t)(N * F) * 2);
+    g->lse = carve(a, (size_t)(N * QD / HD) * sizeof(float));
+    g->nll = carve(a, (size_t)N * sizeof(float));
+    g->tok = carve(a, (size_t)N * sizeof(int32_t));
+    g->tgt = carve(a, (size_t)N * sizeof(int32_t));
+    g->head_scratch = carve(a, dp_cuda_head_scratch_bytes(g->chunk, c->vocab_size));
 }
 
 int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, dp_err *err) {
@@ -27,15 +80,10 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
     g->m = m;
     g->Bmax = Bmax;
     g->Tmax = g->T = T;
-    int64_t N = Bmax * T, C = c->hidden_size, HD = c->head_dim, half = HD / 2, V = c->vocab_size;
-    int64_t QD = 0, KD = 0, F = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        QD = max_i64(QD, c->layer_heads[l] * HD);
-        KD = max_i64(KD, c->layer_kv_heads[l] * HD);
-        F = max_i64(F, c->layer_inter[l]);
-    }
+    int64_t N = Bmax * T, HD = c->head_dim, half = HD / 2;
     /* weights: fp32 layout -> bf16 on the host in slices, then uploaded */
-    g->w = take(g, (size_t)m->n_elems * sizeof(dp_bf16), "GPU weights (bf16)");
+    g->w = dp_cuda_malloc((size_t)m->n_elems * sizeof(dp_bf16), "GPU weights (bf16)");
+    g->n_bytes += (size_t)m->n_elems * sizeof(dp_bf16);
     const int64_t slice = (int64_t)1 << 24;
     uint16_t *buf = dp_malloc((size_t)slice * sizeof(uint16_t), "GPU upload");
     for (int64_t o = 0; o < m->n_elems; o += slice) {
@@ -44,34 +92,18 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
         dp_cuda_h2d(g->w + o, buf, (size_t)n * sizeof(uint16_t));
     }
     dp_free(buf);
+    g->chunk = N < 1024 ? N : 1024;
+    g->acts = allocate_class(g, acts_layout, "GPU activations");
     /* RoPE tables exactly as the CPU state builds them */
     float *cs = dp_malloc((size_t)(T * half) * 2 * sizeof(float), "GPU rope");
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 0; j < half; j++) {
-            float a = (float)t * m->inv_freq[j];
-            cs[t * half + j] = cosf(a);
-            cs[T * half + t * half + j] = sinf(a);
+            float ang = (float)t * m->inv_freq[j];
+            cs[t * half + j] = cosf(ang);
+            cs[T * half + t * half + j] = sinf(ang);
         }
-    g->cosb = take(g, (size_t)(T * half) * 2 * sizeof(float), "GPU rope");
-    g->sinb = g->cosb + T * half;
     dp_cuda_h2d(g->cosb, cs, (size_t)(T * half) * 2 * sizeof(float));
     dp_free(cs);
-    g->x = take(g, (size_t)(N * C) * sizeof(float), "GPU residual");
-    g->x2 = take(g, (size_t)(N * C) * sizeof(float), "GPU residual");
-    g->ln = take(g, (size_t)(N * C) * 2, "GPU activations");
-    g->q = take(g, (size_t)(N * QD) * 2, "GPU activations");
-    g->ao = take(g, (size_t)(N * QD) * 2, "GPU activations");
-    g->k = take(g, (size_t)(N * KD) * 2, "GPU activations");
-    g->v = take(g, (size_t)(N * KD) * 2, "GPU activations");
-    g->gate = take(g, (size_t)(N * F) * 2, "GPU activations");
-    g->up = take(g, (size_t)(N * F) * 2, "GPU activations");
-    g->h = take(g, (size_t)(N * F) * 2, "GPU activations");
-    g->lse = take(g, (size_t)(N * QD / HD) * sizeof(float), "GPU activations");
-    g->nll = take(g, (size_t)N * sizeof(float), "GPU activations");
-    g->tok = take(g, (size_t)N * sizeof(int32_t), "GPU tokens");
-    g->tgt = take(g, (size_t)N * sizeof(int32_t), "GPU tokens");
-    g->chunk = N < 1024 ? N : 1024;
-    g->head_scratch = take(g, dp_cuda_head_scratch_bytes(g->chunk, V), "GPU head scratch");
     g->blas = dp_cuda_blas_create(NULL);
     return DP_OK;
 }
@@ -89,13 +121,9 @@ int dp_cuda_llama_open(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
 
 void dp_cuda_llama_free(dp_cuda_llama *g) {
     if (!g->m) return;
-    void *p[] = {g->w, g->cosb, g->x, g->x2, g->ln, g->q, g->ao, g->k, g->v, g->gate, g->up, g->h,
-                 g->lse, g->nll, g->tok, g->tgt, g->head_scratch};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) dp_cuda_free(p[i]);
-    void *t[] = {g->lw, g->lg, g->xs, g->res2, g->rstd1, g->rstd2, g->rstdf, g->dx, g->dx2, g->dwide, g->dwide2,
-                 g->dsum, g->ce, g->kd, g->ln2, g->g16, g->dq, g->dk, g->dv, g->xa, g->xdrop, g->keys, g->tidx,
-                 g->tval, g->tlse, g->lora_scratch, g->norm_scratch};
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) dp_cuda_free(t[i]);
+    dp_cuda_free(g->w);
+    dp_cuda_free(g->acts);
+    dp_cuda_free(g->train_mem);
     dp_cuda_blas_destroy(g->blas);
     memset(g, 0, sizeof *g);
 }
@@ -288,44 +316,47 @@ double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *n
 
 /* ---- LoRA training ---- */
 
+static void train_layout(dp_cuda_llama *g, arena *a) {
+    const dp_llama_config *c = &g->m->cfg;
+    const dp_lora *lora = g->lora;
+    int64_t N = g->Bmax * g->Tmax, C = c->hidden_size, HD = c->head_dim, QD, KD, F, K = g->K;
+    widths(c, &QD, &KD, &F);
+    int64_t W = C > F ? C : F;
+    W = W > QD ? W : QD;
+    g->lw = carve(a, (size_t)lora->n_elems * 2);
+    g->lg = carve(a, (size_t)lora->n_elems * sizeof(float));
+    g->xs = carve(a, (size_t)g->n_saved * (size_t)(N * C) * sizeof(float));
+    g->res2 = carve(a, (size_t)(N * C) * sizeof(float));
+    g->dx = carve(a, (size_t)(N * C) * sizeof(float));
+    g->dx2 = carve(a, (size_t)(N * C) * sizeof(float));
+    g->dwide = carve(a, (size_t)(N * W) * sizeof(float));
+    g->dwide2 = carve(a, (size_t)(N * W) * sizeof(float));
+    float **rows[] = {&g->rstd1, &g->rstd2, &g->rstdf, &g->ce, &g->kd};
+    for (size_t i = 0; i < 5; i++) *rows[i] = carve(a, (size_t)N * sizeof(float));
+    g->dsum = carve(a, (size_t)(N * QD / HD) * sizeof(float));
+    g->ln2 = carve(a, (size_t)(N * C) * 2);
+    g->g16 = carve(a, (size_t)(N * W) * 2);
+    g->dq = carve(a, (size_t)(N * QD) * 2);
+    g->dk = carve(a, (size_t)(N * KD) * 2);
+    g->dv = carve(a, (size_t)(N * KD) * 2);
+    g->xa = carve(a, (size_t)(DP_LLAMA_BLOCK_TENSORS * N * lora->rank) * 2);
+    g->xdrop = carve(a, (size_t)(N * W) * 2);
+    g->keys = carve(a, (size_t)N * sizeof(uint64_t));
+    g->tidx = K ? carve(a, (size_t)(N * K) * sizeof(int32_t)) : NULL;
+    g->tval = K ? carve(a, (size_t)(N * K) * sizeof(float)) : NULL;
+    g->tlse = K ? carve(a, (size_t)N * sizeof(float)) : NULL;
+    g->lora_scratch = carve(a, dp_cuda_lora_scratch_bytes(N, lora->rank));
+    g->norm_scratch = carve(a, dp_cuda_rmsnorm_scratch_bytes(N, C));
+}
+
 int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, dp_err *err) {
     const dp_llama_config *c = &g->m->cfg;
     if (!lora || !lora->mem) return dp_err_set(err, DP_E_USAGE, "GPU training needs LoRA adapters");
     if (K < 0 || K > c->vocab_size) return dp_err_set(err, DP_E_USAGE, "teacher top-k %lld outside 0..vocab", (long long)K);
     g->lora = lora;
     g->K = K;
-    int64_t N = g->Bmax * g->Tmax, C = c->hidden_size, HD = c->head_dim, W = C, QD = 0, KD = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        QD = max_i64(QD, c->layer_heads[l] * HD);
-        KD = max_i64(KD, c->layer_kv_heads[l] * HD);
-        W = max_i64(W, max_i64(c->layer_inter[l], c->layer_heads[l] * HD));
-    }
-    g->lw = take(g, (size_t)lora->n_elems * 2, "GPU LoRA adapters");
-    g->lg = take(g, (size_t)lora->n_elems * sizeof(float), "GPU LoRA gradients");
     g->n_saved = n_blocks + 1;
-    g->xs = take(g, (size_t)g->n_saved * (size_t)(N * C) * sizeof(float), "GPU block inputs");
-    float **f32[] = {&g->res2, &g->dx, &g->dx2};
-    for (size_t i = 0; i < 3; i++) *f32[i] = take(g, (size_t)(N * C) * sizeof(float), "GPU training");
-    g->dwide = take(g, (size_t)(N * W) * sizeof(float), "GPU training");
-    g->dwide2 = take(g, (size_t)(N * W) * sizeof(float), "GPU training");
-    float **rows[] = {&g->rstd1, &g->rstd2, &g->rstdf, &g->ce, &g->kd};
-    for (size_t i = 0; i < 5; i++) *rows[i] = take(g, (size_t)N * sizeof(float), "GPU training");
-    g->dsum = take(g, (size_t)(N * QD / HD) * sizeof(float), "GPU training");
-    g->ln2 = take(g, (size_t)(N * C) * 2, "GPU training");
-    g->g16 = take(g, (size_t)(N * W) * 2, "GPU training");
-    g->dq = take(g, (size_t)(N * QD) * 2, "GPU training");
-    g->dk = take(g, (size_t)(N * KD) * 2, "GPU training");
-    g->dv = take(g, (size_t)(N * KD) * 2, "GPU training");
-    g->xa = take(g, (size_t)(DP_LLAMA_BLOCK_TENSORS * N * lora->rank) * 2, "GPU LoRA intermediates");
-    g->xdrop = take(g, (size_t)(N * W) * 2, "GPU LoRA dropout");
-    g->keys = take(g, (size_t)N * sizeof(uint64_t), "GPU training");
-    if (K) {
-        g->tidx = take(g, (size_t)(N * K) * sizeof(int32_t), "GPU teacher top-k");
-        g->tval = take(g, (size_t)(N * K) * sizeof(float), "GPU teacher top-k");
-        g->tlse = take(g, (size_t)N * sizeof(float), "GPU teacher top-k");
-    }
-    g->lora_scratch = take(g, dp_cuda_lora_scratch_bytes(N, lora->rank), "GPU training");
-    g->norm_scratch = take(g, dp_cuda_rmsnorm_scratch_bytes(N, C), "GPU training");
+    g->train_mem = allocate_class(g, train_layout, "GPU training state");
     dp_cuda_llama_lora_upload(g);
     dp_cuda_llama_lora_zero_grad(g);
     return DP_OK;
@@ -439,16 +470,16 @@ int dp_cuda_gen_init(dp_cuda_gen *cg, const dp_llama *m, const dp_layer_map *map
     int64_t KD = 0;
     for (int i = 0; i < map->n; i++) KD = max_i64(KD, m->cfg.layer_kv_heads[map->layer[i]] * m->cfg.head_dim);
     cg->cache_bytes = (size_t)map->n * (size_t)(B * KD * Tcap) * 2 * sizeof(dp_bf16);
-    cg->kc = take(&cg->g, cg->cache_bytes / 2, "GPU KV cache");
-    cg->vc = take(&cg->g, cg->cache_bytes / 2, "GPU KV cache");
+    cg->kc = dp_cuda_malloc(cg->cache_bytes, "GPU KV cache");
+    cg->g.n_bytes += cg->cache_bytes;
+    cg->vc = cg->kc + cg->cache_bytes / 2 / sizeof(dp_bf16);
     cg->logits = dp_malloc((size_t)(B * m->cfg.vocab_size) * sizeof(float), "generate");
     return DP_OK;
 }
 
 void dp_cuda_gen_free(dp_cuda_gen *cg) {
     if (!cg->g.m) return;
-    dp_cuda_free(cg->kc);
-    dp_cuda_free(cg->vc);
+    dp_cuda_free(cg->kc); /* vc is its second half */
     dp_free(cg->logits);
     dp_cuda_llama_free(&cg->g);
     memset(cg, 0, sizeof *cg);
