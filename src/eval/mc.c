@@ -124,10 +124,14 @@ static int shared(dp_mc_doc *d, const char *context, const cJSON *choices, int l
     return DP_OK;
 }
 
+/* A label as an int; anything outside +-1e6 (where the cast would be
+ * undefined, a fuzzer finding) becomes -1, which the range checks reject. */
+static int small_int(double v) { return v >= -1e6 && v <= 1e6 ? (int)v : -1; }
+
 static int label_of(const cJSON *o, const char *key, int *label, dp_err *err) {
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsNumber(l)) *label = (int)l->valuedouble;
-    else if (cJSON_IsString(l) && *l->valuestring) *label = atoi(l->valuestring);
+    if (cJSON_IsNumber(l)) *label = small_int(l->valuedouble);
+    else if (cJSON_IsString(l) && *l->valuestring) *label = small_int(strtod(l->valuestring, NULL));
     else if (cJSON_IsBool(l)) *label = cJSON_IsTrue(l);
     else return dp_err_set(err, DP_E_FORMAT, "missing %s", key);
     return DP_OK;
@@ -182,7 +186,7 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
             cJSON *ch = cJSON_CreateArray();
             cJSON_AddItemToArray(ch, cJSON_CreateString("no"));
             cJSON_AddItemToArray(ch, cJSON_CreateString("yes"));
-            rc = shared(d, ctx, ch, cJSON_IsBool(a) ? cJSON_IsTrue(a) : (int)a->valuedouble, err);
+            rc = shared(d, ctx, ch, cJSON_IsBool(a) ? cJSON_IsTrue(a) : small_int(a->valuedouble), err);
             cJSON_Delete(ch);
             dp_free(ctx);
         }
