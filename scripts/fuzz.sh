@@ -5,6 +5,9 @@
 # executions, findings) for tests/faults/REPORT.md. A crash, leak or
 # sanitizer report fails the script and leaves the input in build-fuzz/.
 #   bash scripts/fuzz.sh [SECONDS] [TARGET ...]   (the test suite runs a short slice)
+# FUZZ_SEED=S fixes libFuzzer's seed: the CI slice uses 1, so a slice that
+# passed here explores the same inputs on the CI machine (new findings come
+# from the long campaigns, which use random seeds).
 # Targets: safetensors, manifest, tokenizer (compute core), config, jsonl
 # (YAML config and JSON/JSONL data readers; jsonl also drives the Alpaca and
 # text loaders when the npm tokenizer assets are present).
@@ -25,7 +28,8 @@ for t in "${TARGETS[@]}"; do
   echo "fuzz_$t: ${SECS}s"
   rc=0
   ASAN_OPTIONS=detect_leaks=1 DP_FUZZ_TOKENIZER=$TOKDIR build-fuzz/fuzz/fuzz_$t "$work" -max_total_time="$SECS" \
-    -print_final_stats=1 -artifact_prefix=build-fuzz/fuzz_$t- >build-fuzz/fuzz_$t.log 2>&1 || rc=$?
+    ${FUZZ_SEED:+-seed=$FUZZ_SEED} -print_final_stats=1 -artifact_prefix=build-fuzz/fuzz_$t- \
+    >build-fuzz/fuzz_$t.log 2>&1 || rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' build-fuzz/fuzz_$t.log | grep -o '[0-9]*$' || echo 0)
   findings=$([ $rc = 0 ] && echo 0 || echo 1)
   grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-|leak-" build-fuzz/fuzz_$t.log || true
