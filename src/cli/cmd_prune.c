@@ -65,8 +65,8 @@ int dp_cli_read_order(const char *path, const char *crit, const char *want_hash,
     else if (strcmp(mh->valuestring, want_hash))
         rc = dp_err_set(err, DP_E_MISMATCH, "%s scores a different model (model hash %s, this model %s)", path,
                         mh->valuestring, want_hash);
-    else if ((int)layers->valuedouble != L)
-        rc = dp_err_set(err, DP_E_MISMATCH, "%s scores %d blocks, the model has %d", path, (int)layers->valuedouble, L);
+    else if (layers->valueint != L || layers->valuedouble != (double)L)
+        rc = dp_err_set(err, DP_E_MISMATCH, "%s scores %g blocks, the model has %d", path, layers->valuedouble, L);
     else if (!cJSON_IsArray(ord))
         rc = dp_err_set(err, DP_E_USAGE, "%s has no criterion '%s'", path, crit);
     if (!rc) {
@@ -75,7 +75,7 @@ int dp_cli_read_order(const char *path, const char *crit, const char *want_hash,
         int i = 0;
         const cJSON *it;
         cJSON_ArrayForEach(it, ord) {
-            int b = cJSON_IsNumber(it) ? (int)it->valuedouble : -1;
+            int b = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < L ? (int)it->valuedouble : -1;
             if (b < 0 || b >= L) rc = dp_err_set(err, DP_E_FORMAT, "%s: order of %s holds a bad block index", path, crit);
             (*order)[i++] = b;
         }

@@ -139,7 +139,7 @@ static int summarize(const char *run, int retrained, dp_err *err) {
         const cJSON *r;
         int first = 1;
         cJSON_ArrayForEach(r, cJSON_GetObjectItem(prune, "removed")) {
-            snprintf(t, sizeof t, "%s%d", first ? "" : ", ", (int)r->valuedouble);
+            snprintf(t, sizeof t, "%s%d", first ? "" : ", ", r->valueint);
             dp_buf_puts(&md, t);
             first = 0;
         }

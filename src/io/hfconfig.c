@@ -140,10 +140,14 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
     rc = DP_OK;
     const cJSON *eos = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
     if (cJSON_IsNumber(eos)) {
+        if (fabs(eos->valuedouble) > 9e15) {
+            rc = dp_err_set(err, DP_E_FORMAT, "%s: eos_token_id must be an integer", path);
+            goto done;
+        }
         c->eos_token_ids[c->n_eos++] = (int64_t)eos->valuedouble;
     } else if (cJSON_IsArray(eos)) {
         for (const cJSON *e = eos->child; e && c->n_eos < DP_MAX_EOS; e = e->next) {
-            if (!cJSON_IsNumber(e)) {
+            if (!cJSON_IsNumber(e) || fabs(e->valuedouble) > 9e15) {
                 rc = dp_err_set(err, DP_E_FORMAT, "%s: eos_token_id list must hold integers", path);
                 goto done;
             }
@@ -154,7 +158,7 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
     if (!cJSON_IsString(dt)) dt = cJSON_GetObjectItemCaseSensitive(root, "dtype");
     if (cJSON_IsString(dt)) snprintf(c->torch_dtype, sizeof c->torch_dtype, "%s", dt->valuestring);
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
-    if (cJSON_IsNumber(sw)) c->sliding_window = (int64_t)sw->valuedouble;
+    if (cJSON_IsNumber(sw) && fabs(sw->valuedouble) <= 9e15) c->sliding_window = (int64_t)sw->valuedouble;
 
     /* sanity of the shape-defining fields */
     if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
