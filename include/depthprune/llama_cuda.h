@@ -33,6 +33,8 @@ typedef struct dp_cuda_llama {
     const dp_lora *lora;    /* the host adapters: fp32, the optimizer's copy */
     dp_bf16 *lw;            /* (lora->n_elems) bf16 adapters the GEMMs read */
     float *lg;              /* (lora->n_elems) fp32 adapter gradients */
+    float *wg;              /* (n_wgrad) one block's base-weight gradients, or NULL */
+    int64_t n_wgrad;
     int n_saved;            /* block inputs the forward keeps: map->n + 1 */
     float *xs;              /* (n_saved, Bmax*Tmax, C) */
     float *res2, *rstd1, *rstd2, *rstdf, *dx, *dx2, *dwide, *dwide2, *dsum, *ce, *kd;
@@ -69,8 +71,10 @@ double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *n
  * chunked head with CE + top-k KD, backward with each block recomputed from
  * its input; only the adapters get gradients (fp32, the flat layout of
  * lora->mem). Base weights stay frozen and bf16. K = teacher top-k (0: no
- * KD); T above the planned Tmax is an error. */
-int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, dp_err *err);
+ * KD); T above the planned Tmax is an error. lora may be NULL (no adapters:
+ * Taylor scoring); n_wgrad > 0 plans a block weight-gradient buffer. */
+int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, int64_t n_wgrad,
+                             dp_err *err);
 /* lora->mem (host fp32) -> the device's bf16 adapters; after every update */
 void dp_cuda_llama_lora_upload(dp_cuda_llama *g);
 void dp_cuda_llama_lora_zero_grad(dp_cuda_llama *g);
@@ -88,6 +92,14 @@ typedef struct dp_cuda_micro {
     double alpha, temp;              /* KD weight and temperature */
     double gscale;                   /* gradient of gscale * sum of row losses */
     int backward;                    /* 0: losses only (validation) */
+    /* base-weight gradients, one block at a time (Taylor scoring): with
+     * block_done set, each block's weight gradient (block-local layout,
+     * dense block l's tensors from params[1 + 9l]) is computed into the
+     * device buffer planned by train_init's n_wgrad, copied to wgrad_host and
+     * block_done(l, ctx) called (blocks in reverse order). */
+    float *wgrad_host;
+    void (*block_done)(int layer, void *ctx);
+    void *ctx;
 } dp_cuda_micro;
 /* The teacher's forward on tokens (B, T host) and its top-K logits and
  * lse(logits / temp) into device arrays tidx/tval (B*T, K), tlse (B*T). */

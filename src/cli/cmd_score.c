@@ -183,12 +183,6 @@ static int run_score(dp_app *app) {
         else crit[n_crit++] = tok;
     }
     if (!rc && n_crit == 0) rc = dp_err_set(&err, DP_E_USAGE, "--criterion is empty");
-    for (int c = 0; !rc && !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda") && c < n_crit; c++)
-        if (!strncmp(crit[c], "taylor", 6))
-            rc = dp_err_set(&err, DP_E_UNSUPPORTED,
-                            "--criterion %s needs the backward pass, which the CUDA engine does not have yet; "
-                            "score it with --device cpu",
-                            crit[c]);
     if (rc) {
         dp_free(crit_buf);
         return dp_cli_fail(app, &err);

@@ -248,43 +248,49 @@ static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys, co
 
 /* Gradient of block l: g->dx holds d(out) on entry, d(in) on return.
  * The block is recomputed from its saved input xin first. */
-static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys) {
+static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys, int wgrad) {
     const dp_llama_config *c = &g->m->cfg;
     int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
     int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
     float *const *w = g->m->w.blk[l];
     dp_blas h = g->blas;
+    /* base-weight gradients (Taylor): into g->wg in the block-local layout */
+    float *dw[DP_LLAMA_BLOCK_TENSORS] = {0};
+    if (wgrad) {
+        const dp_llama_param *p0 = &g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS];
+        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) dw[k] = g->wg + (p0[k].offset - p0[0].offset);
+    }
     dp_cuda_d2d(g->x, xin, (size_t)(N * C) * sizeof(float), NULL);
     block(g, l, B, 1, use_keys, NULL);
     /* MLP: out = res2 + down(silu(gate) * up), gate/up = W ln2(res2) */
     dp_cuda_f32_to_bf16(g->g16, g->dx, N * C, NULL);
-    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->g16, g->h, wp(g, w[DP_BT_DOWN]), N, F, C, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, dw[DP_BT_DOWN], g->g16, g->h, wp(g, w[DP_BT_DOWN]), N, F, C, 1.0f);
     linear_lora_backward(g, l, DP_BT_DOWN, g->dwide, g->g16, g->h, N, F, C, use_keys);
     dp_cuda_f32_to_bf16(g->h, g->dwide, N * F, NULL); /* h is no longer needed: it takes d(h) */
     dp_cuda_swiglu_backward(g->gate, g->up, g->h, g->gate, g->up, N * F, NULL); /* in place, element-wise */
-    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->gate, g->ln2, wp(g, w[DP_BT_GATE]), N, C, F, 1.0f);
-    dp_cuda_matmul_backward(h, g->dwide, 1.0f, NULL, g->up, g->ln2, wp(g, w[DP_BT_UP]), N, C, F, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, dw[DP_BT_GATE], g->gate, g->ln2, wp(g, w[DP_BT_GATE]), N, C, F, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 1.0f, dw[DP_BT_UP], g->up, g->ln2, wp(g, w[DP_BT_UP]), N, C, F, 1.0f);
     linear_lora_backward(g, l, DP_BT_GATE, g->dwide, g->gate, g->ln2, N, C, F, use_keys);
     linear_lora_backward(g, l, DP_BT_UP, g->dwide, g->up, g->ln2, N, C, F, use_keys);
     dp_cuda_d2d(g->dx2, g->dx, (size_t)(N * C) * sizeof(float), NULL);
-    dp_cuda_rmsnorm_backward(g->dx2, NULL, g->norm_scratch, g->dwide, g->res2, wp(g, w[DP_BT_MLP_NORM]), g->rstd2, N, C,
+    dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_MLP_NORM], g->norm_scratch, g->dwide, g->res2, wp(g, w[DP_BT_MLP_NORM]), g->rstd2, N, C,
                              NULL);
     /* attention: res2 = x + o(attn(rope(q), rope(k), v)), q/k/v = W ln1(x) */
     dp_cuda_f32_to_bf16(g->g16, g->dx2, N * C, NULL);
-    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->g16, g->ao, wp(g, w[DP_BT_O]), N, QD, C, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, dw[DP_BT_O], g->g16, g->ao, wp(g, w[DP_BT_O]), N, QD, C, 1.0f);
     linear_lora_backward(g, l, DP_BT_O, g->dwide, g->g16, g->ao, N, QD, C, use_keys);
     dp_cuda_f32_to_bf16(g->g16, g->dwide, N * QD, NULL);
     dp_cuda_attention_backward(g->dq, g->dk, g->dv, g->dsum, g->g16, g->ao, g->lse, g->q, g->k, g->v, B, T, NH, NKV, HD,
                                NULL);
     dp_cuda_rope_backward(g->dq, g->cosb, g->sinb, B, T, NH, HD, NULL);
     dp_cuda_rope_backward(g->dk, g->cosb, g->sinb, B, T, NKV, HD, NULL);
-    dp_cuda_matmul_backward(h, g->dwide, 0.0f, NULL, g->dq, g->ln, wp(g, w[DP_BT_Q]), N, C, QD, 1.0f);
-    dp_cuda_matmul_backward(h, g->dwide, 1.0f, NULL, g->dk, g->ln, wp(g, w[DP_BT_K]), N, C, KD, 1.0f);
-    dp_cuda_matmul_backward(h, g->dwide, 1.0f, NULL, g->dv, g->ln, wp(g, w[DP_BT_V]), N, C, KD, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 0.0f, dw[DP_BT_Q], g->dq, g->ln, wp(g, w[DP_BT_Q]), N, C, QD, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 1.0f, dw[DP_BT_K], g->dk, g->ln, wp(g, w[DP_BT_K]), N, C, KD, 1.0f);
+    dp_cuda_matmul_backward(h, g->dwide, 1.0f, dw[DP_BT_V], g->dv, g->ln, wp(g, w[DP_BT_V]), N, C, KD, 1.0f);
     linear_lora_backward(g, l, DP_BT_Q, g->dwide, g->dq, g->ln, N, C, QD, use_keys);
     linear_lora_backward(g, l, DP_BT_K, g->dwide, g->dk, g->ln, N, C, KD, use_keys);
     linear_lora_backward(g, l, DP_BT_V, g->dwide, g->dv, g->ln, N, C, KD, use_keys);
-    dp_cuda_rmsnorm_backward(g->dx2, NULL, g->norm_scratch, g->dwide, xin, wp(g, w[DP_BT_ATTN_NORM]), g->rstd1, N, C,
+    dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_ATTN_NORM], g->norm_scratch, g->dwide, xin, wp(g, w[DP_BT_ATTN_NORM]), g->rstd1, N, C,
                              NULL);
     float *t = g->dx;
     g->dx = g->dx2;
@@ -323,8 +329,10 @@ static void train_layout(dp_cuda_llama *g, arena *a) {
     widths(c, &QD, &KD, &F);
     int64_t W = C > F ? C : F;
     W = W > QD ? W : QD;
-    g->lw = carve(a, (size_t)lora->n_elems * 2);
-    g->lg = carve(a, (size_t)lora->n_elems * sizeof(float));
+    int64_t n_lora = lora ? lora->n_elems : 0, rank = lora ? lora->rank : 0;
+    g->lw = carve(a, (size_t)n_lora * 2);
+    g->lg = carve(a, (size_t)n_lora * sizeof(float));
+    g->wg = g->n_wgrad ? carve(a, (size_t)g->n_wgrad * sizeof(float)) : NULL;
     g->xs = carve(a, (size_t)g->n_saved * (size_t)(N * C) * sizeof(float));
     g->res2 = carve(a, (size_t)(N * C) * sizeof(float));
     g->dx = carve(a, (size_t)(N * C) * sizeof(float));
@@ -339,26 +347,30 @@ static void train_layout(dp_cuda_llama *g, arena *a) {
     g->dq = carve(a, (size_t)(N * QD) * 2);
     g->dk = carve(a, (size_t)(N * KD) * 2);
     g->dv = carve(a, (size_t)(N * KD) * 2);
-    g->xa = carve(a, (size_t)(DP_LLAMA_BLOCK_TENSORS * N * lora->rank) * 2);
+    g->xa = carve(a, (size_t)(DP_LLAMA_BLOCK_TENSORS * N * rank) * 2);
     g->xdrop = carve(a, (size_t)(N * W) * 2);
     g->keys = carve(a, (size_t)N * sizeof(uint64_t));
     g->tidx = K ? carve(a, (size_t)(N * K) * sizeof(int32_t)) : NULL;
     g->tval = K ? carve(a, (size_t)(N * K) * sizeof(float)) : NULL;
     g->tlse = K ? carve(a, (size_t)N * sizeof(float)) : NULL;
-    g->lora_scratch = carve(a, dp_cuda_lora_scratch_bytes(N, lora->rank));
+    g->lora_scratch = carve(a, dp_cuda_lora_scratch_bytes(N, rank));
     g->norm_scratch = carve(a, dp_cuda_rmsnorm_scratch_bytes(N, C));
 }
 
-int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, dp_err *err) {
+int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, int64_t n_wgrad,
+                             dp_err *err) {
     const dp_llama_config *c = &g->m->cfg;
-    if (!lora || !lora->mem) return dp_err_set(err, DP_E_USAGE, "GPU training needs LoRA adapters");
+    if (lora && !lora->mem) return dp_err_set(err, DP_E_USAGE, "GPU training: LoRA adapters without memory");
+    g->n_wgrad = n_wgrad;
     if (K < 0 || K > c->vocab_size) return dp_err_set(err, DP_E_USAGE, "teacher top-k %lld outside 0..vocab", (long long)K);
     g->lora = lora;
     g->K = K;
     g->n_saved = n_blocks + 1;
     g->train_mem = allocate_class(g, train_layout, "GPU training state");
-    dp_cuda_llama_lora_upload(g);
-    dp_cuda_llama_lora_zero_grad(g);
+    if (lora) {
+        dp_cuda_llama_lora_upload(g);
+        dp_cuda_llama_lora_zero_grad(g);
+    }
     return DP_OK;
 }
 
@@ -451,7 +463,24 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
     dp_cuda_memset0(g->dx, NC, NULL);
     dp_cuda_rmsnorm_backward(g->dx, NULL, g->norm_scratch, g->dwide, g->xs + (int64_t)map->n * stride,
                              wp(g, g->m->w.norm), g->rstdf, N, C, NULL);
-    for (int i = map->n - 1; i >= 0; i--) block_backward(g, map->layer[i], g->xs + i * stride, B, use_keys);
+    int wgrad = mb->block_done != NULL;
+    if (wgrad && (!g->wg || !mb->wgrad_host)) return dp_err_set(err, DP_E_USAGE, "weight gradients were not planned");
+    for (int i = map->n - 1; i >= 0; i--) {
+        int l = map->layer[i];
+        size_t nb = 0;
+        if (wgrad) {
+            const dp_llama_param *p0 = &g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS];
+            nb = (size_t)(p0[DP_LLAMA_BLOCK_TENSORS - 1].offset + p0[DP_LLAMA_BLOCK_TENSORS - 1].n_elems - p0[0].offset);
+            if ((int64_t)nb > g->n_wgrad) return dp_err_set(err, DP_E_USAGE, "block %d's gradient exceeds the planned buffer", l);
+            dp_cuda_memset0(g->wg, nb * sizeof(float), NULL);
+        }
+        block_backward(g, l, g->xs + i * stride, B, use_keys, wgrad);
+        if (wgrad) {
+            dp_cuda_sync(NULL);
+            dp_cuda_d2h(mb->wgrad_host, g->wg, nb * sizeof(float));
+            mb->block_done(l, mb->ctx);
+        }
+    }
     return DP_OK;
 }
 

@@ -492,7 +492,7 @@ static void taylor_block_done(int l, void *p) {
 }
 
 static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int64_t batch,
-                  double *score, dp_err *err) {
+                  double *score, int cuda, dp_err *err) {
     int L = (int)m->cfg.n_layers;
     int64_t n_block = 0; /* the largest block (blocks of a width-pruned model differ) */
     for (int l = 0; l < L; l++) {
@@ -517,10 +517,37 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
     memset(&st, 0, sizeof st);
     int32_t *targets = NULL;
     if (nb > 0) { /* ranks without samples still join every block's reduction */
-        rc = dp_llama_state_init(&st, m, NULL, nb, T, L, DP_STATE_TRAIN | DP_STATE_RECOMPUTE, 0, err);
+        if (!cuda) rc = dp_llama_state_init(&st, m, NULL, nb, T, L, DP_STATE_TRAIN | DP_STATE_RECOMPUTE, 0, err);
         targets = dp_malloc((size_t)(nb * T) * sizeof(int32_t), "taylor");
     }
     const int32_t *tok = ids + s0 * T;
+#ifdef DP_HAVE_CUDA
+    if (cuda) { /* the same sums from the GPU's block gradients (copied to gblock one block at a time) */
+        dp_cuda_llama g;
+        memset(&g, 0, sizeof g);
+        if (nb > 0) {
+            dp_llama_next_targets(targets, tok, nb, T);
+            rc = dp_cuda_llama_open(&g, m, nb, T, 0, mpi->local_rank, err);
+            if (!rc) rc = dp_cuda_llama_train_init(&g, NULL, L, 0, n_block, err);
+        }
+        rc = all_ok(mpi, rc, err);
+        if (rc == DP_OK && nb > 0) {
+            double ce = 0, kd = 0;
+            dp_cuda_micro x = {.tokens = tok, .targets = targets, .B = nb, .T = T, .temp = 1.0,
+                               .gscale = 1.0 / (double)(N * (T - 1)), .backward = 1, .wgrad_host = tc.gblock,
+                               .block_done = taylor_block_done, .ctx = &tc};
+            rc = dp_cuda_llama_train_micro(&g, &map, &x, &ce, &kd, err);
+        } else if (rc == DP_OK) {
+            for (int l = L - 1; l >= 0; l--) taylor_block_done(l, &tc);
+        }
+        dp_cuda_llama_free(&g);
+        dp_free(targets);
+        dp_free(tc.gblock);
+        return rc;
+    }
+#else
+    (void)cuda;
+#endif
     if (nb > 0) dp_llama_next_targets(targets, tok, nb, T);
     if (rc == DP_OK && nb > 0) rc = dp_llama_forward(m, NULL, &map, &st, tok, err);
     rc = all_ok(mpi, rc, err);
@@ -758,7 +785,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
                 score[b][i] = exp(acc / (double)(N * (T - 1)));
             }
         } else if (b == CRIT_TAYLOR) {
-            rc = taylor(mpi, m, ids, N, T, o->batch, score[b], err);
+            rc = taylor(mpi, m, ids, N, T, o->batch, score[b], o->cuda, err);
         } else if (b == CRIT_MAG1 || b == CRIT_MAG2) {
             for (int l = 0; l < L; l++) score[b][l] = block_sum(m, l, NULL, b);
         } else if (b == CRIT_BI) {

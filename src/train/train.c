@@ -1025,7 +1025,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     memset(&gt, 0, sizeof gt);
     if (o->cuda) {
         if (!rc) rc = dp_cuda_llama_open(&g, student, mb, tmax, 1, mpi->local_rank, err);
-        if (!rc) rc = dp_cuda_llama_train_init(&g, lora, map->n, K, err);
+        if (!rc) rc = dp_cuda_llama_train_init(&g, lora, map->n, K, 0, err);
         if (!rc && kd && teacher) rc = dp_cuda_llama_open(&gt, teacher, mb, tmax, 1, mpi->local_rank, err);
         rc = dp_mpi_agree(mpi, rc, err);
         if (!rc && mpi->rank == 0) dp_log("training on the GPU: %.2f GiB of device memory", (double)g.n_bytes / 1073741824.0);

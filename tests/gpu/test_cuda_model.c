@@ -143,7 +143,7 @@ static void train_case(const char *name, int kd, double dropout) {
     lora.drop_key = NULL;
     /* GPU */
     dp_cuda_llama g;
-    if (dp_cuda_llama_init(&g, &m, B, T, 0, &err) || dp_cuda_llama_train_init(&g, &lora, map.n, kd ? K : 0, &err))
+    if (dp_cuda_llama_init(&g, &m, B, T, 0, &err) || dp_cuda_llama_train_init(&g, &lora, map.n, kd ? K : 0, 0, &err))
         dp_fatal("%s", err.msg);
     dp_cuda_micro mb = {.tokens = tok, .targets = tgt, .keys = dropout > 0 ? keys : NULL, .B = B, .T = T,
                         .tidx = kd ? tidx : NULL, .tval = tval, .tlse = tlse, .alpha = alpha, .temp = temp,
