@@ -27,7 +27,7 @@ typedef struct dp_cuda_llama {
     int32_t *tok, *tgt;     /* (Bmax*T) */
     void *head_scratch;
     dp_blas blas;
-    void *acts, *train_mem; /* the activation and training allocations the buffers are carved from */
+    void *acts, *train_mem, *full_mem; /* the allocations the buffers are carved from */
     size_t n_bytes;         /* device bytes held (weights + activations) */
     /* LoRA training (dp_cuda_llama_train_init); NULL/0 otherwise */
     const dp_lora *lora;    /* the host adapters: fp32, the optimizer's copy */
@@ -35,6 +35,7 @@ typedef struct dp_cuda_llama {
     float *lg;              /* (lora->n_elems) fp32 adapter gradients */
     float *wg;              /* (n_wgrad) one block's base-weight gradients, or NULL */
     int64_t n_wgrad;
+    float *gfull;           /* (m->n_elems) every weight's gradient (full-parameter training), or NULL */
     int n_saved;            /* block inputs the forward keeps: map->n + 1 */
     float *xs;              /* (n_saved, Bmax*Tmax, C) */
     float *res2, *rstd1, *rstd2, *rstdf, *dx, *dx2, *dwide, *dwide2, *dsum, *ce, *kd;
@@ -75,6 +76,14 @@ double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *n
  * Taylor scoring); n_wgrad > 0 plans a block weight-gradient buffer. */
 int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks, int64_t K, int64_t n_wgrad,
                              dp_err *err);
+/* Full-parameter training: plans gfull (after train_init with lora NULL);
+ * every backward then accumulates all weight gradients there (the flat
+ * layout of m->mem). The optimizer runs on the host (ZeRO-Offload style:
+ * the trainer's sharded AdamW over MPI); after each update the weights are
+ * uploaded again with dp_cuda_llama_weights_upload. */
+int dp_cuda_llama_full_init(dp_cuda_llama *g, dp_err *err);
+void dp_cuda_llama_full_grad(dp_cuda_llama *g, float *host); /* d2h, then zeroes gfull */
+void dp_cuda_llama_weights_upload(dp_cuda_llama *g);
 /* lora->mem (host fp32) -> the device's bf16 adapters; after every update */
 void dp_cuda_llama_lora_upload(dp_cuda_llama *g);
 void dp_cuda_llama_lora_zero_grad(dp_cuda_llama *g);

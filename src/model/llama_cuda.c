@@ -69,6 +69,19 @@ static void acts_layout(dp_cuda_llama *g, arena *a) {
     g->head_scratch = carve(a, dp_cuda_head_scratch_bytes(g->chunk, c->vocab_size));
 }
 
+/* fp32 layout -> bf16 on the host in slices, then uploaded */
+void dp_cuda_llama_weights_upload(dp_cuda_llama *g) {
+    const dp_llama *m = g->m;
+    const int64_t slice = (int64_t)1 << 24;
+    uint16_t *buf = dp_malloc((size_t)slice * sizeof(uint16_t), "GPU upload");
+    for (int64_t o = 0; o < m->n_elems; o += slice) {
+        int64_t n = m->n_elems - o < slice ? m->n_elems - o : slice;
+        for (int64_t i = 0; i < n; i++) buf[i] = dp_f32_to_bf16(m->mem[o + i]);
+        dp_cuda_h2d(g->w + o, buf, (size_t)n * sizeof(uint16_t));
+    }
+    dp_free(buf);
+}
+
 int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, dp_err *err) {
     memset(g, 0, sizeof *g);
     const dp_llama_config *c = &m->cfg;
@@ -81,17 +94,9 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
     g->Bmax = Bmax;
     g->Tmax = g->T = T;
     int64_t N = Bmax * T, HD = c->head_dim, half = HD / 2;
-    /* weights: fp32 layout -> bf16 on the host in slices, then uploaded */
     g->w = dp_cuda_malloc((size_t)m->n_elems * sizeof(dp_bf16), "GPU weights (bf16)");
     g->n_bytes += (size_t)m->n_elems * sizeof(dp_bf16);
-    const int64_t slice = (int64_t)1 << 24;
-    uint16_t *buf = dp_malloc((size_t)slice * sizeof(uint16_t), "GPU upload");
-    for (int64_t o = 0; o < m->n_elems; o += slice) {
-        int64_t n = m->n_elems - o < slice ? m->n_elems - o : slice;
-        for (int64_t i = 0; i < n; i++) buf[i] = dp_f32_to_bf16(m->mem[o + i]);
-        dp_cuda_h2d(g->w + o, buf, (size_t)n * sizeof(uint16_t));
-    }
-    dp_free(buf);
+    dp_cuda_llama_weights_upload(g);
     g->chunk = N < 1024 ? N : 1024;
     g->acts = allocate_class(g, acts_layout, "GPU activations");
     /* RoPE tables exactly as the CPU state builds them */
@@ -124,6 +129,7 @@ void dp_cuda_llama_free(dp_cuda_llama *g) {
     dp_cuda_free(g->w);
     dp_cuda_free(g->acts);
     dp_cuda_free(g->train_mem);
+    dp_cuda_free(g->full_mem);
     dp_cuda_blas_destroy(g->blas);
     memset(g, 0, sizeof *g);
 }
@@ -248,17 +254,20 @@ static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys, co
 
 /* Gradient of block l: g->dx holds d(out) on entry, d(in) on return.
  * The block is recomputed from its saved input xin first. */
-static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys, int wgrad) {
+static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys, float *gbase,
+                           int64_t base_off) {
     const dp_llama_config *c = &g->m->cfg;
     int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
     int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
     float *const *w = g->m->w.blk[l];
     dp_blas h = g->blas;
-    /* base-weight gradients (Taylor): into g->wg in the block-local layout */
+    /* base-weight gradients, when gbase is set: tensor k of this block at
+     * gbase + (its offset - base_off) (block-local for Taylor, global for
+     * full-parameter training) */
     float *dw[DP_LLAMA_BLOCK_TENSORS] = {0};
-    if (wgrad) {
+    if (gbase) {
         const dp_llama_param *p0 = &g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS];
-        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) dw[k] = g->wg + (p0[k].offset - p0[0].offset);
+        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) dw[k] = gbase + (p0[k].offset - base_off);
     }
     dp_cuda_d2d(g->x, xin, (size_t)(N * C) * sizeof(float), NULL);
     block(g, l, B, 1, use_keys, NULL);
@@ -374,6 +383,21 @@ int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks
     return DP_OK;
 }
 
+static void full_layout(dp_cuda_llama *g, arena *a) { g->gfull = carve(a, (size_t)g->m->n_elems * sizeof(float)); }
+
+int dp_cuda_llama_full_init(dp_cuda_llama *g, dp_err *err) {
+    if (!g->train_mem || g->lora) return dp_err_set(err, DP_E_USAGE, "full-parameter GPU training: train_init without LoRA first");
+    g->full_mem = allocate_class(g, full_layout, "GPU weight gradients (fp32)");
+    dp_cuda_memset0(g->gfull, (size_t)g->m->n_elems * sizeof(float), NULL);
+    return DP_OK;
+}
+
+void dp_cuda_llama_full_grad(dp_cuda_llama *g, float *host) {
+    dp_cuda_sync(NULL);
+    dp_cuda_d2h(host, g->gfull, (size_t)g->m->n_elems * sizeof(float));
+    dp_cuda_memset0(g->gfull, (size_t)g->m->n_elems * sizeof(float), NULL);
+}
+
 void dp_cuda_llama_lora_upload(dp_cuda_llama *g) {
     const dp_lora *lo = g->lora;
     uint16_t *buf = dp_malloc((size_t)lo->n_elems * sizeof(uint16_t), "GPU upload");
@@ -448,7 +472,8 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
     dp_cuda_head_args a = {.targets = g->tgt, .tidx = kd ? g->tidx : NULL, .tval = g->tval, .tlse = g->tlse, .K = g->K,
                            .alpha = (float)(kd ? mb->alpha : 0.0), .temp = (float)mb->temp,
                            .gscale = (float)mb->gscale, .chunk = g->chunk};
-    dp_cuda_head_loss(g->blas, g->ce, g->kd, mb->backward ? g->dwide : NULL, NULL, g->head_scratch, g->ln,
+    float *dw_head = g->gfull && mb->backward ? g->gfull + (g->m->w.head - g->m->mem) : NULL;
+    dp_cuda_head_loss(g->blas, g->ce, g->kd, mb->backward ? g->dwide : NULL, dw_head, g->head_scratch, g->ln,
                       wp(g, g->m->w.head), &a, N, C, V, NULL);
     float *rows = dp_malloc((size_t)N * 2 * sizeof(float), "GPU losses");
     dp_cuda_sync(NULL);
@@ -460,10 +485,11 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
     }
     dp_free(rows);
     if (!mb->backward) return DP_OK;
+    float *gf = g->gfull; /* full-parameter training: head (in the loss call), final norm, blocks, embedding */
     dp_cuda_memset0(g->dx, NC, NULL);
-    dp_cuda_rmsnorm_backward(g->dx, NULL, g->norm_scratch, g->dwide, g->xs + (int64_t)map->n * stride,
-                             wp(g, g->m->w.norm), g->rstdf, N, C, NULL);
-    int wgrad = mb->block_done != NULL;
+    dp_cuda_rmsnorm_backward(g->dx, gf ? gf + (g->m->w.norm - g->m->mem) : NULL, g->norm_scratch, g->dwide,
+                             g->xs + (int64_t)map->n * stride, wp(g, g->m->w.norm), g->rstdf, N, C, NULL);
+    int wgrad = mb->block_done != NULL && !gf;
     if (wgrad && (!g->wg || !mb->wgrad_host)) return dp_err_set(err, DP_E_USAGE, "weight gradients were not planned");
     for (int i = map->n - 1; i >= 0; i--) {
         int l = map->layer[i];
@@ -474,13 +500,16 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
             if ((int64_t)nb > g->n_wgrad) return dp_err_set(err, DP_E_USAGE, "block %d's gradient exceeds the planned buffer", l);
             dp_cuda_memset0(g->wg, nb * sizeof(float), NULL);
         }
-        block_backward(g, l, g->xs + i * stride, B, use_keys, wgrad);
+        if (gf) block_backward(g, l, g->xs + i * stride, B, use_keys, gf, 0);
+        else block_backward(g, l, g->xs + i * stride, B, use_keys, wgrad ? g->wg : NULL,
+                            g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset);
         if (wgrad) {
             dp_cuda_sync(NULL);
             dp_cuda_d2h(mb->wgrad_host, g->wg, nb * sizeof(float));
             mb->block_done(l, mb->ctx);
         }
     }
+    if (gf) dp_cuda_embed_backward(gf + (g->m->w.embed - g->m->mem), g->dx, g->tok, N, C, NULL);
     return DP_OK;
 }
 

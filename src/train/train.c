@@ -940,9 +940,6 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         return dp_err_set(err, DP_E_MISMATCH, "teacher vocabulary %lld differs from the student's %lld",
                           (long long)teacher->cfg.vocab_size, (long long)V);
     if (o->lora_dropout < 0 || o->lora_dropout >= 1) return dp_err_set(err, DP_E_CONFIG, "LoRA dropout must be in [0, 1)");
-    if (o->cuda && o->method != DP_TRAIN_LORA)
-        return dp_err_set(err, DP_E_UNSUPPORTED, "full-parameter training on --device cuda is not implemented yet; "
-                                                 "use LoRA or --device cpu");
     if (o->cuda && kd && teacher && o->kd_topk < 1)
         return dp_err_set(err, DP_E_UNSUPPORTED, "online KD over the full vocabulary is not implemented on --device cuda; "
                                                  "use the teacher's top-k (--kd-topk K) or a teacher cache");
@@ -1025,7 +1022,8 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     memset(&gt, 0, sizeof gt);
     if (o->cuda) {
         if (!rc) rc = dp_cuda_llama_open(&g, student, mb, tmax, 1, mpi->local_rank, err);
-        if (!rc) rc = dp_cuda_llama_train_init(&g, lora, map->n, K, 0, err);
+        if (!rc) rc = dp_cuda_llama_train_init(&g, L, map->n, K, 0, err);
+        if (!rc && !L) rc = dp_cuda_llama_full_init(&g, err); /* weight gradients on the GPU, AdamW on the host */
         if (!rc && kd && teacher) rc = dp_cuda_llama_open(&gt, teacher, mb, tmax, 1, mpi->local_rank, err);
         rc = dp_mpi_agree(mpi, rc, err);
         if (!rc && mpi->rank == 0) dp_log("training on the GPU: %.2f GiB of device memory", (double)g.n_bytes / 1073741824.0);
@@ -1073,7 +1071,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                         if (kidx[r] >= V) rc = dp_err_set(err, DP_E_FORMAT, "teacher cache: token index outside the vocabulary");
                     if (rc) break;
                 }
-                dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .keys = lora->dropout > 0 ? b.keys : NULL,
+                dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .keys = L && L->dropout > 0 ? b.keys : NULL,
                                    .B = mb, .T = b.T, .tidx = kd && !teacher ? kidx : NULL, .tval = kval,
                                    .tlse = klse, .teacher = kd && teacher ? &gt : NULL, .teacher_map = &tmap,
                                    .alpha = o->kd_alpha, .temp = o->kd_temp, .gscale = 1.0 / (D > 0 ? D : 1),
@@ -1081,10 +1079,14 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                 rc = dp_cuda_llama_train_micro(&g, map, &x, &ce_sum, &kd_sum, err);
                 if (!rc && mi + 1 == n_micro) {
 #ifdef DP_HAVE_NCCL
-                    if (use_nccl) dp_ddp_allreduce_sum(&ddp, g.lg, lora->n_elems);
+                    if (use_nccl) dp_ddp_allreduce_sum(&ddp, L ? g.lg : g.gfull, tr.n);
 #endif
-                    dp_cuda_llama_lora_grad(&g, tr.g);
-                    dp_cuda_llama_lora_zero_grad(&g);
+                    if (L) {
+                        dp_cuda_llama_lora_grad(&g, tr.g);
+                        dp_cuda_llama_lora_zero_grad(&g);
+                    } else {
+                        dp_cuda_llama_full_grad(&g, tr.g);
+                    }
                 }
                 continue;
             }
@@ -1173,7 +1175,8 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             shard_update(&tr, student, lr, cs.opt_step);
             bcast_from_owners(mpi, tr.p, tr.n);
 #ifdef DP_HAVE_CUDA
-            if (o->cuda) dp_cuda_llama_lora_upload(&g);
+            if (o->cuda && L) dp_cuda_llama_lora_upload(&g);
+            else if (o->cuda) dp_cuda_llama_weights_upload(&g);
 #endif
             last_loss = loss;
         }

@@ -185,6 +185,65 @@ static void train_case(const char *name, int kd, double dropout) {
     dp_llama_free(&m);
 }
 
+/* full-parameter: every weight's gradient (embedding, blocks, norms, head)
+ * vs dp_llama_backward, per tensor max |diff| / max |cpu| <= 3e-2 */
+static void full_case(const char *name) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/%s", DP_TEST_DATA, name);
+    dp_llama m;
+    dp_err err;
+    dp_err_clear(&err);
+    if (dp_llama_load(dir, &m, &err)) dp_fatal("%s", err.msg);
+    for (int64_t i = 0; i < m.n_elems; i++) m.mem[i] = dp_bf16_to_f32(dp_f32_to_bf16(m.mem[i]));
+    dp_layer_map map;
+    dp_layer_map_all(&map, (int)m.cfg.n_layers);
+    const int64_t B = 2, T = 16, N = B * T, V = m.cfg.vocab_size;
+    int32_t tok[32], tgt[32];
+    uint64_t st = 21;
+    for (int64_t i = 0; i < N; i++) tok[i] = (int32_t)(dp_splitmix64(&st) % (uint64_t)V);
+    dp_llama_next_targets(tgt, tok, B, T);
+    double gscale = 1.0 / (double)(B * (T - 1));
+    float *gc = calloc((size_t)m.n_elems, sizeof(float)), *gg = malloc((size_t)m.n_elems * sizeof(float));
+    dp_llama_view gv;
+    dp_llama_view_of(&m, gc, &gv);
+    dp_llama_state s;
+    if (dp_llama_state_init(&s, &m, NULL, B, T, map.n, DP_STATE_TRAIN, 0, &err) ||
+        dp_llama_forward(&m, NULL, &map, &s, tok, &err))
+        dp_fatal("%s", err.msg);
+    dp_llama_zero_dlogits(&s, &m);
+    double ce = dp_llama_loss_ce(&s, &m, tgt, NULL, gscale);
+    dp_llama_backward(&m, NULL, &map, &s, tok, &gv, NULL);
+    dp_cuda_llama g;
+    if (dp_cuda_llama_init(&g, &m, B, T, 0, &err) || dp_cuda_llama_train_init(&g, NULL, map.n, 0, 0, &err) ||
+        dp_cuda_llama_full_init(&g, &err))
+        dp_fatal("%s", err.msg);
+    dp_cuda_micro x = {.tokens = tok, .targets = tgt, .B = B, .T = T, .temp = 1.0, .gscale = gscale, .backward = 1};
+    double gce = 0, gkd = 0;
+    if (dp_cuda_llama_train_micro(&g, &map, &x, &gce, &gkd, &err)) dp_fatal("%s", err.msg);
+    dp_cuda_llama_full_grad(&g, gg);
+    double worst = 0;
+    const char *wname = "";
+    for (int i = 0; i < m.n_params; i++) {
+        const dp_llama_param *p = &m.params[i];
+        double d = 0, r = 0;
+        for (int64_t j = 0; j < p->n_elems; j++) {
+            d = fmax(d, fabs((double)gg[p->offset + j] - (double)gc[p->offset + j]));
+            r = fmax(r, fabs((double)gc[p->offset + j]));
+        }
+        double rel = d / (r > 0 ? r : 1);
+        if (!(rel <= worst)) worst = rel, wname = p->name;
+    }
+    double rce = fabs(gce - ce) / ce;
+    int ok = rce <= 1e-3 && worst <= 3e-2;
+    printf("%-12s full-parameter: CE rel %.1e, worst weight gradient %.2e (%s; tol 3e-2)%s\n", name, rce, worst, wname,
+           ok ? "" : "  FAILED");
+    if (!ok) g_fail = 1;
+    dp_cuda_llama_free(&g);
+    dp_llama_state_free(&s);
+    free(gc), free(gg);
+    dp_llama_free(&m);
+}
+
 /* greedy generation, GPU vs CPU (dp_generate): the logits of every step up
  * to the first differing token within 2e-2 of max |logit|, and a differing
  * token only where the CPU's top two logits are within that tolerance (a
@@ -260,6 +319,8 @@ int main(void) {
     train_case("llama_gqa", 1, 0.0);
     train_case("llama_tied", 1, 0.1);
     train_case("llama_linear", 0, 0.1);
+    full_case("llama_gqa");
+    full_case("llama_tied");
     gen_case("llama_gqa");
     gen_case("llama_tied");
     printf(g_fail ? "test_cuda_model: FAILED\n" : "test_cuda_model: GPU engine matches the CPU engine\n");
