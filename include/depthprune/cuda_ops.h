@@ -40,6 +40,7 @@ void dp_cuda_d2h(void *dst, const void *src, size_t n_bytes);
 void dp_cuda_d2d(void *dst, const void *src, size_t n_bytes, dp_stream s);
 void dp_cuda_memset0(void *p, size_t n_bytes, dp_stream s);
 void dp_cuda_sync(dp_stream s); /* NULL = the whole device */
+size_t dp_cuda_mem_free(void);  /* free bytes on the current device */
 dp_blas dp_cuda_blas_create(dp_stream s);
 void dp_cuda_blas_destroy(dp_blas h);
 

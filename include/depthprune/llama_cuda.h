@@ -28,6 +28,12 @@ typedef struct dp_cuda_llama {
     void *head_scratch;
     dp_blas blas;
     void *acts, *train_mem, *full_mem; /* the allocations the buffers are carved from */
+    /* weight streaming (set streaming = 1 before init/open): only the
+     * embedding, final norm and head stay resident; a block's weights are
+     * uploaded into one slot when a kernel first needs them */
+    int streaming, loaded;
+    int64_t slot;           /* element offset of the block slot in w */
+    int64_t block_loads;    /* blocks uploaded so far */
     size_t n_bytes;         /* device bytes held (weights + activations) */
     /* LoRA training (dp_cuda_llama_train_init); NULL/0 otherwise */
     const dp_lora *lora;    /* the host adapters: fp32, the optimizer's copy */
@@ -61,6 +67,9 @@ int dp_cuda_llama_embed(dp_cuda_llama *g, const int32_t *tokens, int64_t B, dp_e
 /* host fp32 (B*T, C) <-> the current residual stream */
 void dp_cuda_llama_set_hidden(dp_cuda_llama *g, const float *x, int64_t B);
 void dp_cuda_llama_get_hidden(const dp_cuda_llama *g, float *x, int64_t B);
+/* the same from/to device memory */
+void dp_cuda_llama_set_hidden_dev(dp_cuda_llama *g, const float *x, int64_t B);
+void dp_cuda_llama_get_hidden_dev(const dp_cuda_llama *g, float *x, int64_t B);
 /* kept blocks [from, to) of map on the residual stream */
 void dp_cuda_llama_blocks(dp_cuda_llama *g, const dp_layer_map *map, int from, int to, int64_t B);
 /* final norm + head + CE on the residual stream; nll (B*T, host, may be
@@ -84,6 +93,9 @@ int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks
 int dp_cuda_llama_full_init(dp_cuda_llama *g, dp_err *err);
 void dp_cuda_llama_full_grad(dp_cuda_llama *g, float *host); /* d2h, then zeroes gfull */
 void dp_cuda_llama_weights_upload(dp_cuda_llama *g);
+/* streaming: uploads dense block l into the slot unless it is there */
+void dp_cuda_llama_load_block(dp_cuda_llama *g, int l);
+
 /* lora->mem (host fp32) -> the device's bf16 adapters; after every update */
 void dp_cuda_llama_lora_upload(dp_cuda_llama *g);
 void dp_cuda_llama_lora_zero_grad(dp_cuda_llama *g);

@@ -57,14 +57,16 @@ typedef struct dp_score_opts {
     int progress;
     int fault_kill_after_round;   /* tests: rank 1 SIGKILLs itself after committing round k (0: off) */
     int stop_on_signal;           /* SIGUSR1/SIGTERM (dp_train_install_signals): stop after a PPL round, DP_E_STOPPED */
-    int cuda;                     /* PPL candidates on the GPU engine (the Taylor criterion stays on the CPU) */
+    int cuda;                     /* calibration, PPL candidates and Taylor on the GPU engine */
+    int stream_weights;           /* cuda: -1 auto, 0 off, 1 on (see score.stream_weights) */
 } dp_score_opts;
 
 /* Collective. Runs (or reuses, when RUNDIR/calib.h5 matches model and
  * calibration) the dense calibration forward. model_hash = dp_llama_hash(m),
  * computed once by the caller (it reads every weight) and shared with dp_score. */
 int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
-                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, int cuda, dp_err *err);
+                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, int cuda,
+                 int stream_weights, dp_err *err);
 
 /* Collective. Scores the criteria named in crit (n_crit names, see above)
  * from RUNDIR/calib.h5 and writes RUNDIR/scores.h5 and scores.json

@@ -31,6 +31,9 @@ const dp_cfg_spec dp_config_schema[] = {
     {"score.protect_last", DP_CFG_INT, "0", NULL, "last blocks kept out of the removal order"},
     {"score.bootstrap", DP_CFG_INT, "0", NULL, "bootstrap replicates over calibration samples"},
     {"score.ratio", DP_CFG_FLOAT, "0.2", NULL, "fraction of blocks removed (bootstrap p_removed)"},
+    {"score.stream_weights", DP_CFG_STRING, "auto", "auto,on,off",
+     "--device cuda: stream block weights through one GPU slot, all PPL candidates advanced block by block "
+     "(auto: when the model does not fit in 70% of free GPU memory)"},
     {"sweep.criteria", DP_CFG_STRING_LIST, "ppl", NULL, "one-shot criteria of the sweep grid"},
     {"sweep.ratios", DP_CFG_STRING_LIST, "0.2", NULL, "pruning ratios of the grid"},
     {"sweep.schedules", DP_CFG_STRING_LIST, "one-shot", NULL, "one-shot, iterative and/or width (the LLM-Pruner baseline)"},

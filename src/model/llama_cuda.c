@@ -69,21 +69,52 @@ static void acts_layout(dp_cuda_llama *g, arena *a) {
     g->head_scratch = carve(a, dp_cuda_head_scratch_bytes(g->chunk, c->vocab_size));
 }
 
-/* fp32 layout -> bf16 on the host in slices, then uploaded */
-void dp_cuda_llama_weights_upload(dp_cuda_llama *g) {
-    const dp_llama *m = g->m;
+/* fp32 host values [o, o+n) -> bf16 at dst, in slices */
+static void upload_range(dp_bf16 *dst, const float *src, int64_t n) {
     const int64_t slice = (int64_t)1 << 24;
-    uint16_t *buf = dp_malloc((size_t)slice * sizeof(uint16_t), "GPU upload");
-    for (int64_t o = 0; o < m->n_elems; o += slice) {
-        int64_t n = m->n_elems - o < slice ? m->n_elems - o : slice;
-        for (int64_t i = 0; i < n; i++) buf[i] = dp_f32_to_bf16(m->mem[o + i]);
-        dp_cuda_h2d(g->w + o, buf, (size_t)n * sizeof(uint16_t));
+    uint16_t *buf = dp_malloc((size_t)(n < slice ? n : slice) * sizeof(uint16_t) + 2, "GPU upload");
+    for (int64_t o = 0; o < n; o += slice) {
+        int64_t k = n - o < slice ? n - o : slice;
+        for (int64_t i = 0; i < k; i++) buf[i] = dp_f32_to_bf16(src[o + i]);
+        dp_cuda_h2d(dst + o, buf, (size_t)k * sizeof(uint16_t));
     }
     dp_free(buf);
 }
 
+/* The host layout: embedding, blocks 0..L-1, final norm, [head]. Streaming
+ * keeps the embedding and the tail (norm, head) resident and one block in a
+ * slot after them. */
+static int64_t blocks_begin(const dp_llama *m) { return m->params[1].offset; }
+static int64_t blocks_end(const dp_llama *m) { return m->params[1 + m->cfg.n_layers * DP_LLAMA_BLOCK_TENSORS].offset; }
+static int64_t block_first(const dp_llama *m, int l) { return m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset; }
+static int64_t block_elems(const dp_llama *m, int l) {
+    const dp_llama_param *z = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + DP_LLAMA_BLOCK_TENSORS - 1];
+    return z->offset + z->n_elems - block_first(m, l);
+}
+
+void dp_cuda_llama_weights_upload(dp_cuda_llama *g) {
+    const dp_llama *m = g->m;
+    if (!g->streaming) {
+        upload_range(g->w, m->mem, m->n_elems);
+        return;
+    }
+    int64_t b0 = blocks_begin(m), b1 = blocks_end(m);
+    upload_range(g->w, m->mem, b0);
+    upload_range(g->w + b0, m->mem + b1, m->n_elems - b1);
+    g->loaded = -1;
+}
+
+void dp_cuda_llama_load_block(dp_cuda_llama *g, int l) {
+    if (!g->streaming || g->loaded == l) return;
+    upload_range(g->w + g->slot, g->m->mem + block_first(g->m, l), block_elems(g->m, l));
+    g->loaded = l;
+    g->block_loads++;
+}
+
 int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, dp_err *err) {
+    int streaming = g->streaming; /* the one setting a caller may make before init */
     memset(g, 0, sizeof *g);
+    g->streaming = streaming;
     const dp_llama_config *c = &m->cfg;
     if (Bmax < 1 || T < 1) return dp_err_set(err, DP_E_USAGE, "GPU model: batch %lld x %lld", (long long)Bmax, (long long)T);
     if (!allow_long && T > c->max_position_embeddings)
@@ -94,8 +125,15 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
     g->Bmax = Bmax;
     g->Tmax = g->T = T;
     int64_t N = Bmax * T, HD = c->head_dim, half = HD / 2;
-    g->w = dp_cuda_malloc((size_t)m->n_elems * sizeof(dp_bf16), "GPU weights (bf16)");
-    g->n_bytes += (size_t)m->n_elems * sizeof(dp_bf16);
+    int64_t n_w = m->n_elems;
+    if (g->streaming) { /* resident: embedding + norm/head; one block slot */
+        int64_t big = 0;
+        for (int l = 0; l < c->n_layers; l++) big = block_elems(m, l) > big ? block_elems(m, l) : big;
+        g->slot = blocks_begin(m) + (m->n_elems - blocks_end(m));
+        n_w = g->slot + big;
+    }
+    g->w = dp_cuda_malloc((size_t)n_w * sizeof(dp_bf16), g->streaming ? "GPU weights (bf16, streamed blocks)" : "GPU weights (bf16)");
+    g->n_bytes += (size_t)n_w * sizeof(dp_bf16);
     dp_cuda_llama_weights_upload(g);
     g->chunk = N < 1024 ? N : 1024;
     g->acts = allocate_class(g, acts_layout, "GPU activations");
@@ -115,7 +153,9 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
 
 int dp_cuda_llama_open(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, int local_rank,
                        dp_err *err) {
+    int streaming = g->streaming;
     memset(g, 0, sizeof *g);
+    g->streaming = streaming;
     dp_err why;
     dp_err_clear(&why);
     int n = dp_cuda_device_count(&why);
@@ -134,7 +174,24 @@ void dp_cuda_llama_free(dp_cuda_llama *g) {
     memset(g, 0, sizeof *g);
 }
 
-static const dp_bf16 *wp(const dp_cuda_llama *g, const float *host_ptr) { return g->w + (host_ptr - g->m->mem); }
+/* the device copy of a host weight pointer; with streaming, a block's
+ * tensor loads that block into the slot first */
+static const dp_bf16 *wp(dp_cuda_llama *g, const float *host_ptr) {
+    const dp_llama *m = g->m;
+    int64_t o = host_ptr - m->mem;
+    if (!g->streaming) return g->w + o;
+    int64_t b0 = blocks_begin(m), b1 = blocks_end(m);
+    if (o < b0) return g->w + o;
+    if (o >= b1) return g->w + b0 + (o - b1);
+    int lo = 0, hi = (int)m->cfg.n_layers - 1; /* the block holding offset o */
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (block_first(m, mid) <= o) lo = mid;
+        else hi = mid - 1;
+    }
+    dp_cuda_llama_load_block(g, lo);
+    return g->w + g->slot + (o - block_first(m, lo));
+}
 
 static int check_b(const dp_cuda_llama *g, int64_t B) {
     if (B < 1 || B > g->Bmax) dp_fatal("GPU model planned for %lld sequences, asked for %lld", (long long)g->Bmax, (long long)B);
@@ -162,6 +219,16 @@ void dp_cuda_llama_get_hidden(const dp_cuda_llama *g, float *x, int64_t B) {
     check_b(g, B);
     dp_cuda_sync(NULL);
     dp_cuda_d2h(x, g->x, (size_t)(B * g->T * g->m->cfg.hidden_size) * sizeof(float));
+}
+
+void dp_cuda_llama_set_hidden_dev(dp_cuda_llama *g, const float *x, int64_t B) {
+    check_b(g, B);
+    dp_cuda_d2d(g->x, x, (size_t)(B * g->T * g->m->cfg.hidden_size) * sizeof(float), NULL);
+}
+
+void dp_cuda_llama_get_hidden_dev(const dp_cuda_llama *g, float *x, int64_t B) {
+    check_b(g, B);
+    dp_cuda_d2d(x, g->x, (size_t)(B * g->T * g->m->cfg.hidden_size) * sizeof(float), NULL);
 }
 
 /* ---- one block ---- */

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "depthprune/ops.h"
+#include "depthprune/backend.h"
 #include "depthprune/prune.h"
 #ifdef DP_HAVE_CUDA
 #include "depthprune/llama_cuda.h"
@@ -102,6 +103,17 @@ static double block_sum(const dp_llama *m, int l, const float *gblock, int kind)
 
 /* Per-sample NLL sums from the GPU engine's residual stream. */
 #ifdef DP_HAVE_CUDA
+/* score.stream_weights: 1 on, 0 off, -1 auto = when the bf16 weights do not
+ * fit in 70% of this rank's free GPU memory */
+static int want_stream(const dp_mpi *mpi, const dp_llama *m, int setting) {
+    if (setting >= 0) return setting;
+    dp_err why;
+    int n = dp_cuda_device_count(&why);
+    if (n <= 0) return 0;
+    dp_cuda_set_device(mpi->local_rank % n);
+    return (double)m->n_elems * 2.0 > 0.7 * (double)dp_cuda_mem_free();
+}
+
 static void gpu_sample_nll(dp_cuda_llama *g, const int32_t *tok, int64_t nb, int64_t T, int32_t *targets, float *nll,
                            double *out) {
     dp_llama_next_targets(targets, tok, nb, T);
@@ -115,7 +127,8 @@ static void gpu_sample_nll(dp_cuda_llama *g, const int32_t *tok, int64_t nb, int
 #endif
 
 int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
-                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, int cuda, dp_err *err) {
+                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, int cuda,
+                 int stream_weights, dp_err *err) {
     const char *device = cuda ? "cuda" : "cpu";
     int64_t N = co->samples, T = co->seq_len, C = m->cfg.hidden_size;
     int L = (int)m->cfg.n_layers;
@@ -180,6 +193,7 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
     dp_cuda_llama g;
     memset(&g, 0, sizeof g);
     float *gnll = NULL;
+    if (cuda && mine > 0) g.streaming = want_stream(mpi, m, stream_weights);
     if (cuda && mine > 0 && (rc = dp_cuda_llama_open(&g, m, batch, T, 0, mpi->local_rank, err)) == DP_OK)
         gnll = dp_malloc((size_t)(batch * T) * sizeof(float), "calib");
     /* the dense forward block by block, every block's input copied out */
@@ -199,6 +213,7 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
     dp_cuda_llama_free(&g);
     dp_free(gnll);
 #else
+    (void)stream_weights;
     if (cuda) rc = dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
 #endif
     for (int64_t a = s0; !cuda && a < s1 && rc == DP_OK; a += batch) {
@@ -333,6 +348,53 @@ static void read_progress(const dp_mpi *mpi, const char *path, int L, int64_t N,
     }
 }
 
+#ifdef DP_HAVE_CUDA
+/* Weight streaming: every candidate i this rank owns (not yet done) starts
+ * from hidden_i on the GPU; blocks b = 1 .. L-1 are then applied in order,
+ * each to every candidate i < b, so each block's weights are uploaded once
+ * for the whole pass; finally the head gives each candidate's per-sample
+ * NLL into pre (L, N). The per-candidate arithmetic is the same as the
+ * resident path (same batches, same kernels). */
+static int stream_pass(dp_cuda_llama *g, const dp_llama *m, const int *owner, int rank, const ppl_state *p,
+                       float *const *hin, const int32_t *ids, int64_t N, int64_t T, int64_t batch, float *gnll,
+                       double *pre, dp_err *err) {
+    int L = (int)m->cfg.n_layers;
+    int64_t NTC = T * m->cfg.hidden_size;
+    float **dev = dp_calloc((size_t)L, sizeof(float *), "score");
+    for (int i = 0; i < L; i++)
+        if (owner[i] == rank && !p->done[i]) {
+            dev[i] = dp_cuda_malloc((size_t)(N * NTC) * sizeof(float), "GPU candidate hidden states");
+            dp_cuda_h2d(dev[i], hin[i], (size_t)(N * NTC) * sizeof(float));
+        }
+    dp_layer_map all;
+    dp_layer_map_all(&all, L);
+    int32_t *targets = dp_malloc((size_t)(batch * T) * sizeof(int32_t), "score");
+    for (int b = 1; b < L; b++)
+        for (int i = 0; i < b; i++) {
+            if (!dev[i]) continue;
+            for (int64_t a = 0; a < N; a += batch) {
+                int64_t nb = a + batch <= N ? batch : N - a;
+                dp_cuda_llama_set_hidden_dev(g, dev[i] + a * NTC, nb);
+                dp_cuda_llama_blocks(g, &all, b, b + 1, nb);
+                dp_cuda_llama_get_hidden_dev(g, dev[i] + a * NTC, nb);
+            }
+        }
+    for (int i = 0; i < L; i++) {
+        if (!dev[i]) continue;
+        for (int64_t a = 0; a < N; a += batch) {
+            int64_t nb = a + batch <= N ? batch : N - a;
+            dp_cuda_llama_set_hidden_dev(g, dev[i] + a * NTC, nb);
+            gpu_sample_nll(g, ids + a * T, nb, T, targets, gnll, pre + (int64_t)i * N + a);
+        }
+        dp_cuda_free(dev[i]);
+    }
+    dp_free(targets);
+    dp_free(dev);
+    (void)err;
+    return DP_OK;
+}
+#endif
+
 static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const int32_t *ids, int64_t N, int64_t T,
                      const dp_score_opts *o, const char *mh, const char *ch, ppl_state *p, int64_t *passes,
                      dp_err *err) {
@@ -365,13 +427,25 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
     dp_llama_state st;
     memset(&st, 0, sizeof st);
     int64_t cur_b = -1;
+    double t_open = dp_time_s();
+    (void)t_open;
 #ifdef DP_HAVE_CUDA
     dp_cuda_llama g;
     memset(&g, 0, sizeof g);
     float *gnll = NULL;
+    double *pre = NULL; /* streaming: this rank's candidates computed in one block-major pass */
     if (o->cuda && rc == DP_OK) {
+        int stream = want_stream(mpi, m, o->stream_weights);
+        g.streaming = stream;
         rc = all_ok(mpi, dp_cuda_llama_open(&g, m, o->batch, T, 0, mpi->local_rank, err), err);
         gnll = dp_malloc((size_t)(o->batch * T) * sizeof(float), "score");
+        if (rc == DP_OK && stream) {
+            pre = dp_calloc((size_t)(L * N), sizeof(double), "score");
+            rc = all_ok(mpi, stream_pass(&g, m, owner, mpi->rank, p, hin, ids, N, T, o->batch, gnll, pre, err), err);
+            if (rc == DP_OK)
+                dp_log("score ppl: weights streamed, %lld block uploads for this rank's candidates (%.1f s)",
+                       (long long)g.block_loads, dp_time_s() - t_open);
+        }
     }
 #else
     if (o->cuda) rc = all_ok(mpi, dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA"), err);
@@ -391,6 +465,10 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
             for (int64_t a = 0; a < N && rc == DP_OK; a += o->batch) {
                 int64_t nb = a + o->batch <= N ? o->batch : N - a;
 #ifdef DP_HAVE_CUDA
+                if (pre) { /* computed by the streaming pass */
+                    memcpy(local + (int64_t)i * N + a, pre + (int64_t)i * N + a, (size_t)nb * sizeof(double));
+                    continue;
+                }
                 if (o->cuda) { /* restart from hidden_i, then blocks i+1.. (map positions i..) */
                     dp_cuda_llama_set_hidden(&g, hin[i] + a * NTC, nb);
                     dp_cuda_llama_blocks(&g, &map, i, map.n, nb);
@@ -452,6 +530,7 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
 #ifdef DP_HAVE_CUDA
     dp_cuda_llama_free(&g);
     dp_free(gnll);
+    dp_free(pre);
 #endif
     for (int i = 0; i < L; i++) dp_free(hin[i]);
     dp_free(hin);

@@ -35,6 +35,13 @@ PY
 ARGS=(score --model "$M" --calib "$T/text.txt" --criterion ppl,bi,magnitude,taylor --samples 10 --seq-len 128 --batch 4)
 expect_exit 0 "" "$DP" "${ARGS[@]}" --run "$T/cpu"
 expect_exit 0 "" "$DP" "${ARGS[@]}" --device cuda --run "$T/gpu1"
+# weight streaming (one block slot, candidates advanced block by block): the same PPL scores, bit for bit
+expect_exit 0 "weights streamed" "$DP" "${ARGS[@]}" --device cuda --set score.stream_weights=on --run "$T/gpus"
+python3 - "$T/gpu1/scores.json" "$T/gpus/scores.json" <<'PY' || fail "streamed GPU PPL scores differ from the resident run's"
+import json, sys
+a, b = (json.load(open(p))["criteria"]["ppl"]["scores"] for p in sys.argv[1:])
+sys.exit(0 if a == b else 1)
+PY
 if [ -n "$MPIEXEC" ]; then
   expect_exit 0 "" "$MPIEXEC" --bind-to none -np 2 "$DP" "${ARGS[@]}" --device cuda --run "$T/gpu2"
   python3 - "$T/gpu1/scores.json" "$T/gpu2/scores.json" <<'PY' || fail "GPU PPL scores differ between 1 and 2 ranks"

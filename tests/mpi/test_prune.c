@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N; i++) src[2 * i] = i, src[2 * i + 1] = 0;
     dp_calib_opts co = {.samples = N, .seq_len = T, .seed = 7, .bos_id = -1};
     uint64_t mh = dp_llama_hash(&m);
-    CHECK(dp_calibrate(&mpi, &m, mh, ids, src, &co, run, BATCH, 0, 0, &err) == DP_OK);
+    CHECK(dp_calibrate(&mpi, &m, mh, ids, src, &co, run, BATCH, 0, 0, 0, &err) == DP_OK);
 
     /* brute-force greedy: at each step try every remaining block */
     int want[4];

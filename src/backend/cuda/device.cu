@@ -64,3 +64,9 @@ extern "C" dp_blas dp_cuda_blas_create(dp_stream s) {
 extern "C" void dp_cuda_blas_destroy(dp_blas h) {
     if (h) DP_CHECK_CUBLAS(cublasDestroy(h));
 }
+
+extern "C" size_t dp_cuda_mem_free(void) {
+    size_t free_b = 0, total_b = 0;
+    DP_CHECK_CUDA(cudaMemGetInfo(&free_b, &total_b));
+    return free_b;
+}
