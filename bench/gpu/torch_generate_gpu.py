@@ -14,18 +14,12 @@ import time
 import torch
 from transformers import LlamaForCausalLM
 
-M64 = (1 << 64) - 1
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from gen_prompts import prompt_ids  # noqa: E402
 
 
 def prompts(B, P, V):
-    st, ids = 1, []
-    for _ in range(B * P):
-        st = (st + 0x9E3779B97F4A7C15) & M64
-        z = st
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-        ids.append(3 + (z ^ (z >> 31)) % (V - 3))
-    return torch.tensor(ids, dtype=torch.int64).view(B, P)
+    return torch.tensor(prompt_ids(B, P, V), dtype=torch.int64).view(B, P)
 
 
 def main():

@@ -818,13 +818,15 @@ static void plot_losses(const char *run) {
 
 /* ---------------- evaluation ---------------- */
 
-double dp_eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
-                    const dp_train_data *d, const int64_t *idx, int64_t n, int64_t mb) {
+/* gpu: a dp_cuda_llama with the current weights/adapters, or NULL (CPU) */
+static double eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
+                        const dp_train_data *d, const int64_t *idx, int64_t n, int64_t mb, void *gpu) {
     int64_t e0 = n * mpi->rank / mpi->size, e1 = n * (mpi->rank + 1) / mpi->size;
     double part[2] = {0, 0}; /* nll sum, count */
     dp_llama_state s;
+    memset(&s, 0, sizeof s);
     dp_err err;
-    if (dp_llama_state_init(&s, m, lora, mb, d->max_len, map->n, DP_STATE_NLL_ONLY, 1, &err))
+    if (!gpu && dp_llama_state_init(&s, m, lora, mb, d->max_len, map->n, DP_STATE_NLL_ONLY, 1, &err))
         dp_fatal("evaluation state: %s", err.msg);
     batch b = {.B = mb};
     b.tokens = dp_malloc((size_t)(mb * d->max_len) * sizeof(int32_t), "batch");
@@ -833,10 +835,19 @@ double dp_eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, c
     for (int64_t e = e0; e < e1; e += mb) {
         int64_t k = e1 - e < mb ? e1 - e : mb;
         build_batch(&b, d, idx + e, k, d->max_len, 0, 0);
-        if (dp_llama_state_reshape(&s, m, lora, mb, b.T, &err) || dp_llama_embed(m, &s, b.tokens, &err))
-            dp_fatal("evaluation: %s", err.msg);
-        dp_llama_blocks_forward(m, lora, map, &s, 0, map->n);
-        part[0] += dp_llama_head_nll(m, &s, map->n, b.targets);
+#ifdef DP_HAVE_CUDA
+        if (gpu) {
+            double unused = 0;
+            dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .B = mb, .T = b.T, .temp = 1.0, .gscale = 1.0};
+            if (dp_cuda_llama_train_micro(gpu, map, &x, &part[0], &unused, &err)) dp_fatal("evaluation: %s", err.msg);
+        }
+#endif
+        if (!gpu) {
+            if (dp_llama_state_reshape(&s, m, lora, mb, b.T, &err) || dp_llama_embed(m, &s, b.tokens, &err))
+                dp_fatal("evaluation: %s", err.msg);
+            dp_llama_blocks_forward(m, lora, map, &s, 0, map->n);
+            part[0] += dp_llama_head_nll(m, &s, map->n, b.targets);
+        }
         for (int64_t r = 0; r < b.B * b.T; r++) part[1] += b.targets[r] >= 0;
     }
     double *all = dp_malloc((size_t)mpi->size * 2 * sizeof(double), "eval");
@@ -850,42 +861,15 @@ double dp_eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, c
     dp_free(b.tokens);
     dp_free(b.targets);
     dp_free(b.keys);
-    dp_llama_state_free(&s);
+    if (s.mem) dp_llama_state_free(&s);
     return cnt > 0 ? nll / cnt : NAN;
 }
 
-#ifdef DP_HAVE_CUDA
-/* dp_eval_loss on the GPU engine (the same examples, rank shares and sums) */
-static double gpu_eval_loss(const dp_mpi *mpi, dp_cuda_llama *g, const dp_layer_map *map, const dp_train_data *d,
-                            const int64_t *idx, int64_t n, int64_t mb) {
-    int64_t e0 = n * mpi->rank / mpi->size, e1 = n * (mpi->rank + 1) / mpi->size;
-    double part[2] = {0, 0}, unused = 0;
-    dp_err err;
-    batch b = {.B = mb};
-    b.tokens = dp_malloc((size_t)(mb * d->max_len) * sizeof(int32_t), "batch");
-    b.targets = dp_malloc((size_t)(mb * d->max_len) * sizeof(int32_t), "batch");
-    b.keys = dp_malloc((size_t)(mb * d->max_len) * sizeof(uint64_t), "batch");
-    for (int64_t e = e0; e < e1; e += mb) {
-        int64_t k = e1 - e < mb ? e1 - e : mb;
-        build_batch(&b, d, idx + e, k, d->max_len, 0, 0);
-        dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .B = mb, .T = b.T, .temp = 1.0, .gscale = 1.0};
-        if (dp_cuda_llama_train_micro(g, map, &x, &part[0], &unused, &err)) dp_fatal("evaluation: %s", err.msg);
-        for (int64_t r = 0; r < b.B * b.T; r++) part[1] += b.targets[r] >= 0;
-    }
-    double *all = dp_malloc((size_t)mpi->size * 2 * sizeof(double), "eval");
-    DP_CHECK_MPI(MPI_Allgather(part, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, mpi->comm));
-    double nll = 0, cnt = 0;
-    for (int r = 0; r < mpi->size; r++) {
-        nll += all[2 * r];
-        cnt += all[2 * r + 1];
-    }
-    dp_free(all);
-    dp_free(b.tokens);
-    dp_free(b.targets);
-    dp_free(b.keys);
-    return cnt > 0 ? nll / cnt : NAN;
+double dp_eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
+                    const dp_train_data *d, const int64_t *idx, int64_t n, int64_t mb) {
+    return eval_loss(mpi, m, lora, map, d, idx, n, mb, NULL);
 }
-#endif
+
 
 /* ---------------- training ---------------- */
 
@@ -1028,6 +1012,10 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         rc = dp_mpi_agree(mpi, rc, err);
         if (!rc && mpi->rank == 0) dp_log("training on the GPU: %.2f GiB of device memory", (double)g.n_bytes / 1073741824.0);
     }
+#endif
+    void *gpu = NULL; /* the GPU engine for validation, when training there */
+#ifdef DP_HAVE_CUDA
+    if (o->cuda) gpu = &g;
 #endif
     int use_nccl = 0; /* adapter gradients summed on the GPUs, not through the host */
 #ifdef DP_HAVE_NCCL
@@ -1196,12 +1184,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                        el / (double)(cs.it - it0) * (double)(total - cs.it));
         }
         if (n_val > 0 && o->val_every > 0 && cs.it % o->val_every == 0 && cs.it < total) {
-            double vl;
-#ifdef DP_HAVE_CUDA
-            if (o->cuda) vl = gpu_eval_loss(mpi, &g, map, d, val_idx, n_val, mb);
-            else
-#endif
-            vl = dp_eval_loss(mpi, student, L, map, d, val_idx, n_val, mb);
+            double vl = eval_loss(mpi, student, L, map, d, val_idx, n_val, mb, gpu);
             if (mpi->rank == 0) {
                 char line[128];
                 snprintf(line, sizeof line, "{\"step\":%lld,\"val_loss\":%.9g}\n", (long long)cs.it, vl);
@@ -1226,11 +1209,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     if (!rc && !res->stopped && cs.it < total) res->stopped = 1;
     if (!rc && !res->stopped) {
         if (n_val > 0) {
-#ifdef DP_HAVE_CUDA
-            if (o->cuda) res->val_loss = gpu_eval_loss(mpi, &g, map, d, val_idx, n_val, mb);
-            else
-#endif
-            res->val_loss = dp_eval_loss(mpi, student, L, map, d, val_idx, n_val, mb);
+            res->val_loss = eval_loss(mpi, student, L, map, d, val_idx, n_val, mb, gpu);
             if (mpi->rank == 0) {
                 char line[128];
                 snprintf(line, sizeof line, "{\"step\":%lld,\"val_loss\":%.9g}\n", (long long)cs.it, res->val_loss);

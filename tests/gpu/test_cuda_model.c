@@ -24,20 +24,21 @@
 
 static int g_fail = 0;
 
-static void run(const char *name, const int64_t *drop, int64_t n_drop) {
+/* a fixture model with its weights rounded to bf16 (what the GPU holds), all blocks mapped */
+static void load_bf16(const char *name, dp_llama *m, dp_layer_map *map, dp_err *err) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", DP_TEST_DATA, name);
+    dp_err_clear(err);
+    if (dp_llama_load(dir, m, err)) dp_fatal("%s", err->msg);
+    for (int64_t i = 0; i < m->n_elems; i++) m->mem[i] = dp_bf16_to_f32(dp_f32_to_bf16(m->mem[i]));
+    dp_layer_map_all(map, (int)m->cfg.n_layers);
+}
+
+static void run(const char *name, const int64_t *drop, int64_t n_drop) {
     dp_llama m;
     dp_err err;
-    dp_err_clear(&err);
-    if (dp_llama_load(dir, &m, &err)) {
-        printf("%s: %s  FAILED\n", name, err.msg);
-        g_fail = 1;
-        return;
-    }
-    for (int64_t i = 0; i < m.n_elems; i++) m.mem[i] = dp_bf16_to_f32(dp_f32_to_bf16(m.mem[i]));
     dp_layer_map map;
-    dp_layer_map_all(&map, (int)m.cfg.n_layers);
+    load_bf16(name, &m, &map, &err);
     if (n_drop && dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err)) dp_fatal("%s", err.msg);
     const int64_t B = 3, T = m.cfg.max_position_embeddings < 24 ? m.cfg.max_position_embeddings : 24, N = B * T;
     const int64_t C = m.cfg.hidden_size;
@@ -82,15 +83,10 @@ static void run(const char *name, const int64_t *drop, int64_t n_drop) {
 
 /* one LoRA micro-step on both engines; kd: teacher top-k; dropout: PEFT dropout */
 static void train_case(const char *name, int kd, double dropout) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/%s", DP_TEST_DATA, name);
     dp_llama m;
     dp_err err;
-    dp_err_clear(&err);
-    if (dp_llama_load(dir, &m, &err)) dp_fatal("%s", err.msg);
-    for (int64_t i = 0; i < m.n_elems; i++) m.mem[i] = dp_bf16_to_f32(dp_f32_to_bf16(m.mem[i]));
     dp_layer_map map;
-    dp_layer_map_all(&map, (int)m.cfg.n_layers);
+    load_bf16(name, &m, &map, &err);
     dp_lora lora, lg;
     unsigned all = 0;
     if (dp_lora_parse_targets("all", &all, &err) || dp_lora_init(&lora, &m, &map, 4, 8.0, all, &err))
@@ -188,15 +184,10 @@ static void train_case(const char *name, int kd, double dropout) {
 /* full-parameter: every weight's gradient (embedding, blocks, norms, head)
  * vs dp_llama_backward, per tensor max |diff| / max |cpu| <= 3e-2 */
 static void full_case(const char *name) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/%s", DP_TEST_DATA, name);
     dp_llama m;
     dp_err err;
-    dp_err_clear(&err);
-    if (dp_llama_load(dir, &m, &err)) dp_fatal("%s", err.msg);
-    for (int64_t i = 0; i < m.n_elems; i++) m.mem[i] = dp_bf16_to_f32(dp_f32_to_bf16(m.mem[i]));
     dp_layer_map map;
-    dp_layer_map_all(&map, (int)m.cfg.n_layers);
+    load_bf16(name, &m, &map, &err);
     const int64_t B = 2, T = 16, N = B * T, V = m.cfg.vocab_size;
     int32_t tok[32], tgt[32];
     uint64_t st = 21;
@@ -249,15 +240,10 @@ static void full_case(const char *name) {
  * token only where the CPU's top two logits are within that tolerance (a
  * bf16 near-tie), never elsewhere */
 static void gen_case(const char *name) {
-    char dir[512];
-    snprintf(dir, sizeof dir, "%s/%s", DP_TEST_DATA, name);
     dp_llama m;
     dp_err err;
-    dp_err_clear(&err);
-    if (dp_llama_load(dir, &m, &err)) dp_fatal("%s", err.msg);
-    for (int64_t i = 0; i < m.n_elems; i++) m.mem[i] = dp_bf16_to_f32(dp_f32_to_bf16(m.mem[i]));
     dp_layer_map map;
-    dp_layer_map_all(&map, (int)m.cfg.n_layers);
+    load_bf16(name, &m, &map, &err);
     const int64_t B = 3, P = 5, G = 12, V = m.cfg.vocab_size;
     int32_t prompts[15], oc[36], og[36];
     uint64_t st = 5;
