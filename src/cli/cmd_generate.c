@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 #ifdef DP_HAVE_CUDA
@@ -411,6 +412,13 @@ static int run_bench(dp_app *app) {
                     cJSON_AddNumberToObject(j, "weight_bytes", (double)m.n_elems * esz);
                     cJSON_AddNumberToObject(j, "cache_bytes", (double)st.cache_bytes);
                     cJSON_AddNumberToObject(j, "scratch_bytes", (double)st.scratch_bytes);
+                    /* peak memory: what the generator holds (weights + cache + scratch, on the
+                     * device with cuda), and the process's peak resident set so far */
+                    cJSON_AddNumberToObject(j, "peak_bytes",
+                                            (double)m.n_elems * esz + (double)st.cache_bytes + (double)st.scratch_bytes);
+                    struct rusage ru;
+                    getrusage(RUSAGE_SELF, &ru);
+                    cJSON_AddNumberToObject(j, "process_peak_rss_bytes", (double)ru.ru_maxrss * 1024.0);
                     cJSON_AddItemToArray(res, j);
                     dp_log("bench-generate: %s blocks %d batch %lld gen %lld: latency %.3f s (%.3f..%.3f), %.1f tokens/s, "
                            "step %.2f ms = %.0f%% of the %s floor %.2f ms",
