@@ -6,6 +6,7 @@
 #   here:  bash scripts/gpu_prefix.sh download build-gpu/debs
 #   there: run(carry=["build-gpu/debs"], command="bash scripts/gpu_session.sh")
 set -u
+cd "$(dirname "$0")/.."
 OUT=${OUT:-build-gpu/out}
 mkdir -p "$OUT"
 { date -u; nvidia-smi; nvcc --version; } >"$OUT/machine.txt" 2>&1
