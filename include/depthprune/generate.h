@@ -51,13 +51,22 @@ void dp_gen_free(dp_gen *g);
 int dp_generate(dp_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
                 float *logits, dp_gen_stats *st, dp_err *err);
 
-/* Shared by the CPU and GPU generators: per-sequence sampling states from
- * the seed, and one step's choice for B sequences from their logits (B, V):
- * samples (or EOS after a sequence's EOS), records out/cur (and logits),
- * pads finished rows with EOS when none is live; returns the live count. */
-void dp_gen_rng_init(uint64_t *rng, int64_t B, uint64_t seed);
-int64_t dp_gen_pick(const float *step_logits, int64_t B, int64_t V, int64_t step, const dp_gen_opts *o, uint64_t *rng,
-                    float *scratch, char *done, int64_t live, int32_t *out, int32_t *cur, float *logits);
+/* The per-step choice shared by the CPU and GPU generators: per-sequence
+ * sampling states from the seed, the last tokens, which rows ended. */
+typedef struct dp_gen_picker {
+    float *scratch;   /* 3 V floats for dp_sample */
+    uint64_t *rng;    /* (B) */
+    int32_t *cur;     /* (B) the tokens just chosen: the next step's input */
+    char *done;       /* (B) the row produced its EOS */
+    int64_t B, V, live;
+} dp_gen_picker;
+void dp_gen_picker_init(dp_gen_picker *p, int64_t B, int64_t V, uint64_t seed);
+void dp_gen_picker_free(dp_gen_picker *p);
+/* One step for B sequences from their logits (B, V): samples (or EOS after a
+ * sequence's EOS), records out/cur (and logits), pads finished rows with EOS
+ * when none is live; returns the live count. */
+int64_t dp_gen_pick(dp_gen_picker *p, const float *step_logits, int64_t step, const dp_gen_opts *o, int32_t *out,
+                    float *logits);
 
 /* Draws one token from logits (V) per o (greedy when temperature == 0);
  * scratch holds 3*V floats. */

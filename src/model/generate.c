@@ -219,30 +219,46 @@ int32_t dp_sample(const float *logits, int64_t V, const dp_gen_opts *o, uint64_t
     return cs[n - 1].i;
 }
 
-void dp_gen_rng_init(uint64_t *rng, int64_t B, uint64_t seed) {
+void dp_gen_picker_init(dp_gen_picker *p, int64_t B, int64_t V, uint64_t seed) {
+    p->B = B;
+    p->V = V;
+    p->live = B;
+    p->scratch = dp_malloc((size_t)3 * V * sizeof(float) + 64, "generate");
+    p->rng = dp_malloc((size_t)B * sizeof(uint64_t), "generate");
+    p->cur = dp_malloc((size_t)B * sizeof(int32_t), "generate");
+    p->done = dp_calloc((size_t)B, 1, "generate");
     for (int64_t b = 0; b < B; b++) { /* per sequence: independent of the batch it runs in */
         uint64_t z = seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(b + 1));
-        rng[b] = dp_splitmix64(&z) | 1;
+        p->rng[b] = dp_splitmix64(&z) | 1;
     }
 }
 
-int64_t dp_gen_pick(const float *step_logits, int64_t B, int64_t V, int64_t step, const dp_gen_opts *o, uint64_t *rng,
-                    float *scratch, char *done, int64_t live, int32_t *out, int32_t *cur, float *logits) {
+void dp_gen_picker_free(dp_gen_picker *p) {
+    dp_free(p->scratch);
+    dp_free(p->rng);
+    dp_free(p->cur);
+    dp_free(p->done);
+    memset(p, 0, sizeof *p);
+}
+
+int64_t dp_gen_pick(dp_gen_picker *p, const float *step_logits, int64_t step, const dp_gen_opts *o, int32_t *out,
+                    float *logits) {
+    int64_t B = p->B, V = p->V;
     for (int64_t b = 0; b < B; b++) {
         const float *lb = step_logits + b * V;
         if (logits) memcpy(logits + (b * o->max_new + step) * V, lb, (size_t)V * sizeof(float));
-        int32_t tok = done[b] ? o->eos_id : dp_sample(lb, V, o, &rng[b], scratch);
-        if (!done[b] && o->eos_id >= 0 && tok == o->eos_id) {
-            done[b] = 1;
-            live--;
+        int32_t tok = p->done[b] ? o->eos_id : dp_sample(lb, V, o, &p->rng[b], p->scratch);
+        if (!p->done[b] && o->eos_id >= 0 && tok == o->eos_id) {
+            p->done[b] = 1;
+            p->live--;
         }
         out[b * o->max_new + step] = tok;
-        cur[b] = tok;
+        p->cur[b] = tok;
     }
-    if (live == 0)
+    if (p->live == 0)
         for (int64_t b = 0; b < B; b++)
             for (int64_t r = step + 1; r < o->max_new; r++) out[b * o->max_new + r] = o->eos_id;
-    return live;
+    return p->live;
 }
 
 int dp_generate(dp_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
@@ -259,33 +275,25 @@ int dp_generate(dp_gen *g, const int32_t *prompts, int64_t B, int64_t P, const d
     dp_gen_stats s = {0};
     s.cache_bytes = (size_t)2 * g->map->n * g->B * m->cfg.n_kv_heads * g->T * m->cfg.head_dim * sizeof(float);
     s.scratch_bytes = g->bytes - s.cache_bytes;
-    float *scratch = dp_malloc((size_t)3 * V * sizeof(float) + 64, "generate");
-    uint64_t *rng = dp_malloc((size_t)B * sizeof(uint64_t), "generate");
-    dp_gen_rng_init(rng, B, o->seed);
-    int32_t *cur = dp_malloc((size_t)B * sizeof(int32_t), "generate");
-    char *done = dp_calloc((size_t)B, 1, "generate");
+    dp_gen_picker pk;
+    dp_gen_picker_init(&pk, B, V, o->seed);
     double t0 = dp_time_s();
     dp_embed_forward(g->x, prompts, m->w.embed, B * P, C);
     blocks(g, B, P, 0);
     head(g, B, P);
     s.prefill_s = dp_time_s() - t0;
     t0 = dp_time_s();
-    int64_t live = B;
     for (int64_t step = 0; step < o->max_new; step++) {
         if (step > 0) { /* the previous token through the model */
-            dp_embed_forward(g->x, cur, m->w.embed, B, C);
+            dp_embed_forward(g->x, pk.cur, m->w.embed, B, C);
             blocks(g, B, 1, P + step - 1);
             head(g, B, 1);
             s.steps++;
         }
-        live = dp_gen_pick(g->logits, B, V, step, o, rng, scratch, done, live, out, cur, logits);
-        if (live == 0) break;
+        if (dp_gen_pick(&pk, g->logits, step, o, out, logits) == 0) break;
     }
     s.decode_s = dp_time_s() - t0;
     if (st) *st = s;
-    dp_free(scratch);
-    dp_free(rng);
-    dp_free(cur);
-    dp_free(done);
+    dp_gen_picker_free(&pk);
     return DP_OK;
 }

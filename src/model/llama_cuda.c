@@ -645,11 +645,8 @@ int dp_cuda_generate(dp_cuda_gen *cg, const int32_t *prompts, int64_t B, int64_t
     dp_gen_stats s = {0};
     s.cache_bytes = cg->cache_bytes;
     s.scratch_bytes = g->n_bytes - cg->cache_bytes;
-    float *scratch = dp_malloc((size_t)3 * V * sizeof(float) + 64, "generate");
-    uint64_t *rng = dp_malloc((size_t)B * sizeof(uint64_t), "generate");
-    dp_gen_rng_init(rng, B, o->seed);
-    int32_t *cur = dp_malloc((size_t)B * sizeof(int32_t), "generate");
-    char *done = dp_calloc((size_t)B, 1, "generate");
+    dp_gen_picker pk;
+    dp_gen_picker_init(&pk, B, V, o->seed);
     double t0 = dp_time_s();
     g->T = P;
     int rc = dp_cuda_llama_embed(g, prompts, B, err); /* checks the ids */
@@ -657,24 +654,19 @@ int dp_cuda_generate(dp_cuda_gen *cg, const int32_t *prompts, int64_t B, int64_t
         gen_forward(cg, B, P, 0);
         s.prefill_s = dp_time_s() - t0;
         t0 = dp_time_s();
-        int64_t live = B;
         for (int64_t step = 0; step < o->max_new && rc == DP_OK; step++) {
             if (step > 0) {
                 g->T = 1;
-                if ((rc = dp_cuda_llama_embed(g, cur, B, err))) break;
+                if ((rc = dp_cuda_llama_embed(g, pk.cur, B, err))) break;
                 gen_forward(cg, B, 1, P + step - 1);
                 s.steps++;
             }
-            live = dp_gen_pick(cg->logits, B, V, step, o, rng, scratch, done, live, out, cur, logits);
-            if (live == 0) break;
+            if (dp_gen_pick(&pk, cg->logits, step, o, out, logits) == 0) break;
         }
         s.decode_s = dp_time_s() - t0;
     }
     g->T = g->Tmax;
     if (st) *st = s;
-    dp_free(scratch);
-    dp_free(rng);
-    dp_free(cur);
-    dp_free(done);
+    dp_gen_picker_free(&pk);
     return rc;
 }
