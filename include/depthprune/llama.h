@@ -193,6 +193,9 @@ int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map 
  * also adds grad_scale * dCE/dlogits into s->dlogits. */
 double dp_llama_loss_ce(dp_llama_state *s, const dp_llama *m, const int32_t *targets, int64_t *n_counted,
                         double grad_scale);
+/* Per-sequence NLL sums of B sequences of T positions: out[b] = the sum of
+ * nll[b*T + t] for t = 0..T-2 (every predicted token), in position order. */
+void dp_llama_sum_positions(const float *nll, int64_t B, int64_t T, double *out);
 /* Next-token targets of B sequences of T tokens: targets[b][t] =
  * tokens[b][t+1], and -1 (ignored) at the last position. */
 void dp_llama_next_targets(int32_t *targets, const int32_t *tokens, int64_t B, int64_t T);

@@ -113,11 +113,7 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
             dp_llama_head_nll(m, s, map->n, targets);
             nll = s->nll;
         }
-        for (int64_t i = 0; i < nb; i++) {
-            double acc = 0.0;
-            for (int64_t t = 0; t + 1 < T; t++) acc += (double)nll[i * T + t];
-            wnll[first + i] = acc;
-        }
+        dp_llama_sum_positions(nll, nb, T, wnll + first);
         done++;
         double now = dp_time_s();
         if (o->progress && mpi->rank == 0 && (now - last > 5.0 || done == mine)) {

@@ -451,6 +451,14 @@ double dp_llama_loss_ce(dp_llama_state *s, const dp_llama *m, const int32_t *tar
     return sum;
 }
 
+void dp_llama_sum_positions(const float *nll, int64_t B, int64_t T, double *out) {
+    for (int64_t b = 0; b < B; b++) {
+        double acc = 0.0;
+        for (int64_t t = 0; t + 1 < T; t++) acc += (double)nll[b * T + t];
+        out[b] = acc;
+    }
+}
+
 void dp_llama_next_targets(int32_t *targets, const int32_t *tokens, int64_t B, int64_t T) {
     for (int64_t i = 0; i < B; i++)
         for (int64_t t = 0; t < T; t++) targets[i * T + t] = t + 1 < T ? tokens[i * T + t + 1] : -1;

@@ -64,11 +64,7 @@ static void sample_nll(dp_llama_state *s, const dp_llama *m, int at, const int32
                        int32_t *targets, double *out) {
     dp_llama_next_targets(targets, tok, nb, T);
     dp_llama_head_nll(m, s, at, targets);
-    for (int64_t i = 0; i < nb; i++) {
-        double acc = 0.0;
-        for (int64_t t = 0; t + 1 < T; t++) acc += (double)s->nll[i * T + t];
-        out[i] = acc;
-    }
+    dp_llama_sum_positions(s->nll, nb, T, out);
 }
 
 /* Deterministic (thread-count independent) sums over a block's tensors;
@@ -101,7 +97,6 @@ static double block_sum(const dp_llama *m, int l, const float *gblock, int kind)
 
 /* ---------------- calibrate ---------------- */
 
-/* Per-sample NLL sums from the GPU engine's residual stream. */
 #ifdef DP_HAVE_CUDA
 /* score.stream_weights: 1 on, 0 off, -1 auto = when the bf16 weights do not
  * fit in 70% of this rank's free GPU memory */
@@ -114,15 +109,12 @@ static int want_stream(const dp_mpi *mpi, const dp_llama *m, int setting) {
     return (double)m->n_elems * 2.0 > 0.7 * (double)dp_cuda_mem_free();
 }
 
+/* Per-sample NLL sums from the GPU engine's residual stream. */
 static void gpu_sample_nll(dp_cuda_llama *g, const int32_t *tok, int64_t nb, int64_t T, int32_t *targets, float *nll,
                            double *out) {
     dp_llama_next_targets(targets, tok, nb, T);
     dp_cuda_llama_head_nll(g, targets, nll, nb);
-    for (int64_t i = 0; i < nb; i++) {
-        double acc = 0.0;
-        for (int64_t t = 0; t + 1 < T; t++) acc += (double)nll[i * T + t];
-        out[i] = acc;
-    }
+    dp_llama_sum_positions(nll, nb, T, out);
 }
 #endif
 
@@ -355,9 +347,9 @@ static void read_progress(const dp_mpi *mpi, const char *path, int L, int64_t N,
  * for the whole pass; finally the head gives each candidate's per-sample
  * NLL into pre (L, N). The per-candidate arithmetic is the same as the
  * resident path (same batches, same kernels). */
-static int stream_pass(dp_cuda_llama *g, const dp_llama *m, const int *owner, int rank, const ppl_state *p,
-                       float *const *hin, const int32_t *ids, int64_t N, int64_t T, int64_t batch, float *gnll,
-                       double *pre, dp_err *err) {
+static void stream_pass(dp_cuda_llama *g, const dp_llama *m, const int *owner, int rank, const ppl_state *p,
+                        float *const *hin, const int32_t *ids, int64_t N, int64_t T, int64_t batch, float *gnll,
+                        double *pre) {
     int L = (int)m->cfg.n_layers;
     int64_t NTC = T * m->cfg.hidden_size;
     float **dev = dp_calloc((size_t)L, sizeof(float *), "score");
@@ -390,8 +382,6 @@ static int stream_pass(dp_cuda_llama *g, const dp_llama *m, const int *owner, in
     }
     dp_free(targets);
     dp_free(dev);
-    (void)err;
-    return DP_OK;
 }
 #endif
 
@@ -441,10 +431,9 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
         gnll = dp_malloc((size_t)(o->batch * T) * sizeof(float), "score");
         if (rc == DP_OK && stream) {
             pre = dp_calloc((size_t)(L * N), sizeof(double), "score");
-            rc = all_ok(mpi, stream_pass(&g, m, owner, mpi->rank, p, hin, ids, N, T, o->batch, gnll, pre, err), err);
-            if (rc == DP_OK)
-                dp_log("score ppl: weights streamed, %lld block uploads for this rank's candidates (%.1f s)",
-                       (long long)g.block_loads, dp_time_s() - t_open);
+            stream_pass(&g, m, owner, mpi->rank, p, hin, ids, N, T, o->batch, gnll, pre);
+            dp_log("score ppl: weights streamed, %lld block uploads for this rank's candidates (%.1f s)",
+                   (long long)g.block_loads, dp_time_s() - t_open);
         }
     }
 #else
