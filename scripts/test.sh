@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets everything up (scripts/setup.sh), builds, and runs the whole test
-# suite with ctest; then rebuilds with ASan+UBSan and runs the unit,
+# Sets everything up (scripts/setup.sh: Debian packages, cuBLAS/NCCL wheels
+# when nvcc lacks them, the build; scripts/venv.sh: the pinned Python oracles
+# in .venv), and runs the whole test suite with ctest; then rebuilds with ASan+UBSan and runs the unit,
 # bad-input and CLI tests again under the sanitizers. Exits non-zero on
 # any failure.
 set -euo pipefail
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 bash scripts/setup.sh
+bash scripts/venv.sh >/dev/null
 echo "== test suite (build/) =="
 ctest --test-dir build --output-on-failure -j 2 --timeout 1200
 

@@ -108,6 +108,7 @@ extern const dp_cmd dp_cmd_info;
 extern const dp_cmd dp_cmd_tokenize;
 extern const dp_cmd dp_cmd_export;
 extern const dp_cmd dp_cmd_ppl;
+extern const dp_cmd dp_cmd_logits;
 extern const dp_cmd dp_cmd_synth;
 extern const dp_cmd dp_cmd_score;
 extern const dp_cmd dp_cmd_retrain;

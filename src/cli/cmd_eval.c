@@ -9,6 +9,7 @@
 #include "depthprune/eval.h"
 #include "depthprune/export.h"
 #include "depthprune/llama.h"
+#include "depthprune/safetensors.h"
 #include "depthprune/tokenizer.h"
 
 static const dp_cli_opt k_ppl_opts[] = {
@@ -138,3 +139,75 @@ const dp_cmd dp_cmd_ppl = {
     "ppl", "perplexity on a text file (non-overlapping windows; Shortened LLaMA / LLM-Pruner protocol)",
     "--model DIR --text FILE [--seq-len 128] [--batch 4] [--drop 3,7] [--bos-per-window] [--json]",
     k_ppl_opts, 1, run_ppl, 1};
+
+/* ---- logits: the fp32 logits of one token sequence (for oracle checks) ---- */
+static const dp_cli_opt k_logits_opts[] = {
+    {"--model", "DIR", "HF model directory"},
+    {"--ids", "I,J,..", "token ids of one sequence (no BOS is added)"},
+    {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7"},
+    {"--out", "FILE", "output safetensors: \"logits\" F32 (T, V) and \"ids\" I32 (T)"},
+    {NULL, NULL, NULL},
+};
+
+static int run_logits(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_logits;
+    dp_err err;
+    dp_err_clear(&err);
+    const char *dir = dp_cli_model_path(app, cmd), *ids_s = dp_cli_get(app, cmd, "--ids");
+    const char *out = dp_cli_get(app, cmd, "--out"), *drop_s = dp_cli_get(app, cmd, "--drop");
+    int rc = DP_OK;
+    if (!dir || !ids_s || !out) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR, --ids LIST and --out FILE are required");
+    dp_llama m;
+    memset(&m, 0, sizeof m);
+    int64_t *ids64 = NULL, *drop = NULL, n_ids = 0, n_drop = 0;
+    int32_t *ids = NULL;
+    dp_llama_state s;
+    memset(&s, 0, sizeof s);
+    if (rc == DP_OK && app->mpi.rank == 0) {
+        rc = dp_llama_load(dir, &m, &err);
+        /* ids are any non-negative integers: the block-list parser with an
+         * upper bound of the vocabulary (and no duplicate check) is not
+         * what we want, so parse here */
+        if (rc == DP_OK) {
+            const char *p = ids_s;
+            ids64 = dp_malloc((strlen(ids_s) / 2 + 2) * sizeof *ids64, "logits ids");
+            while (rc == DP_OK && *p) {
+                char *end;
+                long long v = strtoll(p, &end, 10);
+                if (end == p || v < 0 || v >= m.cfg.vocab_size || (*end && *end != ','))
+                    rc = dp_err_set(&err, DP_E_USAGE, "--ids: not a list of token ids below %lld: %s",
+                                    (long long)m.cfg.vocab_size, ids_s);
+                else ids64[n_ids++] = v;
+                p = *end ? end + 1 : end;
+            }
+            if (rc == DP_OK && n_ids == 0) rc = dp_err_set(&err, DP_E_USAGE, "--ids is empty");
+        }
+        dp_layer_map map;
+        if (rc == DP_OK) dp_layer_map_all(&map, (int)m.cfg.n_layers);
+        if (rc == DP_OK && drop_s && (rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, &err)) == DP_OK)
+            rc = dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err);
+        if (rc == DP_OK) rc = dp_llama_state_init(&s, &m, NULL, 1, n_ids, map.n, 0, 0, &err);
+        if (rc == DP_OK) {
+            ids = dp_malloc((size_t)n_ids * sizeof *ids, "logits ids");
+            for (int64_t i = 0; i < n_ids; i++) ids[i] = (int32_t)ids64[i];
+            rc = dp_llama_forward(&m, NULL, &map, &s, ids, &err);
+        }
+        if (rc == DP_OK) {
+            dp_st_entry e[2] = {{.name = "logits", .dtype = DP_DTYPE_F32, .ndim = 2,
+                                 .shape = {n_ids, m.cfg.vocab_size}, .data = s.logits},
+                                {.name = "ids", .dtype = DP_DTYPE_I32, .ndim = 1, .shape = {n_ids}, .data = ids}};
+            rc = dp_st_write(out, e, 2, &err);
+        }
+    }
+    rc = dp_mpi_agree(&app->mpi, rc, &err);
+    dp_llama_state_free(&s);
+    dp_free(ids);
+    dp_free(ids64);
+    dp_free(drop);
+    dp_llama_free(&m);
+    return rc ? dp_cli_fail(app, &err) : 0;
+}
+
+const dp_cmd dp_cmd_logits = {
+    "logits", "fp32 logits of one token sequence, written as safetensors (for checks against other engines)",
+    "--model DIR --ids 1,450,7483 --out FILE.safetensors [--drop 3,7]", k_logits_opts, 0, run_logits, 0};

@@ -62,6 +62,7 @@ static const dp_cli_opt k_gen_opts[] = {
     {"--top-k", "K", "sample among the K most likely (default 0: off)"},
     {"--top-p", "P", "nucleus sampling mass (default 1: off)"},
     {"--seed", "S", "sampling seed (default run.seed)"},
+    {"--ids", NULL, "print the new token ids (one line) instead of the text"},
     {NULL, NULL, NULL},
 };
 
@@ -140,13 +141,17 @@ static int run_generate(dp_app *app) {
     if (!rc) {
         int64_t k = 0;
         while (k < o.max_new && out[k] != o.eos_id) k++;
+        if (dp_cli_get(app, cmd, "--ids"))
+            for (int64_t i = 0; i < k; i++) printf("%d%c", (int)out[i], i + 1 < k ? ' ' : '\n');
         int32_t *all = dp_malloc((size_t)(n + k + 1) * sizeof(int32_t), "cli");
         memcpy(all, ids, (size_t)n * sizeof(int32_t));
         memcpy(all + n, out, (size_t)k * sizeof(int32_t));
         size_t len = 0;
         char *text = dp_tokenizer_decode(tok, all, n + k, 1, &len);
-        fwrite(text, 1, len, stdout);
-        fputc('\n', stdout);
+        if (!dp_cli_get(app, cmd, "--ids")) {
+            fwrite(text, 1, len, stdout);
+            fputc('\n', stdout);
+        }
         dp_log("generate: %lld prompt + %lld new tokens; prefill %.3f s, decode %.2f tokens/s", (long long)n,
                (long long)k, st.prefill_s, st.steps ? (double)st.steps / st.decode_s : 0.0);
         dp_free(text);

@@ -10,7 +10,7 @@
 #include "depthprune/backend.h"
 #include "depthprune/store.h"
 
-static const dp_cmd *const k_cmds[] = {&dp_cmd_run, &dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_ppl, &dp_cmd_eval, &dp_cmd_score, &dp_cmd_prune, &dp_cmd_width_prune, &dp_cmd_sweep, &dp_cmd_retrain, &dp_cmd_teacher_cache, &dp_cmd_export, &dp_cmd_generate, &dp_cmd_bench_generate, &dp_cmd_synth,
+static const dp_cmd *const k_cmds[] = {&dp_cmd_run, &dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_ppl, &dp_cmd_logits, &dp_cmd_eval, &dp_cmd_score, &dp_cmd_prune, &dp_cmd_width_prune, &dp_cmd_sweep, &dp_cmd_retrain, &dp_cmd_teacher_cache, &dp_cmd_export, &dp_cmd_generate, &dp_cmd_bench_generate, &dp_cmd_synth,
                                        &dp_cmd_config};
 static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
 

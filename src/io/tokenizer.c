@@ -575,7 +575,11 @@ int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config
                 if (add_eos) t->suffix[t->n_suffix++] = t->eos_id;
             }
         }
-        t->clean_up_spaces = cfg && json_true(cfg, "clean_up_tokenization_spaces");
+        /* transformers >= 5 skips clean_up_tokenization_spaces for BPE models
+         * (the only kind read here: it strips real spaces before punctuation)
+         * unless the config insists with the flag below; 4.x applied it */
+        t->clean_up_spaces = cfg && json_true(cfg, "clean_up_tokenization_spaces") &&
+                             json_true(cfg, "clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output");
     }
     cJSON_Delete(root);
     cJSON_Delete(cfg);
@@ -1113,7 +1117,7 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
     strs_free(&cur);
     strs_free(&nxt);
     if (t->clean_up_spaces) {
-        /* transformers' clean_up_tokenization, applied when tokenizer_config asks */
+        /* transformers' clean_up_tokenization, applied when tokenizer_config insists */
         static const char *const k_pairs[][2] = {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","},
                                                  {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"},
                                                  {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
