@@ -36,6 +36,9 @@ typedef struct dp_mc_doc {
  * "continuation", "label"}), boolq, piqa, hellaswag, winogrande, arc_easy,
  * arc_challenge, openbookqa (the HF dataset rows). */
 int dp_mc_task_known(const char *task);
+/* Whether the harness reports acc_norm for a task (not for boolq, whose
+ * choices are one word, nor winogrande, whose choices share one continuation). */
+int dp_mc_task_has_acc_norm(const char *task);
 /* The metric the papers report for a task: "acc" or "acc_norm". */
 const char *dp_mc_task_metric(const char *task);
 /* Converts one JSON row; errors name the rule (label out of range, empty

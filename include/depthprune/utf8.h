@@ -25,6 +25,21 @@ size_t dp_utf8_seq_len(unsigned char c);
  * NUL-terminated buffer (dp_free) and its length in *out_n. */
 char *dp_utf8_sanitize(const char *s, size_t n, size_t *out_n);
 
+/* Python's str semantics, for the lm-evaluation-harness' task code. */
+/* str.isspace() of one code point (Unicode whitespace, including NBSP,
+ * U+2000..U+200A, U+3000 and the ASCII separators 0x1C..0x1F). */
+int dp_py_isspace(uint32_t cp);
+/* str.strip() / lstrip() / rstrip(): [*start, *end) of s[0..n) without the
+ * leading (left) and/or trailing (right) whitespace. */
+void dp_py_strip(const char *s, size_t n, int left, int right, size_t *start, size_t *end);
+/* str.capitalize(): the first code point to its full title-case mapping,
+ * the rest to their full lower-case mappings (capital sigma to its final
+ * form after a cased letter when no cased letter follows: Python also skips
+ * case-ignorable characters there, which this does not); tables generated
+ * from Python's unicodedata (scripts/gen_unicase.py). Fresh buffer (dp_free),
+ * its length in *out_n (may be NULL). Invalid UTF-8 becomes U+FFFD. */
+char *dp_py_capitalize(const char *s, size_t n, size_t *out_n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -258,8 +258,10 @@ static int run_eval(dp_app *app) {
             cJSON_AddNumberToObject(e, "truncated_requests", (double)t.truncated[k]);
             cJSON_AddNumberToObject(e, "acc", t.metrics[k].acc);
             cJSON_AddNumberToObject(e, "acc_stderr", t.metrics[k].acc_stderr);
-            cJSON_AddNumberToObject(e, "acc_norm", t.metrics[k].acc_norm);
-            cJSON_AddNumberToObject(e, "acc_norm_stderr", t.metrics[k].acc_norm_stderr);
+            if (dp_mc_task_has_acc_norm(t.kind[k])) {
+                cJSON_AddNumberToObject(e, "acc_norm", t.metrics[k].acc_norm);
+                cJSON_AddNumberToObject(e, "acc_norm_stderr", t.metrics[k].acc_norm_stderr);
+            }
             cJSON_AddStringToObject(e, "reported", dp_mc_task_metric(t.kind[k]));
         }
         if (t.n) cJSON_AddNumberToObject(o, "average", dp_cli_tasks_average(&t));

@@ -1,6 +1,8 @@
 /* UTF-8 validation, decoding with replacement, and encoding. */
 #include "depthprune/utf8.h"
 
+#include <string.h>
+
 #include "depthprune/core.h"
 
 size_t dp_utf8_seq_len(unsigned char c) {
@@ -122,5 +124,82 @@ char *dp_utf8_sanitize(const char *s, size_t n, size_t *out_n) {
     }
     out[o] = '\0';
     *out_n = o;
+    return out;
+}
+
+/* ---- Python str semantics (what lm-evaluation-harness' task code does) ---- */
+
+typedef struct {
+    uint32_t cp;
+    const char *to; /* UTF-8 */
+} dp_unicase;
+#include "unicase.inc"
+
+static const char *unicase_find(const dp_unicase *t, size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t[mid].cp < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && t[lo].cp == cp ? t[lo].to : NULL;
+}
+
+int dp_py_isspace(uint32_t cp) {
+    return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f ||
+           cp == 0x3000;
+}
+
+void dp_py_strip(const char *s, size_t n, int left, int right, size_t *start, size_t *end) {
+    size_t a = 0, b = n;
+    while (left && a < b) {
+        uint32_t cp;
+        size_t k = dp_utf8_decode(s + a, b - a, &cp);
+        if (!dp_py_isspace(cp)) break;
+        a += k;
+    }
+    while (right && b > a) {
+        size_t p = b - 1; /* start of the last code point */
+        while (p > a && ((unsigned char)s[p] & 0xc0) == 0x80 && b - p < 4) p--;
+        uint32_t cp;
+        if (dp_utf8_decode(s + p, b - p, &cp) != b - p || !dp_py_isspace(cp)) break;
+        b = p;
+    }
+    *start = a;
+    *end = b;
+}
+
+static int is_cased(uint32_t cp) {
+    return unicase_find(k_lower, sizeof k_lower / sizeof *k_lower, cp) ||
+           unicase_find(k_title, sizeof k_title / sizeof *k_title, cp);
+}
+
+char *dp_py_capitalize(const char *s, size_t n, size_t *out_n) {
+    char *out = dp_malloc(3 * n + 4, "capitalize"); /* a full mapping grows a code point to at most 3 */
+    size_t o = 0, i = 0;
+    uint32_t prev = 0;
+    while (i < n) {
+        uint32_t cp;
+        size_t k = dp_utf8_decode(s + i, n - i, &cp);
+        const char *m = i == 0 ? unicase_find(k_title, sizeof k_title / sizeof *k_title, cp)
+                               : unicase_find(k_lower, sizeof k_lower / sizeof *k_lower, cp);
+        if (i > 0 && cp == 0x3a3) { /* capital sigma: final form after a cased letter, unless one follows */
+            uint32_t next = 0;
+            if (i + k < n) dp_utf8_decode(s + i + k, n - i - k, &next);
+            m = is_cased(prev) && !(i + k < n && is_cased(next)) ? "\xcf\x82" : "\xcf\x83";
+        }
+        if (m) {
+            size_t ml = strlen(m);
+            memcpy(out + o, m, ml);
+            o += ml;
+        } else {
+            o += dp_utf8_encode(cp, out + o);
+        }
+        prev = cp;
+        i += k;
+    }
+    out[o] = 0;
+    if (out_n) *out_n = o;
     return out;
 }

@@ -1,12 +1,12 @@
 /* Zero-shot multiple choice (see mc.h): task converters reproducing the
  * lm-evaluation-harness prompts, harness tokenization, batched scoring. */
 #include <cjson/cJSON.h>
-#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "depthprune/mc.h"
+#include "depthprune/utf8.h"
 
 static const char *const k_tasks[] = {"generic", "boolq", "piqa", "hellaswag", "winogrande",
                                       "arc_easy", "arc_challenge", "openbookqa"};
@@ -20,6 +20,10 @@ int dp_mc_task_known(const char *task) {
 const char *dp_mc_task_metric(const char *task) {
     return !strcmp(task, "hellaswag") || !strcmp(task, "arc_challenge") || !strcmp(task, "openbookqa") ? "acc_norm"
                                                                                                           : "acc";
+}
+
+int dp_mc_task_has_acc_norm(const char *task) {
+    return strcmp(task, "boolq") && strcmp(task, "winogrande");
 }
 
 static double utf8_chars(const char *s) {
@@ -37,10 +41,11 @@ static char *cat(const char *a, const char *b) {
 }
 
 char *dp_mc_hellaswag_pre(const char *in) {
-    /* text.strip() */
-    while (*in && isspace((unsigned char)*in)) in++;
-    size_t n = strlen(in);
-    while (n && isspace((unsigned char)in[n - 1])) n--;
+    /* text.strip() (Python's: Unicode whitespace) */
+    size_t a0, n;
+    dp_py_strip(in, strlen(in), 1, 1, &a0, &n);
+    in += a0;
+    n -= a0;
     char *a = dp_malloc(2 * n + 1, "mc"), *b = dp_malloc(2 * n + 1, "mc");
     /* .replace(" [title]", ". ") */
     size_t k = 0;
@@ -54,12 +59,12 @@ char *dp_mc_hellaswag_pre(const char *in) {
         }
     }
     a[k] = 0;
-    /* re.sub("\\[.*?\\]", "", text): each '[' up to the next ']' */
+    /* re.sub("\\[.*?\\]", "", text): each '[' up to the next ']' on the same line ('.' does not match '\n') */
     size_t j = 0;
     for (size_t i = 0; i < k;) {
         if (a[i] == '[') {
-            const char *close = memchr(a + i, ']', k - i);
-            if (close) {
+            const char *close = memchr(a + i, ']', k - i), *nl = memchr(a + i, '\n', k - i);
+            if (close && (!nl || nl > close)) {
                 i = (size_t)(close - a) + 1;
                 continue;
             }
@@ -176,9 +181,10 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
         }
     } else if (!strcmp(task, "boolq")) {
         const char *p = str(o, "passage"), *q = str(o, "question");
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer"); /* google/boolq: true/false */
+        if (!a) a = cJSON_GetObjectItemCaseSensitive(o, "label");        /* super_glue/boolq (the harness's): 0/1 */
         if (!p || !q || !(cJSON_IsBool(a) || cJSON_IsNumber(a)))
-            rc = dp_err_set(err, DP_E_FORMAT, "boolq: expected passage, question, answer");
+            rc = dp_err_set(err, DP_E_FORMAT, "boolq: expected passage, question, answer (or label)");
         if (!rc) {
             size_t n = strlen(p) + strlen(q) + 32;
             char *ctx = dp_malloc(n, "mc");
@@ -212,9 +218,8 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
             rc = dp_err_set(err, DP_E_FORMAT, "hellaswag: expected activity_label, ctx_a, ctx_b, endings, label");
         if (!rc) rc = label_of(o, "label", &label, err);
         if (!rc) {
-            /* ctx = ctx_a + " " + ctx_b.capitalize() (ASCII case mapping) */
-            char *cbc = dp_strdup(cb, "mc");
-            for (size_t i = 0; cbc[i]; i++) cbc[i] = (char)(i == 0 ? toupper((unsigned char)cbc[i]) : tolower((unsigned char)cbc[i]));
+            /* ctx = ctx_a + " " + ctx_b.capitalize() (Python's: full Unicode case mappings) */
+            char *cbc = dp_py_capitalize(cb, strlen(cb), NULL);
             size_t n = strlen(al) + strlen(ca) + strlen(cbc) + 8;
             char *raw = dp_malloc(n, "mc");
             snprintf(raw, n, "%s: %s %s", al, ca, cbc);
@@ -250,10 +255,10 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
         if (!rc) {
             /* partial evaluation: contexts sentence[:idx] + option, target sentence[idx+1:].strip() */
             size_t idx = (size_t)(us - s);
-            const char *rest = us + 1;
-            while (*rest && isspace((unsigned char)*rest)) rest++;
-            size_t rl = strlen(rest);
-            while (rl && isspace((unsigned char)rest[rl - 1])) rl--;
+            size_t r0, r1;
+            dp_py_strip(us + 1, strlen(us + 1), 1, 1, &r0, &r1);
+            const char *rest = us + 1 + r0;
+            size_t rl = r1 - r0;
             char *target = dp_malloc(rl + 2, "mc");
             target[0] = ' ';
             memcpy(target + 1, rest, rl);
@@ -308,9 +313,10 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
 int dp_mc_encode(const dp_tokenizer *tok, const char *context, const char *cont, int add_bos, int64_t max_len,
                  dp_mc_req *r, dp_err *err) {
     memset(r, 0, sizeof *r);
-    /* trailing spaces of the context belong to the continuation */
-    size_t cl = strlen(context), ns = 0;
-    while (ns < cl && isspace((unsigned char)context[cl - 1 - ns])) ns++;
+    /* trailing whitespace of the context (Python's rstrip(): Unicode) belongs to the continuation */
+    size_t cl = strlen(context), ns, z;
+    dp_py_strip(context, cl, 0, 1, &z, &ns);
+    ns = cl - ns;
     char *ctx = dp_malloc(cl - ns + 1, "mc");
     memcpy(ctx, context, cl - ns);
     ctx[cl - ns] = 0;
@@ -323,9 +329,12 @@ int dp_mc_encode(const dp_tokenizer *tok, const char *context, const char *cont,
     int rc = dp_tokenizer_encode(tok, whole, strlen(whole), 0, &we, &nw, err);
     if (!rc) rc = dp_tokenizer_encode(tok, ctx, strlen(ctx), 0, &ce, &nc, err);
     int32_t lead = add_bos ? dp_tokenizer_bos_id(tok) : -1;
-    if (!rc && cl - ns == 0) { /* empty context: the harness's [EOT] (EOS; BOS if there is none) */
-        lead = dp_tokenizer_eos_id(tok) >= 0 ? dp_tokenizer_eos_id(tok) : dp_tokenizer_bos_id(tok);
+    if (!rc && cl - ns == 0) {
+        /* empty context: the harness's prefix token (BOS; EOS if there is none; since v0.4.2),
+         * or, when the continuation already starts with it, that first token as the context */
+        lead = dp_tokenizer_bos_id(tok) >= 0 ? dp_tokenizer_bos_id(tok) : dp_tokenizer_eos_id(tok);
         nc = 0;
+        if (nw > 0 && we[0] == lead) lead = -1, nc = 1;
     }
     /* the continuation is whole[len(encode(context)):] even where the two
      * encodings disagree at the boundary, as in the harness */

@@ -1,10 +1,12 @@
 /* Core: allocation accounting, dtype conversions, atomic file writes. */
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../test.h"
 #include "depthprune/core.h"
 #include "depthprune/tensor.h"
+#include "depthprune/utf8.h"
 
 static void test_alloc(void) {
     size_t before = dp_alloc_bytes(NULL);
@@ -80,7 +82,33 @@ static void test_atomic_write(void) {
     dp_free(path);
 }
 
+/* Python's str.capitalize() and strip() (expected values printed by CPython 3.11) */
+static void test_py_str(void) {
+    static const char *const cases[][2] = {
+        {"\xc7\x86ungla then", "\xc7\x85ungla then"},                     /* dz digraph: title case, not upper */
+        {"\xc3\xa9" "CLAIRS AND \xc3\x96L", "\xc3\x89" "clairs and \xc3\xb6l"},     /* Latin-1 */
+        {"\xce\xa3\xce\x9f\xce\xa6\xce\x9f\xce\xa3  said", "\xce\xa3\xce\xbf\xcf\x86\xce\xbf\xcf\x82  said"}, /* final sigma */
+        {"\xc3\x9ftra\xc3\x9f" "e", "Sstra\xc3\x9f" "e"},                    /* sharp s titles to "Ss" */
+        {"\xc4\xb0STANBUL", "\xc4\xb0stanbul"},
+        {"the LADY Stands Up", "The lady stands up"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *c = dp_py_capitalize(cases[i][0], strlen(cases[i][0]), NULL);
+        CHECK(!strcmp(c, cases[i][1]));
+        dp_free(c);
+    }
+    const char *s = "\xc2\xa0 \x1cx y\xe3\x80\x80\xe2\x80\x8a\t"; /* NBSP, 0x1C, ideographic space, hair space */
+    size_t a, b;
+    dp_py_strip(s, strlen(s), 1, 1, &a, &b);
+    CHECK(b - a == 3 && !memcmp(s + a, "x y", 3));
+    dp_py_strip(s, strlen(s), 0, 1, &a, &b);
+    CHECK(a == 0 && b == strlen(s) - 7);
+    CHECK(!dp_py_isspace(0x200b)); /* zero-width space is not whitespace in Python */
+}
+
 int main(void) {
+    test_py_str();
     test_alloc();
     test_bf16_f16();
     test_atomic_write();
