@@ -5,7 +5,6 @@
 #
 #   bash scripts/setup.sh            dependencies + build
 #   bash scripts/setup.sh --deps     dependencies only
-#   FIXTURES=1 bash scripts/setup.sh also python3-torch, to regenerate fixtures
 #
 # On a cluster without apt, load the equivalent modules instead, e.g.
 #   module load gcc cmake openmpi hdf5/parallel openblas   (names vary by site)
@@ -31,7 +30,6 @@ clang_rt() {
   v=$(apt-cache depends clang 2>/dev/null | sed -n 's/.*Depends: clang-\([0-9][0-9]*\)$/\1/p' | head -1)
   [ -n "$v" ] && echo "libclang-rt-$v-dev"
 }
-[ "${FIXTURES:-0}" = 1 ] && PKGS+=(python3-torch python3-numpy)
 
 if command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
