@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU engine vs PyTorch (Debian python3-torch), side by side on this
+# CPU engine vs transformers (the oracle venv: torch 2.13 CPU), side by side on this
 # machine: forward and forward+backward tokens/s on the same model (a
 # randomly initialised LLaMA from `depthprune synth`: 8 layers, hidden 256,
 # 8 heads / 4 kv heads, MLP 688, vocab 32000 of the real Llama-2 tokenizer),
@@ -24,9 +24,9 @@ echo "depthprune: $ours"
 best_f=0; best_fb=0
 for cfg in default passive blas1; do
   case $cfg in
-    default) out=$(/usr/bin/python3 bench/torch_engine.py "$M" "$B" "$T" "$R" "$TH") ;;
-    passive) out=$(OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/torch_engine.py "$M" "$B" "$T" "$R" "$TH") ;;
-    blas1) out=$(OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_engine.py "$M" "$B" "$T" "$R" "$TH") ;;
+    default) out=$(bash tests/oracle/venv_run.sh python bench/torch_engine.py "$M" "$B" "$T" "$R" "$TH") ;;
+    passive) out=$(OMP_WAIT_POLICY=PASSIVE bash tests/oracle/venv_run.sh python bench/torch_engine.py "$M" "$B" "$T" "$R" "$TH") ;;
+    blas1) out=$(OPENBLAS_NUM_THREADS=1 bash tests/oracle/venv_run.sh python bench/torch_engine.py "$M" "$B" "$T" "$R" "$TH") ;;
   esac
   echo "pytorch ($cfg): $out"
   f=$(sed 's/.*"fwd_tok_s": \([0-9.]*\).*/\1/' <<<"$out"); fb=$(sed 's/.*"fwdbwd_tok_s": \([0-9.]*\).*/\1/' <<<"$out")

@@ -24,10 +24,10 @@ $DP bench-generate --model $W/dense,$W/pruned20,$W/pruned35 --batch $BATCHES --p
 # REUSE_PEER=1 keeps the PyTorch results of the previous run (they take ~10 min)
 if [ "${REUSE_PEER:-0}" != 1 ] || [ ! -s $W/torch.jsonl ]; then
   for m in dense pruned20 pruned35; do
-    /usr/bin/python3 bench/torch_generate.py $W/$m $BATCHES $P $GL 1 3 $TH
+    bash tests/oracle/venv_run.sh python bench/torch_generate.py $W/$m $BATCHES $P $GL 1 3 $TH
   done >$W/torch.jsonl
 fi
-/usr/bin/python3 - $W <<'PY'
+python3 - $W <<'PY'
 import json, os, sys
 w = sys.argv[1]
 d = json.load(open(os.path.join(w, "depthprune.json")))

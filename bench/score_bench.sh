@@ -29,7 +29,7 @@ for np in 1 2; do
   dt[$np]=$(echo "$t1 - $t0" | bc -l)
   printf 'depthprune %d rank(s): %.2f s (block passes %s)\n' $np "${dt[$np]}" "$(grep -o '"ppl_block_passes": {[^}]*}' "$R/scores.json")"
 done
-out=$(/usr/bin/python3 bench/torch_score.py "$M" build/bench/score-np1 "$TH")
+out=$(bash tests/oracle/venv_run.sh python bench/torch_score.py "$M" build/bench/score-np1 "$TH")
 echo "pytorch reference loop: $out"
 pt=$(sed 's/.*"seconds": \([0-9.]*\).*/\1/' <<<"$out")
 printf 'ratio (pytorch / depthprune): 1 rank %.2fx, 2 ranks %.2fx\n' "$(echo "$pt / ${dt[1]}" | bc -l)" "$(echo "$pt / ${dt[2]}" | bc -l)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training steps/s of depthprune's trainer vs PyTorch (Debian python3-torch)
+# Training steps/s of depthprune's trainer vs transformers + PEFT (the oracle venv)
 # doing the same LoRA step and the same full-parameter step (forward, CE,
 # backward, clipping, AdamW) on the same model and batch, side by side on
 # this machine (the peer in three thread configurations, its best is the
@@ -27,9 +27,9 @@ for method in lora full; do
   best=0
   for cfg in default passive blas1; do
     case $cfg in
-      default) out=$(/usr/bin/python3 bench/torch_train.py "$M" $method "$B" "$T" "$S" "$TH") ;;
-      passive) out=$(OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 bench/torch_train.py "$M" $method "$B" "$T" "$S" "$TH") ;;
-      blas1) out=$(OPENBLAS_NUM_THREADS=1 /usr/bin/python3 bench/torch_train.py "$M" $method "$B" "$T" "$S" "$TH") ;;
+      default) out=$(bash tests/oracle/venv_run.sh python bench/torch_train.py "$M" $method "$B" "$T" "$S" "$TH") ;;
+      passive) out=$(OMP_WAIT_POLICY=PASSIVE bash tests/oracle/venv_run.sh python bench/torch_train.py "$M" $method "$B" "$T" "$S" "$TH") ;;
+      blas1) out=$(OPENBLAS_NUM_THREADS=1 bash tests/oracle/venv_run.sh python bench/torch_train.py "$M" $method "$B" "$T" "$S" "$TH") ;;
     esac
     echo "pytorch $method ($cfg): $out"
     best=$(echo "if ($(tok "$out") > $best) $(tok "$out") else $best" | bc -l)

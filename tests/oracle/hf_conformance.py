@@ -102,6 +102,34 @@ def check_logits(what, path, drop=None, ref_model=None):
     return m
 
 
+def check_vllm_fields(what, path):
+    """What vLLM reads beyond transformers' config: the architecture picks its model class, the
+    weights' layer indices must be 0..L-1 (it builds L layers and loads by name), the dtype
+    field must name the stored dtype."""
+    cfg = json.load(open(os.path.join(path, "config.json")))
+    names, dtypes = set(), set()
+    for p in glob.glob(os.path.join(path, "*.safetensors")):
+        with safe_open(p, "pt") as f:
+            names |= set(f.keys())
+            dtypes |= {f.get_slice(k).get_dtype() for k in f.keys()}
+    layers = sorted({int(n.split(".")[2]) for n in names if n.startswith("model.layers.")})
+    want_dt = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+    dt = cfg.get("torch_dtype") or cfg.get("dtype")
+    bad = []
+    if cfg.get("architectures") not in (["LlamaForCausalLM"], ["MistralForCausalLM"]):
+        bad.append("architectures %s" % cfg.get("architectures"))
+    if cfg.get("model_type") not in ("llama", "mistral"):
+        bad.append("model_type %s" % cfg.get("model_type"))
+    if layers != list(range(cfg["num_hidden_layers"])):
+        bad.append("layer indices %s vs num_hidden_layers %d" % (layers, cfg["num_hidden_layers"]))
+    if len(dtypes) != 1 or want_dt.get(dtypes.pop()) != dt:
+        bad.append("dtype field %s" % dt)
+    for k in ("max_position_embeddings", "rms_norm_eps", "num_key_value_heads", "vocab_size"):
+        if k not in cfg:
+            bad.append("no " + k)
+    (ok if not bad else fail)("%s: config fields vLLM needs%s" % (what, "" if not bad else ": " + ", ".join(bad)))
+
+
 def randomize(model, seed):
     """Weights large enough that the logits are far from uniform (HF's init is std 0.02)."""
     g = torch.Generator().manual_seed(seed)
@@ -177,6 +205,7 @@ def main():
             if kind == "llama2" and dtype == "F32" and not os.path.exists(os.path.join(out, "model.safetensors.index.json")):
                 fail("llama2 F32 export: no model.safetensors.index.json")
             m = check_logits("%s export --drop 1 --dtype %s" % (kind, dtype), out)
+            check_vllm_fields("%s export --drop 1 --dtype %s" % (kind, dtype), out)
             if m.config.num_hidden_layers != 3:
                 fail("%s export: transformers sees %d layers" % (kind, m.config.num_hidden_layers))
             if dtype == "F32":
