@@ -16,7 +16,7 @@ PKGS=(build-essential cmake pkg-config git
       libopenmpi-dev openmpi-bin
       libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev libcjson-dev libyaml-dev libpcre2-dev
-      clang
+      clang libomp-dev
       gnuplot-nox slurm-wlm munge)
 command -v node >/dev/null && command -v npm >/dev/null || PKGS+=(nodejs npm)
 # clang's sanitizer/fuzzer runtime: Debian 12 and 13 name it after the LLVM
