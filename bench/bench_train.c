@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
     o.epochs = 1;
     o.warmup = 0;
     o.val_every = o.ckpt_every = 0;
-    o.max_steps = S; /* stop after S: the checkpoint comes after the last timed step */
+    o.pause_after = S; /* stop after S: the checkpoint comes after the last timed step */
     o.run_dir = run;
     dp_layer_map map;
     dp_layer_map_all(&map, (int)m.cfg.n_layers);

@@ -111,8 +111,9 @@ int dp_file_exists(const char *path);
 int dp_fsync_dir(const char *dir, dp_err *err);
 /* mkdir -p. */
 int dp_mkdir_p(const char *path, dp_err *err);
-/* Runs a gnuplot script (0); 1 with a log line if gnuplot is missing or fails. */
-int dp_gnuplot(const char *script);
+/* Runs a gnuplot script that writes png (0); gnuplot's own messages go to
+ * png + ".log". 1 with a log line if gnuplot is missing or fails. */
+int dp_gnuplot(const char *script, const char *png);
 /* A growable byte buffer, always NUL-terminated after its n bytes. */
 typedef struct dp_buf {
     char *p;

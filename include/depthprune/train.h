@@ -99,7 +99,8 @@ typedef struct dp_train_opts {
     int64_t warmup;
     int sched;
     int64_t global_batch, micro_batch, epochs;
-    int64_t max_steps; /* stop (with a checkpoint) after this many steps in total; 0: none */
+    int64_t max_steps;   /* the run's length in optimizer steps, overriding epochs (HF's max_steps); 0: epochs */
+    int64_t pause_after; /* checkpoint and stop (no output) after this many steps in total; resume continues; 0: none */
     double kd_alpha, kd_temp;
     int64_t kd_topk;           /* online teacher: 0 = full-vocabulary KL, K > 0 = top-K support */
     const char *teacher_cache; /* path of a teacher cache (instead of an online teacher) */

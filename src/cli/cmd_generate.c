@@ -481,7 +481,7 @@ static int run_bench(dp_app *app) {
         dp_buf_puts(&sc, plot.p);
         dp_buf_puts(&sc, "\n");
         dp_buf_puts(&sc, dat.p);
-        dp_gnuplot(sc.p);
+        dp_gnuplot(sc.p, png);
         dp_free(sc.p);
         dp_free(png);
         printf("bench-generate: %s\n", out);

@@ -305,7 +305,7 @@ static int run_prune(dp_app *app) {
                              "set ylabel 'calibration PPL'\nset logscale y\nset grid\nplot '%s' using 1:2 with "
                              "linespoints title '%s %s'\n",
                              png, dat, sched, iterative ? "ppl" : crit);
-                    dp_gnuplot(t);
+                    dp_gnuplot(t, png);
                 }
                 dp_free(dat);
                 dp_free(png);

@@ -312,7 +312,7 @@ static int run_pipeline(dp_app *app) {
             int have = 0;
             if (mpi->rank == 0) have = dp_file_exists(retrained);
             DP_CHECK_MPI(MPI_Bcast(&have, 1, MPI_INT, 0, mpi->comm));
-            if (!code && !have) stopped = 1; /* a signal or max_steps: checkpointed */
+            if (!code && !have) stopped = 1; /* a signal or pause_after: checkpointed */
             break;
         }
         case 4: {

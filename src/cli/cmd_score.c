@@ -139,7 +139,7 @@ static void plot_scores(const char *run, const char *json_path) {
                          "set ylabel '%s score'\nset style fill solid 0.6\nset boxwidth 0.8\nset grid y\n"
                          "%splot '%s' using 1:2 with boxes notitle\n",
                          png, c->string, logy, dat);
-            dp_gnuplot(script);
+            dp_gnuplot(script, png);
         }
         dp_free(dat);
         dp_free(png);

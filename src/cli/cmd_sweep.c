@@ -564,7 +564,7 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
                      "title columnheader(1)\n",
                      png, x->ev[0].name, idx - 1, dat);
             dp_buf_puts(&plot, t);
-            dp_gnuplot(plot.p);
+            dp_gnuplot(plot.p, png);
         }
         dp_free(plot.p);
         dp_free(dat);

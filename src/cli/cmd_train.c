@@ -28,7 +28,8 @@ static const dp_cli_opt k_retrain_opts[] = {
     {"--out", "DIR", "output: merged HF model (+ adapter/ for LoRA); must not exist"},
     {"--lr", "X", "peak learning rate (default 1e-4)"},
     {"--epochs", "N", "epochs (default 2)"},
-    {"--max-steps", "N", "stop after N steps in total, with a checkpoint (resume continues)"},
+    {"--max-steps", "N", "train for N optimizer steps in total, overriding --epochs (as HF's max_steps)"},
+    {"--pause-after", "N", "checkpoint and stop after N steps in total, writing no output (a rerun continues)"},
     {"--global-batch", "N", "examples per optimizer step (default 64)"},
     {"--micro-batch", "N", "examples per forward on each rank (default 4)"},
     {"--cutoff", "N", "max tokens per example (default 256)"},
@@ -191,6 +192,7 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
     INT_OPT("--kd-topk", "train.kd_topk", 0, kd_topk)
     INT_OPT("--epochs", "train.epochs", 2, epochs)
     INT_OPT("--max-steps", "train.max_steps", 0, max_steps)
+    INT_OPT("--pause-after", "train.pause_after", 0, pause_after)
     INT_OPT("--global-batch", "train.global_batch", 64, global_batch)
     INT_OPT("--micro-batch", "train.micro_batch", 4, micro_batch)
     INT_OPT("--lora-r", "lora.r", 8, lora_rank)
@@ -213,7 +215,7 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
     o.sched = !strcmp(sched, "linear") ? DP_SCHED_LINEAR : !strcmp(sched, "constant") ? DP_SCHED_CONSTANT : DP_SCHED_COSINE;
     if (o.fault_nan_step < 0) o.fault_nan_rank = -1;
     if (!rc && (o.epochs < 1 || o.global_batch < 1 || o.micro_batch < 1 || o.lora_rank < 1 || o.warmup < 0 ||
-                o.max_steps < 0 || *val_size < 0 || o.kd_topk < 0 || o.max_skips < 0))
+                o.max_steps < 0 || o.pause_after < 0 || *val_size < 0 || o.kd_topk < 0 || o.max_skips < 0))
         rc = dp_err_set(err, DP_E_USAGE,
                         "--epochs, --global-batch, --micro-batch and --lora-r must be >= 1; warmup, --max-steps, "
                         "--val-size, --kd-topk and max_skips >= 0");
@@ -340,8 +342,11 @@ static int run_retrain(dp_app *app) {
                                  .provenance = prov, .mem = e, .n_mem = student.n_params,
                                  .finish = o.method == DP_TRAIN_LORA ? write_adapter : NULL, .finish_ctx = &ac};
             rc = dp_export_model(student_dir, &student.cfg, NULL, out, &eo, &err);
-            if (!rc) printf("retrained model: %s (%lld steps, final validation loss %.4f)\n", out, (long long)res.steps,
-                            res.val_loss);
+            if (!rc && isfinite(res.val_loss))
+                printf("retrained model: %s (%lld steps, final validation loss %.4f)\n", out, (long long)res.steps,
+                       res.val_loss);
+            else if (!rc)
+                printf("retrained model: %s (%lld steps, no validation set: --val-size 0)\n", out, (long long)res.steps);
             dp_free(e);
             free(prov);
         }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -163,17 +164,50 @@ int dp_mkdir_p(const char *path, dp_err *err) {
     return DP_OK;
 }
 
-int dp_gnuplot(const char *script) {
+int dp_gnuplot(const char *script, const char *png) {
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
         dp_log("gnuplot not found: no plot (the numbers are in the JSON/log files)");
         return 1;
     }
-    FILE *g = popen("gnuplot", "w");
-    if (!g) return 1;
-    fputs(script, g);
-    if (pclose(g) != 0) {
-        dp_log("gnuplot failed: no plot");
+    /* gnuplot's messages (e.g. "empty x range" for a one-point plot, which it
+     * widens and draws) go to PNG.log, not to the user's console */
+    size_t n = strlen(png);
+    char *logp = dp_malloc(n + 5, "gnuplot");
+    snprintf(logp, n + 5, "%s.log", png);
+    int fd[2];
+    if (pipe(fd) != 0) {
+        dp_free(logp);
         return 1;
     }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int lf = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd[0], 0);
+        if (lf >= 0) dup2(lf, 1), dup2(lf, 2);
+        close(fd[0]);
+        close(fd[1]);
+        execlp("gnuplot", "gnuplot", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[0]);
+    int ok = pid > 0;
+    for (size_t off = 0, len = strlen(script); ok && off < len;) {
+        ssize_t w = write(fd[1], script + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) ok = 0;
+        else off += (size_t)w;
+    }
+    close(fd[1]);
+    int st = 0;
+    if (pid > 0)
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
+    if (!ok || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        dp_log("gnuplot failed: no plot (see %s)", logp);
+        dp_free(logp);
+        return 1;
+    }
+    dp_free(logp);
     return 0;
 }

@@ -79,6 +79,8 @@ uint64_t dp_train_opts_hash(const dp_train_opts *o, uint64_t data_hash) {
                      o->kd_alpha, o->kd_temp, (long long)o->kd_topk, o->teacher_cache != NULL,
                      (unsigned long long)o->seed, (unsigned long long)data_hash,
                      (unsigned long long)o->teacher_hash);
+    if (o->max_steps > 0) /* the schedule's length; absent (as before) when the epochs decide */
+        n += snprintf(buf + n, sizeof buf - (size_t)n, " ms%lld", (long long)o->max_steps);
     return dp_hash_bytes(buf, (size_t)n, 11);
 }
 
@@ -809,7 +811,7 @@ static void plot_losses(const char *run) {
              "set terminal pngcairo size 900,540\nset output '%s'\nset xlabel 'step'\nset ylabel 'loss'\n"
              "set grid\nplot '%s' using 1:2 with lines title 'train loss'%s%s%s\n",
              png, dat, n_val ? ", '" : "", n_val ? vdat : "", n_val ? "' using 1:2 with linespoints title 'validation loss'" : "");
-    dp_gnuplot(script);
+    dp_gnuplot(script, png);
     dp_free(logp);
     dp_free(dat);
     dp_free(vdat);
@@ -903,6 +905,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
              const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx,
              int64_t n_val, const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err) {
     memset(res, 0, sizeof *res);
+    res->val_loss = NAN; /* stays NaN without a validation set */
     memset(lora, 0, sizeof *lora);
     int P = mpi->size;
     int64_t G = o->global_batch, mb = o->micro_batch, V = student->cfg.vocab_size;
@@ -910,7 +913,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         return dp_err_set(err, DP_E_CONFIG,
                           "global batch %lld must be a multiple of ranks (%d) x micro batch (%lld)", (long long)G, P,
                           (long long)mb);
-    int64_t spe = n_train / G, total = spe * o->epochs;
+    int64_t spe = n_train / G, total = o->max_steps > 0 ? o->max_steps : spe * o->epochs;
     if (spe < 1)
         return dp_err_set(err, DP_E_CONFIG, "%lld training examples do not fill one global batch of %lld",
                           (long long)n_train, (long long)G);
@@ -1031,7 +1034,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     int64_t it0 = cs.it;
     double last_loss = NAN;
     for (int64_t it = cs.it; !rc && it < total; it++) {
-        if (o->max_steps > 0 && it >= o->max_steps) {
+        if (o->pause_after > 0 && it >= o->pause_after) {
             res->stopped = 1;
             break;
         }
@@ -1194,14 +1197,14 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         }
         int stop = tot[5] > 0;
         if ((o->ckpt_every > 0 && cs.it % o->ckpt_every == 0) || stop || cs.it == total ||
-            (o->max_steps > 0 && cs.it == o->max_steps))
+            (o->pause_after > 0 && cs.it == o->pause_after))
             rc = ckpt_write(&tr, &cs, err);
         if (!rc && stop) {
             if (mpi->rank == 0) dp_log("stop requested by a signal: checkpoint at iteration %lld written, exiting", (long long)cs.it);
             res->stopped = 1;
             break;
         }
-        if (!rc && o->max_steps > 0 && cs.it == o->max_steps && cs.it < total) {
+        if (!rc && o->pause_after > 0 && cs.it == o->pause_after && cs.it < total) {
             res->stopped = 1;
             break;
         }

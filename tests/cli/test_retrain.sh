@@ -97,12 +97,25 @@ out=$("${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/d" --out "$T/d.out" --quiet 2>&1)
 same_as_a "$T/d" "$T/d.out" "SIGKILL + resume"
 
 # ---- damaged newest checkpoint ----
-expect_exit 0 "stopped at step 10" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/e" --out "$T/e.out" --max-steps 10
+expect_exit 0 "stopped at step 10" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/e" --out "$T/e.out" --pause-after 10
 truncate -s 2000 "$T/e/ckpt/step-000000010/rank-00001.h5"
 out=$("${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/e" --out "$T/e.out" 2>&1) || fail "resume with a damaged checkpoint: $out"
 grep -q "step-000000010 is damaged or incomplete" <<<"$out" || fail "the damaged checkpoint was not reported: $out"
 grep -q "resuming from checkpoint step-000000005 " <<<"$out" || fail "did not fall back to step 5"
 same_as_a "$T/e" "$T/e.out" "damaged checkpoint fallback"
+
+# ---- --max-steps ends the run with its output (HF's max_steps); one-point plots stay quiet ----
+out=$("${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/ms" --out "$T/ms.out" --max-steps 1 2>&1) || fail "--max-steps 1: $out"
+[ -f "$T/ms.out/model.safetensors" ] || fail "--max-steps 1 wrote no model"
+[ "$(grep -c '"loss"' "$T/ms/train_log.jsonl")" = 1 ] || fail "--max-steps 1 ran $(grep -c '"loss"' "$T/ms/train_log.jsonl") steps"
+grep -q "retrained model: .*(1 steps, final validation loss [0-9]" <<<"$out" || fail "--max-steps 1 output line: $out"
+! grep -qi "warning" <<<"$out" || fail "plotting chatter on the console: $(grep -i warning <<<"$out" | head -2)"
+[ -f "$T/ms/loss.png" ] || ! command -v gnuplot >/dev/null || fail "no loss.png for a one-step run"
+# no validation set: said so, not printed as a loss of 0
+out=$("${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/nv" --out "$T/nv.out" --max-steps 2 --val-size 0 2>&1) || fail "--val-size 0: $out"
+grep -q "no validation set" <<<"$out" || fail "--val-size 0 does not say there is no validation set: $out"
+! grep -q "validation loss 0.0000" <<<"$out" || fail "--val-size 0 printed a validation loss of 0"
+[ "${FAILS:-0}" -eq 0 ] && echo "ok   --max-steps ends the run with its output; --val-size 0 reported as such; no gnuplot chatter"
 
 # ---- NaN: skipped, or fatal with exit 3 when no skip is allowed ----
 expect_exit 0 "non-finite loss or gradient (first seen on rank 1)" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/f" \

@@ -183,7 +183,7 @@ for i in $(seq $n_rand); do
 done
 
 # ---- damaged newest checkpoint: truncation, single-byte corruption ----
-base=$T/t_damage; "${MPI[@]}" "$DP" "${TARGS[@]}" --run "$base" --out "$base.out" --max-steps 15 --quiet >/dev/null 2>&1
+base=$T/t_damage; "${MPI[@]}" "$DP" "${TARGS[@]}" --run "$base" --out "$base.out" --pause-after 15 --quiet >/dev/null 2>&1
 n_trunc=1 n_flip=3; [ $MODE = full ] && { n_trunc=4; n_flip=20; }
 damage() { # NAME HOW: copy the stopped run, damage step 15, rerun
   local name=$1 how=$2 d=$T/t_$1
@@ -210,9 +210,9 @@ for i in $(seq $n_flip); do damage "byteflip-$i" flip; done
 
 # ---- NaN: the step is skipped and the state is bit-unchanged ----
 SECONDS=0; MANUAL=0
-"${MPI[@]}" "$DP" "${TARGS[@]}" --run "$T/nan_a" --out "$T/nan_a.out" --max-steps 7 --set train.ckpt_every=1 --quiet \
+"${MPI[@]}" "$DP" "${TARGS[@]}" --run "$T/nan_a" --out "$T/nan_a.out" --pause-after 7 --set train.ckpt_every=1 --quiet \
   >/dev/null 2>&1
-job "$T/nan_b.log" "${MPI[@]}" "$DP" "${TARGS[@]}" --run "$T/nan_b" --out "$T/nan_b.out" --max-steps 8 \
+job "$T/nan_b.log" "${MPI[@]}" "$DP" "${TARGS[@]}" --run "$T/nan_b" --out "$T/nan_b.out" --pause-after 8 \
   --set train.ckpt_every=1 --fault-nan-step 7 --fault-nan-rank 1
 same=1
 for r in 0 1; do

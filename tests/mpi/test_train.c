@@ -3,7 +3,7 @@
  *   accumulation) equal 1 rank with micro batch N*m, for LoRA (with dropout)
  *   and full-parameter training (ZeRO-1 shards);
  * - KD from a teacher cache equals online KD on the same top-k support;
- * - resume after a stop (max_steps) and from the previous checkpoint when
+ * - resume after a stop (pause_after) and from the previous checkpoint when
  *   the newest is truncated gives bit-identical weights;
  * - a NaN gradient on one rank skips the step everywhere (weights and
  *   optimizer state unchanged); too many in a row stop with DP_E_NONFINITE;
@@ -301,7 +301,7 @@ int main(int argc, char **argv) {
         float *a = train(&mpi, &d, tr, ntr, va, &o, NULL, DP_OK, &res, &n);
         dp_train_opts ob = o;
         ob.run_dir = rundir("res_b");
-        ob.max_steps = 2;
+        ob.pause_after = 2;
         ob.ckpt_every = 1;
         float *b = train(&mpi, &d, tr, ntr, va, &ob, NULL, DP_OK, &res, &n2);
         CHECK(res.stopped == 1 && res.steps == 2);
@@ -313,7 +313,7 @@ int main(int argc, char **argv) {
             CHECK(truncate(p, 3000) == 0);
         }
         MPI_Barrier(mpi.comm);
-        ob.max_steps = 0;
+        ob.pause_after = 0;
         b = train(&mpi, &d, tr, ntr, va, &ob, NULL, DP_OK, &res, &n2);
         CHECK(res.stopped == 0 && res.steps == 6);
         CHECK_MSG(n == n2 && !memcmp(a, b, (size_t)n * sizeof(float)), "resumed weights differ from an uninterrupted run");
@@ -339,10 +339,10 @@ int main(int argc, char **argv) {
         clean(&mpi, rundir("nan_b"));
         dp_train_opts o = base_opts(rundir("nan_a"));
         o.micro_batch = 12 / P;
-        o.max_steps = 1;
+        o.pause_after = 1;
         float *a = train(&mpi, &d, tr, ntr, va, &o, NULL, DP_OK, &res, &n);
         o.run_dir = rundir("nan_b");
-        o.max_steps = 2;
+        o.pause_after = 2;
         o.fault_nan_step = 1;
         o.fault_nan_rank = P - 1;
         float *b = train(&mpi, &d, tr, ntr, va, &o, NULL, DP_OK, &res, &n2);
@@ -398,7 +398,7 @@ int main(int argc, char **argv) {
         o.kd_alpha = 0.7;
         o.kd_temp = 2.0;
         o.kd_topk = 8;
-        o.max_steps = 2;
+        o.pause_after = 2;
         float *a = train(&mpi, &d, tr, ntr, va, &o, &teacher, DP_OK, &res, &n);
         double la = res.last_loss;
         o.run_dir = rundir("kd_fromcache");
@@ -424,7 +424,7 @@ int main(int argc, char **argv) {
         /* online full-vocabulary KD: the loss decreases over 6 steps */
         o.teacher_cache = NULL;
         o.kd_alpha = 1.0;
-        o.max_steps = 0;
+        o.pause_after = 0;
         o.lr = 1e-3; /* the KD loss starts small (student = 0.9 x teacher): small steps */
         o.run_dir = rundir("kd_full");
         clean(&mpi, o.run_dir);
