@@ -15,6 +15,8 @@ typedef struct dp_cli_opt {
     const char *name;  /* "--model" */
     const char *arg;   /* "DIR"; NULL for a flag */
     const char *help;
+    const char *key;   /* the config key the option sets (after --config and --set), or NULL; the same
+                        * flag name means the same key in every command (tests/cli/test_cli.sh) */
 } dp_cli_opt;
 
 typedef struct dp_app {

@@ -3,7 +3,7 @@
  * a user sees exactly what a run would use. */
 #include "cli.h"
 
-static const dp_cli_opt k_opts[] = {{NULL, NULL, NULL}};
+static const dp_cli_opt k_opts[] = {{NULL, NULL, NULL, NULL}};
 
 static int run(dp_app *app) {
     if (app->mpi.rank == 0) dp_config_dump(&app->cfg, stdout);

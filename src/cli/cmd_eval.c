@@ -13,15 +13,15 @@
 #include "depthprune/tokenizer.h"
 
 static const dp_cli_opt k_ppl_opts[] = {
-    {"--model", "DIR", "HF model directory"},
-    {"--text", "FILE", "UTF-8 text file (e.g. WikiText2 test split joined by blank lines)"},
-    {"--seq-len", "N", "tokens per window (default eval.seq_len = 128)"},
-    {"--batch", "N", "windows per forward (default eval.batch = 4)"},
-    {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7"},
-    {"--bos-per-window", NULL, "prepend BOS to every window instead of once to the text"},
-    {"--allow-long-seq", NULL, "allow --seq-len above max_position_embeddings"},
-    {"--json", NULL, "print one JSON object"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "HF model directory", "model.path"},
+    {"--text", "FILE", "UTF-8 text file (e.g. WikiText2 test split joined by blank lines)", "eval.text"},
+    {"--seq-len", "N", "tokens per window (default eval.seq_len = 128)", NULL},
+    {"--batch", "N", "windows per forward (default eval.batch = 4)", "eval.batch"},
+    {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7", NULL},
+    {"--bos-per-window", NULL, "prepend BOS to every window instead of once to the text", NULL},
+    {"--allow-long-seq", NULL, "allow --seq-len above max_position_embeddings", NULL},
+    {"--json", NULL, "print one JSON object", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 /* Rank 0: the text's token ids (no special tokens) and the BOS id to use. */
@@ -142,11 +142,11 @@ const dp_cmd dp_cmd_ppl = {
 
 /* ---- logits: the fp32 logits of one token sequence (for oracle checks) ---- */
 static const dp_cli_opt k_logits_opts[] = {
-    {"--model", "DIR", "HF model directory"},
-    {"--ids", "I,J,..", "token ids of one sequence (no BOS is added)"},
-    {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7"},
-    {"--out", "FILE", "output safetensors: \"logits\" F32 (T, V) and \"ids\" I32 (T)"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "HF model directory", "model.path"},
+    {"--ids", "I,J,..", "token ids of one sequence (no BOS is added)", NULL},
+    {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7", NULL},
+    {"--out", "FILE", "output safetensors: \"logits\" F32 (T, V) and \"ids\" I32 (T)", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static int run_logits(dp_app *app) {

@@ -55,15 +55,15 @@ static int sampling_opts(const dp_app *app, const dp_cmd *cmd, dp_gen_opts *o, d
 /* ---------------- generate ---------------- */
 
 static const dp_cli_opt k_gen_opts[] = {
-    {"--model", "DIR", "HF model directory (dense or pruned)"},
-    {"--prompt", "TEXT", "prompt text"},
-    {"--max-new", "N", "new tokens (default 64; stops early at EOS)"},
-    {"--temperature", "T", "0: greedy (default); > 0: sample"},
-    {"--top-k", "K", "sample among the K most likely (default 0: off)"},
-    {"--top-p", "P", "nucleus sampling mass (default 1: off)"},
-    {"--seed", "S", "sampling seed (default run.seed)"},
-    {"--ids", NULL, "print the new token ids (one line) instead of the text"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "HF model directory (dense or pruned)", "model.path"},
+    {"--prompt", "TEXT", "prompt text", NULL},
+    {"--max-new", "N", "new tokens (default 64; stops early at EOS)", NULL},
+    {"--temperature", "T", "0: greedy (default); > 0: sample", NULL},
+    {"--top-k", "K", "sample among the K most likely (default 0: off)", NULL},
+    {"--top-p", "P", "nucleus sampling mass (default 1: off)", NULL},
+    {"--seed", "S", "sampling seed (default run.seed)", "run.seed"},
+    {"--ids", NULL, "print the new token ids (one line) instead of the text", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 /* One generator on either engine. */
@@ -172,15 +172,15 @@ const dp_cmd dp_cmd_generate = {"generate", "generate text with the KV cache (gr
 /* ---------------- bench-generate ---------------- */
 
 static const dp_cli_opt k_bench_opts[] = {
-    {"--model", "DIR[,DIR...]", "models to compare (dense first: speedups are relative to it)"},
-    {"--batch", "LIST", "batch sizes (default 1,8,16,32,64,128,256)"},
-    {"--prompt-len", "L", "prompt tokens (default 32)"},
-    {"--gen-len", "LIST", "generated tokens per sequence, forced (default 128,512)"},
-    {"--warmup", "N", "untimed runs per point (default 1)"},
-    {"--runs", "N", "timed runs per point (default 3)"},
-    {"--max-seconds", "S", "skip the larger batches of a model once one point takes longer (default 0: never)"},
-    {"--out", "FILE", "RESULTS.json (default RUNDIR/bench_generate.json); a .png plot next to it"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR[,DIR...]", "models to compare (dense first: speedups are relative to it)", NULL},
+    {"--batch", "LIST", "batch sizes (default 1,8,16,32,64,128,256)", NULL},
+    {"--prompt-len", "L", "prompt tokens (default 32)", NULL},
+    {"--gen-len", "LIST", "generated tokens per sequence, forced (default 128,512)", NULL},
+    {"--warmup", "N", "untimed runs per point (default 1)", NULL},
+    {"--runs", "N", "timed runs per point (default 3)", NULL},
+    {"--max-seconds", "S", "skip the larger batches of a model once one point takes longer (default 0: never)", NULL},
+    {"--out", "FILE", "RESULTS.json (default RUNDIR/bench_generate.json); a .png plot next to it", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 /* Best-of-5 read bandwidth over a 512 MiB buffer, all threads (bytes/s). */

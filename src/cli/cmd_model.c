@@ -49,7 +49,7 @@ static int model_dir_open(const char *dir, int need_tokenizer, model_dir *m, dp_
 }
 
 /* ---- info ---- */
-static const dp_cli_opt k_info_opts[] = {{"--model", "DIR", "HF model directory"}, {NULL, NULL, NULL}};
+static const dp_cli_opt k_info_opts[] = {{"--model", "DIR", "HF model directory", NULL}, {NULL, NULL, NULL, NULL}};
 
 static int run_info(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_info;
@@ -92,12 +92,12 @@ const dp_cmd dp_cmd_info = {"info", "print a JSON summary of an HF model directo
 
 /* ---- tokenize ---- */
 static const dp_cli_opt k_tok_opts[] = {
-    {"--model", "DIR", "directory with tokenizer.json (and tokenizer_config.json)"},
-    {"--lines", NULL, "encode every input line separately, one output line each"},
-    {"--jsonl", NULL, "each input line is a JSON string; one output line each"},
-    {"--no-bos", NULL, "do not add the post-processor's special tokens (BOS)"},
-    {"--decode", NULL, "read ids (spaces/newlines) and print the decoded text"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "directory with tokenizer.json (and tokenizer_config.json)", NULL},
+    {"--lines", NULL, "encode every input line separately, one output line each", NULL},
+    {"--jsonl", NULL, "each input line is a JSON string; one output line each", NULL},
+    {"--no-bos", NULL, "do not add the post-processor's special tokens (BOS)", NULL},
+    {"--decode", NULL, "read ids (spaces/newlines) and print the decoded text", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static void print_ids(const int32_t *ids, int64_t n) {
@@ -326,12 +326,12 @@ const dp_cmd dp_cmd_tokenize = {
 
 /* ---- export ---- */
 static const dp_cli_opt k_export_opts[] = {
-    {"--model", "DIR", "source HF model directory"},
-    {"--out", "DIR", "output directory (must not exist)"},
-    {"--drop", "I,J,..", "blocks to remove (original indices)"},
-    {"--dtype", "F32|F16|BF16", "dtype of the written weights (default: as stored)"},
-    {"--max-shard-bytes", "N", "shard size limit (default 5000000000)"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "source HF model directory", NULL},
+    {"--out", "DIR", "output directory (must not exist)", NULL},
+    {"--drop", "I,J,..", "blocks to remove (original indices)", NULL},
+    {"--dtype", "F32|F16|BF16", "dtype of the written weights (default: as stored)", NULL},
+    {"--max-shard-bytes", "N", "shard size limit (default 5000000000)", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static int run_export(dp_app *app) {

@@ -15,9 +15,9 @@
 #include "depthprune/train.h"
 
 static const dp_cli_opt k_run_opts[] = {
-    {"--model", "DIR", "the dense model (default model.path)"},
-    {"--run", "DIR", "run directory (default run.dir)"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "the dense model (default model.path)", "model.path"},
+    {"--run", "DIR", "run directory (default run.dir)", "run.dir"},
+    {NULL, NULL, NULL, NULL},
 };
 
 /* Runs command c as a stage with the given options (name, value pairs,

@@ -23,12 +23,12 @@
 #include "depthprune/width.h"
 
 static const dp_cli_opt k_sweep_opts[] = {
-    {"--model", "DIR", "the dense HF model directory (default model.path)"},
-    {"--run", "DIR", "sweep directory (default run.dir)"},
-    {"--only", "NAME", "run only this configuration (comma-separated names allowed)"},
-    {"--list", NULL, "print the configurations and their group assignment, run nothing"},
-    {"--fault-kill-after", "N", "testing: world rank 1 SIGKILLs itself after finishing N configurations"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "the dense HF model directory (default model.path)", "model.path"},
+    {"--run", "DIR", "sweep directory (default run.dir)", "run.dir"},
+    {"--only", "NAME", "run only this configuration (comma-separated names allowed)", NULL},
+    {"--list", NULL, "print the configurations and their group assignment, run nothing", NULL},
+    {"--fault-kill-after", "N", "testing: world rank 1 SIGKILLs itself after finishing N configurations", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 typedef struct sweep_cfg {

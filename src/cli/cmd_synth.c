@@ -17,18 +17,18 @@
 #include "depthprune/tokenizer.h"
 
 static const dp_cli_opt k_synth_opts[] = {
-    {"--out", "DIR", "output model directory (must not exist)"},
-    {"--tokenizer", "DIR", "directory with tokenizer.json (and tokenizer_config.json) to copy"},
-    {"--layers", "N", "transformer blocks (default 8)"},
-    {"--hidden", "N", "hidden size (default 256)"},
-    {"--heads", "N", "attention heads (default 8)"},
-    {"--kv-heads", "N", "key/value heads (default = heads)"},
-    {"--intermediate", "N", "MLP size (default 688)"},
-    {"--max-pos", "N", "max_position_embeddings (default 2048)"},
-    {"--tie", NULL, "tie the LM head to the embedding"},
-    {"--seed", "N", "random seed (default 1)"},
-    {"--dtype", "bf16|f16|f32", "stored dtype (default bf16)"},
-    {NULL, NULL, NULL},
+    {"--out", "DIR", "output model directory (must not exist)", NULL},
+    {"--tokenizer", "DIR", "directory with tokenizer.json (and tokenizer_config.json) to copy", NULL},
+    {"--layers", "N", "transformer blocks (default 8)", NULL},
+    {"--hidden", "N", "hidden size (default 256)", NULL},
+    {"--heads", "N", "attention heads (default 8)", NULL},
+    {"--kv-heads", "N", "key/value heads (default = heads)", NULL},
+    {"--intermediate", "N", "MLP size (default 688)", NULL},
+    {"--max-pos", "N", "max_position_embeddings (default 2048)", NULL},
+    {"--tie", NULL, "tie the LM head to the embedding", NULL},
+    {"--seed", "N", "random seed (default 1)", NULL},
+    {"--dtype", "bf16|f16|f32", "stored dtype (default bf16)", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static double normal01(uint64_t *rng) { /* Box-Muller over xorshift64* */

@@ -16,20 +16,20 @@
 #include "depthprune/width.h"
 
 static const dp_cli_opt k_width_opts[] = {
-    {"--model", "DIR", "HF model directory"},
-    {"--calib", "FILE", "calibration text or JSONL (LLM-Pruner: BookCorpus); not needed for l1, l2, random"},
-    {"--calib-field", "NAME", "JSONL field holding the text (default text)"},
-    {"--samples", "N", "calibration samples (default 10)"},
-    {"--seq-len", "T", "tokens per sample (default 64)"},
-    {"--seed", "S", "sampling seed (default run.seed)"},
-    {"--criterion", "C", "param_first (default), param_second, param_mix, l1, l2, random"},
-    {"--ratio", "X", "fraction of kv groups and MLP channels removed from each pruned block"},
-    {"--match-params", "N", "instead of --ratio: the ratio whose parameter count is closest to N"},
-    {"--match-model", "DIR", "instead of --ratio: match the parameter count of this (e.g. depth-pruned) model"},
-    {"--protect-first", "F", "first blocks left whole (default 4, as LLM-Pruner on LLaMA-7B)"},
-    {"--protect-last", "B", "last blocks left whole (default 2)"},
-    {"--out", "DIR", "output model directory (must not exist)"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "HF model directory", "model.path"},
+    {"--calib", "FILE", "calibration text or JSONL (LLM-Pruner: BookCorpus); not needed for l1, l2, random", NULL},
+    {"--calib-field", "NAME", "JSONL field holding the text (default text)", "calib.field"},
+    {"--samples", "N", "calibration samples (default 10)", "calib.samples"},
+    {"--seq-len", "T", "tokens per sample (default 64)", "calib.seq_len"},
+    {"--seed", "S", "sampling seed (default run.seed)", "run.seed"},
+    {"--criterion", "C", "param_first (default), param_second, param_mix, l1, l2, random", NULL},
+    {"--ratio", "X", "fraction of kv groups and MLP channels removed from each pruned block", NULL},
+    {"--match-params", "N", "instead of --ratio: the ratio whose parameter count is closest to N", NULL},
+    {"--match-model", "DIR", "instead of --ratio: match the parameter count of this (e.g. depth-pruned) model", NULL},
+    {"--protect-first", "F", "first blocks left whole (default 4, as LLM-Pruner on LLaMA-7B)", NULL},
+    {"--protect-last", "B", "last blocks left whole (default 2)", NULL},
+    {"--out", "DIR", "output model directory (must not exist)", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 typedef struct {
@@ -53,11 +53,13 @@ static int run_width(dp_app *app) {
                *match_model = dp_cli_get(app, cmd, "--match-model"), *ratio_s = dp_cli_get(app, cmd, "--ratio");
     long long N, T, seed, pf, pl, match_n;
     double ratio = -1;
-    int rc = dp_cli_opt_int(app, cmd, "--samples", 10, &N, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seq-len", 64, &T, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seed", dp_config_int(&app->cfg, "run.seed", 1234), &seed, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-first", 4, &pf, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-last", 2, &pl, &err);
+    /* --samples, --seq-len and --seed set calib.samples, calib.seq_len and run.seed (main.c); the
+     * sample length defaults to LLM-Pruner's 64 unless configured */
+    N = dp_config_int(&app->cfg, "calib.samples", 10);
+    T = dp_config_int(&app->cfg, "calib.seq_len", 64);
+    seed = dp_config_int(&app->cfg, "run.seed", 1234);
+    int rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "width.protect_first", 4), &pf, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "width.protect_last", 2), &pl, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--match-params", 0, &match_n, &err);
     if (!rc) rc = dp_cli_opt_double(app, cmd, "--ratio", -1, &ratio, &err);
     int crit = dp_width_crit_parse(crit_s ? crit_s : "param_first");
@@ -110,7 +112,7 @@ static int run_width(dp_app *app) {
         if (!rc) {
             dp_calib_opts co = {.samples = N, .seq_len = T, .seed = (uint64_t)seed,
                                 .bos_id = dp_tokenizer_adds_bos(tok) ? dp_tokenizer_bos_id(tok) : -1,
-                                .field = dp_cli_get(app, cmd, "--calib-field")};
+                                .field = dp_config_str(&app->cfg, "calib.field", NULL)};
             rc = dp_calib_sample(tok, text, n, &co, &ids, &src, &err);
         }
         dp_free(text);

@@ -16,16 +16,16 @@
 #include "depthprune/prune.h"
 
 static const dp_cli_opt k_eval_opts[] = {
-    {"--model", "DIR", "HF model directory"},
-    {"--ppl", "NAME=FILE,..", "perplexity sets, e.g. wikitext2=wiki.test.txt,ptb=ptb.test.txt"},
-    {"--task", "NAME=FILE,..", "tasks: boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa; any other NAME is a generic task"},
-    {"--limit", "N", "first N documents of each task (default all)"},
-    {"--skip-bad", NULL, "skip malformed task lines (reported) instead of refusing the run"},
-    {"--drop", "LIST", "blocks to remove through the layer map"},
-    {"--batch", "N", "requests / windows per forward (default eval.batch)"},
-    {"--out", "FILE", "RESULTS.json (default RUNDIR/results.json)"},
-    {"--dump-requests", "FILE", "also write every request (task, doc, choice, input ids, continuation ids, loglik) as JSONL"},
-    {NULL, NULL, NULL},
+    {"--model", "DIR", "HF model directory", "model.path"},
+    {"--ppl", "NAME=FILE,..", "perplexity sets, e.g. wikitext2=wiki.test.txt,ptb=ptb.test.txt", NULL},
+    {"--task", "NAME=FILE,..", "tasks: boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa; any other NAME is a generic task", NULL},
+    {"--limit", "N", "first N documents of each task (default all)", "eval.limit"},
+    {"--skip-bad", NULL, "skip malformed task lines (reported) instead of refusing the run", NULL},
+    {"--drop", "LIST", "blocks to remove through the layer map", NULL},
+    {"--batch", "N", "requests / windows per forward (default eval.batch)", "eval.batch"},
+    {"--out", "FILE", "RESULTS.json (default RUNDIR/results.json)", NULL},
+    {"--dump-requests", "FILE", "also write every request (task, doc, choice, input ids, continuation ids, loglik) as JSONL", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 /* One "name=file" item of a comma list into name/path (fresh strings). */

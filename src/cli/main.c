@@ -15,12 +15,12 @@ static const dp_cmd *const k_cmds[] = {&dp_cmd_run, &dp_cmd_info, &dp_cmd_tokeni
 static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
 
 static const dp_cli_opt k_common_opts[] = {
-    {"--config", "FILE", "YAML run config (configs/*.yaml)"},
-    {"--set", "KEY=VALUE", "override one config key (repeatable), e.g. --set eval.seq_len=256"},
-    {"--device", "cpu|cuda", "compute backend (same as --set device=...)"},
-    {"--quiet", NULL, "no progress logging"},
-    {"--help", NULL, "this help"},
-    {NULL, NULL, NULL},
+    {"--config", "FILE", "YAML run config (configs/*.yaml)", NULL},
+    {"--set", "KEY=VALUE", "override one config key (repeatable), e.g. --set eval.seq_len=256", NULL},
+    {"--device", "cpu|cuda", "compute backend (same as --set device=...)", NULL},
+    {"--quiet", NULL, "no progress logging", NULL},
+    {"--help", NULL, "this help", NULL},
+    {NULL, NULL, NULL, NULL},
 };
 
 static void print_main_help(FILE *out) {
@@ -33,13 +33,26 @@ static void print_main_help(FILE *out) {
     fprintf(out, "\n'depthprune COMMAND --help' describes each command's options.\n");
 }
 
+static int opt_width(const dp_cli_opt *o) { return (int)(strlen(o->name) + (o->arg ? 1 + strlen(o->arg) : 0)); }
+
+static void print_opt(const dp_cli_opt *o, int w, FILE *out) {
+    char left[128];
+    snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+    fprintf(out, "  %-*s  %s", w, left, o->help);
+    if (o->key) fprintf(out, " [%s]", o->key);
+    fputc('\n', out);
+}
+
 static void print_cmd_help(const dp_cmd *c, FILE *out) {
-    fprintf(out, "usage: depthprune %s %s\n\n%s\n\noptions:\n", c->name, c->usage, c->summary);
-    for (const dp_cli_opt *o = c->opts; o && o->name; o++)
-        fprintf(out, "  %s %-12s %s\n", o->name, o->arg ? o->arg : "", o->help);
+    fprintf(out, "usage: depthprune %s %s\n\n%s\n\noptions (a [key] option sets that config key):\n", c->name,
+            c->usage, c->summary);
+    int w = 0;
+    for (const dp_cli_opt *o = c->opts; o && o->name; o++) w = opt_width(o) > w ? opt_width(o) : w;
+    for (const dp_cli_opt *o = k_common_opts; o->name; o++) w = opt_width(o) > w ? opt_width(o) : w;
+    for (const dp_cli_opt *o = c->opts; o && o->name; o++) print_opt(o, w, out);
     for (const dp_cli_opt *o = k_common_opts; o->name; o++) {
         if (!c->uses_config && (!strcmp(o->name, "--config") || !strcmp(o->name, "--set"))) continue;
-        fprintf(out, "  %s %-12s %s\n", o->name, o->arg ? o->arg : "", o->help);
+        print_opt(o, w, out);
     }
 }
 
@@ -149,6 +162,17 @@ static int parse_args(dp_app *app, const dp_cmd *cmd, int argc, char **argv, int
         if (config_file) rc = dp_config_load_yaml(&app->cfg, config_file, err);
         for (int i = 0; i < n_sets && rc == DP_OK; i++)
             rc = dp_config_set(&app->cfg, sets[i], "--set", err);
+        /* options bound to config keys override the file and --set */
+        int k = 0;
+        for (const dp_cli_opt *o = cmd->opts; o && o->name && rc == DP_OK; o++, k++) {
+            if (!o->key || !app->opt_values[k]) continue;
+            size_t n = strlen(o->key) + strlen(app->opt_values[k]) + 8;
+            char *kv = dp_malloc(n, "cli");
+            snprintf(kv, n, "%s=%s", o->key, o->arg ? app->opt_values[k] : "true");
+            rc = dp_config_set(&app->cfg, kv, o->name, err);
+            if (rc) err->code = DP_E_USAGE; /* a bad option value is a usage error (exit 2) */
+            dp_free(kv);
+        }
         if (rc == DP_OK && dp_config_bool(&app->cfg, "run.quiet", 0)) dp_log_set_quiet(1);
     }
     dp_free(sets);

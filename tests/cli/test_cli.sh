@@ -14,6 +14,20 @@ for c in $("$DP" --help | awk '/^commands:/{f=1;next} f && /^  [a-z]/ {print $1}
   expect_exit 0 "usage: depthprune $c" "$DP" "$c" --help
 done
 
+# the same flag sets the same config key in every command ([key] in --help), and every
+# command that samples calibration data takes --seed for run.seed
+for c in $("$DP" --help | awk '/^commands:/{f=1;next} f && /^  [a-z]/ {print $1}'); do
+  "$DP" "$c" --help | sed -n "s/^  \(--[a-z0-9-]*\) .*\[\([a-z_.]*\)\]\$/\1 \2 $c/p"
+done | sort >"$T/flag_keys"
+awk '{ if (($1 in k) && k[$1] != $2) { print "FAIL: " $1 " is " k[$1] " in " c[$1] " but " $2 " in " $3; bad = 1 }
+       k[$1] = $2; c[$1] = $3 } END { exit bad }' "$T/flag_keys" || fail "one flag, several config keys"
+for c in score prune width-prune retrain generate; do
+  grep -q "^--seed run.seed $c\$" "$T/flag_keys" || fail "$c: no --seed bound to run.seed"
+done
+[ "$(wc -l <"$T/flag_keys")" -ge 20 ] || fail "only $(wc -l <"$T/flag_keys") bound flags"
+# a flag overrides --set and the file, and a bad value is a usage error naming the flag
+expect_exit 2 "--samples: key 'calib.samples' expects an integer" "$DP" score --model x --calib y --samples many
+
 expect_exit 0 "seed: 1234  # default" "$DP" config
 cat > "$T/good.yaml" <<'Y'
 run:

@@ -44,6 +44,14 @@ done
 expect_exit 0 "width-pruned (l1" "$DP" width-prune --model "$M" --criterion l1 --ratio 0.5 --protect-first 0 --protect-last 0 \
   --out "$T/w_nocalib"
 
+# width.protect_first/last from the config (and --seq-len/--samples as calib.*) are honoured
+expect_exit 0 "width-pruned (l1" "$DP" width-prune --model "$M" --criterion l1 --ratio 0.5 --set width.protect_first=3 \
+  --set width.protect_last=2 --out "$T/w_cfg"
+python3 - "$T/w_cfg/config.json" <<'PY' || fail "width.protect_first/last from the config were ignored"
+import json, sys
+c = json.load(open(sys.argv[1]))["depthprune_width"]["intermediate_size"]
+assert c[:3] == [176] * 3 and c[-2:] == [176] * 2 and all(x < 176 for x in c[3:6]), c
+PY
 expect_exit 2 "exactly one of --ratio" "$DP" "${W[@]}" --out "$T/x"
 expect_exit 2 "exactly one of --ratio" "$DP" "${W[@]}" --ratio 0.2 --match-params 1000 --out "$T/x"
 expect_exit 2 "--ratio must be in [0, 1)" "$DP" "${W[@]}" --ratio 1.5 --out "$T/x"
