@@ -9,6 +9,7 @@
  * a PPL-vs-ratio plot. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +54,16 @@ static int list_str(const dp_app *app, const char *key, int i, const char **out)
     return 1;
 }
 
-/* The grid, deduplicated: iterative uses ppl only; KD only with retraining. */
-static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_err *err) {
+/* Records a grid cell that is not run, once (skipped: "- cell: why\n" lines). */
+static void skip_cell(dp_buf *skipped, const char *cell, const char *why) {
+    char line[512];
+    snprintf(line, sizeof line, "- %s: %s\n", cell, why);
+    if (!skipped->p || !strstr(skipped->p, line)) dp_buf_puts(skipped, line);
+}
+
+/* The grid, deduplicated: iterative uses ppl only; KD only with retraining.
+ * The cells of the configured lists that are not run are listed in skipped. */
+static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_buf *skipped, dp_err *err) {
     int cap = 64, n = 0;
     sweep_cfg *v = dp_calloc((size_t)cap, sizeof *v, "sweep");
     const char *sched, *crit, *rs, *rt, *kds;
@@ -67,7 +76,14 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
         /* width: the LLM-Pruner baseline, parameter-matched to removing round(ratio * L) blocks */
         const char *crit_key = iter == 2 ? "sweep.width_criteria" : "sweep.criteria";
         for (int ic = 0; list_str(app, crit_key, ic, &crit); ic++) {
-            if (iter == 1 && strcmp(crit, "ppl")) continue; /* iterative scores by PPL as it goes */
+            if (iter == 1 && strcmp(crit, "ppl")) { /* iterative scores by PPL as it goes */
+                char cell[96];
+                snprintf(cell, sizeof cell, "%s x iterative", crit);
+                skip_cell(skipped, cell, "not run: iterative pruning re-scores the remaining blocks by PPL after every "
+                                         "removal (ppl x iterative is that cell); iterative re-scoring by other "
+                                         "criteria is not implemented");
+                continue;
+            }
             if (iter == 2 && dp_width_crit_parse(crit) < 0) {
                 dp_free(v);
                 return dp_err_set(err, DP_E_CONFIG, "sweep.width_criteria: '%s' is not param_first, param_second, "
@@ -97,7 +113,11 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
                             dp_free(v);
                             return dp_err_set(err, DP_E_CONFIG, "sweep.kd: '%s' is not on or off", kds);
                         }
-                        if (kd && r == 0) continue;
+                        if (kd && r == 0) {
+                            skip_cell(skipped, "kd on x retrain none", "not run: distillation happens while retraining "
+                                                                       "(the kd off x retrain none cells are the same models)");
+                            continue;
+                        }
                         for (int sd = 0; sd < dp_config_list_len(&app->cfg, "sweep.seeds"); sd++) {
                             if (n == cap) v = dp_realloc(v, (size_t)(cap *= 2) * sizeof *v, "sweep");
                             sweep_cfg *c = &v[n++];
@@ -193,6 +213,7 @@ typedef struct sweep_ctx {
     const dp_train_opts *to;
     int have_cache;
     int64_t batch;
+    const char *skipped; /* grid cells not run and why ("- cell: why" lines), or NULL */
     dp_cli_tasks *tasks; /* zero-shot tasks (eval.tasks), n == 0 if none */
 } sweep_ctx;
 
@@ -339,22 +360,6 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     }
     if (!rc && x->tasks->n) rc = dp_cli_tasks_run(g, wk, &map, x->tasks, x->po.batch, err);
     rc = dp_mpi_agree(g, rc, err);
-    /* generation speed, batch 1 (the papers' small-batch case): 16 prompt + 32 new tokens, best of 3 */
-    double decode_tps = 0;
-    if (!rc && g->rank == 0 && 48 <= wk->cfg.max_position_embeddings) {
-        dp_gen gs;
-        int32_t pr[16], out[32];
-        for (int i = 0; i < 16; i++) pr[i] = (int32_t)(3 + i % (wk->cfg.vocab_size - 3));
-        dp_gen_opts go = {.max_new = 32, .top_p = 1, .eos_id = -1};
-        dp_gen_stats gst;
-        if (dp_gen_init(&gs, wk, &map, 1, 16, 48, err) == DP_OK) {
-            for (int r = 0; r < 3; r++)
-                if (dp_generate(&gs, pr, 1, 16, &go, out, NULL, &gst, err) == DP_OK && gst.decode_s > 0 &&
-                    gst.steps / gst.decode_s > decode_tps)
-                    decode_tps = gst.steps / gst.decode_s;
-            dp_gen_free(&gs);
-        }
-    }
     if (!rc && g->rank == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", c->name);
@@ -372,8 +377,16 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddNumberToObject(o, "blocks_kept", map.n);
         cJSON_AddNumberToObject(o, "params", (double)params_now);
         cJSON_AddNumberToObject(o, "fraction_removed", 1.0 - (double)params_now / (double)x->dense->n_elems);
-        if (c->iterative == 2) cJSON_AddNumberToObject(o, "width_ratio", wratio);
-        if (decode_tps > 0) cJSON_AddNumberToObject(o, "decode_tokens_per_s", decode_tps);
+        if (c->iterative == 2) {
+            cJSON_AddNumberToObject(o, "width_ratio", wratio);
+            /* the per-block sizes: the speed phase rebuilds this architecture */
+            const char *keys[3] = {"layer_heads", "layer_kv_heads", "layer_inter"};
+            const int64_t *vals[3] = {wk->cfg.layer_heads, wk->cfg.layer_kv_heads, wk->cfg.layer_inter};
+            for (int a = 0; a < 3; a++) {
+                cJSON *arr = cJSON_AddArrayToObject(o, keys[a]);
+                for (int l = 0; l < L; l++) cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)vals[a][l]));
+            }
+        }
         cJSON *pp = cJSON_AddObjectToObject(o, "ppl");
         for (int e = 0; e < x->n_ev; e++) cJSON_AddNumberToObject(pp, x->ev[e].name, ppl[e]);
         if (x->tasks->n) {
@@ -417,6 +430,90 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     return rc;
 }
 
+static int by_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Batch-1 decode speed of every finished configuration, measured after the grid, one
+ * configuration at a time on world rank 0 while every other rank waits idle: a figure
+ * measured while other groups compute is not a speed. The weights' values do not change
+ * the speed, so each configuration's architecture is rebuilt from its result.json: the
+ * dense weights under its layer map, or (width) a model of its per-block sizes. 16 prompt
+ * + 32 new tokens, 1 warm-up + DP_SPEED_RUNS timed runs: median, min and max tokens/s into
+ * configs/NAME/speed.json (kept on a rerun). Returns the configurations measured. */
+#define DP_SPEED_RUNS 5
+static int measure_speed(const sweep_ctx *x, const sweep_cfg *v, int n, const int *sel) {
+    const dp_llama *dense = x->dense;
+    int L = (int)dense->cfg.n_layers, measured = 0;
+    if (48 > dense->cfg.max_position_embeddings) return 0;
+    for (int i = 0; i < n; i++) {
+        if (!sel[i]) continue;
+        char *d = cfg_dir(x->run, v[i].name), *rp = dp_path_join(d, "result.json"), *sp = dp_path_join(d, "speed.json");
+        char *text = NULL;
+        size_t len = 0;
+        dp_err e;
+        cJSON *o = NULL;
+        if (!dp_file_exists(sp) && dp_read_file(rp, &text, &len, &e) == DP_OK) o = cJSON_ParseWithLength(text, len);
+        dp_free(text);
+        dp_llama wm;
+        memset(&wm, 0, sizeof wm);
+        const dp_llama *m = dense;
+        dp_layer_map map;
+        dp_layer_map_all(&map, L);
+        int ok = o != NULL;
+        const cJSON *rem = o ? cJSON_GetObjectItem(o, "removed") : NULL, *r;
+        cJSON_ArrayForEach(r, rem) {
+            int64_t b = (int64_t)r->valueint;
+            if (dp_layer_map_drop(&map, L, &b, 1, &e)) ok = 0;
+        }
+        const cJSON *lh = o ? cJSON_GetObjectItem(o, "layer_heads") : NULL;
+        if (ok && lh) { /* width: the per-block sizes, zero weights */
+            dp_llama_config c = dense->cfg;
+            c.json_text = NULL;
+            c.width_varies = 1;
+            const char *keys[3] = {"layer_heads", "layer_kv_heads", "layer_inter"};
+            int64_t *dst[3] = {c.layer_heads, c.layer_kv_heads, c.layer_inter};
+            for (int a = 0; a < 3 && ok; a++) {
+                const cJSON *arr = cJSON_GetObjectItem(o, keys[a]);
+                if (cJSON_GetArraySize(arr) != L) ok = 0;
+                for (int l = 0; l < L && ok; l++) dst[a][l] = (int64_t)cJSON_GetArrayItem(arr, l)->valuedouble;
+            }
+            if (ok && dp_llama_init(&wm, &c, &e) == DP_OK) m = &wm;
+            else ok = 0;
+        }
+        cJSON_Delete(o);
+        dp_gen gs;
+        if (ok && dp_gen_init(&gs, m, &map, 1, 16, 48, &e) == DP_OK) {
+            int32_t pr[16], out[32];
+            for (int t = 0; t < 16; t++) pr[t] = (int32_t)(3 + t % (m->cfg.vocab_size - 3));
+            dp_gen_opts go = {.max_new = 32, .top_p = 1, .eos_id = -1};
+            dp_gen_stats gst;
+            double tps[DP_SPEED_RUNS];
+            int got = 0;
+            for (int run = 0; run < 1 + DP_SPEED_RUNS; run++)
+                if (dp_generate(&gs, pr, 1, 16, &go, out, NULL, &gst, &e) == DP_OK && run > 0 && gst.decode_s > 0)
+                    tps[got++] = (double)gst.steps / gst.decode_s;
+            dp_gen_free(&gs);
+            if (got == DP_SPEED_RUNS) {
+                qsort(tps, (size_t)got, sizeof *tps, by_double);
+                char js[512];
+                snprintf(js, sizeof js,
+                         "{\"decode_tokens_per_s\": %.6g, \"min\": %.6g, \"max\": %.6g, \"runs\": %d, \"warmup\": 1, "
+                         "\"batch\": 1, \"prompt_tokens\": 16, \"new_tokens\": 32, \"threads\": %d, "
+                         "\"measured\": \"after the grid, alone\"}\n",
+                         tps[got / 2], tps[0], tps[got - 1], got, omp_get_max_threads());
+                if (dp_write_file_atomic(sp, js, strlen(js), &e) == DP_OK) measured++;
+            }
+        }
+        if (wm.mem) dp_llama_free(&wm);
+        dp_free(sp);
+        dp_free(rp);
+        dp_free(d);
+    }
+    return measured;
+}
+
 /* sweep.json, sweep.md, sweep.csv and the plot, from every result.json (rank 0). */
 static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *sel, dp_err *err) {
     cJSON *all = cJSON_CreateArray();
@@ -440,7 +537,7 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         dp_buf_puts(&md, " average |");
         dp_buf_puts(&csv, ",zeroshot_average");
     }
-    dp_buf_puts(&md, " val loss | retrain s | decode tok/s (batch 1) |\n|---|---|---|");
+    dp_buf_puts(&md, " val loss | retrain s | decode tok/s (batch 1, measured alone: median (min-max)) |\n|---|---|---|");
     for (int e = 0; e < x->n_ev + x->tasks->n + (x->tasks->n > 0); e++) dp_buf_puts(&md, "---|");
     dp_buf_puts(&md, "---|---|---|\n");
     dp_buf_puts(&csv, ",val_loss,retrain_s,decode_tokens_per_s\n");
@@ -454,6 +551,16 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         rc = dp_read_file(rp, &text, &len, err);
         cJSON *o = rc ? NULL : cJSON_ParseWithLength(text, len);
         if (!rc && !o) rc = dp_err_set(err, DP_E_FORMAT, "%s: not valid JSON", rp);
+        if (!rc) { /* the speed phase's figure, when measured */
+            char *spp = dp_path_join(d, "speed.json"), *st = NULL;
+            size_t sl = 0;
+            dp_err e2;
+            cJSON *so = dp_read_file(spp, &st, &sl, &e2) == DP_OK ? cJSON_ParseWithLength(st, sl) : NULL;
+            if (cJSON_IsObject(so)) cJSON_AddItemToObject(o, "decode_speed", so);
+            else cJSON_Delete(so);
+            dp_free(st);
+            dp_free(spp);
+        }
         if (!rc) {
             double params = cJSON_GetObjectItem(o, "params")->valuedouble;
             const cJSON *vl = cJSON_GetObjectItem(o, "val_loss");
@@ -492,9 +599,13 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
             }
             char vls[32] = "-";
             if (vl) snprintf(vls, sizeof vls, "%.4f", vl->valuedouble);
-            const cJSON *dt = cJSON_GetObjectItem(o, "decode_tokens_per_s");
-            snprintf(t, sizeof t, " %s | %.1f | %.1f |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble,
-                     dt ? dt->valuedouble : NAN);
+            const cJSON *sp = cJSON_GetObjectItem(o, "decode_speed");
+            const cJSON *dt = cJSON_GetObjectItem(sp, "decode_tokens_per_s");
+            char dts[64] = "-";
+            if (dt)
+                snprintf(dts, sizeof dts, "%.1f (%.1f-%.1f)", dt->valuedouble,
+                         cJSON_GetObjectItem(sp, "min")->valuedouble, cJSON_GetObjectItem(sp, "max")->valuedouble);
+            snprintf(t, sizeof t, " %s | %.1f | %s |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble, dts);
             dp_buf_puts(&md, t);
             snprintf(t, sizeof t, ",%.17g,%.3f,%.3f\n", vl ? vl->valuedouble : NAN, cJSON_GetObjectItem(o, "retrain_s")->valuedouble,
                      dt ? dt->valuedouble : NAN);
@@ -523,6 +634,10 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
     cJSON_AddItemToObject(root, "configurations", all);
     char *js = cJSON_Print(root);
     cJSON_Delete(root);
+    if (x->skipped) {
+        dp_buf_puts(&md, "\nGrid cells not run:\n");
+        dp_buf_puts(&md, x->skipped);
+    }
     const char *names[3] = {"sweep.json", "sweep.md", "sweep.csv"};
     const char *bodies[3] = {js, md.p, csv.p};
     for (int f = 0; f < 3 && !rc; f++) {
@@ -603,7 +718,12 @@ static int run_sweep(dp_app *app) {
     int L = rc ? 0 : (int)dense.cfg.n_layers;
     sweep_cfg *v = NULL;
     int n = 0;
-    if (!rc) rc = build_grid(app, L, &v, &n, &err);
+    dp_buf skipped = {0};
+    if (!rc) rc = build_grid(app, L, &v, &n, &skipped, &err);
+    if (!rc && skipped.p && mpi->rank == 0) {
+        dp_log("sweep: grid cells not run:");
+        fputs(skipped.p, stderr);
+    }
     int n_groups = rc || mpi->size < gsize ? 1 : mpi->size / (int)gsize;
     int *sel = dp_calloc((size_t)(n + 1), sizeof(int), "sweep");
     if (!rc) {
@@ -629,6 +749,7 @@ static int run_sweep(dp_app *app) {
             for (int i = 0; i < n; i++)
                 if (sel[i]) printf("%s\tgroup %d\tcost %.0f\n", v[i].name, v[i].group, v[i].cost);
         dp_free(v);
+        dp_free(skipped.p);
         dp_free(sel);
         dp_llama_free(&dense);
         return 0;
@@ -637,7 +758,7 @@ static int run_sweep(dp_app *app) {
     rc = dp_mpi_agree(mpi, rc, &err);
 
     /* shared once: calibration + one-shot scores, training data, teacher cache, eval windows */
-    sweep_ctx x = {.app = app, .run = run, .model_dir = dir, .dense = &dense, .work = &work};
+    sweep_ctx x = {.app = app, .run = run, .model_dir = dir, .dense = &dense, .work = &work, .skipped = skipped.p};
     x.mhash = rc ? 0 : dp_llama_hash(&dense);
     snprintf(x.mh, sizeof x.mh, "%016llx", (unsigned long long)x.mhash);
     x.batch = dp_config_int(&app->cfg, "score.batch", 10);
@@ -774,8 +895,15 @@ static int run_sweep(dp_app *app) {
     DP_CHECK_MPI(MPI_Allreduce(&stopped, &any_stop, 1, MPI_INT, MPI_MAX, mpi->comm));
     if (!rc && any_stop) {
         if (mpi->rank == 0) printf("sweep: stopped by a signal; finished configurations are kept, run the same command to continue\n");
-    } else if (!rc && mpi->rank == 0) {
-        rc = summarize(&x, v, n, sel, &err);
+    } else if (!rc) {
+        /* the speed phase: rank 0 measures alone, the other ranks wait without spinning */
+        if (mpi->rank == 0) {
+            int k = measure_speed(&x, v, n, sel);
+            if (k) dp_log("sweep: decode speed of %d configuration(s) measured alone (batch 1, median of %d runs)", k,
+                          DP_SPEED_RUNS);
+        }
+        dp_mpi_wait_peers(mpi);
+        if (mpi->rank == 0) rc = summarize(&x, v, n, sel, &err);
     }
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_free(done);
@@ -788,6 +916,7 @@ static int run_sweep(dp_app *app) {
     dp_llama_free(&dense);
     dp_free(v);
     dp_free(sel);
+    dp_free(skipped.p);
     return rc ? dp_cli_fail(app, &err) : 0;
 }
 

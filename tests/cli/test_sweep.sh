@@ -39,6 +39,16 @@ grep -q '"group":[[:space:]]*1' "$T"/a/configs/*/result.json || fail "group 1 ra
 grep -q 'cloze (acc)' "$T/a/sweep.md" || fail "no zero-shot column in sweep.md"
 [ "$(grep -l '"zeroshot_average"' "$T"/a/configs/*/result.json | wc -l)" = 6 ] || fail "zero-shot missing from results"
 command -v gnuplot >/dev/null && { [ -f "$T/a/sweep_ppl.png" ] || fail "no sweep plot"; }
+# the grid cell that is not run (magnitude x iterative) is listed with the reason
+grep -q "^- magnitude x iterative: not run: iterative pruning re-scores" "$T/a/sweep.md" || fail "skipped grid cell not listed in sweep.md"
+# decode speed: measured after the grid, alone, 5 runs with their spread, for every configuration
+for f in "$T"/a/configs/*/result.json; do
+  ! grep -q decode_tokens "$f" || fail "$f: a speed measured inside the grid (under the other groups' load)"
+  node -e 'const s=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+    process.exit(s.measured==="after the grid, alone"&&s.runs===5&&s.min<=s.decode_tokens_per_s&&s.decode_tokens_per_s<=s.max?0:1)' \
+    "${f%result.json}speed.json" 2>/dev/null || fail "$(dirname "$f"): no speed.json measured alone"
+done
+grep -q "decode tok/s (batch 1, measured alone" "$T/a/sweep.md" || fail "sweep.md does not say how speed was measured"
 
 # each configuration alone (2 ranks, as in a group) gives the same numbers
 for c in ppl-r0.25-oneshot-lora-s1234 ppl-r0.25-iterative-none-s1234; do
@@ -78,7 +88,8 @@ node -e '
 const fs=require("fs");const [d,w]=process.argv.slice(1,3).map(f=>JSON.parse(fs.readFileSync(f,"utf8")));
 if(!(w.width_ratio>0&&w.blocks_kept===8&&d.blocks_kept===6))process.exit(1);
 if(Math.abs(w.params-d.params)/d.params>0.01)process.exit(2);
-if(!(w.decode_tokens_per_s>0&&d.decode_tokens_per_s>0))process.exit(3);
+const sp=f=>JSON.parse(fs.readFileSync(f.replace("result.json","speed.json"),"utf8"));
+if(!(sp(process.argv[1]).decode_tokens_per_s>0&&sp(process.argv[2]).decode_tokens_per_s>0))process.exit(3);
 fs.writeFileSync(process.argv[3]+"/target",String(d.params));fs.writeFileSync(process.argv[3]+"/wppl",String(w.ppl[Object.keys(w.ppl)[0]]));
 ' "$T/w/configs/ppl-r0.25-oneshot-none-s1234/result.json" "$T/w/configs/param_first-r0.25-width-none-s1234/result.json" "$T" ||
   fail "width configuration: not parameter-matched or incomplete"
