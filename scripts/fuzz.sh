@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-600}; shift || true
-TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(safetensors manifest tokenizer config jsonl)
+TARGETS=("$@"); [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(safetensors manifest tokenizer gguf config jsonl)
 CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DDP_FUZZ=ON -DDP_SANITIZE=ON -DDP_CORE_ONLY=OFF \
   -DDP_CUDA=OFF -DBUILD_TESTING=OFF >/dev/null
 cmake --build build-fuzz -j "$(nproc)" --target "${TARGETS[@]/#/fuzz_}" >/dev/null

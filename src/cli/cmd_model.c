@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "depthprune/export.h"
+#include "depthprune/gguf.h"
 #include "depthprune/hfconfig.h"
 #include "depthprune/safetensors.h"
 #include "depthprune/tokenizer.h"
@@ -327,6 +328,7 @@ const dp_cmd dp_cmd_tokenize = {
 /* ---- export ---- */
 static const dp_cli_opt k_export_opts[] = {
     {"--model", "DIR", "source HF model directory", NULL},
+    {"--from-gguf", "FILE", "instead of --model: convert a LLaMA GGUF (llama.cpp) file to an HF directory", NULL},
     {"--out", "DIR", "output directory (must not exist)", NULL},
     {"--drop", "I,J,..", "blocks to remove (original indices)", NULL},
     {"--dtype", "F32|F16|BF16", "dtype of the written weights (default: as stored)", NULL},
@@ -338,10 +340,14 @@ static int run_export(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_export;
     dp_err err;
     dp_err_clear(&err);
-    const char *dir = dp_cli_model_path(app, cmd);
+    const char *dir = dp_cli_model_path(app, cmd), *gguf = dp_cli_get(app, cmd, "--from-gguf");
     const char *out = dp_cli_get(app, cmd, "--out");
-    if (!dir || !out) {
-        dp_err_set(&err, DP_E_USAGE, "--model DIR and --out DIR are required");
+    if ((!dir && !gguf) || !out) {
+        dp_err_set(&err, DP_E_USAGE, "--model DIR (or --from-gguf FILE) and --out DIR are required");
+        return dp_cli_fail(app, &err);
+    }
+    if (gguf && dp_cli_get(app, cmd, "--model")) {
+        dp_err_set(&err, DP_E_USAGE, "give either --model DIR or --from-gguf FILE");
         return dp_cli_fail(app, &err);
     }
     long long shard = 0;
@@ -356,7 +362,17 @@ static int run_export(dp_app *app) {
         if (dtype != DP_DTYPE_F32 && dtype != DP_DTYPE_F16 && dtype != DP_DTYPE_BF16)
             rc = dp_err_set(&err, DP_E_USAGE, "--dtype must be F32, F16 or BF16, got '%s'", dtype_s);
     }
+    if (!rc && gguf && dp_cli_get(app, cmd, "--drop"))
+        rc = dp_err_set(&err, DP_E_USAGE, "--drop applies to --model; convert the GGUF first, then export with --drop");
     if (rc) return dp_cli_fail(app, &err);
+    if (gguf) {
+        if (app->mpi.rank == 0) {
+            rc = dp_gguf_export_hf(gguf, out, dtype, (uint64_t)shard, &err);
+            if (!rc) dp_log0("converted %s to %s", gguf, out);
+        }
+        rc = dp_mpi_agree(&app->mpi, rc, &err);
+        return rc ? dp_cli_fail(app, &err) : 0;
+    }
     model_dir m;
     int64_t *drop = NULL, n_drop = 0, *keep = NULL;
     rc = model_dir_open(dir, 0, &m, &err);
@@ -393,4 +409,5 @@ static int run_export(dp_app *app) {
 
 const dp_cmd dp_cmd_export = {
     "export", "write an HF model directory (safetensors + config + tokenizer), optionally without some blocks",
-    "--model DIR --out DIR [--drop I,J,..] [--dtype BF16] [--max-shard-bytes N]", k_export_opts, 1, run_export, 0};
+    "--model DIR --out DIR [--drop I,J,..] [--dtype BF16] [--max-shard-bytes N]  |  --from-gguf FILE --out DIR [--dtype F32]",
+    k_export_opts, 1, run_export, 0};

@@ -7,5 +7,5 @@ set -euo pipefail
 py=$(bash "$(dirname "$0")/../../scripts/venv.sh") || { echo "venv_run: no oracle venv" >&2; exit 1; }
 export PATH="$(dirname "$py"):$PATH" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error \
   HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false HF_HUB_DISABLE_PROGRESS_BARS=1 \
-  PYTHONWARNINGS=ignore::FutureWarning
+  PYTHONWARNINGS=ignore::FutureWarning TQDM_DISABLE=1
 exec "$@"

@@ -1,0 +1,382 @@
+/* A LLaMA GGUF as a Hugging Face model directory: the metadata as config.json, every
+ * tensor dequantized (ggml's reference formulas) under its HF name with llama.cpp's
+ * Q/K row permutation undone, and the tokenizer rebuilt from the GGUF metadata as
+ * transformers' GGUF loader builds it (tokenizer.json + tokenizer_config.json). */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "depthprune/export.h"
+#include "depthprune/gguf.h"
+#include "depthprune/hfconfig.h"
+#include "depthprune/tensor.h"
+
+/* GGUF tensor name suffix -> HF name suffix, for block tensors */
+static const char *const k_blk_map[][2] = {
+    {"attn_norm.weight", "input_layernorm.weight"},        {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},          {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_output.weight", "self_attn.o_proj.weight"},     {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},           {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"ffn_down.weight", "mlp.down_proj.weight"},
+};
+
+static int hf_name(const char *g, char *out, size_t n) {
+    if (!strcmp(g, "token_embd.weight")) return snprintf(out, n, "model.embed_tokens.weight"), 1;
+    if (!strcmp(g, "output_norm.weight")) return snprintf(out, n, "model.norm.weight"), 1;
+    if (!strcmp(g, "output.weight")) return snprintf(out, n, "lm_head.weight"), 1;
+    int l, k;
+    if (sscanf(g, "blk.%d.%n", &l, &k) == 1 && l >= 0)
+        for (size_t i = 0; i < sizeof k_blk_map / sizeof *k_blk_map; i++)
+            if (!strcmp(g + k, k_blk_map[i][0])) return snprintf(out, n, "model.layers.%d.%s", l, k_blk_map[i][1]), 1;
+    return 0;
+}
+
+/* llama.cpp's convert permutes the rows of q and k within each head (HF's
+ * rotate-half pairs (i, i + HD/2) become adjacent rows 2i, 2i + 1); undo it:
+ * hf[h*HD + j*HD/2 + i] = gguf[h*HD + 2i + j]. */
+static void unpermute_rows(float *w, int64_t rows, int64_t cols, int64_t n_head) {
+    int64_t hd = rows / n_head;
+    float *tmp = dp_malloc((size_t)(rows * cols) * sizeof(float), "gguf");
+    for (int64_t h = 0; h < n_head; h++)
+        for (int64_t i = 0; i < hd / 2; i++)
+            for (int j = 0; j < 2; j++)
+                memcpy(tmp + (h * hd + j * (hd / 2) + i) * cols, w + (h * hd + 2 * i + j) * cols, (size_t)cols * sizeof(float));
+    memcpy(w, tmp, (size_t)(rows * cols) * sizeof(float));
+    dp_free(tmp);
+}
+
+/* GPT-2's byte-level alphabet: byte b -> code point */
+static uint32_t byte_char(int b) {
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (uint32_t)b;
+    int n = 0;
+    for (int x = 0; x < b; x++)
+        if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) n++;
+    return (uint32_t)(256 + n);
+}
+
+#include "depthprune/utf8.h"
+
+/* A token as the vocabulary spells it: kept when every character is in the
+ * byte-level alphabet, else its UTF-8 bytes spelled in that alphabet. */
+static char *byte_level_spelling(const char *s, uint64_t n) {
+    int in_alphabet = 1;
+    for (uint64_t i = 0; i < n && in_alphabet;) {
+        uint32_t cp;
+        size_t k = dp_utf8_decode(s + i, (size_t)(n - i), &cp);
+        int ok = 0;
+        for (int b = 0; b < 256 && !ok; b++) ok = byte_char(b) == cp;
+        in_alphabet = ok;
+        i += k;
+    }
+    char *o = dp_malloc((size_t)n * 2 + 1, "gguf");
+    size_t w = 0;
+    if (in_alphabet) {
+        memcpy(o, s, (size_t)n);
+        w = (size_t)n;
+    } else {
+        for (uint64_t i = 0; i < n; i++) w += dp_utf8_encode(byte_char((unsigned char)s[i]), o + w);
+    }
+    o[w] = 0;
+    return o;
+}
+
+static char *cstr(const char *s, uint64_t n) {
+    char *o = dp_malloc((size_t)n + 1, "gguf");
+    memcpy(o, s, (size_t)n);
+    o[n] = 0;
+    return o;
+}
+
+/* tokenizer.json (+ tokenizer_config.json) as transformers builds them from a GGUF
+ * (integrations/gguf: byte_level_tokenizer + add_gguf_special_tokens). */
+static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp_err *err) {
+    const char *model;
+    uint64_t ml;
+    int rc = dp_gguf_get_str(f, "tokenizer.ggml.model", &model, &ml, err);
+    if (rc) return rc;
+    if (ml != 4 || memcmp(model, "gpt2", 4))
+        return dp_err_set(err, DP_E_UNSUPPORTED, "%s: tokenizer.ggml.model '%.*s': only byte-level BPE ('gpt2') GGUF "
+                          "tokenizers are converted so far", f->path, (int)ml, model);
+    const char **tok = NULL, **mer = NULL;
+    uint64_t *tl = NULL, *mlen = NULL, nt = 0, nm = 0;
+    rc = dp_gguf_str_array(f, "tokenizer.ggml.tokens", &tok, &tl, &nt, err);
+    if (!rc) rc = dp_gguf_str_array(f, "tokenizer.ggml.merges", &mer, &mlen, &nm, err);
+    const dp_gguf_kv *tt = dp_gguf_find(f, "tokenizer.ggml.token_type");
+    if (!rc && tt && (tt->type != DP_GGUF_ARRAY || tt->elem_type != DP_GGUF_I32 || tt->n != nt))
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: tokenizer.ggml.token_type is not an i32 array of one entry per token", f->path);
+    if (rc) {
+        dp_free(tok), dp_free(tl), dp_free(mer), dp_free(mlen);
+        return rc;
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON_AddNullToObject(root, "truncation");
+    cJSON_AddNullToObject(root, "padding");
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    cJSON_AddNullToObject(root, "normalizer");
+    cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
+    cJSON_AddBoolToObject(pre, "trim_offsets", 1);
+    cJSON_AddBoolToObject(pre, "use_regex", 1);
+    int64_t add_bos = 0, bos = -1, eos = -1;
+    dp_gguf_get_int(f, "tokenizer.ggml.add_bos_token", &add_bos, 0, err);
+    dp_gguf_get_int(f, "tokenizer.ggml.bos_token_id", &bos, 0, err);
+    dp_gguf_get_int(f, "tokenizer.ggml.eos_token_id", &eos, 0, err);
+    if (bos >= (int64_t)nt) bos = -1;
+    if (eos >= (int64_t)nt) eos = -1;
+    cJSON *post = cJSON_AddObjectToObject(root, "post_processor");
+    cJSON_AddStringToObject(post, "type", "TemplateProcessing");
+    cJSON *single = cJSON_AddArrayToObject(post, "single");
+    char *bos_s = bos >= 0 ? cstr(tok[bos], tl[bos]) : NULL;
+    if (add_bos && bos_s) {
+        cJSON *sp = cJSON_CreateObject(), *st = cJSON_AddObjectToObject(sp, "SpecialToken");
+        cJSON_AddStringToObject(st, "id", bos_s);
+        cJSON_AddNumberToObject(st, "type_id", 0);
+        cJSON_AddItemToArray(single, sp);
+    }
+    cJSON *sa = cJSON_CreateObject(), *sq = cJSON_AddObjectToObject(sa, "Sequence");
+    cJSON_AddStringToObject(sq, "id", "A");
+    cJSON_AddNumberToObject(sq, "type_id", 0);
+    cJSON_AddItemToArray(single, sa);
+    cJSON *specials = cJSON_AddObjectToObject(post, "special_tokens");
+    if (add_bos && bos_s) {
+        cJSON *e = cJSON_AddObjectToObject(specials, bos_s);
+        cJSON_AddStringToObject(e, "id", bos_s);
+        cJSON *ids = cJSON_AddArrayToObject(e, "ids");
+        cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)bos));
+        cJSON *tks = cJSON_AddArrayToObject(e, "tokens");
+        cJSON_AddItemToArray(tks, cJSON_CreateString(bos_s));
+    }
+    cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
+    cJSON_AddStringToObject(dec, "type", "ByteLevel");
+    cJSON_AddBoolToObject(dec, "add_prefix_space", 1);
+    cJSON_AddBoolToObject(dec, "trim_offsets", 1);
+    cJSON_AddBoolToObject(dec, "use_regex", 1);
+    cJSON *m = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(m, "type", "BPE");
+    cJSON_AddNullToObject(m, "dropout");
+    cJSON_AddNullToObject(m, "unk_token");
+    cJSON_AddNullToObject(m, "continuing_subword_prefix"); /* "" in transformers: the same */
+    cJSON_AddNullToObject(m, "end_of_word_suffix");
+    cJSON_AddBoolToObject(m, "fuse_unk", 0);
+    cJSON_AddBoolToObject(m, "byte_fallback", 0);
+    cJSON_AddBoolToObject(m, "ignore_merges", 0);
+    cJSON *vocab = cJSON_AddObjectToObject(m, "vocab");
+    for (uint64_t i = 0; i < nt; i++) {
+        char *sp = byte_level_spelling(tok[i], tl[i]);
+        if (!cJSON_GetObjectItemCaseSensitive(vocab, sp)) cJSON_AddNumberToObject(vocab, sp, (double)i);
+        dp_free(sp);
+        int32_t type = tt ? (int32_t)((uint32_t)tt->data[4 * i] | (uint32_t)tt->data[4 * i + 1] << 8 |
+                                      (uint32_t)tt->data[4 * i + 2] << 16 | (uint32_t)tt->data[4 * i + 3] << 24)
+                          : 1;
+        /* 3 = control: special (if spelled in the byte alphabet); 4 = user-defined: added, not special */
+        if (type == 3 || type == 4) {
+            char *raw = cstr(tok[i], tl[i]), *s2 = byte_level_spelling(tok[i], tl[i]);
+            int spelled = !strcmp(raw, s2);
+            if (type == 4 || spelled) {
+                cJSON *a = cJSON_CreateObject();
+                cJSON_AddNumberToObject(a, "id", (double)i);
+                cJSON_AddStringToObject(a, "content", raw);
+                cJSON_AddBoolToObject(a, "single_word", 0);
+                cJSON_AddBoolToObject(a, "lstrip", 0);
+                cJSON_AddBoolToObject(a, "rstrip", 0);
+                cJSON_AddBoolToObject(a, "normalized", 0);
+                cJSON_AddBoolToObject(a, "special", type == 3);
+                cJSON_AddItemToArray(added, a);
+            }
+            dp_free(raw);
+            dp_free(s2);
+        }
+    }
+    cJSON *merges = cJSON_AddArrayToObject(m, "merges");
+    for (uint64_t i = 0; i < nm; i++) {
+        char *s = cstr(mer[i], mlen[i]);
+        cJSON_AddItemToArray(merges, cJSON_CreateString(s));
+        dp_free(s);
+    }
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    *tok_json = dp_strdup(text, "gguf");
+    free(text);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddBoolToObject(c, "add_bos_token", add_bos != 0);
+    cJSON_AddBoolToObject(c, "add_eos_token", 0);
+    if (bos_s) cJSON_AddStringToObject(c, "bos_token", bos_s);
+    if (eos >= 0) {
+        char *s = cstr(tok[eos], tl[eos]);
+        cJSON_AddStringToObject(c, "eos_token", s);
+        dp_free(s);
+    }
+    cJSON_AddBoolToObject(c, "clean_up_tokenization_spaces", 0);
+    cJSON_AddStringToObject(c, "tokenizer_class", "PreTrainedTokenizerFast");
+    text = cJSON_Print(c);
+    cJSON_Delete(c);
+    *tok_cfg = dp_strdup(text, "gguf");
+    free(text);
+    dp_free(bos_s);
+    dp_free(tok), dp_free(tl), dp_free(mer), dp_free(mlen);
+    return DP_OK;
+}
+
+/* config.json text (HF LlamaForCausalLM) from the llama.* metadata */
+static int build_config(const dp_gguf *f, int64_t vocab, int tied, const char *torch_dtype, char **out, dp_err *err) {
+    const char *arch;
+    uint64_t al;
+    int rc = dp_gguf_get_str(f, "general.architecture", &arch, &al, err);
+    if (!rc && (al != 5 || memcmp(arch, "llama", 5)))
+        rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: general.architecture '%.*s' (only llama is converted)", f->path,
+                        (int)al, arch);
+    int64_t L = 0, C = 0, F = 0, NH = 0, NKV = 0, ctx = 2048, HD = 0, bos = -1, eos = -1;
+    double eps = 1e-5, theta = 10000.0, factor = 0;
+    if (!rc) rc = dp_gguf_get_int(f, "llama.block_count", &L, 1, err);
+    if (!rc) rc = dp_gguf_get_int(f, "llama.embedding_length", &C, 1, err);
+    if (!rc) rc = dp_gguf_get_int(f, "llama.feed_forward_length", &F, 1, err);
+    if (!rc) rc = dp_gguf_get_int(f, "llama.attention.head_count", &NH, 1, err);
+    NKV = NH;
+    if (!rc) rc = dp_gguf_get_int(f, "llama.attention.head_count_kv", &NKV, 0, err);
+    if (!rc) rc = dp_gguf_get_int(f, "llama.context_length", &ctx, 0, err);
+    if (!rc) rc = dp_gguf_get_float(f, "llama.attention.layer_norm_rms_epsilon", &eps, 1, err);
+    if (!rc) rc = dp_gguf_get_float(f, "llama.rope.freq_base", &theta, 0, err);
+    if (!rc && NH > 0) HD = C / NH;
+    if (!rc) rc = dp_gguf_get_int(f, "llama.attention.key_length", &HD, 0, err);
+    if (!rc) rc = dp_gguf_get_int(f, "llama.rope.dimension_count", &HD, 0, err);
+    if (!rc) dp_gguf_get_int(f, "tokenizer.ggml.bos_token_id", &bos, 0, err);
+    if (!rc) dp_gguf_get_int(f, "tokenizer.ggml.eos_token_id", &eos, 0, err);
+    const dp_gguf_kv *st = dp_gguf_find(f, "llama.rope.scaling.type");
+    if (!rc && st) {
+        const char *s;
+        uint64_t sl;
+        rc = dp_gguf_get_str(f, "llama.rope.scaling.type", &s, &sl, err);
+        if (!rc && sl == 6 && !memcmp(s, "linear", 6)) rc = dp_gguf_get_float(f, "llama.rope.scaling.factor", &factor, 1, err);
+        else if (!rc && !(sl == 4 && !memcmp(s, "none", 4)))
+            rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: llama.rope.scaling.type '%.*s' (none and linear are converted)",
+                            f->path, (int)sl, s);
+    }
+    if (!rc && dp_gguf_find_tensor(f, "rope_freqs.weight"))
+        rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: rope_freqs.weight (Llama-3.1-style RoPE factors) is not converted yet",
+                        f->path);
+    if (rc) return rc;
+    cJSON *c = cJSON_CreateObject();
+    cJSON *a = cJSON_AddArrayToObject(c, "architectures");
+    cJSON_AddItemToArray(a, cJSON_CreateString("LlamaForCausalLM"));
+    cJSON_AddStringToObject(c, "model_type", "llama");
+    cJSON_AddNumberToObject(c, "hidden_size", (double)C);
+    cJSON_AddNumberToObject(c, "intermediate_size", (double)F);
+    cJSON_AddNumberToObject(c, "num_hidden_layers", (double)L);
+    cJSON_AddNumberToObject(c, "num_attention_heads", (double)NH);
+    cJSON_AddNumberToObject(c, "num_key_value_heads", (double)NKV);
+    cJSON_AddNumberToObject(c, "head_dim", (double)HD);
+    cJSON_AddNumberToObject(c, "max_position_embeddings", (double)ctx);
+    cJSON_AddNumberToObject(c, "rms_norm_eps", eps);
+    cJSON_AddNumberToObject(c, "rope_theta", theta);
+    if (factor > 0) {
+        cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "linear");
+        cJSON_AddNumberToObject(rs, "factor", factor);
+    }
+    cJSON_AddNumberToObject(c, "vocab_size", (double)vocab);
+    cJSON_AddBoolToObject(c, "tie_word_embeddings", tied);
+    if (bos >= 0) cJSON_AddNumberToObject(c, "bos_token_id", (double)bos);
+    if (eos >= 0) cJSON_AddNumberToObject(c, "eos_token_id", (double)eos);
+    cJSON_AddStringToObject(c, "hidden_act", "silu");
+    cJSON_AddBoolToObject(c, "attention_bias", 0);
+    cJSON_AddBoolToObject(c, "mlp_bias", 0);
+    cJSON_AddStringToObject(c, "torch_dtype", torch_dtype);
+    char *text = cJSON_Print(c);
+    cJSON_Delete(c);
+    *out = dp_strdup(text, "gguf");
+    free(text);
+    return DP_OK;
+}
+
+typedef struct {
+    const char *tok_json, *tok_cfg;
+} tok_files;
+
+static int write_tokenizer(const char *dir, void *ctx, dp_err *err) {
+    const tok_files *t = ctx;
+    char *p = dp_path_join(dir, "tokenizer.json");
+    int rc = dp_write_file_atomic(p, t->tok_json, strlen(t->tok_json), err);
+    dp_free(p);
+    p = dp_path_join(dir, "tokenizer_config.json");
+    if (!rc) rc = dp_write_file_atomic(p, t->tok_cfg, strlen(t->tok_cfg), err);
+    dp_free(p);
+    return rc;
+}
+
+int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uint64_t max_shard_bytes, dp_err *err) {
+    dp_gguf f;
+    int rc = dp_gguf_open(gguf_path, &f, err);
+    if (rc) return rc;
+    if (dtype < 0) dtype = DP_DTYPE_F32;
+    const dp_gguf_tensor *emb = dp_gguf_find_tensor(&f, "token_embd.weight");
+    if (!emb || emb->n_dims != 2)
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: no 2-D token_embd.weight", gguf_path);
+    int64_t NH = 0, NKV = 0;
+    if (!rc) rc = dp_gguf_get_int(&f, "llama.attention.head_count", &NH, 1, err);
+    NKV = NH;
+    if (!rc) rc = dp_gguf_get_int(&f, "llama.attention.head_count_kv", &NKV, 0, err);
+    int tied = dp_gguf_find_tensor(&f, "output.weight") == NULL;
+    char *cfg_text = NULL, *tok_json = NULL, *tok_cfg = NULL;
+    if (!rc)
+        rc = build_config(&f, emb->ne[1], tied,
+                          dtype == DP_DTYPE_BF16 ? "bfloat16" : dtype == DP_DTYPE_F16 ? "float16" : "float32", &cfg_text, err);
+    if (!rc) rc = build_tokenizer(&f, &tok_json, &tok_cfg, err);
+    dp_llama_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    int have_cfg = 0;
+    if (!rc) {
+        rc = dp_llama_config_parse(cfg_text, strlen(cfg_text), gguf_path, &cfg, err);
+        have_cfg = rc == DP_OK;
+    }
+    dp_st_entry *e = dp_calloc((size_t)(f.n_tensors ? f.n_tensors : 1), sizeof *e, "gguf");
+    char **names = dp_calloc((size_t)(f.n_tensors ? f.n_tensors : 1), sizeof *names, "gguf");
+    int n = 0;
+    for (int64_t i = 0; i < f.n_tensors && !rc; i++) {
+        const dp_gguf_tensor *t = &f.tensors[i];
+        char name[160];
+        if (!hf_name(t->name, name, sizeof name)) {
+            rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: tensor '%s' has no LLaMA counterpart", gguf_path, t->name);
+            break;
+        }
+        float *w = dp_malloc((size_t)t->n_elems * sizeof(float), "gguf");
+        dp_ggml_dequantize(t->type, t->data, w, t->n_elems);
+        int64_t rows = t->n_dims >= 2 ? t->ne[1] : t->ne[0], cols = t->n_dims >= 2 ? t->ne[0] : 0;
+        if (strstr(name, "self_attn.q_proj")) unpermute_rows(w, rows, cols, NH);
+        if (strstr(name, "self_attn.k_proj")) unpermute_rows(w, rows, cols, NKV);
+        names[n] = dp_strdup(name, "gguf");
+        e[n].name = names[n];
+        e[n].dtype = DP_DTYPE_F32;
+        e[n].ndim = t->n_dims >= 2 ? 2 : 1;
+        e[n].shape[0] = rows;
+        e[n].shape[1] = cols;
+        e[n].data = w;
+        n++;
+    }
+    if (!rc) {
+        tok_files tf = {tok_json, tok_cfg};
+        cJSON *pj = cJSON_CreateObject();
+        cJSON_AddStringToObject(pj, "converted_from_gguf", gguf_path);
+        char *pt = cJSON_PrintUnformatted(pj);
+        cJSON_Delete(pj);
+        char *prov = dp_strdup(pt, "gguf");
+        free(pt);
+        dp_export_opts eo = {.keep = NULL, .dtype = dtype, .max_shard_bytes = max_shard_bytes, .provenance = prov,
+                             .mem = e, .n_mem = n, .finish = write_tokenizer, .finish_ctx = &tf};
+        rc = dp_export_model(gguf_path, &cfg, NULL, out_dir, &eo, err);
+        dp_free(prov);
+    }
+    for (int i = 0; i < n; i++) {
+        dp_free((void *)e[i].data);
+        dp_free(names[i]);
+    }
+    dp_free(e);
+    dp_free(names);
+    if (have_cfg) dp_llama_config_free(&cfg);
+    dp_free(cfg_text);
+    dp_free(tok_json);
+    dp_free(tok_cfg);
+    dp_gguf_close(&f);
+    return rc;
+}
