@@ -117,6 +117,17 @@ int dp_gguf_str_array(const dp_gguf *f, const char *key, const char ***ptrs, uin
  * (byte-level BPE files; SentencePiece-style "llama" ones are refused). */
 int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uint64_t max_shard_bytes, dp_err *err);
 
+struct dp_llama_config;
+/* Writes a LLaMA model as GGUF v3 at path (tmp + rename): the llama.* and
+ * tokenizer.ggml.* metadata llama.cpp reads (byte-level BPE tokenizers as its
+ * "gpt2" model), n fp32 tensors under their HF names (names[i], data[i],
+ * shape[i] = {rows, cols}, cols 0 for vectors) renamed, Q/K rows permuted as
+ * llama.cpp's converter does, 2-D tensors stored as type (DP_GGML_F32, F16,
+ * BF16 or Q8_0 by ggml's reference quantizer), vectors as F32. */
+int dp_gguf_write_llama(const char *path, const struct dp_llama_config *c, const char *tokenizer_json, size_t tok_len,
+                        const char *const *names, const float *const *data, const int64_t (*shape)[2], int n,
+                        int type, const char *model_name, dp_err *err);
+
 /* Name of a ggml type ("Q4_1"), or NULL if it is not one the reader knows. */
 const char *dp_ggml_type_name(int type);
 /* Elements per block and bytes per block of a type (0 if unknown). */

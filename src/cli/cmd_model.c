@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "depthprune/export.h"
 #include "depthprune/gguf.h"
+#include "depthprune/llama.h"
 #include "depthprune/hfconfig.h"
 #include "depthprune/safetensors.h"
 #include "depthprune/tokenizer.h"
@@ -331,10 +332,80 @@ static const dp_cli_opt k_export_opts[] = {
     {"--from-gguf", "FILE", "instead of --model: convert a LLaMA GGUF (llama.cpp) file to an HF directory", NULL},
     {"--out", "DIR", "output directory (must not exist)", NULL},
     {"--drop", "I,J,..", "blocks to remove (original indices)", NULL},
-    {"--dtype", "F32|F16|BF16", "dtype of the written weights (default: as stored)", NULL},
+    {"--dtype", "F32|F16|BF16|Q8_0", "dtype of the written weights (default: as stored; Q8_0 for GGUF only)", NULL},
+    {"--format", "hf|gguf", "hf: an HF directory (default); gguf: one llama.cpp GGUF file at --out", NULL},
     {"--max-shard-bytes", "N", "shard size limit (default 5000000000)", NULL},
     {NULL, NULL, NULL, NULL},
 };
+
+/* export --format gguf: the model (through the layer map of --drop) as one GGUF file */
+static int export_gguf(dp_app *app, const dp_cmd *cmd, const char *dir, const char *out, const char *dtype_s) {
+    dp_err err;
+    dp_err_clear(&err);
+    int type = !strcmp(dtype_s, "auto") || !strcmp(dtype_s, "F32") ? DP_GGML_F32 : !strcmp(dtype_s, "F16") ? DP_GGML_F16
+               : !strcmp(dtype_s, "BF16") ? DP_GGML_BF16 : !strcmp(dtype_s, "Q8_0") ? DP_GGML_Q8_0 : -1;
+    int rc = type < 0 ? dp_err_set(&err, DP_E_USAGE, "--dtype for GGUF must be F32, F16, BF16 or Q8_0, got '%s'", dtype_s)
+                      : DP_OK;
+    if (!rc && app->mpi.rank == 0) {
+        if (dp_file_exists(out)) rc = dp_err_set(&err, DP_E_IO, "%s: already exists; refusing to overwrite it", out);
+        dp_llama m;
+        memset(&m, 0, sizeof m);
+        if (!rc) rc = dp_llama_load(dir, &m, &err);
+        int64_t *drop = NULL, n_drop = 0;
+        const char *drop_s = dp_cli_get(app, cmd, "--drop");
+        if (!rc && drop_s) rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, &err);
+        if (!rc && n_drop >= m.cfg.n_layers) rc = dp_err_set(&err, DP_E_RANGE, "--drop removes every block");
+        char *tj = NULL, *tp = dp_path_join(dir, "tokenizer.json");
+        size_t tl = 0;
+        if (!rc) rc = dp_read_file(tp, &tj, &tl, &err);
+        const char **names = dp_calloc((size_t)m.n_params + 1, sizeof *names, "export");
+        char **owned = dp_calloc((size_t)m.n_params + 1, sizeof *owned, "export");
+        const float **data = dp_calloc((size_t)m.n_params + 1, sizeof *data, "export");
+        int64_t(*shape)[2] = dp_calloc((size_t)m.n_params + 1, sizeof *shape, "export");
+        int n = 0;
+        for (int i = 0; !rc && i < m.n_params; i++) {
+            const dp_llama_param *p = &m.params[i];
+            if (p->block >= 0) {
+                int64_t newi = p->block, dropped = 0;
+                for (int64_t k = 0; k < n_drop; k++) {
+                    if (drop[k] == p->block) dropped = 1;
+                    if (drop[k] < p->block) newi--;
+                }
+                if (dropped) continue;
+                const char *sfx = strchr(p->name + strlen("model.layers."), '.') + 1;
+                owned[n] = dp_malloc(160, "export");
+                snprintf(owned[n], 160, "model.layers.%lld.%s", (long long)newi, sfx);
+                names[n] = owned[n];
+            } else {
+                names[n] = p->name;
+            }
+            data[n] = m.mem + p->offset;
+            shape[n][0] = p->rows;
+            shape[n][1] = p->cols;
+            n++;
+        }
+        if (!rc) {
+            dp_llama_config c = m.cfg;
+            c.n_layers -= n_drop;
+            const char *base = strrchr(dir, '/');
+            rc = dp_gguf_write_llama(out, &c, tj, tl, names, data, (const int64_t(*)[2])shape, n, type,
+                                     base && base[1] ? base + 1 : dir, &err);
+            if (!rc) dp_log0("wrote %s (%d tensors, %lld of %lld blocks, %s)", out, n, (long long)c.n_layers,
+                             (long long)m.cfg.n_layers, dp_ggml_type_name(type));
+        }
+        for (int i = 0; i < n; i++) dp_free(owned[i]);
+        dp_free(owned);
+        dp_free(names);
+        dp_free(data);
+        dp_free(shape);
+        dp_free(tj);
+        dp_free(tp);
+        dp_free(drop);
+        if (m.mem) dp_llama_free(&m);
+    }
+    rc = dp_mpi_agree(&app->mpi, rc, &err);
+    return rc ? dp_cli_fail(app, &err) : 0;
+}
 
 static int run_export(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_export;
@@ -356,6 +427,12 @@ static int run_export(dp_app *app) {
     if (!rc && shard <= 0) rc = dp_err_set(&err, DP_E_USAGE, "--max-shard-bytes must be positive");
     const char *dtype_s = dp_cli_get(app, cmd, "--dtype");
     if (!dtype_s) dtype_s = dp_config_str(&app->cfg, "export.dtype", "auto");
+    const char *format = dp_cli_get(app, cmd, "--format");
+    int as_gguf = format && !strcmp(format, "gguf");
+    if (!rc && format && !as_gguf && strcmp(format, "hf"))
+        rc = dp_err_set(&err, DP_E_USAGE, "--format must be hf or gguf, got '%s'", format);
+    if (!rc && as_gguf && gguf) rc = dp_err_set(&err, DP_E_USAGE, "--from-gguf writes an HF directory (no --format gguf)");
+    if (!rc && as_gguf) return export_gguf(app, cmd, dir, out, dtype_s);
     int dtype = -1;
     if (!rc && strcmp(dtype_s, "auto")) {
         dtype = dp_dtype_from_name(dtype_s);

@@ -3,8 +3,11 @@
  * Q/K row permutation undone, and the tokenizer rebuilt from the GGUF metadata as
  * transformers' GGUF loader builds it (tokenizer.json + tokenizer_config.json). */
 #include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "depthprune/export.h"
 #include "depthprune/gguf.h"
@@ -378,5 +381,285 @@ int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uin
     dp_free(tok_json);
     dp_free(tok_cfg);
     dp_gguf_close(&f);
+    return rc;
+}
+
+/* ---------------- writing GGUF ---------------- */
+
+typedef struct {
+    FILE *f;
+    uint64_t n; /* bytes written */
+    int bad;
+} gw;
+
+static void w_bytes(gw *w, const void *p, size_t n) {
+    if (n && fwrite(p, 1, n, w->f) != n) w->bad = 1;
+    w->n += n;
+}
+static void w_u32(gw *w, uint32_t v) {
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    w_bytes(w, b, 4);
+}
+static void w_u64(gw *w, uint64_t v) {
+    w_u32(w, (uint32_t)v);
+    w_u32(w, (uint32_t)(v >> 32));
+}
+static void w_str(gw *w, const char *s) {
+    w_u64(w, strlen(s));
+    w_bytes(w, s, strlen(s));
+}
+static void kv_str(gw *w, const char *k, const char *v) {
+    w_str(w, k);
+    w_u32(w, DP_GGUF_STRING);
+    w_str(w, v);
+}
+static void kv_u32(gw *w, const char *k, uint32_t v) {
+    w_str(w, k);
+    w_u32(w, DP_GGUF_U32);
+    w_u32(w, v);
+}
+static void kv_f32(gw *w, const char *k, float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    w_str(w, k);
+    w_u32(w, DP_GGUF_F32);
+    w_u32(w, u);
+}
+static void kv_bool(gw *w, const char *k, int v) {
+    w_str(w, k);
+    w_u32(w, DP_GGUF_BOOL);
+    uint8_t b = (uint8_t)(v != 0);
+    w_bytes(w, &b, 1);
+}
+
+/* ggml's quantize_row_q8_0_ref */
+static void quantize_q8_0(const float *x, uint8_t *y, int64_t n) {
+    for (int64_t i = 0; i < n / 32; i++, y += 34) {
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            const float v = x[i * 32 + j];
+            amax = amax > fabsf(v) ? amax : fabsf(v);
+        }
+        const float d = amax / ((1 << 7) - 1), id = d ? 1.0f / d : 0.0f;
+        uint16_t h = dp_f32_to_f16(d);
+        y[0] = (uint8_t)h, y[1] = (uint8_t)(h >> 8);
+        for (int j = 0; j < 32; ++j) y[2 + j] = (uint8_t)(int8_t)roundf(x[i * 32 + j] * id);
+    }
+}
+
+/* HF name -> GGUF name (inverse of hf_name) */
+static int gguf_name(const char *hf, char *out, size_t n) {
+    if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight"), 1;
+    if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight"), 1;
+    if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight"), 1;
+    int l, k;
+    if (sscanf(hf, "model.layers.%d.%n", &l, &k) == 1)
+        for (size_t i = 0; i < sizeof k_blk_map / sizeof *k_blk_map; i++)
+            if (!strcmp(hf + k, k_blk_map[i][1])) return snprintf(out, n, "blk.%d.%s", l, k_blk_map[i][0]), 1;
+    return 0;
+}
+
+/* llama.cpp's permutation of q/k rows (the inverse of unpermute_rows) */
+static void permute_rows(float *w, int64_t rows, int64_t cols, int64_t n_head) {
+    int64_t hd = rows / n_head;
+    float *tmp = dp_malloc((size_t)(rows * cols) * sizeof(float), "gguf");
+    for (int64_t h = 0; h < n_head; h++)
+        for (int64_t i = 0; i < hd / 2; i++)
+            for (int j = 0; j < 2; j++)
+                memcpy(tmp + (h * hd + 2 * i + j) * cols, w + (h * hd + j * (hd / 2) + i) * cols, (size_t)cols * sizeof(float));
+    memcpy(w, tmp, (size_t)(rows * cols) * sizeof(float));
+    dp_free(tmp);
+}
+
+int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *tokenizer_json, size_t tok_len,
+                        const char *const *names, const float *const *data, const int64_t (*shape)[2], int n,
+                        int type, const char *model_name, dp_err *err) {
+    if (type != DP_GGML_F32 && type != DP_GGML_F16 && type != DP_GGML_BF16 && type != DP_GGML_Q8_0)
+        return dp_err_set(err, DP_E_USAGE, "GGUF output type must be F32, F16, BF16 or Q8_0");
+    if (c->width_varies)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "a width-pruned model (per-block sizes) cannot be written as GGUF");
+    if (c->rope_type == DP_ROPE_LLAMA3)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "llama3 RoPE scaling is not written to GGUF yet");
+    /* the tokenizer: byte-level BPE vocabularies are written as llama.cpp's "gpt2" model */
+    cJSON *tj = cJSON_ParseWithLength(tokenizer_json, tok_len);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer");
+    char *pre_text = pre ? cJSON_PrintUnformatted(pre) : NULL;
+    int byte_level = pre_text && strstr(pre_text, "\"ByteLevel\"") != NULL;
+    free(pre_text);
+    int rc = DP_OK;
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
+        rc = dp_err_set(err, DP_E_FORMAT, "tokenizer.json: no BPE model with vocab and merges");
+    else if (!byte_level)
+        rc = dp_err_set(err, DP_E_UNSUPPORTED, "only byte-level BPE tokenizers are written to GGUF so far (this one "
+                        "is SentencePiece-style)");
+    int64_t V = c->vocab_size;
+    const char **tok = NULL;
+    int32_t *ttype = NULL;
+    char **pads = NULL;
+    if (!rc) {
+        tok = dp_calloc((size_t)V, sizeof *tok, "gguf");
+        ttype = dp_calloc((size_t)V, sizeof *ttype, "gguf");
+        pads = dp_calloc((size_t)V, sizeof *pads, "gguf");
+        const cJSON *e;
+        cJSON_ArrayForEach(e, vocab) {
+            int64_t id = cJSON_IsNumber(e) ? (int64_t)e->valuedouble : -1;
+            if (id >= 0 && id < V) tok[id] = e->string, ttype[id] = 1;
+        }
+        cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(tj, "added_tokens")) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id"), *ct = cJSON_GetObjectItemCaseSensitive(e, "content");
+            if (cJSON_IsNumber(id) && cJSON_IsString(ct) && id->valuedouble >= 0 && id->valuedouble < (double)V) {
+                int64_t i = (int64_t)id->valuedouble;
+                tok[i] = ct->valuestring;
+                ttype[i] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special")) ? 3 : 4;
+            }
+        }
+        for (int64_t i = 0; i < V; i++)
+            if (!tok[i]) { /* embedding rows beyond the tokenizer: llama.cpp's padding tokens */
+                pads[i] = dp_malloc(32, "gguf");
+                snprintf(pads[i], 32, "[PAD%lld]", (long long)i);
+                tok[i] = pads[i];
+                ttype[i] = 5;
+            }
+    }
+    char *tmp = NULL;
+    FILE *fp = NULL;
+    if (!rc) {
+        size_t pl = strlen(path) + 32;
+        tmp = dp_malloc(pl, "gguf");
+        snprintf(tmp, pl, "%s.tmp-%d", path, (int)getpid());
+        fp = fopen(tmp, "wb");
+        if (!fp) rc = dp_err_set(err, DP_E_IO, "%s: cannot create", tmp);
+    }
+    if (!rc) {
+        gw w = {fp, 0, 0};
+        int64_t n_merges = cJSON_GetArraySize(merges);
+        w_bytes(&w, "GGUF", 4);
+        w_u32(&w, 3);
+        w_u64(&w, (uint64_t)n);
+        int n_kv = 22 + (c->rope_type == DP_ROPE_LINEAR ? 2 : 0) + (c->bos_token_id >= 0) + (c->n_eos > 0);
+        w_u64(&w, (uint64_t)n_kv);
+        kv_str(&w, "general.architecture", "llama");
+        kv_str(&w, "general.name", model_name ? model_name : "depthprune");
+        kv_u32(&w, "general.alignment", 32);
+        kv_u32(&w, "general.file_type", type == DP_GGML_F32 ? 0 : type == DP_GGML_F16 ? 1 : type == DP_GGML_Q8_0 ? 7 : 32);
+        kv_u32(&w, "general.quantization_version", 2);
+        kv_u32(&w, "llama.block_count", (uint32_t)c->n_layers);
+        kv_u32(&w, "llama.context_length", (uint32_t)c->max_position_embeddings);
+        kv_u32(&w, "llama.embedding_length", (uint32_t)c->hidden_size);
+        kv_u32(&w, "llama.feed_forward_length", (uint32_t)c->intermediate_size);
+        kv_u32(&w, "llama.attention.head_count", (uint32_t)c->n_heads);
+        kv_u32(&w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+        kv_u32(&w, "llama.attention.key_length", (uint32_t)c->head_dim);
+        kv_u32(&w, "llama.attention.value_length", (uint32_t)c->head_dim);
+        kv_u32(&w, "llama.rope.dimension_count", (uint32_t)c->head_dim);
+        kv_f32(&w, "llama.rope.freq_base", (float)c->rope_theta);
+        kv_f32(&w, "llama.attention.layer_norm_rms_epsilon", (float)c->rms_norm_eps);
+        kv_u32(&w, "llama.vocab_size", (uint32_t)V);
+        if (c->rope_type == DP_ROPE_LINEAR) {
+            kv_str(&w, "llama.rope.scaling.type", "linear");
+            kv_f32(&w, "llama.rope.scaling.factor", (float)c->rope_factor);
+        }
+        kv_str(&w, "tokenizer.ggml.model", "gpt2");
+        /* tokens, token types, merges */
+        w_str(&w, "tokenizer.ggml.tokens");
+        w_u32(&w, DP_GGUF_ARRAY);
+        w_u32(&w, DP_GGUF_STRING);
+        w_u64(&w, (uint64_t)V);
+        for (int64_t i = 0; i < V; i++) w_str(&w, tok[i]);
+        w_str(&w, "tokenizer.ggml.token_type");
+        w_u32(&w, DP_GGUF_ARRAY);
+        w_u32(&w, DP_GGUF_I32);
+        w_u64(&w, (uint64_t)V);
+        for (int64_t i = 0; i < V; i++) w_u32(&w, (uint32_t)ttype[i]);
+        w_str(&w, "tokenizer.ggml.merges");
+        w_u32(&w, DP_GGUF_ARRAY);
+        w_u32(&w, DP_GGUF_STRING);
+        w_u64(&w, (uint64_t)n_merges);
+        const cJSON *m;
+        cJSON_ArrayForEach(m, merges) {
+            if (cJSON_IsString(m)) {
+                w_str(&w, m->valuestring);
+            } else { /* ["a", "b"] */
+                const cJSON *a = cJSON_GetArrayItem(m, 0), *b = cJSON_GetArrayItem(m, 1);
+                const char *as = cJSON_IsString(a) ? a->valuestring : "", *bs = cJSON_IsString(b) ? b->valuestring : "";
+                w_u64(&w, strlen(as) + 1 + strlen(bs));
+                w_bytes(&w, as, strlen(as));
+                w_bytes(&w, " ", 1);
+                w_bytes(&w, bs, strlen(bs));
+            }
+        }
+        if (c->bos_token_id >= 0) kv_u32(&w, "tokenizer.ggml.bos_token_id", (uint32_t)c->bos_token_id);
+        if (c->n_eos > 0) kv_u32(&w, "tokenizer.ggml.eos_token_id", (uint32_t)c->eos_token_ids[0]);
+        const cJSON *pp = cJSON_GetObjectItemCaseSensitive(tj, "post_processor");
+        char *pp_text = pp ? cJSON_PrintUnformatted(pp) : NULL;
+        kv_bool(&w, "tokenizer.ggml.add_bos_token", pp_text && strstr(pp_text, "SpecialToken") != NULL);
+        free(pp_text);
+        /* tensor infos, then the data section */
+        int *ttypes = dp_calloc((size_t)n, sizeof *ttypes, "gguf");
+        uint64_t off = 0;
+        for (int i = 0; i < n && !rc; i++) {
+            char gname[160];
+            if (!gguf_name(names[i], gname, sizeof gname)) {
+                rc = dp_err_set(err, DP_E_UNSUPPORTED, "tensor %s has no GGUF name", names[i]);
+                break;
+            }
+            int two_d = shape[i][1] > 0;
+            ttypes[i] = !two_d ? DP_GGML_F32 : (type == DP_GGML_Q8_0 && shape[i][1] % 32) ? DP_GGML_F16 : type;
+            int64_t be, bb, ne = shape[i][0] * (two_d ? shape[i][1] : 1);
+            dp_ggml_block(ttypes[i], &be, &bb);
+            w_str(&w, gname);
+            w_u32(&w, two_d ? 2 : 1);
+            if (two_d) {
+                w_u64(&w, (uint64_t)shape[i][1]);
+                w_u64(&w, (uint64_t)shape[i][0]);
+            } else {
+                w_u64(&w, (uint64_t)shape[i][0]);
+            }
+            w_u32(&w, (uint32_t)ttypes[i]);
+            w_u64(&w, off);
+            off += (uint64_t)(ne / be * bb);
+            off = (off + 31) / 32 * 32;
+        }
+        static const uint8_t zeros[32];
+        if (w.n % 32) w_bytes(&w, zeros, 32 - w.n % 32);
+        uint64_t data0 = w.n;
+        for (int i = 0; i < n && !rc; i++) {
+            int two_d = shape[i][1] > 0;
+            int64_t rows = shape[i][0], cols = two_d ? shape[i][1] : 1, ne = rows * cols;
+            float *x = dp_malloc((size_t)ne * sizeof(float), "gguf");
+            memcpy(x, data[i], (size_t)ne * sizeof(float));
+            if (strstr(names[i], "self_attn.q_proj")) permute_rows(x, rows, cols, c->n_heads);
+            if (strstr(names[i], "self_attn.k_proj")) permute_rows(x, rows, cols, c->n_kv_heads);
+            int64_t be, bb;
+            dp_ggml_block(ttypes[i], &be, &bb);
+            size_t nb = (size_t)(ne / be * bb);
+            uint8_t *out = dp_malloc(nb + 1, "gguf");
+            if (ttypes[i] == DP_GGML_F32) memcpy(out, x, nb);
+            else if (ttypes[i] == DP_GGML_Q8_0) quantize_q8_0(x, out, ne);
+            else
+                for (int64_t k = 0; k < ne; k++) {
+                    uint16_t h = ttypes[i] == DP_GGML_F16 ? dp_f32_to_f16(x[k]) : dp_f32_to_bf16(x[k]);
+                    out[2 * k] = (uint8_t)h, out[2 * k + 1] = (uint8_t)(h >> 8);
+                }
+            w_bytes(&w, out, nb);
+            if ((w.n - data0) % 32) w_bytes(&w, zeros, 32 - (w.n - data0) % 32);
+            dp_free(out);
+            dp_free(x);
+        }
+        dp_free(ttypes);
+        if (!rc && (w.bad || fflush(fp) != 0 || fsync(fileno(fp)) != 0))
+            rc = dp_err_set(err, DP_E_IO, "%s: write failed", tmp);
+        if (fclose(fp) != 0 && !rc) rc = dp_err_set(err, DP_E_IO, "%s: write failed", tmp);
+        if (!rc && rename(tmp, path) != 0) rc = dp_err_set(err, DP_E_IO, "%s: rename failed", path);
+        if (rc) remove(tmp);
+    }
+    for (int64_t i = 0; pads && i < V; i++) dp_free(pads[i]);
+    dp_free(pads);
+    dp_free(tok);
+    dp_free(ttype);
+    dp_free(tmp);
+    cJSON_Delete(tj);
     return rc;
 }

@@ -227,6 +227,49 @@ def main():
     hf = os.path.join(SMOL, "hf")
     check_dequant("SmolLM2-135M-Instruct", smol, hf)
     check_logits("SmolLM2-135M-Instruct", smol, hf)
+    # ---- GGUF out: depthprune's writer read back by gguf and transformers ----
+    for dt in ("F32", "Q8_0"):
+        g = os.path.join(WORK, "out-%s" % dt, "smollm2-drop20.gguf")
+        os.makedirs(os.path.dirname(g))
+        dp("export", "--quiet", "--model", hf, "--out", g, "--format", "gguf", "--dtype", dt, "--drop", "20")
+        back = os.path.join(WORK, "back-%s" % dt)
+        dp("export", "--quiet", "--from-gguf", g, "--out", back)
+        r = gguf.GGUFReader(g)
+        src = {}
+        with safe_open(os.path.join(hf, "model.safetensors"), "np") as f:
+            for k in f.keys():
+                src[k] = f.get_tensor(k)
+        def src_name(n):  # the written file's block i is the source's block i (i < 20) or i + 1
+            parts = n.split(".")
+            if n.startswith("model.layers.") and int(parts[2]) >= 20:
+                parts[2] = str(int(parts[2]) + 1)
+            return ".".join(parts)
+        bad = []
+        for t in r.tensors:
+            x = src[src_name(hf_name(t.name))]
+            if t.name.endswith("attn_q.weight") or t.name.endswith("attn_k.weight"):
+                nh = int(r.fields["llama.attention.head_count" + ("_kv" if "attn_k" in t.name else "")].contents())
+                x = x.reshape(nh, 2, x.shape[0] // nh // 2, x.shape[1]).swapaxes(1, 2).reshape(x.shape)  # llama.cpp's permute
+            if t.tensor_type == Q.F32:
+                same = np.array_equal(np.asarray(t.data).reshape(x.shape).view(np.uint32), x.view(np.uint32))
+            else:  # depthprune's Q8_0 bytes == the gguf package's reference quantizer's
+                same = np.array_equal(np.asarray(t.data).reshape(-1), gguf.quants.quantize(x, t.tensor_type).reshape(-1))
+            if not same:
+                bad.append(t.name)
+        (ok if not bad and len(r.tensors) == len(src) - 9 else fail)(
+            "written %s GGUF (block 20 dropped): %d tensors %s the gguf package's%s" % (
+                dt, len(r.tensors), "equal to the source weights in" if dt == "F32" else "quantized bit for bit as",
+                "" if not bad else "; differ: %s" % bad[:4]))
+        ids = [i % 49152 for i in IDS]
+        check_logits("written %s GGUF" % dt, g, back, ids)
+        if dt == "F32":
+            dp("export", "--quiet", "--model", hf, "--out", os.path.join(WORK, "drop20"), "--drop", "20")
+            with safe_open(os.path.join(WORK, "drop20", "model.safetensors"), "np") as f1, \
+                    safe_open(os.path.join(back, "model.safetensors"), "np") as f2:
+                same = sorted(f1.keys()) == sorted(f2.keys()) and all(
+                    np.array_equal(f1.get_tensor(k), f2.get_tensor(k)) for k in f1.keys())
+            (ok if same else fail)("GGUF round trip: export --format gguf then --from-gguf == export --drop 20, bit for bit")
+
     nm = subprocess.run(["bash", os.path.join(SCRIPTS, "assets.sh"), ASSETS], check=True, capture_output=True,
                         text=True).stdout.split()[-1]
     lines = []
