@@ -104,6 +104,9 @@ int dp_read_file(const char *path, char **data, size_t *n_bytes, dp_err *err);
 int dp_write_file_atomic(const char *path, const void *data, size_t n_bytes, dp_err *err);
 /* Joins a directory and a file name into a freshly allocated path. */
 char *dp_path_join(const char *dir, const char *name);
+/* The directory part of path as a fresh string (dp_free): "." without a
+ * slash (or for ""), "/" for a file in the root. */
+char *dp_path_dirname(const char *path);
 /* Copies a file (read whole, then dp_write_file_atomic). */
 int dp_copy_file(const char *src, const char *dst, dp_err *err);
 int dp_file_exists(const char *path);

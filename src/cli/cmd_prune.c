@@ -167,10 +167,7 @@ static int run_prune(dp_app *app) {
         for (int k = 0; !rc && k < K; k++) removed[k] = order[k];
         dp_free(order);
         /* the PPL after each removal, when the scores' run directory has the calibration */
-        scores_dir = dp_strdup(scores, "path");
-        char *slash = strrchr(scores_dir, '/');
-        if (slash) *slash = '\0';
-        else strcpy(scores_dir, ".");
+        scores_dir = dp_path_dirname(scores);
         char *cp = dp_path_join(scores_dir, "calib.h5");
         int have_calib = dp_file_exists(cp);
         dp_free(cp);

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -87,9 +86,9 @@ int dp_write_file_atomic(const char *path, const void *data, size_t n_bytes, dp_
         return rc;
     }
     dp_free(tmp);
-    char *dcopy = dp_strdup(path, "path");
-    int rc = dp_fsync_dir(dirname(dcopy), err);
-    dp_free(dcopy);
+    char *dir = dp_path_dirname(path);
+    int rc = dp_fsync_dir(dir, err);
+    dp_free(dir);
     return rc;
 }
 
@@ -148,6 +147,16 @@ uint64_t dp_xorshift64s_53(uint64_t *state) {
     x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
     *state = x;
     return (x * 2685821657736338717ull) >> 11;
+}
+
+char *dp_path_dirname(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return dp_strdup(".", "path");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *d = dp_malloc(n + 1, "path");
+    memcpy(d, path, n);
+    d[n] = 0;
+    return d;
 }
 
 int dp_mkdir_p(const char *path, dp_err *err) {

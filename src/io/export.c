@@ -242,11 +242,7 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
     if (rc == DP_OK && rename(tmp, out_dir) != 0)
         rc = dp_err_set(err, DP_E_IO, "%s: rename from %s failed: %s", out_dir, tmp, strerror(errno));
     if (rc == DP_OK) {
-        char *parent = dp_strdup(out_dir, "path");
-        char *slash = strrchr(parent, '/');
-        if (slash && slash != parent) *slash = '\0';
-        else if (slash) slash[1] = '\0';
-        else strcpy(parent, ".");
+        char *parent = dp_path_dirname(out_dir);
         rc = dp_fsync_dir(parent, err);
         dp_free(parent);
     } else {

@@ -58,6 +58,7 @@ expect_exit 2 "keep at least 1" "$DP" prune --model "$M" --scores "$T/s/scores.j
 expect_exit 2 "only 2 unprotected candidates" "$DP" prune --model "$M" --scores "$T/s/scores.json" --criterion ppl+ \
   --remove 3 --out "$T/x"
 expect_exit 1 "scores a different model" "$DP" prune --model "$T/other" --scores "$T/s/scores.json" --remove 2 --out "$T/x"
+expect_exit 1 "cannot open" "$DP" prune --model "$M" --scores "" --remove 1 --out "$T/x"  # an empty path: an error, no overflow (ASan build)
 expect_exit 2 "exactly one of --ratio R and --remove K" "$DP" prune --model "$M" --scores "$T/s/scores.json" --ratio 0.25 \
   --remove 2 --out "$T/x"
 expect_exit 2 "--scores is for one-shot" "$DP" prune --model "$M" --schedule iterative --scores "$T/s/scores.json" \
