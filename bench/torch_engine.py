@@ -38,7 +38,8 @@ def main():
         t2 = time.perf_counter()
         if r > 0:
             best_f, best_fb = min(best_f, t1 - t0), min(best_fb, t2 - t1)
-    print(json.dumps({"impl": "transformers %s, torch %s" % (transformers.__version__, torch.__version__),
+    print(json.dumps({"kernels": "torch BLAS %s, CPU capability %s" % ("MKL" if torch.backends.mkl.is_available() else "other", torch.backends.cpu.get_cpu_capability()),
+                      "impl": "transformers %s, torch %s" % (transformers.__version__, torch.__version__),
                       "fwd_tok_s": round(B * T / best_f, 1), "fwdbwd_tok_s": round(B * T / best_fb, 1),
                       "loss": round(loss.item(), 6)}))
 

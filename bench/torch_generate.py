@@ -38,7 +38,8 @@ def main():
             print(json.dumps({"model": d, "batch": B, "gen_len": G, "latency_s": lat[len(lat) // 2],
                               "latency_min_s": lat[0], "latency_max_s": lat[-1],
                               "tokens_per_s": B * G / lat[len(lat) // 2],
-                              "impl": "transformers %s generate(), torch %s" % (transformers.__version__, torch.__version__)}),
+                              "kernels": "torch BLAS %s, CPU capability %s" % ("MKL" if torch.backends.mkl.is_available() else "other", torch.backends.cpu.get_cpu_capability()),
+                      "impl": "transformers %s generate(), torch %s" % (transformers.__version__, torch.__version__)}),
                   flush=True)
 
 

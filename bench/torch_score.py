@@ -41,7 +41,8 @@ def main():
             scores.append(math.exp(tot / (N * (T - 1))))
     el = time.perf_counter() - t0
     diff = max(abs(a - b) / b for a, b in zip(ours, scores))
-    print(json.dumps({"impl": "transformers %s LlamaForCausalLM, torch %s" % (transformers.__version__, torch.__version__),
+    print(json.dumps({"kernels": "torch BLAS %s, CPU capability %s" % ("MKL" if torch.backends.mkl.is_available() else "other", torch.backends.cpu.get_cpu_capability()),
+                      "impl": "transformers %s LlamaForCausalLM, torch %s" % (transformers.__version__, torch.__version__),
                       "seconds": round(el, 3), "block_passes": L * (L - 1), "max_rel_diff_vs_depthprune": diff}))
 
 

@@ -43,7 +43,9 @@ def main():
     el = time.perf_counter() - t1
     impl = "transformers %s%s, torch %s" % (transformers.__version__, " + peft %s" % peft.__version__ if method == "lora" else "",
                                             torch.__version__)
-    print(json.dumps({"impl": impl, "method": method, "tok_s": round(B * T * (S - 1) / el, 1), "last_loss": round(loss.item(), 6)}))
+    kernels = "torch BLAS %s, CPU capability %s" % ("MKL" if torch.backends.mkl.is_available() else "other",
+                                                    torch.backends.cpu.get_cpu_capability())
+    print(json.dumps({"impl": impl, "kernels": kernels, "method": method, "tok_s": round(B * T * (S - 1) / el, 1), "last_loss": round(loss.item(), 6)}))
 
 
 if __name__ == "__main__":
