@@ -217,6 +217,8 @@ int dp_gnuplot(const char *script, const char *png) {
         dp_free(logp);
         return 1;
     }
+    struct stat ls;
+    if (stat(logp, &ls) == 0 && ls.st_size == 0) unlink(logp); /* nothing said: no log */
     dp_free(logp);
     return 0;
 }
