@@ -90,6 +90,8 @@ void *dp_calloc(size_t n_elems, size_t elem_bytes, const char *label);
 void *dp_realloc(void *ptr, size_t n_bytes, const char *label);
 void dp_free(void *ptr);
 char *dp_strdup(const char *s, const char *label);
+/* The first n bytes of s (which need not be NUL-terminated) as a fresh string. */
+char *dp_strndup(const char *s, size_t n, const char *label);
 /* Bytes currently held under label (NULL: all labels). */
 size_t dp_alloc_bytes(const char *label);
 size_t dp_alloc_peak_bytes(void);
@@ -104,6 +106,10 @@ int dp_read_file(const char *path, char **data, size_t *n_bytes, dp_err *err);
 int dp_write_file_atomic(const char *path, const void *data, size_t n_bytes, dp_err *err);
 /* Joins a directory and a file name into a freshly allocated path. */
 char *dp_path_join(const char *dir, const char *name);
+/* Maps a regular file read-only (*map NULL for an empty file); DP_E_IO
+ * naming the path otherwise. Unmap with dp_unmap_file. */
+int dp_map_file(const char *path, void **map, size_t *size, dp_err *err);
+void dp_unmap_file(void *map, size_t size);
 /* The directory part of path as a fresh string (dp_free): "." without a
  * slash (or for ""), "/" for a file in the root. */
 char *dp_path_dirname(const char *path);

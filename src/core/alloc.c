@@ -102,6 +102,13 @@ char *dp_strdup(const char *s, const char *label) {
     return p;
 }
 
+char *dp_strndup(const char *s, size_t n, const char *label) {
+    char *p = dp_malloc(n + 1, label);
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
 size_t dp_alloc_bytes(const char *label) {
     pthread_mutex_lock(&g_lock);
     size_t n = 0;

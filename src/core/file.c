@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -147,6 +148,35 @@ uint64_t dp_xorshift64s_53(uint64_t *state) {
     x ^= x >> 12, x ^= x << 25, x ^= x >> 27;
     *state = x;
     return (x * 2685821657736338717ull) >> 11;
+}
+
+int dp_map_file(const char *path, void **map, size_t *size, dp_err *err) {
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return dp_err_set(err, DP_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return dp_err_set(err, DP_E_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    if (n > 0) {
+        void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return dp_err_set(err, DP_E_IO, "%s: mmap failed: %s", path, strerror(e));
+        }
+        *map = m;
+    }
+    close(fd);
+    *size = n;
+    return DP_OK;
+}
+
+void dp_unmap_file(void *map, size_t size) {
+    if (map) munmap(map, size);
 }
 
 char *dp_path_dirname(const char *path) {

@@ -1,13 +1,8 @@
 /* GGUF reader (see gguf.h) and ggml's reference dequantizers. */
 #include "depthprune/gguf.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "depthprune/strmap.h"
 #include "depthprune/tensor.h"
@@ -131,13 +126,6 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
     return rc;
 }
 
-static char *copy_str(const uint8_t *s, uint64_t len) {
-    char *o = dp_malloc((size_t)len + 1, "gguf");
-    memcpy(o, s, (size_t)len);
-    o[len] = 0;
-    return o;
-}
-
 static void free_all(dp_gguf *f) {
     for (int64_t i = 0; f->kv && i < f->n_kv; i++) dp_free((void *)f->kv[i].key);
     for (int64_t i = 0; f->tensors && i < f->n_tensors; i++) dp_free((void *)f->tensors[i].name);
@@ -194,7 +182,7 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
         if (!rc && kl == 0) rc = dp_err_set(err, DP_GGUF_E_BAD_STRING, "%s: metadata key %llu is empty", label, (unsigned long long)i);
         if (rc) break;
         dp_gguf_kv *e = &f->kv[i];
-        e->key = copy_str(k, kl);
+        e->key = dp_strndup((const char *)k, (size_t)kl, "gguf");
         if (!dp_strmap_put(&keys, e->key, (size_t)kl, (int64_t)i)) {
             rc = dp_err_set(err, DP_GGUF_E_DUPLICATE_KEY, "%s: metadata key '%s' appears twice", label, e->key);
             break;
@@ -244,7 +232,7 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
                             (unsigned long long)i, (unsigned long long)sl);
         if (rc) break;
         dp_gguf_tensor *t = &f->tensors[i];
-        t->name = copy_str(s, sl);
+        t->name = dp_strndup((const char *)s, (size_t)sl, "gguf");
         if (!dp_strmap_put(&names, t->name, (size_t)sl, (int64_t)i)) {
             rc = dp_err_set(err, DP_GGUF_E_DUPLICATE_TENSOR, "%s: tensor '%s' appears twice", label, t->name);
             break;
@@ -316,27 +304,13 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
 
 int dp_gguf_open(const char *path, dp_gguf *f, dp_err *err) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dp_err_set(err, DP_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return dp_err_set(err, DP_E_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return dp_err_set(err, DP_E_IO, "%s: mmap failed: %s", path, strerror(e));
-        }
-    }
-    close(fd);
-    int rc = dp_gguf_parse(size ? map : "", size, path, f, err);
+    void *map;
+    size_t size;
+    int rc = dp_map_file(path, &map, &size, err);
+    if (rc) return rc;
+    rc = dp_gguf_parse(size ? map : "", size, path, f, err);
     if (rc) {
-        if (map) munmap(map, size);
+        dp_unmap_file(map, size);
         return rc;
     }
     f->mapped = map != NULL;
@@ -345,7 +319,7 @@ int dp_gguf_open(const char *path, dp_gguf *f, dp_err *err) {
 }
 
 void dp_gguf_close(dp_gguf *f) {
-    if (f->mapped) munmap((void *)f->map, f->map_size);
+    if (f->mapped) dp_unmap_file((void *)f->map, f->map_size);
     free_all(f);
     memset(f, 0, sizeof *f);
 }

@@ -35,15 +35,17 @@ static int hf_name(const char *g, char *out, size_t n) {
 }
 
 /* llama.cpp's convert permutes the rows of q and k within each head (HF's
- * rotate-half pairs (i, i + HD/2) become adjacent rows 2i, 2i + 1); undo it:
- * hf[h*HD + j*HD/2 + i] = gguf[h*HD + 2i + j]. */
-static void unpermute_rows(float *w, int64_t rows, int64_t cols, int64_t n_head) {
+ * rotate-half pairs (i, i + HD/2) become adjacent rows 2i, 2i + 1):
+ * gguf[h*HD + 2i + j] = hf[h*HD + j*HD/2 + i]. to_gguf applies it, else undoes it. */
+static void permute_rows(float *w, int64_t rows, int64_t cols, int64_t n_head, int to_gguf) {
     int64_t hd = rows / n_head;
     float *tmp = dp_malloc((size_t)(rows * cols) * sizeof(float), "gguf");
     for (int64_t h = 0; h < n_head; h++)
         for (int64_t i = 0; i < hd / 2; i++)
-            for (int j = 0; j < 2; j++)
-                memcpy(tmp + (h * hd + j * (hd / 2) + i) * cols, w + (h * hd + 2 * i + j) * cols, (size_t)cols * sizeof(float));
+            for (int j = 0; j < 2; j++) {
+                int64_t g = h * hd + 2 * i + j, f = h * hd + j * (hd / 2) + i;
+                memcpy(tmp + (to_gguf ? g : f) * cols, w + (to_gguf ? f : g) * cols, (size_t)cols * sizeof(float));
+            }
     memcpy(w, tmp, (size_t)(rows * cols) * sizeof(float));
     dp_free(tmp);
 }
@@ -80,13 +82,6 @@ static char *byte_level_spelling(const char *s, uint64_t n) {
         for (uint64_t i = 0; i < n; i++) w += dp_utf8_encode(byte_char((unsigned char)s[i]), o + w);
     }
     o[w] = 0;
-    return o;
-}
-
-static char *cstr(const char *s, uint64_t n) {
-    char *o = dp_malloc((size_t)n + 1, "gguf");
-    memcpy(o, s, (size_t)n);
-    o[n] = 0;
     return o;
 }
 
@@ -131,7 +126,7 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
     cJSON *post = cJSON_AddObjectToObject(root, "post_processor");
     cJSON_AddStringToObject(post, "type", "TemplateProcessing");
     cJSON *single = cJSON_AddArrayToObject(post, "single");
-    char *bos_s = bos >= 0 ? cstr(tok[bos], tl[bos]) : NULL;
+    char *bos_s = bos >= 0 ? dp_strndup(tok[bos], (size_t)tl[bos], "gguf") : NULL;
     if (add_bos && bos_s) {
         cJSON *sp = cJSON_CreateObject(), *st = cJSON_AddObjectToObject(sp, "SpecialToken");
         cJSON_AddStringToObject(st, "id", bos_s);
@@ -175,7 +170,7 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
                           : 1;
         /* 3 = control: special (if spelled in the byte alphabet); 4 = user-defined: added, not special */
         if (type == 3 || type == 4) {
-            char *raw = cstr(tok[i], tl[i]), *s2 = byte_level_spelling(tok[i], tl[i]);
+            char *raw = dp_strndup(tok[i], (size_t)tl[i], "gguf"), *s2 = byte_level_spelling(tok[i], tl[i]);
             int spelled = !strcmp(raw, s2);
             if (type == 4 || spelled) {
                 cJSON *a = cJSON_CreateObject();
@@ -194,7 +189,7 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
     }
     cJSON *merges = cJSON_AddArrayToObject(m, "merges");
     for (uint64_t i = 0; i < nm; i++) {
-        char *s = cstr(mer[i], mlen[i]);
+        char *s = dp_strndup(mer[i], (size_t)mlen[i], "gguf");
         cJSON_AddItemToArray(merges, cJSON_CreateString(s));
         dp_free(s);
     }
@@ -207,7 +202,7 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
     cJSON_AddBoolToObject(c, "add_eos_token", 0);
     if (bos_s) cJSON_AddStringToObject(c, "bos_token", bos_s);
     if (eos >= 0) {
-        char *s = cstr(tok[eos], tl[eos]);
+        char *s = dp_strndup(tok[eos], (size_t)tl[eos], "gguf");
         cJSON_AddStringToObject(c, "eos_token", s);
         dp_free(s);
     }
@@ -346,8 +341,8 @@ int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uin
         float *w = dp_malloc((size_t)t->n_elems * sizeof(float), "gguf");
         dp_ggml_dequantize(t->type, t->data, w, t->n_elems);
         int64_t rows = t->n_dims >= 2 ? t->ne[1] : t->ne[0], cols = t->n_dims >= 2 ? t->ne[0] : 0;
-        if (strstr(name, "self_attn.q_proj")) unpermute_rows(w, rows, cols, NH);
-        if (strstr(name, "self_attn.k_proj")) unpermute_rows(w, rows, cols, NKV);
+        if (strstr(name, "self_attn.q_proj")) permute_rows(w, rows, cols, NH, 0);
+        if (strstr(name, "self_attn.k_proj")) permute_rows(w, rows, cols, NKV, 0);
         names[n] = dp_strdup(name, "gguf");
         e[n].name = names[n];
         e[n].dtype = DP_DTYPE_F32;
@@ -457,18 +452,6 @@ static int gguf_name(const char *hf, char *out, size_t n) {
         for (size_t i = 0; i < sizeof k_blk_map / sizeof *k_blk_map; i++)
             if (!strcmp(hf + k, k_blk_map[i][1])) return snprintf(out, n, "blk.%d.%s", l, k_blk_map[i][0]), 1;
     return 0;
-}
-
-/* llama.cpp's permutation of q/k rows (the inverse of unpermute_rows) */
-static void permute_rows(float *w, int64_t rows, int64_t cols, int64_t n_head) {
-    int64_t hd = rows / n_head;
-    float *tmp = dp_malloc((size_t)(rows * cols) * sizeof(float), "gguf");
-    for (int64_t h = 0; h < n_head; h++)
-        for (int64_t i = 0; i < hd / 2; i++)
-            for (int j = 0; j < 2; j++)
-                memcpy(tmp + (h * hd + 2 * i + j) * cols, w + (h * hd + j * (hd / 2) + i) * cols, (size_t)cols * sizeof(float));
-    memcpy(w, tmp, (size_t)(rows * cols) * sizeof(float));
-    dp_free(tmp);
 }
 
 int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *tokenizer_json, size_t tok_len,
@@ -630,8 +613,8 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
             int64_t rows = shape[i][0], cols = two_d ? shape[i][1] : 1, ne = rows * cols;
             float *x = dp_malloc((size_t)ne * sizeof(float), "gguf");
             memcpy(x, data[i], (size_t)ne * sizeof(float));
-            if (strstr(names[i], "self_attn.q_proj")) permute_rows(x, rows, cols, c->n_heads);
-            if (strstr(names[i], "self_attn.k_proj")) permute_rows(x, rows, cols, c->n_kv_heads);
+            if (strstr(names[i], "self_attn.q_proj")) permute_rows(x, rows, cols, c->n_heads, 1);
+            if (strstr(names[i], "self_attn.k_proj")) permute_rows(x, rows, cols, c->n_kv_heads, 1);
             int64_t be, bb;
             dp_ggml_block(ttypes[i], &be, &bb);
             size_t nb = (size_t)(ne / be * bb);

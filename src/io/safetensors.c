@@ -264,27 +264,13 @@ int dp_st_parse(const void *bytes, size_t n_bytes, const char *label, dp_st_file
 
 int dp_st_open(const char *path, dp_st_file *f, dp_err *err) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return dp_err_set(err, DP_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return dp_err_set(err, DP_E_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return dp_err_set(err, DP_E_IO, "%s: mmap failed: %s", path, strerror(e));
-        }
-    }
-    close(fd);
-    int rc = dp_st_parse(size ? map : "", size, path, f, err);
+    void *map;
+    size_t size;
+    int rc = dp_map_file(path, &map, &size, err);
+    if (rc) return rc;
+    rc = dp_st_parse(size ? map : "", size, path, f, err);
     if (rc != DP_OK) {
-        if (map) munmap(map, size);
+        dp_unmap_file(map, size);
         return rc;
     }
     f->map = map;
@@ -295,7 +281,7 @@ int dp_st_open(const char *path, dp_st_file *f, dp_err *err) {
 
 void dp_st_close(dp_st_file *f) {
     free_tensors(f);
-    if (f->map) munmap(f->map, f->map_bytes);
+    dp_unmap_file(f->map, f->map_bytes);
     dp_free(f->path);
     memset(f, 0, sizeof *f);
 }

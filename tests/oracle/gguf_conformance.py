@@ -26,30 +26,19 @@ import transformers
 from gguf import GGMLQuantizationType as Q
 from safetensors import safe_open
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import fail, finish, ok, row_rel_err, run_dp  # noqa: E402
+
 DP, ASSETS, SMOL, WORK = sys.argv[1:5]
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(HERE, "..", "..", "scripts")
 RTOL = 1e-4
-FAILS = 0
 torch.set_num_threads(1)
 IDS = [1, 504, 3575, 282, 4649, 314, 253, 1837, 28, 339, 2634, 282, 5385, 30, 216, 33, 34, 35]
 
 
-def ok(msg):
-    print("ok   " + msg, flush=True)
-
-
-def fail(msg):
-    global FAILS
-    FAILS += 1
-    print("FAIL " + msg, flush=True)
-
-
 def dp(*args):
-    r = subprocess.run([DP] + list(args), capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("depthprune %s: exit %d\n%s%s" % (args[0], r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
-    return r.stdout
+    return run_dp(DP, *args)
 
 
 def unpermute(w, n_head):
@@ -112,7 +101,7 @@ def check_logits(what, gguf_path, hf_dir, ids=IDS):
     dp("logits", "--quiet", "--model", hf_dir, "--ids", ",".join(map(str, ids)), "--out", out)
     with safe_open(out, "pt") as f:
         got = f.get_tensor("logits")
-    e = float(((got - ref).abs().amax(-1) / ref.abs().amax(-1)).max())
+    e = row_rel_err(got, ref)
     (ok if e <= RTOL else fail)("%s: logits vs transformers from_pretrained(gguf_file=...): max row-relative error "
                                 "%.2e (<= %.0e)" % (what, e, RTOL))
 
@@ -295,8 +284,7 @@ def main():
     (ok if len(got) == len(ref) and not diff else fail)(
         "SmolLM2 tokenizer from the GGUF metadata: %d lines, ids identical to transformers' GGUF tokenizer%s" % (
             len(lines), "" if not diff else "; first difference at %d: %r vs %r" % (diff[0], got[diff[0]][:20], ref[diff[0]][:20])))
-    print("%d failed" % FAILS)
-    sys.exit(1 if FAILS else 0)
+    finish()
 
 
 if __name__ == "__main__":

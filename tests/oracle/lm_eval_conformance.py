@@ -22,6 +22,9 @@ import torch
 import transformers
 from lm_eval.tasks import TaskManager
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import fail, finish, ok  # noqa: E402
+
 DP, ASSETS, WORK = sys.argv[1:4]
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(HERE, "..", "..", "scripts")
@@ -38,18 +41,7 @@ TASKS = {
     "openbookqa": ("openbookqa/openbookqa.yaml", "test"),
 }
 TOL = 1e-4
-FAILS = 0
 torch.set_num_threads(1)
-
-
-def ok(msg):
-    print("ok   " + msg, flush=True)
-
-
-def fail(msg):
-    global FAILS
-    FAILS += 1
-    print("FAIL " + msg, flush=True)
 
 
 def task_configs(d):
@@ -129,8 +121,7 @@ def main():
                 (ok if hv is not None and mv is not None and abs(hv - mv) < 1e-12 else fail)(
                     "%s: %s %s: depthprune %s, harness %s" % (what, t, metric, mv, hv))
 
-    print("%d failed" % FAILS)
-    sys.exit(1 if FAILS else 0)
+    finish()
 
 
 if __name__ == "__main__":
