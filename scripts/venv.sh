@@ -13,6 +13,13 @@ want=$(sha256sum "$req" | cut -d' ' -f1)
 if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
   echo "$venv/bin/python"; exit 0
 fi
+# one creator at a time (tests started in parallel may all ask for it)
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  echo "$venv/bin/python"; exit 0
+fi
 py=$(command -v python3) || { echo "venv: no python3 on PATH" >&2; exit 1; }
 "$py" -m venv "$venv" >&2 2>/dev/null || {
   echo "venv: $py has no venv module; installing python3-venv" >&2
