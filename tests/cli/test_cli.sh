@@ -61,10 +61,19 @@ expect_exit 1 "'BertModel' is not supported" "$DP" info --model "$T/m"
 expect_exit 1 "tokenizer.json: cannot open" "$DP" tokenize --model "$T/m"
 echo '{"model": {"type": "WordPiece"}}' > "$T/m/tokenizer.json"
 expect_exit 1 "'WordPiece' is not supported" "$DP" tokenize --model "$T/m"
-expect_exit 2 "--model DIR and --out DIR are required" "$DP" export --model "$T/m"
+expect_exit 2 "--model DIR (or --from-gguf FILE) and --out DIR are required" "$DP" export --model "$T/m"
 expect_exit 1 "'BertModel' is not supported" "$DP" export --model "$T/m" --out "$T/out"
 [ ! -e "$T/out" ] || fail "a failed export left $T/out behind"
 expect_exit 2 "--dtype must be F32, F16 or BF16" "$DP" export --model "$T/m" --out "$T/out" --dtype F8
+# GGUF: a file that is not one, conflicting flags, a bad output type; nothing left behind
+echo "not a gguf file, just text" > "$T/x.gguf"
+expect_exit 1 "not a GGUF file (magic is not 'GGUF')" "$DP" export --from-gguf "$T/x.gguf" --out "$T/out"
+expect_exit 1 "cannot open" "$DP" export --from-gguf "$T/missing.gguf" --out "$T/out"
+expect_exit 2 "give either --model DIR or --from-gguf FILE" "$DP" export --model "$T/m" --from-gguf "$T/x.gguf" --out "$T/out"
+expect_exit 2 "--drop applies to --model" "$DP" export --from-gguf "$T/x.gguf" --out "$T/out" --drop 1
+expect_exit 2 "--format must be hf or gguf" "$DP" export --model "$T/m" --out "$T/out" --format onnx
+expect_exit 2 "--dtype for GGUF must be F32, F16, BF16 or Q8_0" "$DP" export --model "$T/m" --out "$T/o.gguf" --format gguf --dtype Q4_0
+[ ! -e "$T/out" ] && [ ! -e "$T/o.gguf" ] || fail "a failed GGUF export left an output behind"
 
 # under mpirun: one error message (rank 0 only), same exit code
 if command -v mpirun >/dev/null; then
