@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU machine (the device tool) has CUDA and Python but not our Debian
+# A GPU host has CUDA and Python but not necessarily our Debian
 # libraries and no network. The compute core (DP_CORE_ONLY: CPU + CUDA ops,
 # the model, the GPU tests and benchmarks) needs OpenBLAS, cJSON and PCRE2:
 #   here:  bash scripts/gpu_prefix.sh download build-gpu/debs     (13 MB of .deb)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The first call of a session on the GPU machine (the device tool), in one
+# One run on a GPU host without our Debian libraries, in one
 # go: build the compute core from the carried .debs (scripts/gpu_prefix.sh),
 # record the GPU, run the GPU tests, compute-sanitizer over the op test and
 # the ceilings benchmark; everything lands in $OUT for bench/results/.
 #   here:  bash scripts/gpu_prefix.sh download build-gpu/debs
-#   there: run(carry=["build-gpu/debs"], command="bash scripts/gpu_session.sh")
+#   there (build-gpu/debs copied over): OUT=DIR bash scripts/gpu_session.sh
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build-gpu/out}
