@@ -83,7 +83,6 @@ typedef struct dp_gguf {
     int64_t n_kv, n_tensors;
     dp_gguf_kv *kv;
     dp_gguf_tensor *tensors;
-    char *names; /* storage for keys and tensor names */
     const uint8_t *map;
     size_t map_size;
     int mapped; /* 1: map is an mmap to unmap on close */
@@ -98,12 +97,12 @@ void dp_gguf_close(dp_gguf *f);
 const dp_gguf_kv *dp_gguf_find(const dp_gguf *f, const char *key);
 const dp_gguf_tensor *dp_gguf_find_tensor(const dp_gguf *f, const char *name);
 /* A scalar integer / float / bool value (any integer type, any float type);
- * DP_E_FORMAT naming the key if it is absent (unless fallback_ok) or of another type. */
+ * DP_E_FORMAT naming the key if it is of another type, or absent while required
+ * (absent and not required: *out is left as it was). */
 int dp_gguf_get_int(const dp_gguf *f, const char *key, int64_t *out, int required, dp_err *err);
 int dp_gguf_get_float(const dp_gguf *f, const char *key, double *out, int required, dp_err *err);
-/* A string value or array element i of a string array: pointer + length (not NUL-terminated). */
+/* A string value: pointer + length (not NUL-terminated). */
 int dp_gguf_get_str(const dp_gguf *f, const char *key, const char **s, uint64_t *len, dp_err *err);
-/* Element i of a string array: walks the array (use dp_gguf_str_array for all of them). */
 /* All elements of a string array: ptrs[i], lens[i] (arrays allocated with dp_malloc). */
 int dp_gguf_str_array(const dp_gguf *f, const char *key, const char ***ptrs, uint64_t **lens, uint64_t *n,
                       dp_err *err);
