@@ -11,6 +11,11 @@
 
 static int dp_test_failures = 0;
 
+/* The device the stage tests run their engine on: the CPU reference unless
+ * DP_TEST_DEVICE=cuda (on a GPU host; see tests/README.md). */
+#define DP_TEST_DEVICE                                                                            \
+    (getenv("DP_TEST_DEVICE") && !strcmp(getenv("DP_TEST_DEVICE"), "cuda") ? DP_DEVICE_CUDA : DP_DEVICE_CPU)
+
 #define CHECK(cond)                                                                               \
     do {                                                                                          \
         if (!(cond)) {                                                                            \

@@ -4,7 +4,8 @@
  * an event of the compute stream, and are polled with a deadline: a dead or
  * hung peer (ncclCommGetAsyncError, or no progress within timeout_s) aborts
  * the communicator and ends the job with one message instead of a hang.
- * Built when CUDA and NCCL are found (DP_HAVE_NCCL). */
+ * Built when CUDA and NCCL are found; elsewhere dp_ddp_available() is 0 and
+ * dp_ddp_init says why. */
 #ifndef DEPTHPRUNE_DDP_H
 #define DEPTHPRUNE_DDP_H
 
@@ -24,6 +25,8 @@ typedef struct dp_ddp {
     double timeout_s;  /* per bucket */
 } dp_ddp;
 
+/* 1 when this build has NCCL. */
+int dp_ddp_available(void);
 /* Collective over mpi. Errors: NCCL initialisation failed (reported on
  * every rank). */
 int dp_ddp_init(dp_ddp *d, const dp_mpi *mpi, double timeout_s, dp_err *err);

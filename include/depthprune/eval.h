@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "depthprune/dist.h"
+#include "depthprune/engine.h"
 #include "depthprune/llama.h"
 
 #ifdef __cplusplus
@@ -25,7 +26,7 @@ typedef struct dp_ppl_opts {
     int bos_per_window; /* the BOS-per-window variant */
     int allow_long;     /* seq_len above max_position_embeddings */
     int progress;       /* log progress lines on rank 0 */
-    int cuda;           /* run on the GPU (device = node-local rank modulo visible GPUs) */
+    dp_device device;   /* cuda: the GPU of the node-local rank (modulo the visible GPUs) */
 } dp_ppl_opts;
 
 typedef struct dp_ppl_result {

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "depthprune/dist.h"
+#include "depthprune/engine.h"
 #include "depthprune/llama.h"
 #include "depthprune/tokenizer.h"
 
@@ -67,8 +68,8 @@ void dp_mc_req_free(dp_mc_req *r);
 /* Collective: fills every request's loglik. Requests are sorted by length
  * (longest first) into fixed global batches dealt round-robin to ranks, so
  * the results are identical for any rank count. */
-int dp_mc_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, dp_mc_req *reqs, int64_t n,
-              int64_t batch, dp_err *err);
+int dp_mc_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_mc_req *reqs,
+              int64_t n, int64_t batch, dp_err *err);
 
 typedef struct dp_mc_metrics {
     int64_t docs;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "depthprune/dist.h"
+#include "depthprune/engine.h"
 #include "depthprune/llama.h"
 #include "depthprune/tokenizer.h"
 #include "depthprune/train.h"
@@ -57,7 +58,7 @@ typedef struct dp_score_opts {
     int progress;
     int fault_kill_after_round;   /* tests: rank 1 SIGKILLs itself after committing round k (0: off) */
     int stop_on_signal;           /* SIGUSR1/SIGTERM (dp_train_install_signals): stop after a PPL round, DP_E_STOPPED */
-    int cuda;                     /* calibration, PPL candidates and Taylor on the GPU engine */
+    dp_device device;             /* the engine's device */
     int stream_weights;           /* cuda: -1 auto, 0 off, 1 on (see score.stream_weights) */
 } dp_score_opts;
 
@@ -65,8 +66,18 @@ typedef struct dp_score_opts {
  * calibration) the dense calibration forward. model_hash = dp_llama_hash(m),
  * computed once by the caller (it reads every weight) and shared with dp_score. */
 int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
-                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, int cuda,
+                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_device dev,
                  int stream_weights, dp_err *err);
+
+/* Collective. One forward+backward of this rank's nb samples (tokens
+ * (nb, T), next-token CE times scale) on e (planned with train, wgrad; NULL
+ * where nb == 0): block l's weight gradient lands in gblock (block-local
+ * layout) and block_done(l, ctx) runs, blocks in reverse order (it reduces
+ * over ranks and clears gblock). A rank with nb == 0 calls nothing: its
+ * caller joins the reductions itself. Errors: token ids outside the
+ * vocabulary (on any rank). */
+int dp_block_grads(const dp_mpi *mpi, dp_engine *e, const int32_t *tokens, int64_t nb, int64_t T, double scale,
+                   float *gblock, void (*block_done)(int layer, void *ctx), void *ctx, dp_err *err);
 
 /* Collective. Scores the criteria named in crit (n_crit names, see above)
  * from RUNDIR/calib.h5 and writes RUNDIR/scores.h5 and scores.json
@@ -80,8 +91,8 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
 /* Collective. PPL of m under map on RUNDIR/calib.h5's samples (exp of the
  * mean NLL over positions 1..T-1), batches of `batch` samples dealt to ranks;
  * the same value for any rank count. */
-int dp_prune_map_ppl(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, const char *run_dir,
-                     uint64_t model_hash, int64_t batch, double *ppl, dp_err *err);
+int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map,
+                     const char *run_dir, uint64_t model_hash, int64_t batch, double *ppl, dp_err *err);
 
 typedef struct dp_iter_opts {
     const char *run_dir; /* holds calib.h5 (from `score`); heal runs go to RUNDIR/heal-NN */
@@ -90,6 +101,7 @@ typedef struct dp_iter_opts {
     int protect_first, protect_last;
     int remove; /* K blocks */
     int progress;
+    dp_device device;
     /* healing between removals (heal_steps > 0): a short training run on
      * the shortened model, LoRA merged after it */
     int64_t heal_steps;

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "depthprune/dist.h"
+#include "depthprune/engine.h"
 #include "depthprune/llama.h"
 #include "depthprune/tokenizer.h"
 
@@ -78,13 +79,9 @@ void dp_permutation(int64_t *perm, int64_t n, uint64_t seed);
  * lse (ntok) F32 = logsumexp(logits / T), rows in the data's token order;
  * attributes data_hash, model_hash, topk, temperature. */
 /* Collective: ranks split the examples, each writes its rows. */
-int dp_teacher_cache_build(const dp_mpi *mpi, const dp_llama *teacher, uint64_t teacher_hash,
+int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *teacher, uint64_t teacher_hash,
                            const dp_train_data *d, int64_t topk, double temp, int64_t batch,
                            const char *path, int progress, dp_err *err);
-/* Top-k (descending, ties to the lower index) of each row of logits (N, V)
- * and logsumexp(row / temp). */
-void dp_teacher_topk(int32_t *idx, float *val, float *lse, const float *logits, int64_t N, int64_t V,
-                     int64_t K, double temp);
 
 /* ---- trainer ---- */
 enum { DP_TRAIN_LORA = 0, DP_TRAIN_FULL = 1 };
@@ -109,7 +106,7 @@ typedef struct dp_train_opts {
     const char *run_dir;
     uint64_t model_hash, teacher_hash;
     int progress;
-    int cuda; /* LoRA steps and validation on the GPU engine (KD from a teacher cache only) */
+    dp_device device; /* the engine's device (online KD over the full vocabulary: CPU only) */
     /* tests only */
     int64_t fault_nan_step;
     int fault_nan_rank; /* rank that injects a NaN gradient at iteration fault_nan_step (-1: none) */
@@ -143,10 +140,6 @@ int dp_train_stop_requested(void);
 int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, const dp_llama *teacher,
              const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx,
              int64_t n_val, const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err);
-
-/* Mean CE per counted token of examples idx[0..n) (ranks split them). */
-double dp_eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
-                    const dp_train_data *d, const int64_t *idx, int64_t n, int64_t micro_batch);
 
 /* W += (alpha / r) B A for every adapter (merging LoRA into the base). */
 void dp_lora_merge(dp_llama *m, const dp_lora *l);

@@ -10,6 +10,7 @@
 #define DEPTHPRUNE_WIDTH_H
 
 #include "depthprune/dist.h"
+#include "depthprune/engine.h"
 #include "depthprune/llama.h"
 #include "depthprune/safetensors.h"
 
@@ -33,8 +34,8 @@ void dp_width_scores_free(dp_width_scores *s);
 
 /* Group importance on calibration ids (N, T); samples split over ranks,
  * gradients summed over ranks (collective). seed: the random criterion. */
-int dp_width_importance(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int crit,
-                        uint64_t seed, dp_width_scores *s, dp_err *err);
+int dp_width_importance(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T,
+                        int crit, uint64_t seed, dp_width_scores *s, dp_err *err);
 
 /* Which groups stay: blocks [first, L - last) lose round(ratio * count) of
  * their least important kv groups and MLP channels (at least one of each

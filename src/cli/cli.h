@@ -7,6 +7,7 @@
 #include "depthprune/config.h"
 #include "depthprune/core.h"
 #include "depthprune/dist.h"
+#include "depthprune/engine.h"
 #include "depthprune/mc.h"
 
 #define DP_CLI_MAX_OPTS 32
@@ -23,6 +24,7 @@ typedef struct dp_app {
     dp_mpi mpi;
     dp_config cfg;
     const char *cmd;
+    dp_device device; /* the config's device, checked usable before the command runs */
     /* parsed options, parallel to the command's option table */
     const char *opt_values[DP_CLI_MAX_OPTS];
 } dp_app;
@@ -34,7 +36,7 @@ typedef struct dp_cmd {
     const dp_cli_opt *opts;     /* terminated by {NULL} */
     int uses_config;            /* accepts --config/--set */
     int (*run)(dp_app *app);
-    int cuda; /* runs with --device cuda (others refuse it until the CUDA engine covers them) */
+    int cpu_only; /* computes on the CPU reference engine by design (refuses --device cuda) */
 } dp_cmd;
 
 /* Value of a parsed option (NULL if absent; "1" for a given flag). */
@@ -56,6 +58,9 @@ struct dp_llama;
 int dp_cli_calibrate(const dp_app *app, const char *model_dir, const struct dp_llama *m, uint64_t model_hash,
                      const char *calib, const char *field, int64_t N, int64_t T, uint64_t seed, int64_t batch,
                      const char *run, dp_err *err);
+
+/* score.stream_weights as 1 (on), 0 (off) or -1 (auto) */
+int dp_cli_stream_weights(const dp_app *app);
 
 struct dp_train_data;
 struct dp_train_opts;
@@ -96,7 +101,7 @@ typedef struct dp_cli_tasks {
 int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, int64_t limit, int skip_bad,
                       int64_t max_len, dp_cli_tasks *t, dp_err *err);
 /* Collective: log-likelihoods and metrics of every task. */
-int dp_cli_tasks_run(const dp_mpi *mpi, const struct dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t,
+int dp_cli_tasks_run(const dp_mpi *mpi, dp_device dev, const struct dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t,
                      int64_t batch, dp_err *err);
 /* Mean over tasks of the metric each paper reports. */
 double dp_cli_tasks_average(const dp_cli_tasks *t);

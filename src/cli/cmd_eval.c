@@ -130,9 +130,9 @@ int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, 
     return rc;
 }
 
-int dp_cli_tasks_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t, int64_t batch,
+int dp_cli_tasks_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t, int64_t batch,
                      dp_err *err) {
-    int rc = dp_mc_run(mpi, m, map, t->req, t->n_req, batch, err);
+    int rc = dp_mc_run(mpi, dev, m, map, t->req, t->n_req, batch, err);
     for (int k = 0; k < t->n && !rc; k++) dp_mc_score(t->docs[k], t->n_docs[k], t->req, t->first[k], &t->metrics[k]);
     return rc;
 }
@@ -182,7 +182,7 @@ static int run_eval(dp_app *app) {
         rc = dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err);
     if (!rc && map.n == 0) rc = dp_err_set(&err, DP_E_USAGE, "--drop removes every block");
     /* perplexity sets */
-    dp_ppl_opts po = {.seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128), .batch = batch,
+    dp_ppl_opts po = {.device = app->device, .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128), .batch = batch,
                       .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window", 0)};
     char *pname[16] = {0}, *ppath[16] = {0};
     double pppl[16];
@@ -219,7 +219,7 @@ static int run_eval(dp_app *app) {
         rc = dp_cli_tasks_load(app, dir, task_s, limit, dp_cli_get(app, cmd, "--skip-bad") != NULL,
                                m.cfg.max_position_embeddings, &t, &err);
         rc = dp_mpi_agree(mpi, rc, &err);
-        if (!rc) rc = dp_cli_tasks_run(mpi, &m, &map, &t, batch, &err);
+        if (!rc) rc = dp_cli_tasks_run(mpi, app->device, &m, &map, &t, batch, &err);
     }
     if (!rc && mpi->rank == 0) {
         cJSON *o = cJSON_CreateObject();

@@ -14,10 +14,7 @@
 #include <sys/resource.h>
 
 #include "cli.h"
-#ifdef DP_HAVE_CUDA
-#include "depthprune/llama_cuda.h"
-#endif
-#include "depthprune/generate.h"
+#include "depthprune/engine.h"
 #include "depthprune/ops.h"
 #include "depthprune/tokenizer.h"
 
@@ -66,43 +63,6 @@ static const dp_cli_opt k_gen_opts[] = {
     {NULL, NULL, NULL, NULL},
 };
 
-/* One generator on either engine. */
-typedef struct gen_any {
-    int cuda;
-    dp_gen cpu;
-#ifdef DP_HAVE_CUDA
-    dp_cuda_gen gpu;
-#endif
-} gen_any;
-
-static int gen_open(gen_any *a, int cuda, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t T,
-                    dp_err *err) {
-    memset(a, 0, sizeof *a);
-    a->cuda = cuda;
-#ifdef DP_HAVE_CUDA
-    if (cuda) return dp_cuda_gen_init(&a->gpu, m, map, B, P, T, 0, err);
-#endif
-    if (cuda) return dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
-    return dp_gen_init(&a->cpu, m, map, B, P, T, err);
-}
-
-static int gen_run(gen_any *a, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
-                   dp_gen_stats *st, dp_err *err) {
-#ifdef DP_HAVE_CUDA
-    if (a->cuda) return dp_cuda_generate(&a->gpu, prompts, B, P, o, out, NULL, st, err);
-#endif
-    return dp_generate(&a->cpu, prompts, B, P, o, out, NULL, st, err);
-}
-
-static void gen_close(gen_any *a) {
-#ifdef DP_HAVE_CUDA
-    if (a->cuda) dp_cuda_gen_free(&a->gpu);
-#endif
-    if (!a->cuda) dp_gen_free(&a->cpu);
-}
-
-static int on_cuda(const dp_app *app) { return !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda"); }
-
 static int run_generate(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_generate;
     dp_err err;
@@ -124,19 +84,19 @@ static int run_generate(dp_app *app) {
     if (!rc) rc = dp_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n, &err);
     if (!rc && n == 0) rc = dp_err_set(&err, DP_E_USAGE, "the prompt encodes to no tokens");
     dp_layer_map map;
-    gen_any g;
+    dp_engine_gen g;
     memset(&g, 0, sizeof g);
     int opened = 0;
     dp_gen_stats st;
     if (!rc) {
         o.eos_id = dp_tokenizer_eos_id(tok);
         dp_layer_map_all(&map, (int)m.cfg.n_layers);
-        rc = gen_open(&g, on_cuda(app), &m, &map, 1, n, n + o.max_new, &err);
+        rc = dp_engine_gen_open(&g, app->device, &m, &map, 1, n, n + o.max_new, 0, &err);
         opened = rc == DP_OK;
     }
     if (!rc) {
         out = dp_malloc((size_t)o.max_new * sizeof(int32_t), "cli");
-        rc = gen_run(&g, ids, 1, n, &o, out, &st, &err);
+        rc = dp_engine_generate(&g, ids, 1, n, &o, out, &st, &err);
     }
     if (!rc) {
         int64_t k = 0;
@@ -157,7 +117,7 @@ static int run_generate(dp_app *app) {
         dp_free(text);
         dp_free(all);
     }
-    if (opened) gen_close(&g);
+    if (opened) dp_engine_gen_close(&g);
     dp_free(ids);
     dp_free(out);
     dp_llama_free(&m);
@@ -167,7 +127,7 @@ static int run_generate(dp_app *app) {
 
 const dp_cmd dp_cmd_generate = {"generate", "generate text with the KV cache (greedy or sampled)",
                                 "--model DIR --prompt TEXT [--max-new 64] [--temperature T --top-k K --top-p P]",
-                                k_gen_opts, 1, run_generate, 1};
+                                k_gen_opts, 1, run_generate, 0};
 
 /* ---------------- bench-generate ---------------- */
 
@@ -182,100 +142,6 @@ static const dp_cli_opt k_bench_opts[] = {
     {"--out", "FILE", "RESULTS.json (default RUNDIR/bench_generate.json); a .png plot next to it", NULL},
     {NULL, NULL, NULL, NULL},
 };
-
-/* Best-of-5 read bandwidth over a 512 MiB buffer, all threads (bytes/s). */
-static double measure_bandwidth(void) {
-    size_t n = ((size_t)512 << 20) / sizeof(float);
-    float *a = dp_malloc(n * sizeof(float), "bench");
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] = (float)(i & 1023);
-    double best = 1e30, sink = 0;
-    for (int r = 0; r < 5; r++) {
-        double t0 = dp_time_s(), s = 0;
-        /* blocks of 4096 summed with simd (independent lanes: the loads, not
-         * the adds, are the limit), the block sums in double */
-#pragma omp parallel for schedule(static) reduction(+ : s)
-        for (size_t b = 0; b < n / 4096; b++) {
-            float part = 0;
-#pragma omp simd reduction(+ : part)
-            for (size_t i = b * 4096; i < b * 4096 + 4096; i++) part += a[i];
-            s += part;
-        }
-        double t = dp_time_s() - t0;
-        sink += s;
-        if (t < best) best = t;
-    }
-    dp_free(a);
-    if (sink == 42.0) dp_log("bench: %g", sink); /* keeps the loop */
-    return (double)n * sizeof(float) / best;
-}
-
-/* Best-of-3 GEMM throughput (flop/s) on a shape at least 512 x 1024 x 2048
- * (the model's if larger): near the machine's peak, so the compute floor
- * stays a lower bound for the small shapes of a decode step. */
-static double measure_gemm(int64_t C, int64_t F) {
-    int64_t N = 512;
-    if (C < 1024) C = 1024;
-    if (F < 2048) F = 2048;
-    float *x = dp_calloc((size_t)(N * C), sizeof(float), "bench"), *w = dp_calloc((size_t)(F * C), sizeof(float), "bench"),
-          *y = dp_malloc((size_t)(N * F) * sizeof(float), "bench");
-    for (int64_t i = 0; i < N * C; i++) x[i] = (float)((i % 7) - 3) * 0.01f;
-    for (int64_t i = 0; i < F * C; i++) w[i] = (float)((i % 5) - 2) * 0.01f;
-    double best = 1e30;
-    for (int r = 0; r < 4; r++) {
-        double t0 = dp_time_s();
-        dp_matmul_forward(y, x, w, N, C, F);
-        double t = dp_time_s() - t0;
-        if (r > 0 && t < best) best = t;
-    }
-    dp_free(x);
-    dp_free(w);
-    dp_free(y);
-    return 2.0 * (double)N * C * F / best;
-}
-
-#ifdef DP_HAVE_CUDA
-/* the GPU's ceilings for the floors: device-to-device copy (read + write
- * bytes / s, best of 5 over 1 GiB) and a bf16 GEMM through the engine's
- * cuBLAS call (4096^3, best of 5) */
-static void measure_gpu(double *bw, double *gemm) {
-    size_t n = (size_t)1 << 30;
-    void *a = dp_cuda_malloc(n, "bench"), *b = dp_cuda_malloc(n, "bench");
-    dp_cuda_memset0(a, n, NULL);
-    double best = 1e30;
-    for (int r = 0; r < 6; r++) {
-        dp_cuda_sync(NULL);
-        double t0 = dp_time_s();
-        dp_cuda_d2d(b, a, n, NULL);
-        dp_cuda_sync(NULL);
-        double t = dp_time_s() - t0;
-        if (r > 0 && t < best) best = t;
-    }
-    *bw = 2.0 * (double)n / best;
-    dp_cuda_free(a);
-    dp_cuda_free(b);
-    const int64_t S = 4096;
-    dp_bf16 *x = dp_cuda_malloc((size_t)(S * S) * 2, "bench"), *w = dp_cuda_malloc((size_t)(S * S) * 2, "bench"),
-            *y = dp_cuda_malloc((size_t)(S * S) * 2, "bench");
-    dp_cuda_memset0(x, (size_t)(S * S) * 2, NULL);
-    dp_cuda_memset0(w, (size_t)(S * S) * 2, NULL);
-    dp_blas h = dp_cuda_blas_create(NULL);
-    best = 1e30;
-    for (int r = 0; r < 6; r++) {
-        dp_cuda_sync(NULL);
-        double t0 = dp_time_s();
-        dp_cuda_matmul_forward(h, y, 0, x, w, S, S, S, 1.0f, 0.0f);
-        dp_cuda_sync(NULL);
-        double t = dp_time_s() - t0;
-        if (r > 0 && t < best) best = t;
-    }
-    *gemm = 2.0 * (double)S * S * S / best;
-    dp_cuda_blas_destroy(h);
-    dp_cuda_free(x);
-    dp_cuda_free(w);
-    dp_cuda_free(y);
-}
-#endif
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -308,23 +174,10 @@ static int run_bench(dp_app *app) {
 
     char *list = dp_strdup(models, "cli");
     cJSON *root = cJSON_CreateObject(), *res = cJSON_CreateArray();
-    int cuda = on_cuda(app);
+    int cuda = app->device == DP_DEVICE_CUDA;
     double bw = 0, gemm = 0, esz = cuda ? 2.0 : (double)sizeof(float); /* bytes per weight / cache value */
-#ifdef DP_HAVE_CUDA
-    if (cuda) {
-        dp_cuda_set_device(0);
-        measure_gpu(&bw, &gemm);
-        dp_log("bench-generate: GPU copy bandwidth %.1f GB/s, bf16 GEMM %.1f TFLOP/s", bw / 1e9, gemm / 1e12);
-        cJSON_AddNumberToObject(root, "gemm_GFLOPs", gemm / 1e9);
-    }
-#endif
-    if (!cuda) {
-        bw = measure_bandwidth();
-        dp_log("bench-generate: read bandwidth %.1f GB/s, %d threads", bw / 1e9, omp_get_max_threads());
-    }
-    cJSON_AddStringToObject(root, "device", cuda ? "cuda" : "cpu");
+    cJSON_AddStringToObject(root, "device", dp_device_name(app->device));
     cJSON_AddNumberToObject(root, "threads", omp_get_max_threads());
-    cJSON_AddNumberToObject(root, "bandwidth_GBps", bw / 1e9);
     cJSON_AddNumberToObject(root, "prompt_len", (double)P);
     cJSON_AddNumberToObject(root, "warmup", (double)warm);
     cJSON_AddNumberToObject(root, "runs", (double)runs);
@@ -337,9 +190,11 @@ static int run_bench(dp_app *app) {
         rc = dp_llama_load(dir, &m, &err);
         if (rc) break;
         const dp_llama_config *c = &m.cfg;
-        if (gemm == 0) {
-            gemm = measure_gemm(c->hidden_size, c->intermediate_size);
-            dp_log("bench-generate: GEMM %.1f GFLOP/s", gemm / 1e9);
+        if (gemm == 0) { /* the device's ceilings, at the first model's shapes */
+            dp_engine_ceilings(app->device, c->hidden_size, c->intermediate_size, &bw, &gemm);
+            dp_log("bench-generate: %s copy bandwidth %.1f GB/s, GEMM %.1f GFLOP/s, %d threads",
+                   dp_device_name(app->device), bw / 1e9, gemm / 1e9, omp_get_max_threads());
+            cJSON_AddNumberToObject(root, "bandwidth_GBps", bw / 1e9);
             cJSON_AddNumberToObject(root, "gemm_GFLOPs", gemm / 1e9);
         }
         dp_layer_map map;
@@ -369,8 +224,8 @@ static int run_bench(dp_app *app) {
                            (long long)P, (long long)G);
                     break;
                 }
-                gen_any g;
-                rc = gen_open(&g, cuda, &m, &map, B, P, P + G, &err);
+                dp_engine_gen g;
+                rc = dp_engine_gen_open(&g, app->device, &m, &map, B, P, P + G, 0, &err);
                 if (rc) break;
                 int32_t *pr = dp_malloc((size_t)(B * P) * sizeof(int32_t), "bench"),
                         *o = dp_malloc((size_t)(B * G) * sizeof(int32_t), "bench");
@@ -381,7 +236,7 @@ static int run_bench(dp_app *app) {
                        *dec = dp_malloc((size_t)runs * sizeof(double), "bench");
                 dp_gen_stats st = {0};
                 for (long long r = 0; r < warm + runs && !rc; r++) {
-                    rc = gen_run(&g, pr, B, P, &go, o, &st, &err);
+                    rc = dp_engine_generate(&g, pr, B, P, &go, o, &st, &err);
                     if (r >= warm) {
                         lat[r - warm] = st.prefill_s + st.decode_s;
                         dec[r - warm] = st.decode_s;
@@ -439,7 +294,7 @@ static int run_bench(dp_app *app) {
                 dp_free(dec);
                 dp_free(pr);
                 dp_free(o);
-                gen_close(&g);
+                dp_engine_gen_close(&g);
             }
             dp_buf_puts(&dat, "e\n");
         }
@@ -497,4 +352,4 @@ static int run_bench(dp_app *app) {
 const dp_cmd dp_cmd_bench_generate = {
     "bench-generate", "generation latency and throughput vs batch size, against the memory-bandwidth and GEMM floors",
     "--model DIR[,DIR...] [--batch 1,8,...] [--prompt-len 32] [--gen-len 128,512] [--out FILE]", k_bench_opts, 1,
-    run_bench, 1};
+    run_bench, 0};

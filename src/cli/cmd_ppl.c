@@ -90,7 +90,7 @@ static int run_ppl(dp_app *app) {
                                        dp_config_bool(&app->cfg, "eval.bos_per_window", 0),
                      .allow_long = dp_cli_get(app, cmd, "--allow-long-seq") != NULL,
                      .progress = !dp_cli_get(app, cmd, "--json"),
-                     .cuda = !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda")};
+                     .device = app->device};
 
     dp_llama m;
     memset(&m, 0, sizeof m);
@@ -138,7 +138,7 @@ static int run_ppl(dp_app *app) {
 const dp_cmd dp_cmd_ppl = {
     "ppl", "perplexity on a text file (non-overlapping windows; Shortened LLaMA / LLM-Pruner protocol)",
     "--model DIR --text FILE [--seq-len 128] [--batch 4] [--drop 3,7] [--bos-per-window] [--json]",
-    k_ppl_opts, 1, run_ppl, 1};
+    k_ppl_opts, 1, run_ppl, 0};
 
 /* ---- logits: the fp32 logits of one token sequence (for oracle checks) ---- */
 static const dp_cli_opt k_logits_opts[] = {
@@ -210,4 +210,4 @@ static int run_logits(dp_app *app) {
 
 const dp_cmd dp_cmd_logits = {
     "logits", "fp32 logits of one token sequence, written as safetensors (for checks against other engines)",
-    "--model DIR --ids 1,450,7483 --out FILE.safetensors [--drop 3,7]", k_logits_opts, 0, run_logits, 0};
+    "--model DIR --ids 1,450,7483 --out FILE.safetensors [--drop 3,7]", k_logits_opts, 0, run_logits, 1};

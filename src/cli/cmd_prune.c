@@ -174,11 +174,11 @@ static int run_prune(dp_app *app) {
         if (!rc && have_calib) {
             dp_layer_map map;
             dp_layer_map_all(&map, L);
-            rc = dp_prune_map_ppl(mpi, &m, &map, scores_dir, mhash, batch, &dense_ppl, &err);
+            rc = dp_prune_map_ppl(mpi, app->device, &m, &map, scores_dir, mhash, batch, &dense_ppl, &err);
             for (int k = 0; !rc && k < K; k++) {
                 int64_t drop = removed[k];
                 rc = dp_layer_map_drop(&map, L, &drop, 1, &err);
-                if (!rc) rc = dp_prune_map_ppl(mpi, &m, &map, scores_dir, mhash, batch, &ppl_after[k], &err);
+                if (!rc) rc = dp_prune_map_ppl(mpi, app->device, &m, &map, scores_dir, mhash, batch, &ppl_after[k], &err);
             }
             have_ppl = !rc;
         }
@@ -205,7 +205,7 @@ static int run_prune(dp_app *app) {
                 for (int64_t i = 0; i < hd.n; i++) hidx[i] = i;
             }
         }
-        dp_iter_opts io = {.run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf,
+        dp_iter_opts io = {.device = app->device, .run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf,
                            .protect_last = (int)pl, .remove = (int)K, .progress = !dp_config_bool(&app->cfg, "run.quiet", 0),
                            .heal_steps = heal, .heal_data = &hd, .heal_idx = hidx, .heal_n = hd.n, .heal_opts = &to};
         if (!rc) rc = dp_prune_iterative(mpi, &m, &io, removed, ppl_after, &dense_ppl, &err);

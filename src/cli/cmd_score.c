@@ -35,8 +35,7 @@ static int opt_or_cfg(const dp_app *app, const dp_cmd *cmd, const char *opt, con
     return dp_cli_opt_int(app, cmd, opt, dp_config_int(&app->cfg, key, def), out, err);
 }
 
-/* score.stream_weights as 1 (on), 0 (off) or -1 (auto) */
-static int stream_setting(const dp_app *app) {
+int dp_cli_stream_weights(const dp_app *app) {
     const char *v = dp_config_str(&app->cfg, "score.stream_weights", "auto");
     return !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : -1;
 }
@@ -80,9 +79,7 @@ int dp_cli_calibrate(const dp_app *app, const char *dir, const dp_llama *m, uint
         DP_CHECK_MPI(MPI_Bcast(ids, (int)(N * T), MPI_INT32_T, 0, mpi->comm));
         DP_CHECK_MPI(MPI_Bcast(src, (int)(N * 2), MPI_INT64_T, 0, mpi->comm));
         rc = dp_calibrate(mpi, m, mhash, ids, src, &co, run, batch, !dp_config_bool(&app->cfg, "run.quiet", 0),
-                          !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda"),
-                          stream_setting(app),
-                          err);
+                          app->device, dp_cli_stream_weights(app), err);
     }
     dp_free(ids);
     dp_free(src);
@@ -211,8 +208,8 @@ static int run_score(dp_app *app) {
     dp_score_opts so = {.run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
                         .bootstrap = boot, .ratio = ratio, .progress = progress,
                         .fault_kill_after_round = (int)kill, .stop_on_signal = 1,
-                        .cuda = !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda"),
-                        .stream_weights = stream_setting(app)};
+                        .device = app->device,
+                        .stream_weights = dp_cli_stream_weights(app)};
     if (!rc) rc = dp_score(mpi, &m, crit, n_crit, &so, &err);
     if (rc == DP_E_STOPPED) {
         if (mpi->rank == 0)
@@ -236,4 +233,4 @@ static int run_score(dp_app *app) {
 const dp_cmd dp_cmd_score = {
     "score", "rank every block by importance (PPL, Taylor, magnitude, block influence) across MPI ranks",
     "--model DIR --calib FILE --criterion ppl,taylor+ [--samples 10 --seq-len 128 --seed S] --run RUNDIR",
-    k_score_opts, 1, run_score, 1};
+    k_score_opts, 1, run_score, 0};

@@ -250,7 +250,7 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
     memset(&sc, 0, sizeof sc);
     dp_width_plan p;
     memset(&p, 0, sizeof p);
-    if (!rc) rc = dp_width_importance(g, m, ids, sh[0], sh[1], dp_width_crit_parse(c->crit), (uint64_t)c->seed, &sc, err);
+    if (!rc) rc = dp_width_importance(g, x->app->device, m, ids, sh[0], sh[1], dp_width_crit_parse(c->crit), (uint64_t)c->seed, &sc, err);
     if (!rc) rc = dp_width_plan_make(m, &sc, *wratio, pf, pl, &p, err);
     dp_st_entry *ent = NULL;
     int n_ent = 0;
@@ -306,7 +306,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         for (int k = 0; !rc && k < K; k++) removed[k] = order[k];
         dp_free(order);
     } else if (!rc) {
-        dp_iter_opts io = {.run_dir = x->run, .model_hash = x->mhash, .batch = x->batch, .remove = K,
+        dp_iter_opts io = {.device = x->app->device, .run_dir = x->run, .model_hash = x->mhash, .batch = x->batch, .remove = K,
                            .protect_first = (int)dp_config_int(&x->app->cfg, "score.protect_first", 0),
                            .protect_last = (int)dp_config_int(&x->app->cfg, "score.protect_last", 0)};
         rc = dp_prune_iterative(g, x->work, &io, removed, ppl_after, &dense_ppl, err);
@@ -358,7 +358,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         rc = dp_ppl_run(g, wk, &map, x->ev[e].win, x->ev[e].n_win, &x->po, &r, NULL, err);
         ppl[e] = r.ppl;
     }
-    if (!rc && x->tasks->n) rc = dp_cli_tasks_run(g, wk, &map, x->tasks, x->po.batch, err);
+    if (!rc && x->tasks->n) rc = dp_cli_tasks_run(g, x->app->device, wk, &map, x->tasks, x->po.batch, err);
     rc = dp_mpi_agree(g, rc, err);
     if (!rc && g->rank == 0) {
         cJSON *o = cJSON_CreateObject();
@@ -791,7 +791,8 @@ static int run_sweep(dp_app *app) {
     }
     DP_CHECK_MPI(MPI_Bcast(&have_scores, 1, MPI_INT, 0, mpi->comm));
     if (!rc && n_crit && !have_scores) {
-        dp_score_opts so = {.run_dir = run, .model_hash = x.mhash, .batch = x.batch,
+        dp_score_opts so = {.device = app->device, .run_dir = run, .model_hash = x.mhash, .batch = x.batch,
+                            .stream_weights = dp_cli_stream_weights(app),
                             .protect_first = (int)dp_config_int(&app->cfg, "score.protect_first", 0),
                             .protect_last = (int)dp_config_int(&app->cfg, "score.protect_last", 0), .ratio = 0.2,
                             .progress = !dp_config_bool(&app->cfg, "run.quiet", 0)};
@@ -822,14 +823,14 @@ static int run_sweep(dp_app *app) {
     if (!rc && need_cache) {
         char *tc = dp_path_join(run, "teacher.h5");
         if (!dp_file_exists(tc))
-            rc = dp_teacher_cache_build(mpi, &dense, x.mhash, &data, dp_config_int(&app->cfg, "train.cache_topk", 64),
+            rc = dp_teacher_cache_build(mpi, app->device, &dense, x.mhash, &data, dp_config_int(&app->cfg, "train.cache_topk", 64),
                                         to.kd_temp, to.micro_batch, tc, 0, &err);
         else dp_log0("sweep: reusing %s", tc);
         dp_free(tc);
     }
     /* evaluation sets: eval.text as "eval" */
     const char *et = dp_config_str(&app->cfg, "eval.text", NULL);
-    x.po = (dp_ppl_opts){.seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128), .batch = dp_config_int(&app->cfg, "eval.batch", 4),
+    x.po = (dp_ppl_opts){.device = app->device, .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128), .batch = dp_config_int(&app->cfg, "eval.batch", 4),
                          .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window", 0)};
     eval_set ev[1];
     memset(ev, 0, sizeof ev);

@@ -211,7 +211,7 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
     o.seed = (uint64_t)seed;
     o.teacher_cache = cache;
     o.progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
-    o.cuda = !strcmp(dp_config_str(&app->cfg, "device", "cpu"), "cuda");
+    o.device = app->device;
     o.sched = !strcmp(sched, "linear") ? DP_SCHED_LINEAR : !strcmp(sched, "constant") ? DP_SCHED_CONSTANT : DP_SCHED_COSINE;
     if (o.fault_nan_step < 0) o.fault_nan_rank = -1;
     if (!rc && (o.epochs < 1 || o.global_batch < 1 || o.micro_batch < 1 || o.lora_rank < 1 || o.warmup < 0 ||
@@ -364,7 +364,7 @@ static int run_retrain(dp_app *app) {
 const dp_cmd dp_cmd_retrain = {
     "retrain", "heal a pruned model: data-parallel LoRA or full-parameter training, optional KD from the dense teacher",
     "--student DIR --data FILE [--teacher DIR | --teacher-cache FILE] [--method lora|full] --run RUNDIR --out OUTDIR",
-    k_retrain_opts, 1, run_retrain, 1};
+    k_retrain_opts, 1, run_retrain, 0};
 
 static const dp_cli_opt k_tc_opts[] = {
     {"--teacher", "DIR", "the dense teacher (HF directory)", NULL},
@@ -414,7 +414,7 @@ static int run_teacher_cache(dp_app *app) {
     if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(tdir, &t, &err), &err);
     if (!rc) rc = load_data(app, tdir, data_path, format, &dopt, &d, &err);
     if (!rc)
-        rc = dp_teacher_cache_build(mpi, &t, dp_llama_hash(&t), &d, K, temp, batch, path,
+        rc = dp_teacher_cache_build(mpi, app->device, &t, dp_llama_hash(&t), &d, K, temp, batch, path,
                                     !dp_config_bool(&app->cfg, "run.quiet", 0), &err);
     if (!rc && mpi->rank == 0)
         printf("teacher cache: %s (%lld examples, %lld tokens, top-%lld)\n", path, (long long)d.n,

@@ -124,7 +124,7 @@ static int run_width(dp_app *app) {
     dp_width_plan plan;
     memset(&plan, 0, sizeof plan);
     double t0 = dp_time_s();
-    if (!rc) rc = dp_width_importance(mpi, &m, ids, N, T, crit, (uint64_t)seed, &sc, &err);
+    if (!rc) rc = dp_width_importance(mpi, app->device, &m, ids, N, T, crit, (uint64_t)seed, &sc, &err);
     if (!rc) rc = dp_width_plan_make(&m, &sc, ratio, (int)pf, (int)pl, &plan, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
     if (!rc && mpi->rank == 0) {

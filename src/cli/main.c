@@ -213,13 +213,12 @@ int main(int argc, char **argv) {
         if (app.mpi.rank == 0) print_cmd_help(cmd, stdout);
     } else if (rc != DP_OK) {
         code = dp_cli_fail(&app, &err);
-    } else if ((rc = dp_backend_check(dp_config_str(&app.cfg, "device", "cpu"), &err)) != DP_OK) {
-        code = dp_cli_fail(&app, &err);
-    } else if (!strcmp(dp_config_str(&app.cfg, "device", "cpu"), "cuda") && !cmd->cuda) {
-        dp_err_set(&err, DP_E_UNSUPPORTED,
-                   "'depthprune %s' does not run on --device cuda yet (the CUDA engine covers ppl so far); "
-                   "use --device cpu",
-                   cmd->name);
+    } else if ((rc = dp_device_parse(dp_config_str(&app.cfg, "device", "cpu"), &app.device, &err)) != DP_OK ||
+               (rc = dp_backend_check(dp_device_name(app.device), &err)) != DP_OK) {
+        code = dp_cli_fail(&app, &err); /* after the config was checked, before any work */
+    } else if (app.device == DP_DEVICE_CUDA && cmd->cpu_only) {
+        dp_err_set(&err, DP_E_USAGE, "'depthprune %s' computes on the CPU reference engine (it is what other devices "
+                   "are checked against); drop --device cuda", cmd->name);
         code = dp_cli_fail(&app, &err);
     } else {
         /* the watchdog: a rank stuck waiting on a stopped or lost peer leaves by itself */

@@ -385,8 +385,8 @@ static int by_len_desc(const void *a, const void *b) {
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
-int dp_mc_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, dp_mc_req *reqs, int64_t n, int64_t batch,
-              dp_err *err) {
+int dp_mc_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_mc_req *reqs, int64_t n,
+              int64_t batch, dp_err *err) {
     if (batch < 1) return dp_err_set(err, DP_E_USAGE, "batch must be at least 1");
     len_idx *ord = dp_malloc((size_t)(n > 0 ? n : 1) * sizeof *ord, "mc");
     for (int64_t i = 0; i < n; i++) ord[i] = (len_idx){reqs[i].n, i};
@@ -395,8 +395,10 @@ int dp_mc_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, dp_
     int64_t n_batches = (n + batch - 1) / batch, tmax = n ? ord[0].len : 1;
     int32_t *tok = dp_malloc((size_t)(batch * tmax) * sizeof(int32_t), "mc");
     int32_t *tgt = dp_malloc((size_t)(batch * tmax) * sizeof(int32_t), "mc");
-    dp_llama_state st;
-    int rc = dp_llama_state_init(&st, m, NULL, batch, tmax, map->n, DP_STATE_NLL_ONLY, 0, err);
+    float *nll = dp_malloc((size_t)(batch * tmax) * sizeof(float), "mc");
+    dp_engine e;
+    dp_engine_plan plan = {.B = batch, .T = tmax, .n_blocks = map->n, .local_rank = mpi->local_rank};
+    int rc = dp_engine_open(&e, dev, m, &plan, err);
     for (int64_t b = mpi->rank; b < n_batches && !rc; b += mpi->size) {
         int64_t first = b * batch, nb = first + batch <= n ? batch : n - first;
         int64_t T = ord[first].len; /* the longest of this batch */
@@ -410,14 +412,13 @@ int dp_mc_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, dp_
             if (r) /* input position n - n_cont + j predicts continuation token j */
                 for (int64_t j = 0; j < r->n_cont; j++) tgt[i * T + r->n - r->n_cont + j] = r->cont[j];
         }
-        rc = dp_llama_state_reshape(&st, m, NULL, batch, T, err);
-        if (!rc) rc = dp_llama_forward(m, NULL, map, &st, tok, err);
-        if (rc) break;
-        dp_llama_head_nll(m, &st, map->n, tgt);
+        if ((rc = dp_engine_embed(&e, tok, batch, T, err))) break;
+        dp_engine_blocks(&e, map, 0, map->n, batch);
+        dp_engine_head_nll(&e, tgt, nll, batch);
         for (int64_t i = 0; i < nb; i++) {
             const dp_mc_req *r = &reqs[ord[first + i].i];
             double s = 0;
-            for (int64_t j = 0; j < r->n_cont; j++) s -= (double)st.nll[i * T + r->n - r->n_cont + j];
+            for (int64_t j = 0; j < r->n_cont; j++) s -= (double)nll[i * T + r->n - r->n_cont + j];
             ll[ord[first + i].i] = s;
         }
     }
@@ -429,7 +430,8 @@ int dp_mc_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, dp_
         }
         for (int64_t i = 0; i < n; i++) reqs[i].loglik = ll[i];
     }
-    if (st.mem) dp_llama_state_free(&st);
+    dp_engine_close(&e);
+    dp_free(nll);
     dp_free(tok);
     dp_free(tgt);
     dp_free(ll);

@@ -8,10 +8,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "depthprune/engine.h"
 #include "depthprune/eval.h"
-#ifdef DP_HAVE_CUDA
-#include "depthprune/llama_cuda.h"
-#endif
 
 int dp_ppl_windows(const int32_t *ids, int64_t n_ids, int32_t bos_id, const dp_ppl_opts *o, int32_t **win,
                    int64_t *n_win, dp_err *err) {
@@ -49,50 +47,20 @@ int dp_ppl_windows(const int32_t *ids, int64_t n_ids, int32_t bos_id, const dp_p
     return DP_OK;
 }
 
-/* One batch of nb windows on the GPU engine: per-position NLL into nll. */
-#ifdef DP_HAVE_CUDA
-static int cuda_batch(dp_cuda_llama *g, const dp_layer_map *map, const int32_t *tok, const int32_t *targets,
-                      int64_t nb, float *nll, dp_err *err) {
-    int rc = dp_cuda_llama_embed(g, tok, nb, err);
-    if (rc) return rc;
-    dp_cuda_llama_blocks(g, map, 0, map->n, nb);
-    dp_cuda_llama_head_nll(g, targets, nll, nb);
-    return DP_OK;
-}
-#endif
-
 int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, const int32_t *win, int64_t n_win,
                const dp_ppl_opts *o, dp_ppl_result *r, double *window_nll, dp_err *err) {
     int64_t T = o->seq_len, B = o->batch;
     int64_t n_batches = (n_win + B - 1) / B;
     memset(r, 0, sizeof *r);
-    /* every rank checks the shapes the same way, so failures agree */
-    dp_llama_state full, tail;
-    memset(&full, 0, sizeof full);
-    memset(&tail, 0, sizeof tail);
-    int64_t tail_b = n_win % B;
-    int rc = DP_OK;
-#ifdef DP_HAVE_CUDA
-    dp_cuda_llama g;
-    memset(&g, 0, sizeof g);
-    float *gnll = NULL;
-    if (o->cuda) {
-        if ((rc = dp_cuda_llama_open(&g, m, B, T, o->allow_long, mpi->local_rank, err))) return rc;
-        gnll = dp_malloc((size_t)(B * T) * sizeof(float), "ppl");
-    }
-#else
-    if (o->cuda) return dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
-#endif
-    if (!o->cuda) {
-        rc = dp_llama_state_init(&full, m, NULL, B, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err);
-        if (rc) return rc;
-        if (tail_b && (rc = dp_llama_state_init(&tail, m, NULL, tail_b, T, map->n, DP_STATE_NLL_ONLY, o->allow_long, err))) {
-            dp_llama_state_free(&full);
-            return rc;
-        }
-    }
+    dp_engine e;
+    dp_engine_plan plan = {.B = B, .T = T, .n_blocks = map->n, .allow_long = o->allow_long,
+                           .local_rank = mpi->local_rank};
+    /* every rank opens the same way, so failures agree */
+    int rc = dp_engine_open(&e, o->device, m, &plan, err);
+    if (rc) return rc;
     double *wnll = dp_calloc((size_t)n_win, sizeof(double), "ppl");
     int32_t *targets = dp_malloc((size_t)(B * T) * sizeof(int32_t), "ppl");
+    float *nll = dp_malloc((size_t)(B * T) * sizeof(float), "ppl");
     double t0 = dp_time_s(), last = t0;
     int64_t mine = 0, done = 0;
     for (int64_t b = mpi->rank; b < n_batches; b += mpi->size) mine++;
@@ -100,19 +68,9 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
         int64_t first = b * B, nb = first + B <= n_win ? B : n_win - first;
         const int32_t *tok = win + first * T;
         dp_llama_next_targets(targets, tok, nb, T);
-        const float *nll = NULL;
-#ifdef DP_HAVE_CUDA
-        if (o->cuda) {
-            if ((rc = cuda_batch(&g, map, tok, targets, nb, gnll, err))) break;
-            nll = gnll;
-        }
-#endif
-        if (!o->cuda) {
-            dp_llama_state *s = nb == B ? &full : &tail;
-            if ((rc = dp_llama_forward(m, NULL, map, s, tok, err))) break;
-            dp_llama_head_nll(m, s, map->n, targets);
-            nll = s->nll;
-        }
+        if ((rc = dp_engine_embed(&e, tok, nb, T, err))) break;
+        dp_engine_blocks(&e, map, 0, map->n, nb);
+        dp_engine_head_nll(&e, targets, nll, nb);
         dp_llama_sum_positions(nll, nb, T, wnll + first);
         done++;
         double now = dp_time_s();
@@ -135,13 +93,7 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
     }
     dp_free(wnll);
     dp_free(targets);
-#ifdef DP_HAVE_CUDA
-    dp_cuda_llama_free(&g);
-    dp_free(gnll);
-#endif
-    if (!o->cuda) {
-        dp_llama_state_free(&full);
-        if (tail_b) dp_llama_state_free(&tail);
-    }
+    dp_free(nll);
+    dp_engine_close(&e);
     return rc;
 }

@@ -73,53 +73,44 @@ static int calib_open(const dp_mpi *mpi, const char *run_dir, uint64_t model_has
 
 /* Per-sample NLL sums of positions 1..T-1 of samples [a, a+nb) after
  * running kept positions [from, sub->n) of sub from rows (nb inputs of
- * position from; NULL: already in st->x). */
-static void run_from(const dp_llama *m, const dp_layer_map *sub, int from, const float *rows, int64_t a, int64_t nb,
-                     const calib_set *c, dp_llama_state *st, double *out) {
-    int64_t NTC = c->T * m->cfg.hidden_size;
-    if (rows) memcpy(st->x + (int64_t)from * nb * NTC, rows, (size_t)(nb * NTC) * sizeof(float));
-    dp_llama_blocks_forward(m, NULL, sub, st, from, sub->n);
-    dp_llama_head_nll(m, st, sub->n, c->targets + a * c->T);
+ * position from; NULL: the engine's residual stream, just embedded). */
+static void run_from(dp_engine *e, const dp_layer_map *sub, int from, const float *rows, int64_t a, int64_t nb,
+                     const calib_set *c, float *nll, double *out) {
+    if (rows) dp_engine_set_hidden(e, rows, nb);
+    dp_engine_blocks(e, sub, from, sub->n, nb);
+    dp_engine_head_nll(e, c->targets + a * c->T, nll, nb);
     for (int64_t i = 0; i < nb; i++) {
         double acc = 0.0;
-        for (int64_t t = 0; t + 1 < c->T; t++) acc += (double)st->nll[i * c->T + t];
+        for (int64_t t = 0; t + 1 < c->T; t++) acc += (double)nll[i * c->T + t];
         out[i] = acc;
     }
 }
 
-/* A state for nb samples and n blocks, reallocated when the shape changes. */
-static int state_for(dp_llama_state *st, int64_t *cur_b, int *cur_n, const dp_llama *m, int64_t nb, int64_t T, int n,
-                     dp_err *err) {
-    if (nb == *cur_b && n == *cur_n) return DP_OK;
-    if (*cur_b > 0) dp_llama_state_free(st);
-    *cur_b = -1;
-    int rc = dp_llama_state_init(st, m, NULL, nb, T, n, DP_STATE_NLL_ONLY, 0, err);
-    if (!rc) {
-        *cur_b = nb;
-        *cur_n = n;
-    }
+static int open_engine(const dp_mpi *mpi, dp_device dev, const dp_llama *m, int64_t batch, const calib_set *c,
+                       int n_blocks, dp_engine *e, float **nll, dp_err *err) {
+    dp_engine_plan plan = {.B = batch, .T = c->T, .n_blocks = n_blocks, .local_rank = mpi->local_rank};
+    int rc = dp_mpi_agree(mpi, dp_engine_open(e, dev, m, &plan, err), err);
+    *nll = rc ? NULL : dp_malloc((size_t)(batch * c->T) * sizeof(float), "prune");
     return rc;
 }
 
-int dp_prune_map_ppl(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, const char *run_dir,
-                     uint64_t model_hash, int64_t batch, double *ppl, dp_err *err) {
+int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map,
+                     const char *run_dir, uint64_t model_hash, int64_t batch, double *ppl, dp_err *err) {
     dp_h5 h;
     calib_set c;
     int rc = calib_open(mpi, run_dir, model_hash, &h, &c, err);
     if (rc) return rc;
     dp_h5_close(&h);
+    dp_engine e;
+    float *nll = NULL;
+    rc = open_engine(mpi, dev, m, batch, &c, map->n, &e, &nll, err);
     double *per = dp_calloc((size_t)c.N, sizeof(double), "ppl");
-    dp_llama_state st;
-    int64_t cur_b = -1;
-    int cur_n = -1;
     /* fixed batches dealt round-robin: per-sample results do not depend on the rank count */
     for (int64_t a = 0, k = 0; a < c.N && !rc; a += batch, k++) {
         if (k % mpi->size != mpi->rank) continue;
         int64_t nb = a + batch <= c.N ? batch : c.N - a;
-        rc = state_for(&st, &cur_b, &cur_n, m, nb, c.T, map->n, err);
-        if (!rc) rc = dp_llama_embed(m, &st, c.ids + a * c.T, err);
-        if (rc) break;
-        run_from(m, map, 0, NULL, a, nb, &c, &st, per + a);
+        if ((rc = dp_engine_embed(&e, c.ids + a * c.T, nb, c.T, err))) break;
+        run_from(&e, map, 0, NULL, a, nb, &c, nll, per + a);
     }
     rc = dp_mpi_agree(mpi, rc, err);
     if (!rc) {
@@ -128,7 +119,8 @@ int dp_prune_map_ppl(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *m
         for (int64_t i = 0; i < c.N; i++) s += per[i];
         *ppl = exp(s / (double)(c.N * (c.T - 1)));
     }
-    if (cur_b > 0) dp_llama_state_free(&st);
+    dp_engine_close(&e);
+    dp_free(nll);
     dp_free(per);
     calib_free(&c);
     return rc;
@@ -136,31 +128,26 @@ int dp_prune_map_ppl(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *m
 
 /* cache[j] (N, T, C): the input of kept position j, j = 0..map->n. Recomputes
  * positions from+1..n from cache[from] (from = 0 with embed: from the ids). */
-static int refresh(const dp_llama *m, const dp_layer_map *map, const calib_set *c, int from, int embed, float **cache,
+static int refresh(dp_engine *e, const dp_layer_map *map, const calib_set *c, int from, int embed, float **cache,
                    int64_t batch, dp_err *err) {
-    int64_t NTC = c->T * m->cfg.hidden_size;
+    int64_t NTC = c->T * e->m->cfg.hidden_size;
     dp_layer_map sub;
     sub.n = map->n - from;
     memcpy(sub.layer, map->layer + from, (size_t)sub.n * sizeof(int));
-    dp_llama_state st;
-    int64_t cur_b = -1;
-    int cur_n = -1, rc = DP_OK;
+    int rc = DP_OK;
     for (int64_t a = 0; a < c->N && !rc; a += batch) {
         int64_t nb = a + batch <= c->N ? batch : c->N - a;
-        rc = state_for(&st, &cur_b, &cur_n, m, nb, c->T, sub.n, err);
-        if (rc) break;
         if (embed) {
-            rc = dp_llama_embed(m, &st, c->ids + a * c->T, err);
-            if (rc) break;
-            memcpy(cache[0] + a * NTC, st.x, (size_t)(nb * NTC) * sizeof(float));
+            if ((rc = dp_engine_embed(e, c->ids + a * c->T, nb, c->T, err))) break;
+            dp_engine_get_hidden(e, cache[0] + a * NTC, nb);
         } else {
-            memcpy(st.x, cache[from] + a * NTC, (size_t)(nb * NTC) * sizeof(float));
+            dp_engine_set_hidden(e, cache[from] + a * NTC, nb);
         }
-        dp_llama_blocks_forward(m, NULL, &sub, &st, 0, sub.n);
-        for (int j = 1; j <= sub.n; j++)
-            memcpy(cache[from + j] + a * NTC, st.x + (int64_t)j * nb * NTC, (size_t)(nb * NTC) * sizeof(float));
+        for (int j = 1; j <= sub.n; j++) {
+            dp_engine_blocks(e, &sub, j - 1, j, nb);
+            dp_engine_get_hidden(e, cache[from + j] + a * NTC, nb);
+        }
     }
-    if (cur_b > 0) dp_llama_state_free(&st);
     return rc;
 }
 
@@ -192,9 +179,10 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
     double *tot = dp_malloc((size_t)L * sizeof(double), "prune");
     double *per = dp_malloc((size_t)c.N * sizeof(double), "prune");
     int *owner = dp_malloc((size_t)L * sizeof(int), "prune"), *round = dp_malloc((size_t)L * sizeof(int), "prune");
-    dp_llama_state st;
-    int64_t cur_b = -1;
-    int cur_n = -1;
+    dp_engine e;
+    memset(&e, 0, sizeof e);
+    float *nll = NULL;
+    if (!rc) rc = open_engine(mpi, o->device, m, o->batch, &c, L, &e, &nll, err);
     double t0 = dp_time_s();
     for (int step = 0; step < o->remove && !rc; step++) {
         int n = map.n;
@@ -208,8 +196,7 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
             sub.n = n - 1;
             for (int64_t a = 0; a < c.N && !rc; a += o->batch) {
                 int64_t nb = a + o->batch <= c.N ? o->batch : c.N - a;
-                rc = state_for(&st, &cur_b, &cur_n, m, nb, c.T, sub.n, err);
-                if (!rc) run_from(m, &sub, p, cache[p] + a * NTC, a, nb, &c, &st, per + a);
+                run_from(&e, &sub, p, cache[p] + a * NTC, a, nb, &c, nll, per + a);
             }
             double s = 0;
             for (int64_t i = 0; i < c.N; i++) s += per[i];
@@ -249,16 +236,18 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
                 rc = dp_train(mpi, m, &map, NULL, o->heal_data, o->heal_idx, o->heal_n, NULL, 0, &to, &lora, &res, err);
             if (!rc && to.method == DP_TRAIN_LORA) dp_lora_merge(m, &lora);
             if (lora.mem) dp_lora_free(&lora);
-            if (!rc) rc = refresh(m, &map, &c, 0, 1, cache, o->batch, err);
+            if (!rc) dp_engine_params_changed(&e); /* the healed weights */
+            if (!rc) rc = refresh(&e, &map, &c, 0, 1, cache, o->batch, err);
         } else if (!rc && best < map.n) {
-            rc = refresh(m, &map, &c, best, 0, cache, o->batch, err);
+            rc = refresh(&e, &map, &c, best, 0, cache, o->batch, err);
         }
         rc = dp_mpi_agree(mpi, rc, err);
         if (!rc && o->progress)
             dp_log0("prune: step %d/%d removed block %d, PPL %.4f (%.1f s)", step + 1, o->remove, removed[step],
                     ppl_after[step], dp_time_s() - t0);
     }
-    if (cur_b > 0) dp_llama_state_free(&st);
+    dp_engine_close(&e);
+    dp_free(nll);
     for (int j = 0; j <= L; j++) dp_free(cache[j]);
     dp_free(cache);
     dp_free(tot);

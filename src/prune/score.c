@@ -16,12 +16,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "depthprune/engine.h"
 #include "depthprune/ops.h"
-#include "depthprune/backend.h"
 #include "depthprune/prune.h"
-#ifdef DP_HAVE_CUDA
-#include "depthprune/llama_cuda.h"
-#endif
 #include "depthprune/store.h"
 #include "depthprune/train.h"
 
@@ -59,12 +56,12 @@ static void allreduce_f(const dp_mpi *mpi, float *x, int64_t n) {
     }
 }
 
-/* Per-sample NLL sums (positions 1..T-1) from the hidden states at x[at]. */
-static void sample_nll(dp_llama_state *s, const dp_llama *m, int at, const int32_t *tok, int64_t nb, int64_t T,
-                       int32_t *targets, double *out) {
+/* Per-sample NLL sums (positions 1..T-1) from the engine's residual stream. */
+static void sample_nll(dp_engine *e, const int32_t *tok, int64_t nb, int64_t T, int32_t *targets, float *nll,
+                       double *out) {
     dp_llama_next_targets(targets, tok, nb, T);
-    dp_llama_head_nll(m, s, at, targets);
-    dp_llama_sum_positions(s->nll, nb, T, out);
+    dp_engine_head_nll(e, targets, nll, nb);
+    dp_llama_sum_positions(nll, nb, T, out);
 }
 
 /* Deterministic (thread-count independent) sums over a block's tensors;
@@ -97,31 +94,10 @@ static double block_sum(const dp_llama *m, int l, const float *gblock, int kind)
 
 /* ---------------- calibrate ---------------- */
 
-#ifdef DP_HAVE_CUDA
-/* score.stream_weights: 1 on, 0 off, -1 auto = when the bf16 weights do not
- * fit in 70% of this rank's free GPU memory */
-static int want_stream(const dp_mpi *mpi, const dp_llama *m, int setting) {
-    if (setting >= 0) return setting;
-    dp_err why;
-    int n = dp_cuda_device_count(&why);
-    if (n <= 0) return 0;
-    dp_cuda_set_device(mpi->local_rank % n);
-    return (double)m->n_elems * 2.0 > 0.7 * (double)dp_cuda_mem_free();
-}
-
-/* Per-sample NLL sums from the GPU engine's residual stream. */
-static void gpu_sample_nll(dp_cuda_llama *g, const int32_t *tok, int64_t nb, int64_t T, int32_t *targets, float *nll,
-                           double *out) {
-    dp_llama_next_targets(targets, tok, nb, T);
-    dp_cuda_llama_head_nll(g, targets, nll, nb);
-    dp_llama_sum_positions(nll, nb, T, out);
-}
-#endif
-
 int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
-                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, int cuda,
+                 const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_device dev,
                  int stream_weights, dp_err *err) {
-    const char *device = cuda ? "cuda" : "cpu";
+    const char *device = dp_device_name(dev);
     int64_t N = co->samples, T = co->seq_len, C = m->cfg.hidden_size;
     int L = (int)m->cfg.n_layers;
     char mh[17], ch[17], buf[64];
@@ -136,8 +112,8 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
         if (rc == DP_OK) {
             int r1 = dp_h5_get_attr(&h, "model_hash", &a, err), r2 = dp_h5_get_attr(&h, "calib_hash", &b, err);
             int r3 = dp_h5_get_attr(&h, "complete", &done, err);
-            char *dev = NULL;
-            if (dp_h5_get_attr(&h, "device", &dev, err)) dev = dp_strdup("cpu", "calib"); /* files before the GPU engine */
+            char *fdev = NULL;
+            if (dp_h5_get_attr(&h, "device", &fdev, err)) fdev = dp_strdup("cpu", "calib"); /* files before the GPU engine */
             dp_err_clear(err);
             dp_h5_close(&h);
             if (r1 || r2) rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", path);
@@ -151,18 +127,18 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
                                 "%s holds a different calibration set (hash %s, this one %s: samples, seq_len, "
                                 "seed or text changed); use a new --run directory",
                                 path, b, ch);
-            else if (strcmp(dev, device))
+            else if (strcmp(fdev, device))
                 rc = dp_err_set(err, DP_E_MISMATCH,
                                 "%s was computed with --device %s, this run uses --device %s (block inputs "
                                 "differ in the last bits); use a new --run directory",
-                                path, dev, device);
+                                path, fdev, device);
             else if (r3 == DP_OK && !strcmp(done, "1")) {
                 dp_log0("calibrate: reusing %s", path);
-                dp_free(a), dp_free(b), dp_free(done), dp_free(dev), dp_free(path);
+                dp_free(a), dp_free(b), dp_free(done), dp_free(fdev), dp_free(path);
                 return all_ok(mpi, DP_OK, err);
             }
             if (rc == DP_OK) dp_err_clear(err); /* incomplete: computed again below */
-            dp_free(a), dp_free(b), dp_free(done), dp_free(dev);
+            dp_free(a), dp_free(b), dp_free(done), dp_free(fdev);
         }
         if (rc) {
             dp_free(path);
@@ -177,56 +153,28 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
     int32_t *targets = dp_malloc((size_t)(batch * T) * sizeof(int32_t), "calib");
     dp_layer_map map;
     dp_layer_map_all(&map, L);
-    dp_llama_state st;
-    int64_t cur_b = -1;
     double t0 = dp_time_s();
-    memset(&st, 0, sizeof st);
-#ifdef DP_HAVE_CUDA
-    dp_cuda_llama g;
-    memset(&g, 0, sizeof g);
-    float *gnll = NULL;
-    if (cuda && mine > 0) g.streaming = want_stream(mpi, m, stream_weights);
-    if (cuda && mine > 0 && (rc = dp_cuda_llama_open(&g, m, batch, T, 0, mpi->local_rank, err)) == DP_OK)
-        gnll = dp_malloc((size_t)(batch * T) * sizeof(float), "calib");
     /* the dense forward block by block, every block's input copied out */
-    for (int64_t a = s0; cuda && a < s1 && rc == DP_OK; a += batch) {
+    dp_engine e;
+    memset(&e, 0, sizeof e);
+    dp_engine_plan plan = {.B = batch, .T = T, .local_rank = mpi->local_rank, .stream_weights = stream_weights};
+    if (mine > 0) rc = dp_engine_open(&e, dev, m, &plan, err);
+    float *nllrow = dp_malloc((size_t)(batch * T) * sizeof(float), "calib");
+    for (int64_t a = s0; a < s1 && rc == DP_OK; a += batch) {
         int64_t nb = a + batch <= s1 ? batch : s1 - a;
-        if ((rc = dp_cuda_llama_embed(&g, ids + a * T, nb, err))) break;
+        if ((rc = dp_engine_embed(&e, ids + a * T, nb, T, err))) break;
         for (int i = 0; i <= L; i++) {
-            if (i > 0) dp_cuda_llama_blocks(&g, &map, i - 1, i, nb);
-            dp_cuda_llama_get_hidden(&g, hid + ((int64_t)i * mine + (a - s0)) * NTC, nb);
+            if (i > 0) dp_engine_blocks(&e, &map, i - 1, i, nb);
+            dp_engine_get_hidden(&e, hid + ((int64_t)i * mine + (a - s0)) * NTC, nb);
         }
-        gpu_sample_nll(&g, ids + a * T, nb, T, targets, gnll, nll + (a - s0));
+        sample_nll(&e, ids + a * T, nb, T, targets, nllrow, nll + (a - s0));
         dp_fault_point("calib_batch");
         if (progress && mpi->rank == 0)
-            dp_log("calibrate (GPU): %lld/%lld samples on rank 0, %.1f s", (long long)(a + nb - s0), (long long)mine,
-                   dp_time_s() - t0);
+            dp_log("calibrate (%s): %lld/%lld samples on rank 0, %.1f s", device, (long long)(a + nb - s0),
+                   (long long)mine, dp_time_s() - t0);
     }
-    dp_cuda_llama_free(&g);
-    dp_free(gnll);
-#else
-    (void)stream_weights;
-    if (cuda) rc = dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
-#endif
-    for (int64_t a = s0; !cuda && a < s1 && rc == DP_OK; a += batch) {
-        int64_t nb = a + batch <= s1 ? batch : s1 - a;
-        if (nb != cur_b) {
-            if (cur_b > 0) dp_llama_state_free(&st);
-            if ((rc = dp_llama_state_init(&st, m, NULL, nb, T, L, DP_STATE_NLL_ONLY, 0, err))) break;
-            cur_b = nb;
-        }
-        if ((rc = dp_llama_forward(m, NULL, &map, &st, ids + a * T, err))) break;
-        for (int i = 0; i <= L; i++)
-            for (int64_t j = 0; j < nb; j++)
-                memcpy(hid + ((int64_t)i * mine + (a - s0) + j) * NTC, st.x + ((int64_t)i * nb + j) * NTC,
-                       (size_t)NTC * sizeof(float));
-        sample_nll(&st, m, L, ids + a * T, nb, T, targets, nll + (a - s0));
-        dp_fault_point("calib_batch");
-        if (progress && mpi->rank == 0)
-            dp_log("calibrate: %lld/%lld samples on rank 0, %.1f s", (long long)(a + nb - s0), (long long)mine,
-                   dp_time_s() - t0);
-    }
-    if (cur_b > 0) dp_llama_state_free(&st);
+    dp_engine_close(&e);
+    dp_free(nllrow);
     dp_free(targets);
     rc = all_ok(mpi, rc, err);
     char *tmp = dp_path_join(run_dir, "calib.h5.tmp");
@@ -340,50 +288,49 @@ static void read_progress(const dp_mpi *mpi, const char *path, int L, int64_t N,
     }
 }
 
-#ifdef DP_HAVE_CUDA
 /* Weight streaming: every candidate i this rank owns (not yet done) starts
- * from hidden_i on the GPU; blocks b = 1 .. L-1 are then applied in order,
- * each to every candidate i < b, so each block's weights are uploaded once
- * for the whole pass; finally the head gives each candidate's per-sample
- * NLL into pre (L, N). The per-candidate arithmetic is the same as the
- * resident path (same batches, same kernels). */
-static void stream_pass(dp_cuda_llama *g, const dp_llama *m, const int *owner, int rank, const ppl_state *p,
-                        float *const *hin, const int32_t *ids, int64_t N, int64_t T, int64_t batch, float *gnll,
+ * from hidden_i in an engine buffer (GPU memory on cuda); blocks b = 1 ..
+ * L-1 are then applied in order, each to every candidate i < b, so each
+ * block's weights are uploaded once for the whole pass; finally the head
+ * gives each candidate's per-sample NLL into pre (L, N). The per-candidate
+ * arithmetic is the same as the candidate-major path (same batches, same
+ * kernels). */
+static void stream_pass(dp_engine *e, const dp_llama *m, const int *owner, int rank, const ppl_state *p,
+                        float *const *hin, const int32_t *ids, int64_t N, int64_t T, int64_t batch, float *nll,
                         double *pre) {
     int L = (int)m->cfg.n_layers;
     int64_t NTC = T * m->cfg.hidden_size;
-    float **dev = dp_calloc((size_t)L, sizeof(float *), "score");
+    float **buf = dp_calloc((size_t)L, sizeof(float *), "score");
     for (int i = 0; i < L; i++)
         if (owner[i] == rank && !p->done[i]) {
-            dev[i] = dp_cuda_malloc((size_t)(N * NTC) * sizeof(float), "GPU candidate hidden states");
-            dp_cuda_h2d(dev[i], hin[i], (size_t)(N * NTC) * sizeof(float));
+            buf[i] = dp_engine_buf_alloc(e, N * NTC);
+            dp_engine_buf_upload(e, buf[i], hin[i], N * NTC);
         }
     dp_layer_map all;
     dp_layer_map_all(&all, L);
     int32_t *targets = dp_malloc((size_t)(batch * T) * sizeof(int32_t), "score");
     for (int b = 1; b < L; b++)
         for (int i = 0; i < b; i++) {
-            if (!dev[i]) continue;
+            if (!buf[i]) continue;
             for (int64_t a = 0; a < N; a += batch) {
                 int64_t nb = a + batch <= N ? batch : N - a;
-                dp_cuda_llama_set_hidden_dev(g, dev[i] + a * NTC, nb);
-                dp_cuda_llama_blocks(g, &all, b, b + 1, nb);
-                dp_cuda_llama_get_hidden_dev(g, dev[i] + a * NTC, nb);
+                dp_engine_set_hidden_buf(e, buf[i] + a * NTC, nb);
+                dp_engine_blocks(e, &all, b, b + 1, nb);
+                dp_engine_get_hidden_buf(e, buf[i] + a * NTC, nb);
             }
         }
     for (int i = 0; i < L; i++) {
-        if (!dev[i]) continue;
+        if (!buf[i]) continue;
         for (int64_t a = 0; a < N; a += batch) {
             int64_t nb = a + batch <= N ? batch : N - a;
-            dp_cuda_llama_set_hidden_dev(g, dev[i] + a * NTC, nb);
-            gpu_sample_nll(g, ids + a * T, nb, T, targets, gnll, pre + (int64_t)i * N + a);
+            dp_engine_set_hidden_buf(e, buf[i] + a * NTC, nb);
+            sample_nll(e, ids + a * T, nb, T, targets, nll, pre + (int64_t)i * N + a);
         }
-        dp_cuda_free(dev[i]);
+        dp_engine_buf_free(e, buf[i]);
     }
     dp_free(targets);
-    dp_free(dev);
+    dp_free(buf);
 }
-#endif
 
 static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const int32_t *ids, int64_t N, int64_t T,
                      const dp_score_opts *o, const char *mh, const char *ch, ppl_state *p, int64_t *passes,
@@ -414,31 +361,22 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
     double *local = dp_calloc((size_t)(L * N), sizeof(double), "score");
     int32_t *ldone = dp_calloc((size_t)L, sizeof(int32_t), "score");
     int32_t *targets = dp_malloc((size_t)(o->batch * T) * sizeof(int32_t), "score");
-    dp_llama_state st;
-    memset(&st, 0, sizeof st);
-    int64_t cur_b = -1;
     double t_open = dp_time_s();
-    (void)t_open;
-#ifdef DP_HAVE_CUDA
-    dp_cuda_llama g;
-    memset(&g, 0, sizeof g);
-    float *gnll = NULL;
+    dp_engine e;
+    memset(&e, 0, sizeof e);
+    float *nll = dp_malloc((size_t)(o->batch * T) * sizeof(float), "score");
     double *pre = NULL; /* streaming: this rank's candidates computed in one block-major pass */
-    if (o->cuda && rc == DP_OK) {
-        int stream = want_stream(mpi, m, o->stream_weights);
-        g.streaming = stream;
-        rc = all_ok(mpi, dp_cuda_llama_open(&g, m, o->batch, T, 0, mpi->local_rank, err), err);
-        gnll = dp_malloc((size_t)(o->batch * T) * sizeof(float), "score");
-        if (rc == DP_OK && stream) {
+    if (rc == DP_OK) {
+        dp_engine_plan plan = {.B = o->batch, .T = T, .local_rank = mpi->local_rank,
+                               .stream_weights = o->stream_weights};
+        rc = all_ok(mpi, dp_engine_open(&e, o->device, m, &plan, err), err);
+        if (rc == DP_OK && e.streaming) {
             pre = dp_calloc((size_t)(L * N), sizeof(double), "score");
-            stream_pass(&g, m, owner, mpi->rank, p, hin, ids, N, T, o->batch, gnll, pre);
+            stream_pass(&e, m, owner, mpi->rank, p, hin, ids, N, T, o->batch, nll, pre);
             dp_log("score ppl: weights streamed, %lld block uploads for this rank's candidates (%.1f s)",
-                   (long long)g.block_loads, dp_time_s() - t_open);
+                   (long long)dp_engine_block_loads(&e), dp_time_s() - t_open);
         }
     }
-#else
-    if (o->cuda) rc = all_ok(mpi, dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA"), err);
-#endif
     double t0 = dp_time_s();
     int total_todo = L - n_done0, done_now = 0;
     *passes = 0;
@@ -453,27 +391,14 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
             dp_layer_map_drop(&map, L, &drop, 1, err);
             for (int64_t a = 0; a < N && rc == DP_OK; a += o->batch) {
                 int64_t nb = a + o->batch <= N ? o->batch : N - a;
-#ifdef DP_HAVE_CUDA
                 if (pre) { /* computed by the streaming pass */
                     memcpy(local + (int64_t)i * N + a, pre + (int64_t)i * N + a, (size_t)nb * sizeof(double));
                     continue;
                 }
-                if (o->cuda) { /* restart from hidden_i, then blocks i+1.. (map positions i..) */
-                    dp_cuda_llama_set_hidden(&g, hin[i] + a * NTC, nb);
-                    dp_cuda_llama_blocks(&g, &map, i, map.n, nb);
-                    gpu_sample_nll(&g, ids + a * T, nb, T, targets, gnll, local + (int64_t)i * N + a);
-                    continue;
-                }
-#endif
-                if (nb != cur_b) {
-                    if (cur_b > 0) dp_llama_state_free(&st);
-                    if ((rc = dp_llama_state_init(&st, m, NULL, nb, T, L - 1, DP_STATE_NLL_ONLY, 0, err))) break;
-                    cur_b = nb;
-                }
                 /* map position i is dense block i+1: restart there from hidden_i */
-                memcpy(st.x + (int64_t)i * nb * NTC, hin[i] + a * NTC, (size_t)(nb * NTC) * sizeof(float));
-                dp_llama_blocks_forward(m, NULL, &map, &st, i, map.n);
-                sample_nll(&st, m, map.n, ids + a * T, nb, T, targets, local + (int64_t)i * N + a);
+                dp_engine_set_hidden(&e, hin[i] + a * NTC, nb);
+                dp_engine_blocks(&e, &map, i, map.n, nb);
+                sample_nll(&e, ids + a * T, nb, T, targets, nll, local + (int64_t)i * N + a);
             }
             ldone[i] = 1;
             *passes += L - 1 - i;
@@ -515,12 +440,9 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
             }
         }
     }
-    if (cur_b > 0) dp_llama_state_free(&st);
-#ifdef DP_HAVE_CUDA
-    dp_cuda_llama_free(&g);
-    dp_free(gnll);
+    dp_engine_close(&e);
+    dp_free(nll);
     dp_free(pre);
-#endif
     for (int i = 0; i < L; i++) dp_free(hin[i]);
     dp_free(hin);
     dp_free(local);
@@ -559,8 +481,35 @@ static void taylor_block_done(int l, void *p) {
     memset(t->gblock, 0, (size_t)t->n_block * sizeof(float));
 }
 
+int dp_block_grads(const dp_mpi *mpi, dp_engine *e, const int32_t *tokens, int64_t nb, int64_t T, double scale,
+                   float *gblock, void (*block_done)(int layer, void *ctx), void *ctx, dp_err *err) {
+    int rc = DP_OK;
+    int L = nb > 0 ? (int)e->m->cfg.n_layers : 0;
+    int32_t *targets = NULL;
+    if (nb > 0) { /* ids first: a rank failing inside the backward would leave the others waiting */
+        targets = dp_malloc((size_t)(nb * T) * sizeof(int32_t), "block grads");
+        dp_llama_next_targets(targets, tokens, nb, T);
+        for (int64_t i = 0; i < nb * T && rc == DP_OK; i++)
+            if (tokens[i] < 0 || tokens[i] >= e->m->cfg.vocab_size)
+                rc = dp_err_set(err, DP_E_RANGE, "token id %d at position %lld is outside the vocabulary", tokens[i],
+                                (long long)i);
+    }
+    rc = all_ok(mpi, rc, err);
+    if (rc == DP_OK && nb > 0) {
+        dp_layer_map map;
+        dp_layer_map_all(&map, L);
+        double ce = 0, kd = 0;
+        dp_micro x = {.tokens = tokens, .targets = targets, .B = nb, .T = T, .temp = 1.0, .gscale = scale,
+                      .backward = 1, .wgrad_host = gblock, .block_done = block_done, .ctx = ctx};
+        rc = dp_engine_micro(e, &map, &x, &ce, &kd, err);
+        if (rc) dp_fatal("block gradients: %s", err->msg); /* shapes were planned: cannot happen */
+    }
+    dp_free(targets);
+    return rc;
+}
+
 static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int64_t batch,
-                  double *score, int cuda, dp_err *err) {
+                  double *score, dp_device dev, dp_err *err) {
     int L = (int)m->cfg.n_layers;
     int64_t n_block = 0; /* the largest block (blocks of a width-pruned model differ) */
     for (int l = 0; l < L; l++) {
@@ -569,67 +518,21 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
     }
     taylor_ctx tc = {.mpi = mpi, .m = m, .n_block = n_block, .score = score};
     tc.gblock = dp_calloc((size_t)n_block, sizeof(float), "taylor block grads");
-    dp_llama_view gv;
-    memset(&gv, 0, sizeof gv);
-    for (int l = 0; l < L; l++) /* each block's gradient at the start of the buffer, its own layout */
-        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
-            gv.blk[l][k] = tc.gblock + (m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k].offset -
-                                        m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset);
     int64_t s0, s1;
     share(N, batch, mpi->rank, mpi->size, &s0, &s1);
     int64_t nb = s1 - s0;
-    dp_layer_map map;
-    dp_layer_map_all(&map, L);
-    int rc = DP_OK;
-    dp_llama_state st;
-    memset(&st, 0, sizeof st);
-    int32_t *targets = NULL;
-    if (nb > 0) { /* ranks without samples still join every block's reduction */
-        if (!cuda) rc = dp_llama_state_init(&st, m, NULL, nb, T, L, DP_STATE_TRAIN | DP_STATE_RECOMPUTE, 0, err);
-        targets = dp_malloc((size_t)(nb * T) * sizeof(int32_t), "taylor");
-    }
-    const int32_t *tok = ids + s0 * T;
-#ifdef DP_HAVE_CUDA
-    if (cuda) { /* the same sums from the GPU's block gradients (copied to gblock one block at a time) */
-        dp_cuda_llama g;
-        memset(&g, 0, sizeof g);
-        if (nb > 0) {
-            dp_llama_next_targets(targets, tok, nb, T);
-            rc = dp_cuda_llama_open(&g, m, nb, T, 0, mpi->local_rank, err);
-            if (!rc) rc = dp_cuda_llama_train_init(&g, NULL, L, 0, n_block, err);
-        }
-        rc = all_ok(mpi, rc, err);
-        if (rc == DP_OK && nb > 0) {
-            double ce = 0, kd = 0;
-            dp_cuda_micro x = {.tokens = tok, .targets = targets, .B = nb, .T = T, .temp = 1.0,
-                               .gscale = 1.0 / (double)(N * (T - 1)), .backward = 1, .wgrad_host = tc.gblock,
-                               .block_done = taylor_block_done, .ctx = &tc};
-            rc = dp_cuda_llama_train_micro(&g, &map, &x, &ce, &kd, err);
-        } else if (rc == DP_OK) {
-            for (int l = L - 1; l >= 0; l--) taylor_block_done(l, &tc);
-        }
-        dp_cuda_llama_free(&g);
-        dp_free(targets);
-        dp_free(tc.gblock);
-        return rc;
-    }
-#else
-    (void)cuda;
-#endif
-    if (nb > 0) dp_llama_next_targets(targets, tok, nb, T);
-    if (rc == DP_OK && nb > 0) rc = dp_llama_forward(m, NULL, &map, &st, tok, err);
-    rc = all_ok(mpi, rc, err);
-    if (rc == DP_OK) {
-        if (nb > 0) {
-            dp_llama_zero_dlogits(&st, m);
-            dp_llama_loss_ce(&st, m, targets, NULL, 1.0 / (double)(N * (T - 1))); /* mean over all tokens */
-            dp_llama_backward_hook(m, NULL, &map, &st, tok, &gv, NULL, taylor_block_done, &tc);
-        } else {
-            for (int l = L - 1; l >= 0; l--) taylor_block_done(l, &tc);
-        }
-    }
-    if (nb > 0) dp_llama_state_free(&st);
-    dp_free(targets);
+    /* every rank's samples as one batch, block activations recomputed */
+    dp_engine e;
+    memset(&e, 0, sizeof e);
+    dp_engine_plan plan = {.B = nb, .T = T, .local_rank = mpi->local_rank, .train = 1, .wgrad = 1, .recompute = 1};
+    int rc = all_ok(mpi, nb > 0 ? dp_engine_open(&e, dev, m, &plan, err) : DP_OK, err);
+    /* the mean over all tokens */
+    if (rc == DP_OK)
+        rc = dp_block_grads(mpi, &e, ids + s0 * T, nb, T, 1.0 / (double)(N * (T - 1)), tc.gblock, taylor_block_done,
+                            &tc, err);
+    if (rc == DP_OK && nb == 0)
+        for (int l = L - 1; l >= 0; l--) taylor_block_done(l, &tc); /* ranks without samples join every reduction */
+    dp_engine_close(&e);
     dp_free(tc.gblock);
     return rc;
 }
@@ -853,7 +756,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
                 score[b][i] = exp(acc / (double)(N * (T - 1)));
             }
         } else if (b == CRIT_TAYLOR) {
-            rc = taylor(mpi, m, ids, N, T, o->batch, score[b], o->cuda, err);
+            rc = taylor(mpi, m, ids, N, T, o->batch, score[b], o->device, err);
         } else if (b == CRIT_MAG1 || b == CRIT_MAG2) {
             for (int l = 0; l < L; l++) score[b][l] = block_sum(m, l, NULL, b);
         } else if (b == CRIT_BI) {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "depthprune/ops.h"
+#include "depthprune/prune.h"
 #include "depthprune/width.h"
 
 static const char *const k_names[] = {"param_first", "param_second", "param_mix", "l1", "l2", "random"};
@@ -128,47 +129,16 @@ static void block_done(int l, void *p) {
 }
 
 /* forward + backward of samples [a, b) of ids (this rank's), with loss
- * scale 1/(n_tok); ranks with no samples still join every block's
- * reduction. */
-static int grad_pass(wctx *t, const int32_t *ids, int64_t a, int64_t b, int64_t T, double scale, dp_err *err) {
-    const dp_llama *m = t->m;
-    int L = (int)m->cfg.n_layers;
-    dp_llama_view gv;
-    memset(&gv, 0, sizeof gv);
-    for (int l = 0; l < L; l++)
-        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
-            gv.blk[l][k] = t->gblock + (bparam(m, l, k)->offset - bparam(m, l, 0)->offset);
-    dp_layer_map map;
-    dp_layer_map_all(&map, L);
-    int64_t nb = b - a;
-    int rc = DP_OK;
-    dp_llama_state st;
-    memset(&st, 0, sizeof st);
-    int32_t *targets = NULL;
-    if (nb > 0) {
-        rc = dp_llama_state_init(&st, m, NULL, nb, T, L, DP_STATE_TRAIN | DP_STATE_RECOMPUTE, 0, err);
-        targets = dp_malloc((size_t)(nb * T) * sizeof(int32_t), "width");
-        if (!rc) {
-            dp_llama_next_targets(targets, ids + a * T, nb, T);
-            rc = dp_llama_forward(m, NULL, &map, &st, ids + a * T, err);
-        }
-    }
-    rc = dp_mpi_agree(t->mpi, rc, err);
-    if (!rc) {
-        if (nb > 0) {
-            dp_llama_zero_dlogits(&st, m);
-            dp_llama_loss_ce(&st, m, targets, NULL, scale);
-            dp_llama_backward_hook(m, NULL, &map, &st, ids + a * T, &gv, NULL, block_done, t);
-        } else {
-            for (int l = L - 1; l >= 0; l--) block_done(l, t);
-        }
-    }
-    if (nb > 0) dp_llama_state_free(&st);
-    dp_free(targets);
+ * scale; ranks with no samples still join every block's reduction. */
+static int grad_pass(wctx *t, dp_engine *e, const int32_t *ids, int64_t a, int64_t b, int64_t T, double scale,
+                     dp_err *err) {
+    int rc = dp_block_grads(t->mpi, e, ids + a * T, b - a, T, scale, t->gblock, block_done, t, err);
+    if (rc == DP_OK && b == a)
+        for (int l = (int)t->m->cfg.n_layers - 1; l >= 0; l--) block_done(l, t);
     return rc;
 }
 
-int dp_width_importance(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int crit,
+int dp_width_importance(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int crit,
                         uint64_t seed, dp_width_scores *s, dp_err *err) {
     const dp_llama_config *c = &m->cfg;
     int L = (int)c->n_layers;
@@ -202,7 +172,10 @@ int dp_width_importance(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids
     t.gblock = dp_calloc((size_t)n_block, sizeof(float), "width grads");
     /* this rank's samples: contiguous shares */
     int64_t a = N * mpi->rank / mpi->size, b = N * (mpi->rank + 1) / mpi->size;
-    int rc = DP_OK;
+    dp_engine e;
+    memset(&e, 0, sizeof e);
+    dp_engine_plan plan = {.B = b - a, .T = T, .local_rank = mpi->local_rank, .train = 1, .wgrad = 1, .recompute = 1};
+    int rc = dp_mpi_agree(mpi, b > a ? dp_engine_open(&e, dev, m, &plan, err) : DP_OK, err);
     if (crit == DP_WIDTH_TAYLOR2 || crit == DP_WIDTH_MIX) {
         /* sum_j g_j^2 / N: one backward per sample, in global sample order
          * (every rank runs N passes; rank r supplies sample j if it owns it) */
@@ -211,11 +184,12 @@ int dp_width_importance(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids
         t.inv_n = 1.0 / (double)N;
         for (int64_t j = 0; j < N && !rc; j++) {
             int mine = j >= a && j < b;
-            rc = grad_pass(&t, ids, mine ? j : 0, mine ? j + 1 : 0, T, 1.0 / (double)(T - 1), err);
+            rc = grad_pass(&t, &e, ids, mine ? j : 0, mine ? j + 1 : 0, T, 1.0 / (double)(T - 1), err);
         }
     }
     t.mode = 1;
-    if (!rc) rc = grad_pass(&t, ids, a, b, T, 1.0 / (double)(N * (T - 1)), err); /* mean loss over all tokens */
+    if (!rc) rc = grad_pass(&t, &e, ids, a, b, T, 1.0 / (double)(N * (T - 1)), err); /* mean loss over all tokens */
+    dp_engine_close(&e);
     dp_free(t.gblock);
     dp_free(t.fisher);
     if (rc) dp_width_scores_free(s);

@@ -11,16 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "depthprune/ddp.h"
+#include "depthprune/engine.h"
 #include "depthprune/ops.h"
 #include "depthprune/prune.h"
 #include "depthprune/store.h"
 #include "depthprune/train.h"
-#ifdef DP_HAVE_CUDA
-#include "depthprune/llama_cuda.h"
-#endif
-#ifdef DP_HAVE_NCCL
-#include "depthprune/ddp.h"
-#endif
 
 #define CKPT_VERSION "2"
 #define MPI_CHUNK ((int64_t)1 << 24) /* floats per MPI call */
@@ -145,35 +141,6 @@ static void build_batch(batch *b, const dp_train_data *d, const int64_t *ex, int
     }
 }
 
-void dp_teacher_topk(int32_t *idx, float *val, float *lse, const float *logits, int64_t N, int64_t V, int64_t K,
-                     double temp) {
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = logits + n * V;
-        int32_t *ix = idx + n * K;
-        float *vx = val + n * K;
-        int64_t have = 0;
-        /* insertion into a sorted top-K list: descending value, ties to the lower index */
-        for (int64_t i = 0; i < V; i++) {
-            float v = x[i];
-            if (have == K && !(v > vx[K - 1])) continue;
-            int64_t j = have < K ? have++ : K - 1;
-            while (j > 0 && v > vx[j - 1]) {
-                vx[j] = vx[j - 1];
-                ix[j] = ix[j - 1];
-                j--;
-            }
-            vx[j] = v;
-            ix[j] = (int32_t)i;
-        }
-        double mx = -INFINITY, s = 0.0, it = 1.0 / temp;
-        for (int64_t i = 0; i < V; i++)
-            if ((double)x[i] * it > mx) mx = (double)x[i] * it;
-        for (int64_t i = 0; i < V; i++) s += exp((double)x[i] * it - mx);
-        lse[n] = (float)(log(s) + mx);
-    }
-}
-
 /* ---------------- teacher cache ---------------- */
 
 typedef struct tcache {
@@ -229,7 +196,7 @@ static int tcache_fill(tcache *c, const dp_train_data *d, const int64_t *ex, int
     return DP_OK;
 }
 
-int dp_teacher_cache_build(const dp_mpi *mpi, const dp_llama *teacher, uint64_t teacher_hash,
+int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *teacher, uint64_t teacher_hash,
                            const dp_train_data *d, int64_t topk, double temp, int64_t bsz, const char *path,
                            int progress, dp_err *err) {
     int64_t V = teacher->cfg.vocab_size;
@@ -242,11 +209,11 @@ int dp_teacher_cache_build(const dp_mpi *mpi, const dp_llama *teacher, uint64_t 
     int32_t *idx = dp_malloc((size_t)((nrows > 0 ? nrows : 1) * topk) * sizeof(int32_t), "teacher cache");
     float *val = dp_malloc((size_t)((nrows > 0 ? nrows : 1) * topk) * sizeof(float), "teacher cache");
     float *lse = dp_malloc((size_t)(nrows > 0 ? nrows : 1) * sizeof(float), "teacher cache");
-    dp_llama_state s;
+    dp_engine eng;
     dp_layer_map map;
     dp_layer_map_all(&map, (int)teacher->cfg.n_layers);
-    int rc = dp_llama_state_init(&s, teacher, NULL, bsz, tmax, map.n, 0, 0, err);
-    rc = dp_mpi_agree(mpi, rc, err);
+    dp_engine_plan plan = {.B = bsz, .T = tmax, .logits = 1, .local_rank = mpi->local_rank};
+    int rc = dp_mpi_agree(mpi, dp_engine_open(&eng, dev, teacher, &plan, err), err);
     if (rc) {
         dp_free(idx);
         dp_free(val);
@@ -266,10 +233,7 @@ int dp_teacher_cache_build(const dp_mpi *mpi, const dp_llama *teacher, uint64_t 
         int64_t n = e1 - e < bsz ? e1 - e : bsz;
         for (int64_t i = 0; i < n; i++) ex[i] = e + i;
         build_batch(&b, d, ex, n, tmax, 0, 0);
-        rc = dp_llama_state_reshape(&s, teacher, NULL, bsz, b.T, err);
-        if (!rc) rc = dp_llama_forward(teacher, NULL, &map, &s, b.tokens, err);
-        if (rc) break;
-        dp_teacher_topk(bi, bv, bl, s.logits, bsz * b.T, V, topk, temp);
+        if ((rc = dp_engine_topk(&eng, &map, b.tokens, bsz, b.T, topk, temp, bi, bv, bl, err))) break;
         for (int64_t i = 0; i < n; i++) {
             int64_t len = example_len(d, e + i), at = d->off[e + i] - r0;
             memcpy(idx + at * topk, bi + i * b.T * topk, (size_t)(len * topk) * sizeof(int32_t));
@@ -317,7 +281,7 @@ int dp_teacher_cache_build(const dp_mpi *mpi, const dp_llama *teacher, uint64_t 
     dp_free(idx);
     dp_free(val);
     dp_free(lse);
-    dp_llama_state_free(&s);
+    dp_engine_close(&eng);
     return rc;
 }
 
@@ -820,36 +784,23 @@ static void plot_losses(const char *run) {
 
 /* ---------------- evaluation ---------------- */
 
-/* gpu: a dp_cuda_llama with the current weights/adapters, or NULL (CPU) */
-static double eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
-                        const dp_train_data *d, const int64_t *idx, int64_t n, int64_t mb, void *gpu) {
+/* Mean validation loss with the engine's current weights and adapters;
+ * ranks take contiguous example ranges, sums combined in rank order. */
+static double eval_loss(const dp_mpi *mpi, dp_engine *e, const dp_layer_map *map, const dp_train_data *d,
+                        const int64_t *idx, int64_t n, int64_t mb) {
     int64_t e0 = n * mpi->rank / mpi->size, e1 = n * (mpi->rank + 1) / mpi->size;
     double part[2] = {0, 0}; /* nll sum, count */
-    dp_llama_state s;
-    memset(&s, 0, sizeof s);
     dp_err err;
-    if (!gpu && dp_llama_state_init(&s, m, lora, mb, d->max_len, map->n, DP_STATE_NLL_ONLY, 1, &err))
-        dp_fatal("evaluation state: %s", err.msg);
     batch b = {.B = mb};
     b.tokens = dp_malloc((size_t)(mb * d->max_len) * sizeof(int32_t), "batch");
     b.targets = dp_malloc((size_t)(mb * d->max_len) * sizeof(int32_t), "batch");
     b.keys = dp_malloc((size_t)(mb * d->max_len) * sizeof(uint64_t), "batch");
-    for (int64_t e = e0; e < e1; e += mb) {
-        int64_t k = e1 - e < mb ? e1 - e : mb;
-        build_batch(&b, d, idx + e, k, d->max_len, 0, 0);
-#ifdef DP_HAVE_CUDA
-        if (gpu) {
-            double unused = 0;
-            dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .B = mb, .T = b.T, .temp = 1.0, .gscale = 1.0};
-            if (dp_cuda_llama_train_micro(gpu, map, &x, &part[0], &unused, &err)) dp_fatal("evaluation: %s", err.msg);
-        }
-#endif
-        if (!gpu) {
-            if (dp_llama_state_reshape(&s, m, lora, mb, b.T, &err) || dp_llama_embed(m, &s, b.tokens, &err))
-                dp_fatal("evaluation: %s", err.msg);
-            dp_llama_blocks_forward(m, lora, map, &s, 0, map->n);
-            part[0] += dp_llama_head_nll(m, &s, map->n, b.targets);
-        }
+    for (int64_t i = e0; i < e1; i += mb) {
+        int64_t k = e1 - i < mb ? e1 - i : mb;
+        build_batch(&b, d, idx + i, k, d->max_len, 0, 0);
+        double unused = 0;
+        dp_micro x = {.tokens = b.tokens, .targets = b.targets, .B = mb, .T = b.T, .temp = 1.0, .gscale = 1.0};
+        if (dp_engine_micro(e, map, &x, &part[0], &unused, &err)) dp_fatal("evaluation: %s", err.msg);
         for (int64_t r = 0; r < b.B * b.T; r++) part[1] += b.targets[r] >= 0;
     }
     double *all = dp_malloc((size_t)mpi->size * 2 * sizeof(double), "eval");
@@ -863,15 +814,10 @@ static double eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lor
     dp_free(b.tokens);
     dp_free(b.targets);
     dp_free(b.keys);
-    if (s.mem) dp_llama_state_free(&s);
     return cnt > 0 ? nll / cnt : NAN;
 }
 
-double dp_eval_loss(const dp_mpi *mpi, const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
-                    const dp_train_data *d, const int64_t *idx, int64_t n, int64_t mb) {
-    return eval_loss(mpi, m, lora, map, d, idx, n, mb, NULL);
-}
-
+static void ddp_sum(void *ctx, float *dev, int64_t n) { dp_ddp_allreduce_sum(ctx, dev, n); }
 
 /* ---------------- training ---------------- */
 
@@ -927,50 +873,32 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         return dp_err_set(err, DP_E_MISMATCH, "teacher vocabulary %lld differs from the student's %lld",
                           (long long)teacher->cfg.vocab_size, (long long)V);
     if (o->lora_dropout < 0 || o->lora_dropout >= 1) return dp_err_set(err, DP_E_CONFIG, "LoRA dropout must be in [0, 1)");
-    if (o->cuda && kd && teacher && o->kd_topk < 1)
+    if (o->device == DP_DEVICE_CUDA && kd && teacher && o->kd_topk < 1)
         return dp_err_set(err, DP_E_UNSUPPORTED, "online KD over the full vocabulary is not implemented on --device cuda; "
                                                  "use the teacher's top-k (--kd-topk K) or a teacher cache");
-#ifndef DP_HAVE_CUDA
-    if (o->cuda) return dp_err_set(err, DP_E_DEVICE, "this depthprune was built without CUDA");
-#endif
     int64_t per_rank = G / P, n_micro = per_rank / mb, tmax = d->max_len;
     int rc = DP_OK;
 
     /* the trainable vector */
     trainer tr = {.mpi = mpi, .o = o, .cfg_hash = dp_train_opts_hash(o, d->hash)};
-    dp_lora lgrad;
-    memset(&lgrad, 0, sizeof lgrad);
-    dp_llama_view gview;
-    memset(&gview, 0, sizeof gview);
     if (o->method == DP_TRAIN_LORA) {
         rc = dp_lora_init(lora, student, map, o->lora_rank, o->lora_alpha, o->lora_targets, err);
         if (rc) return rc;
         dp_lora_init_random(lora, student, o->seed);
         lora->dropout = o->lora_dropout;
-        dp_lora_like(&lgrad, lora, "lora grads");
         tr.n = lora->n_elems;
         tr.p = lora->mem;
-        tr.g = lgrad.mem;
     } else {
         tr.n = student->n_elems;
         tr.p = student->mem;
-        tr.g = dp_calloc((size_t)tr.n, sizeof(float), "grads");
-        dp_llama_view_of(student, tr.g, &gview);
     }
     shard_range(tr.n, mpi->rank, P, &tr.s0, &tr.s1);
     tr.m = dp_calloc((size_t)(tr.s1 - tr.s0 + 1), sizeof(float), "adam m");
     tr.v = dp_calloc((size_t)(tr.s1 - tr.s0 + 1), sizeof(float), "adam v");
 
-    const dp_lora *L = o->method == DP_TRAIN_LORA ? lora : NULL;
-    dp_llama_state s, ts;
-    memset(&ts, 0, sizeof ts);
-    memset(&s, 0, sizeof s);
-    if (!o->cuda) rc = dp_llama_state_init(&s, student, L, mb, tmax, map->n, DP_STATE_TRAIN, 1, err);
+    dp_lora *L = o->method == DP_TRAIN_LORA ? lora : NULL;
     dp_layer_map tmap;
-    if (!rc && kd && teacher) {
-        dp_layer_map_all(&tmap, (int)teacher->cfg.n_layers);
-        if (!o->cuda) rc = dp_llama_state_init(&ts, teacher, NULL, mb, tmax, tmap.n, 0, 1, err);
-    }
+    if (kd && teacher) dp_layer_map_all(&tmap, (int)teacher->cfg.n_layers);
     tcache tc;
     memset(&tc, 0, sizeof tc);
     if (!rc && kd && !teacher) rc = tcache_open(&tc, o->teacher_cache, d, o->kd_temp, err);
@@ -982,10 +910,10 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     b.tokens = dp_malloc((size_t)(mb * tmax) * sizeof(int32_t), "batch");
     b.targets = dp_malloc((size_t)(mb * tmax) * sizeof(int32_t), "batch");
     b.keys = dp_malloc((size_t)(mb * tmax) * sizeof(uint64_t), "batch");
-    int32_t *kidx = K ? dp_calloc((size_t)(mb * tmax * K), sizeof(int32_t), "kd") : NULL;
-    float *kval = K ? dp_calloc((size_t)(mb * tmax * K), sizeof(float), "kd") : NULL;
-    float *klse = K ? dp_calloc((size_t)(mb * tmax), sizeof(float), "kd") : NULL;
-    float *krow = dp_malloc((size_t)(mb * tmax) * sizeof(float), "kd");
+    int cached = kd && !teacher; /* KD rows from the teacher cache */
+    int32_t *kidx = cached ? dp_calloc((size_t)(mb * tmax * K), sizeof(int32_t), "kd") : NULL;
+    float *kval = cached ? dp_calloc((size_t)(mb * tmax * K), sizeof(float), "kd") : NULL;
+    float *klse = cached ? dp_calloc((size_t)(mb * tmax), sizeof(float), "kd") : NULL;
     int64_t *perm = dp_malloc((size_t)n_train * sizeof(int64_t), "perm");
     int64_t *gex = dp_malloc((size_t)G * sizeof(int64_t), "batch");
     double *gath = dp_malloc((size_t)P * 6 * sizeof(double), "gather");
@@ -1003,32 +931,32 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                o->method == DP_TRAIN_LORA ? "LoRA" : "full", (long long)tr.n, (long long)n_train, (long long)n_val,
                (long long)spe, (long long)o->epochs, (long long)G, P, (long long)mb, (long long)n_micro,
                kd ? (teacher ? (K ? ", KD online top-k" : ", KD online") : ", KD from teacher cache") : "");
-#ifdef DP_HAVE_CUDA
-    dp_cuda_llama g, gt; /* opened after the resume, so it uploads the resumed adapters */
-    memset(&g, 0, sizeof g);
-    memset(&gt, 0, sizeof gt);
-    if (o->cuda) {
-        if (!rc) rc = dp_cuda_llama_open(&g, student, mb, tmax, 1, mpi->local_rank, err);
-        if (!rc) rc = dp_cuda_llama_train_init(&g, L, map->n, K, 0, err);
-        if (!rc && !L) rc = dp_cuda_llama_full_init(&g, err); /* weight gradients on the GPU, AdamW on the host */
-        if (!rc && kd && teacher) rc = dp_cuda_llama_open(&gt, teacher, mb, tmax, 1, mpi->local_rank, err);
-        rc = dp_mpi_agree(mpi, rc, err);
-        if (!rc && mpi->rank == 0) dp_log("training on the GPU: %.2f GiB of device memory", (double)g.n_bytes / 1073741824.0);
+    /* the engines, opened after the resume so they hold the resumed values */
+    dp_engine e, te;
+    memset(&e, 0, sizeof e);
+    memset(&te, 0, sizeof te);
+    dp_engine_plan plan = {.B = mb, .T = tmax, .n_blocks = map->n, .allow_long = 1, .local_rank = mpi->local_rank,
+                           .train = 1, .lora = L, .full = !L, .K = K};
+    if (!rc) rc = dp_engine_open(&e, o->device, student, &plan, err);
+    if (!rc && kd && teacher) {
+        dp_engine_plan tp = {.B = mb, .T = tmax, .allow_long = 1, .local_rank = mpi->local_rank, .logits = 1};
+        rc = dp_engine_open(&te, o->device, teacher, &tp, err);
     }
-#endif
-    void *gpu = NULL; /* the GPU engine for validation, when training there */
-#ifdef DP_HAVE_CUDA
-    if (o->cuda) gpu = &g;
-#endif
-    int use_nccl = 0; /* adapter gradients summed on the GPUs, not through the host */
-#ifdef DP_HAVE_NCCL
+    rc = dp_mpi_agree(mpi, rc, err);
+    tr.g = e.grad;
+    if (!rc && mpi->rank == 0 && o->device == DP_DEVICE_CUDA)
+        dp_log("training on the GPU: %.2f GiB of device memory",
+               (double)(dp_engine_device_bytes(&e) + dp_engine_device_bytes(&te)) / 1073741824.0);
+    /* gradients summed on the GPUs over NCCL, not through the host */
     dp_ddp ddp;
     memset(&ddp, 0, sizeof ddp);
-    if (!rc && o->cuda && P > 1) {
+    int use_nccl = 0;
+    if (!rc && o->device == DP_DEVICE_CUDA && P > 1 && dp_ddp_available()) {
         rc = dp_ddp_init(&ddp, mpi, 600.0, err);
         use_nccl = rc == DP_OK;
+        e.allreduce = use_nccl ? ddp_sum : NULL;
+        e.allreduce_ctx = &ddp;
     }
-#endif
     int64_t cur_epoch = -1;
     double t_start = dp_time_s();
     int64_t it0 = cs.it;
@@ -1045,76 +973,27 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         }
         for (int64_t i = 0; i < G; i++) gex[i] = train_idx[perm[pos * G + i]];
         double D = (double)counted_tokens(d, gex, G);
-        double ce_w = (kd ? 1.0 - o->kd_alpha : 1.0) / (D > 0 ? D : 1), kd_w = kd ? o->kd_alpha / (D > 0 ? D : 1) : 0;
-        memset(tr.g, 0, (size_t)tr.n * sizeof(float));
+        dp_engine_zero_grad(&e);
         double ce_sum = 0, kd_sum = 0, real = 0;
         for (int64_t mi = 0; mi < n_micro && !rc; mi++) {
             const int64_t *ex = gex + mpi->rank * per_rank + mi * mb;
             build_batch(&b, d, ex, mb, tmax, o->seed, it);
             real += (double)b.n_real;
-#ifdef DP_HAVE_CUDA
-            if (o->cuda) {
-                int64_t Nr = mb * b.T;
-                if (kd && !teacher) {
-                    memset(kidx, 0, (size_t)(Nr * K) * sizeof(int32_t));
-                    rc = tcache_fill(&tc, d, ex, mb, b.T, kidx, kval, klse, err);
-                    for (int64_t r = 0; !rc && r < Nr * K; r++)
-                        if (kidx[r] >= V) rc = dp_err_set(err, DP_E_FORMAT, "teacher cache: token index outside the vocabulary");
-                    if (rc) break;
-                }
-                dp_cuda_micro x = {.tokens = b.tokens, .targets = b.targets, .keys = L && L->dropout > 0 ? b.keys : NULL,
-                                   .B = mb, .T = b.T, .tidx = kd && !teacher ? kidx : NULL, .tval = kval,
-                                   .tlse = klse, .teacher = kd && teacher ? &gt : NULL, .teacher_map = &tmap,
-                                   .alpha = o->kd_alpha, .temp = o->kd_temp, .gscale = 1.0 / (D > 0 ? D : 1),
-                                   .backward = 1};
-                rc = dp_cuda_llama_train_micro(&g, map, &x, &ce_sum, &kd_sum, err);
-                if (!rc && mi + 1 == n_micro) {
-#ifdef DP_HAVE_NCCL
-                    if (use_nccl) dp_ddp_allreduce_sum(&ddp, L ? g.lg : g.gfull, tr.n);
-#endif
-                    if (L) {
-                        dp_cuda_llama_lora_grad(&g, tr.g);
-                        dp_cuda_llama_lora_zero_grad(&g);
-                    } else {
-                        dp_cuda_llama_full_grad(&g, tr.g);
-                    }
-                }
-                continue;
-            }
-#endif
-            rc = dp_llama_state_reshape(&s, student, L, mb, b.T, err);
-            if (L) lora->drop_key = b.keys;
-            if (!rc) rc = dp_llama_forward(student, L, map, &s, b.tokens, err);
-            if (rc) break;
-            dp_llama_zero_dlogits(&s, student);
-            int64_t counted = 0;
-            ce_sum += dp_llama_loss_ce(&s, student, b.targets, &counted, ce_w);
-            int64_t N = mb * b.T;
-            if (kd) {
-                const float *tlog = NULL;
-                if (teacher) {
-                    rc = dp_llama_state_reshape(&ts, teacher, NULL, mb, b.T, err);
-                    if (!rc) rc = dp_llama_forward(teacher, NULL, &tmap, &ts, b.tokens, err);
-                    tlog = ts.logits;
-                    if (!rc && K) dp_teacher_topk(kidx, kval, klse, tlog, N, V, K, o->kd_temp);
-                } else {
-                    memset(kidx, 0, (size_t)(N * K) * sizeof(int32_t));
-                    rc = tcache_fill(&tc, d, ex, mb, b.T, kidx, kval, klse, err);
-                    for (int64_t r = 0; !rc && r < N * K; r++)
-                        if (kidx[r] >= V) rc = dp_err_set(err, DP_E_FORMAT, "teacher cache: token index outside the vocabulary");
-                }
+            int64_t Nr = mb * b.T;
+            if (cached) {
+                memset(kidx, 0, (size_t)(Nr * K) * sizeof(int32_t));
+                rc = tcache_fill(&tc, d, ex, mb, b.T, kidx, kval, klse, err);
+                for (int64_t r = 0; !rc && r < Nr * K; r++)
+                    if (kidx[r] >= V) rc = dp_err_set(err, DP_E_FORMAT, "teacher cache: token index outside the vocabulary");
                 if (rc) break;
-                if (K) {
-                    kd_sum += dp_kd_topk_forward(krow, s.logits, kidx, kval, klse, b.targets, o->kd_temp, N, V, K);
-                    dp_kd_topk_backward(s.dlogits, s.logits, kidx, kval, klse, b.targets, o->kd_temp, kd_w, N, V, K);
-                } else {
-                    kd_sum += dp_kd_forward(krow, s.logits, tlog, b.targets, o->kd_temp, N, V);
-                    dp_kd_backward(s.dlogits, s.logits, tlog, b.targets, o->kd_temp, kd_w, N, V);
-                }
             }
-            dp_llama_backward(student, L, map, &s, b.tokens, L ? NULL : &gview, L ? &lgrad : NULL);
+            dp_micro x = {.tokens = b.tokens, .targets = b.targets, .keys = L && L->dropout > 0 ? b.keys : NULL,
+                          .B = mb, .T = b.T, .tidx = kidx, .tval = kval, .tlse = klse,
+                          .teacher = kd && teacher ? &te : NULL, .teacher_map = &tmap, .alpha = o->kd_alpha,
+                          .temp = o->kd_temp, .gscale = 1.0 / (D > 0 ? D : 1), .backward = 1};
+            rc = dp_engine_micro(&e, map, &x, &ce_sum, &kd_sum, err);
         }
-        if (L) lora->drop_key = NULL;
+        if (!rc) dp_engine_grad_flush(&e);
         rc = dp_mpi_agree(mpi, rc, err);
         if (rc) break;
         dp_fault_point("train_step");
@@ -1123,7 +1002,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             dp_log("fault injection: NaN gradient at iteration %lld", (long long)it);
         }
         double local_bad = !(isfinite(ce_sum) && isfinite(kd_sum) && all_finite(tr.g, tr.n));
-        if (!use_nccl) reduce_to_owners(mpi, tr.g, tr.n); /* NCCL already summed them on every rank */
+        if (!e.grad_summed) reduce_to_owners(mpi, tr.g, tr.n); /* else NCCL summed them on every rank */
         double sq = 0;
         for (int64_t i = tr.s0; i < tr.s1; i++) sq += (double)tr.g[i] * tr.g[i];
         double mine[6] = {local_bad, sq, ce_sum, kd_sum, real, (double)g_stop_signal};
@@ -1165,10 +1044,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             cs.opt_step++;
             shard_update(&tr, student, lr, cs.opt_step);
             bcast_from_owners(mpi, tr.p, tr.n);
-#ifdef DP_HAVE_CUDA
-            if (o->cuda && L) dp_cuda_llama_lora_upload(&g);
-            else if (o->cuda) dp_cuda_llama_weights_upload(&g);
-#endif
+            dp_engine_params_changed(&e);
             last_loss = loss;
         }
         cs.it = it + 1;
@@ -1187,7 +1063,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                        el / (double)(cs.it - it0) * (double)(total - cs.it));
         }
         if (n_val > 0 && o->val_every > 0 && cs.it % o->val_every == 0 && cs.it < total) {
-            double vl = eval_loss(mpi, student, L, map, d, val_idx, n_val, mb, gpu);
+            double vl = eval_loss(mpi, &e, map, d, val_idx, n_val, mb);
             if (mpi->rank == 0) {
                 char line[128];
                 snprintf(line, sizeof line, "{\"step\":%lld,\"val_loss\":%.9g}\n", (long long)cs.it, vl);
@@ -1212,7 +1088,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     if (!rc && !res->stopped && cs.it < total) res->stopped = 1;
     if (!rc && !res->stopped) {
         if (n_val > 0) {
-            res->val_loss = eval_loss(mpi, student, L, map, d, val_idx, n_val, mb, gpu);
+            res->val_loss = eval_loss(mpi, &e, map, d, val_idx, n_val, mb);
             if (mpi->rank == 0) {
                 char line[128];
                 snprintf(line, sizeof line, "{\"step\":%lld,\"val_loss\":%.9g}\n", (long long)cs.it, res->val_loss);
@@ -1229,25 +1105,16 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     dp_free(gath);
     dp_free(gex);
     dp_free(perm);
-    dp_free(krow);
     dp_free(kidx);
     dp_free(kval);
     dp_free(klse);
     dp_free(b.tokens);
     dp_free(b.targets);
     dp_free(b.keys);
-    if (s.mem) dp_llama_state_free(&s);
-    if (ts.mem) dp_llama_state_free(&ts);
-#ifdef DP_HAVE_NCCL
     if (use_nccl) dp_ddp_free(&ddp);
-#endif
-#ifdef DP_HAVE_CUDA
-    dp_cuda_llama_free(&g);
-    dp_cuda_llama_free(&gt);
-#endif
+    dp_engine_close(&e);
+    dp_engine_close(&te);
     dp_free(tr.m);
     dp_free(tr.v);
-    if (o->method == DP_TRAIN_LORA) dp_lora_free(&lgrad);
-    else dp_free(tr.g);
     return rc;
 }

@@ -43,8 +43,8 @@ int main(int argc, char **argv) {
         a[i].cont[nc - 1] = (int32_t)((st >> 20) % 256);
         b[i] = a[i];
     }
-    CHECK(dp_mc_run(&mpi, &m, &map, a, NREQ, 4, &err) == DP_OK);
-    CHECK(dp_mc_run(&self, &m, &map, b, NREQ, 4, &err) == DP_OK);
+    CHECK(dp_mc_run(&mpi, DP_TEST_DEVICE, &m, &map, a, NREQ, 4, &err) == DP_OK);
+    CHECK(dp_mc_run(&self, DP_TEST_DEVICE, &m, &map, b, NREQ, 4, &err) == DP_OK);
     double worst = 0;
     for (int i = 0; i < NREQ; i++) {
         CHECK_MSG(a[i].loglik == b[i].loglik, "request %d: %d ranks %.17g vs 1 rank %.17g", i, mpi.size, a[i].loglik,

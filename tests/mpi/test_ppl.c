@@ -13,7 +13,7 @@ static void run(const dp_mpi *world, const dp_mpi *self, const dp_llama *m, cons
     const dp_st_tensor *want = dp_st_find(ref, per ? "ppl.bos_per_window" : "ppl.default");
     double w[2];
     memcpy(w, want->data, sizeof w);
-    dp_ppl_opts o = {.seq_len = 12, .batch = per ? 4 : 2, .bos_per_window = per};
+    dp_ppl_opts o = {.device = DP_TEST_DEVICE, .seq_len = 12, .batch = per ? 4 : 2, .bos_per_window = per};
     int32_t *win;
     int64_t n_win;
     dp_err err;
@@ -52,7 +52,7 @@ int main(int argc, char **argv) {
     run(&world, &self, &m, &ref, 0);
     run(&world, &self, &m, &ref, 1);
     /* bad input: every rank gets the same error */
-    dp_ppl_opts o = {.seq_len = 12, .batch = 2};
+    dp_ppl_opts o = {.device = DP_TEST_DEVICE, .seq_len = 12, .batch = 2};
     int32_t *win;
     int64_t n_win;
     int32_t few[5] = {3, 4, 5, 6, 7};

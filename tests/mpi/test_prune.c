@@ -70,7 +70,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N; i++) src[2 * i] = i, src[2 * i + 1] = 0;
     dp_calib_opts co = {.samples = N, .seq_len = T, .seed = 7, .bos_id = -1};
     uint64_t mh = dp_llama_hash(&m);
-    CHECK(dp_calibrate(&mpi, &m, mh, ids, src, &co, run, BATCH, 0, 0, 0, &err) == DP_OK);
+    CHECK(dp_calibrate(&mpi, &m, mh, ids, src, &co, run, BATCH, 0, DP_TEST_DEVICE, 0, &err) == DP_OK);
 
     /* brute-force greedy: at each step try every remaining block */
     int want[4];
@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
 
     int removed[4];
     double ppl_after[4], dense;
-    dp_iter_opts io = {.run_dir = run, .model_hash = mh, .batch = BATCH, .remove = K};
+    dp_iter_opts io = {.device = DP_TEST_DEVICE, .run_dir = run, .model_hash = mh, .batch = BATCH, .remove = K};
     CHECK(dp_prune_iterative(&mpi, &m, &io, removed, ppl_after, &dense, &err) == DP_OK);
     dp_layer_map all;
     dp_layer_map_all(&all, L);
@@ -126,11 +126,11 @@ int main(int argc, char **argv) {
     int64_t d2[2] = {1, 2};
     CHECK(dp_layer_map_drop(&two, L, d2, 2, &err) == DP_OK);
     double mp = 0;
-    CHECK(dp_prune_map_ppl(&mpi, &m, &two, run, mh, BATCH, &mp, &err) == DP_OK);
+    CHECK(dp_prune_map_ppl(&mpi, DP_TEST_DEVICE, &m, &two, run, mh, BATCH, &mp, &err) == DP_OK);
     CHECK_MSG(mp == brute_ppl(&m, &two, ids), "map PPL %.17g vs %.17g", mp, brute_ppl(&m, &two, ids));
     /* the first iterative step equals the one-shot PPL score */
     const char *crit[] = {"ppl"};
-    dp_score_opts so = {.run_dir = run, .model_hash = mh, .batch = BATCH, .ratio = 0.25};
+    dp_score_opts so = {.device = DP_TEST_DEVICE, .run_dir = run, .model_hash = mh, .batch = BATCH, .ratio = 0.25};
     CHECK(dp_score(&mpi, &m, crit, 1, &so, &err) == DP_OK);
     if (mpi.rank == 0) {
         char path[700], *text = NULL;

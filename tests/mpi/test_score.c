@@ -83,13 +83,13 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N; i++) src[2 * i] = i, src[2 * i + 1] = 0;
     dp_calib_opts co = {.samples = N, .seq_len = T, .seed = 7, .bos_id = -1};
     uint64_t mhash = dp_llama_hash(&m);
-    CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0, 0, 0, &err) == DP_OK);
+    CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0, DP_TEST_DEVICE, 0, &err) == DP_OK);
     /* a CPU calib.h5 is not reused by a GPU run (block inputs differ in the last bits) */
-    CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0, 1, 0, &err) == DP_E_MISMATCH);
+    CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0, DP_TEST_DEVICE == DP_DEVICE_CPU ? DP_DEVICE_CUDA : DP_DEVICE_CPU, 0, &err) == DP_E_MISMATCH);
     CHECK(strstr(err.msg, "--device cpu") != NULL);
     dp_err_clear(&err);
     const char *crit[] = {"ppl", "taylor", "magnitude", "magnitude-l2", "bi", "ppl+"};
-    dp_score_opts o = {.run_dir = run, .model_hash = mhash, .batch = BATCH, .bootstrap = 50, .ratio = 0.0};
+    dp_score_opts o = {.device = DP_TEST_DEVICE, .run_dir = run, .model_hash = mhash, .batch = BATCH, .bootstrap = 50, .ratio = 0.0};
     /* ppl+ protects 4 + 2 of 4 blocks: refused */
     CHECK(dp_score(&mpi, &m, crit, 6, &o, &err) == DP_E_USAGE);
     CHECK(strstr(err.msg, "leaves no candidate") != NULL);
@@ -226,7 +226,7 @@ int main(int argc, char **argv) {
     dp_calib_opts co2 = co;
     co2.samples = N;
     co2.seq_len = T;
-    CHECK(dp_calibrate(&mpi, &other, o.model_hash, ids, src, &co2, run, BATCH, 0, 0, 0, &err) == DP_E_MISMATCH);
+    CHECK(dp_calibrate(&mpi, &other, o.model_hash, ids, src, &co2, run, BATCH, 0, DP_TEST_DEVICE, 0, &err) == DP_E_MISMATCH);
     CHECK(strstr(err.msg, "different model") != NULL);
     dp_llama_free(&other);
     o.model_hash = mhash;

@@ -53,6 +53,7 @@ static void free_data(dp_train_data *d) {
 static dp_train_opts base_opts(const char *run) {
     dp_train_opts o;
     dp_train_opts_default(&o);
+    o.device = DP_TEST_DEVICE;
     o.lora_rank = 4;
     o.lora_alpha = 8;
     o.lora_dropout = 0.1;
@@ -391,7 +392,7 @@ int main(int argc, char **argv) {
         char cpath[700];
         snprintf(cpath, sizeof cpath, "%s/teacher.h5", rundir("kd_cache"));
         dp_err err;
-        CHECK(dp_teacher_cache_build(&mpi, &teacher, 5, &d, 8, 2.0, 3, cpath, 0, &err) == DP_OK);
+        CHECK(dp_teacher_cache_build(&mpi, DP_TEST_DEVICE, &teacher, 5, &d, 8, 2.0, 3, cpath, 0, &err) == DP_OK);
         dp_train_opts o = base_opts(rundir("kd_online"));
         clean(&mpi, o.run_dir);
         o.micro_batch = 12 / P;

@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
     float *g = malloc((size_t)m.n_elems * sizeof(float));
     loss_grad(&m, ids, 0, N, N, g);
     dp_width_scores s1;
-    CHECK(dp_width_importance(&mpi, &m, ids, N, T, DP_WIDTH_TAYLOR1, 1, &s1, &err) == DP_OK);
+    CHECK(dp_width_importance(&mpi, DP_TEST_DEVICE, &m, ids, N, T, DP_WIDTH_TAYLOR1, 1, &s1, &err) == DP_OK);
     double worst = 0;
     for (int l = 0; l < L; l++)
         for (int mlp = 0; mlp < 2; mlp++)
@@ -153,7 +153,7 @@ int main(int argc, char **argv) {
         for (int64_t e = 0; e < m.n_elems; e++) fisher[e] += (float)((double)gj[e] * gj[e] / N);
     }
     dp_width_scores s2;
-    CHECK(dp_width_importance(&mpi, &m, ids, N, T, DP_WIDTH_TAYLOR2, 1, &s2, &err) == DP_OK);
+    CHECK(dp_width_importance(&mpi, DP_TEST_DEVICE, &m, ids, N, T, DP_WIDTH_TAYLOR2, 1, &s2, &err) == DP_OK);
     worst = 0;
     for (int l = 0; l < L; l++)
         for (int64_t q = 0; q < s2.n_chan[l]; q++) {
@@ -254,7 +254,7 @@ int main(int argc, char **argv) {
 
     /* ---- magnitude and random: no calibration; bad input ---- */
     dp_width_scores s3;
-    CHECK(dp_width_importance(&mpi, &m, NULL, 0, 0, DP_WIDTH_L1, 1, &s3, &err) == DP_OK);
+    CHECK(dp_width_importance(&mpi, DP_TEST_DEVICE, &m, NULL, 0, 0, DP_WIDTH_L1, 1, &s3, &err) == DP_OK);
     acc_ctx a = {.w = m.mem, .g = g, .kind = 0};
     (void)a;
     dp_width_scores_free(&s3);
