@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's 13B setting (Vicuna-13B, PPL criterion, 21% = 8 of 40 blocks,
 # LoRA r8/alpha16 on Alpaca, KD switchable in the config) at cluster scale:
-# one rank per GPU over 2 nodes. Set the paths (see prune_7b.sh):
+# one rank per GPU over 2 nodes x 4 GPUs (each rank takes the GPU of its
+# node-local rank; the job log names it). Set the paths (see prune_7b.sh):
 #   DP_EXTRA="--set model.path=/models/vicuna-13b-v1.3 ..." sbatch slurm/prune_13b.sh
 # Site modules: DP_MODULES="gcc openmpi hdf5/parallel openblas cuda".
 #SBATCH --job-name=dp-13b

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Shortened LLaMA's 7B setting (LLaMA-2-7B, PPL criterion, 20% = 6 of 32
-# blocks, LoRA healing on Alpaca) on one GPU node. Set the paths:
+# blocks, LoRA healing on Alpaca) on one GPU node, one rank per GPU (8 here:
+# set --ntasks-per-node and --gpus-per-node to the node's GPU count; each rank
+# takes the GPU of its node-local rank and the job log says which). Set the paths:
 #   DP_EXTRA="--set model.path=/models/Llama-2-7b-hf --set calib.path=/data/bookcorpus.jsonl
 #             --set train.data=/data/alpaca_cleaned.json --set eval.ppl=wikitext2=/data/wiki.test.txt,ptb=/data/ptb.test.txt
 #             --set eval.tasks=boolq=/data/boolq.jsonl,piqa=/data/piqa.jsonl" sbatch slurm/prune_7b.sh
 #SBATCH --job-name=dp-7b
 #SBATCH --nodes=1
-#SBATCH --ntasks-per-node=4
-#SBATCH --gpus-per-node=4
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=8
 #SBATCH --time=12:00:00
 #SBATCH --signal=USR1@300

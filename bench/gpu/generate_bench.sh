@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 L=${1:-20} BATCHES=${2:-1,8,32} G=${3:-128} P=${4:-32}
-DP=build/depthprune W=build/bench/gpu-generate
+DP=${DP_BIN:-build/depthprune} W=build/bench/gpu-generate
 mkdir -p $W bench/results
 D=$W/dense$L
 [ -d $D ] || $DP synth --quiet --out $D --tokenizer models/tiny-brown --layers $L --hidden 4096 --heads 32 \

@@ -6,15 +6,15 @@
 # (bench/gpu/torch_score_gpu.py: HF model without block j, every sample at
 # batch 1; target: >= 20x). Model: LLaMA-7B block shapes (hidden 4096, 32
 # heads, MLP 11008, vocab 32000, bf16) with LAYERS blocks, random weights.
-# Needs a CUDA build (build/depthprune, build/bench/cuda_ceilings) and
+# Needs a CUDA build (build/depthprune, build/bench/cuda_ceilings; or DP_BIN, DP_CEILINGS) and
 # transformers on the GPU machine. Writes bench/results/DATE-DEVICE-score.json.
 #   bash bench/gpu/score_bench.sh [LAYERS=8] [SAMPLES=10] [SEQ=128]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 L=${1:-8} N=${2:-10} S=${3:-128}
-DP=build/depthprune W=build/bench/gpu-score
+DP=${DP_BIN:-build/depthprune} W=build/bench/gpu-score
 mkdir -p $W bench/results
-CEIL=$(build/bench/cuda_ceilings)
+CEIL=$(${DP_CEILINGS:-build/bench/cuda_ceilings})
 echo "ceilings: $CEIL"
 M=$W/llama7b-shapes-$L
 [ -d $M ] || $DP synth --quiet --out $M --tokenizer models/tiny-brown --layers $L --hidden 4096 --heads 32 \

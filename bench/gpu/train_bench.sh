@@ -12,9 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 L=${1:-8} B=${2:-4} S=${3:-12} T=256
-DP=build/depthprune W=build/bench/gpu-train
+DP=${DP_BIN:-build/depthprune} W=build/bench/gpu-train
 mkdir -p $W bench/results
-CEIL=$(build/bench/cuda_ceilings)
+CEIL=$(${DP_CEILINGS:-build/bench/cuda_ceilings})
 M=$W/llama7b-shapes-$L
 [ -d $M ] || $DP synth --quiet --out $M --tokenizer models/tiny-brown --layers $L --hidden 4096 --heads 32 \
   --kv-heads 32 --intermediate 11008 --max-pos 4096 --seed 1 --dtype bf16

@@ -40,6 +40,8 @@ void dp_cuda_d2h(void *dst, const void *src, size_t n_bytes);
 void dp_cuda_d2d(void *dst, const void *src, size_t n_bytes, dp_stream s);
 void dp_cuda_memset0(void *p, size_t n_bytes, dp_stream s);
 void dp_cuda_sync(dp_stream s); /* NULL = the whole device */
+/* "NVIDIA H200 (bus 0000:19:00.0, 139.8 GiB)" for device dev, into buf */
+void dp_cuda_describe(int dev, char *buf, size_t n);
 size_t dp_cuda_mem_free(void);  /* free bytes on the current device */
 dp_blas dp_cuda_blas_create(dp_stream s);
 void dp_cuda_blas_destroy(dp_blas h);

@@ -2,6 +2,7 @@
  * fp32 residual stream, cuBLAS) behind the engine's verbs. Built only with
  * the CUDA toolkit; dp_engine_open reaches it after dp_backend_check found a
  * usable GPU. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "depthprune/backend.h"
@@ -44,6 +45,14 @@ static int cuda_open(dp_engine *e, dp_err *err) {
         return dp_err_set(err, DP_E_DEVICE, "--device cuda: no usable GPU: %s", why.msg);
     }
     dp_cuda_set_device(p->local_rank % n);
+    static int told = 0; /* the job log records which GPU each rank took, once per process */
+    if (!told) {
+        char what[160];
+        dp_cuda_describe(p->local_rank % n, what, sizeof what);
+        dp_log("engine: node-local rank %d on GPU %d of %d: %s (CUDA_VISIBLE_DEVICES=%s)", p->local_rank,
+               p->local_rank % n, n, what, getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "unset");
+        told = 1;
+    }
     c->g.streaming = !p->train && want_stream(e->m, p->stream_weights);
     int rc = dp_cuda_llama_init(&c->g, e->m, p->B, p->T, p->allow_long, err);
     if (!rc && (p->train || p->lora))

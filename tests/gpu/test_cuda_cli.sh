@@ -4,8 +4,9 @@
 # npm assets (the GPU machine has no network): ppl on the GPU within 1e-3
 # relative of the CPU value; score --device cuda identical for 1 and 2 ranks
 # and within 1e-3 of the CPU scores per block (Taylor within 3e-2); a CPU calib.h5 refused by a
-# GPU run; generate/bench-generate run on cuda; commands without a CUDA path
-# refuse --device cuda.
+# GPU run; generate/bench-generate, width-prune and teacher-cache run on
+# cuda (teacher top-k rows agree with the CPU's); logits (the CPU reference
+# by design) refuses --device cuda.
 # Exits 77 (skipped) when no GPU is usable.
 # usage: test_cuda_cli.sh DEPTHPRUNE SRC_DIR MPIEXEC
 set -u
@@ -107,6 +108,22 @@ expect_exit 0 "" "$DP" generate --model "$M" --prompt "The jury said" --max-new 
 expect_exit 0 "" "$DP" bench-generate --model "$M" --batch 1,4 --gen-len 16 --prompt-len 8 --runs 1 --device cuda \
   --out "$T/bg.json"
 grep -q '"device": *"cuda"' "$T/bg.json" || fail "bench-generate --device cuda wrote no cuda results"
-expect_exit 1 "does not run on --device cuda yet" "$DP" width-prune --model "$M" --calib "$T/text.txt" --ratio 0.2 \
+expect_exit 0 "" "$DP" width-prune --model "$M" --calib "$T/text.txt" --ratio 0.2 --samples 8 --seq-len 64 \
   --out "$T/w" --device cuda
+[ -s "$T/w/config.json" ] || fail "width-prune --device cuda wrote no model"
+# the teacher cache: the same top-k token sets on both devices for most rows
+head -c 20000 "$T/text.txt" > "$T/small.txt"
+TC=(teacher-cache --teacher "$M" --data "$T/small.txt" --data-format text --topk 8 --cutoff 64)
+expect_exit 0 "" "$DP" "${TC[@]}" --out "$T/tc_cpu.h5"
+expect_exit 0 "" "$DP" "${TC[@]}" --out "$T/tc_gpu.h5" --device cuda
+python3 - "$T/tc_cpu.h5" "$T/tc_gpu.h5" <<'PY' || fail "GPU teacher cache disagrees with the CPU one"
+import sys
+import h5py
+a, b = (h5py.File(p, "r")["idx"][:] for p in sys.argv[1:])
+same = sum(set(x) == set(y) for x, y in zip(a, b)) / len(a)
+print("teacher-cache: %.3f of rows have the same top-8 set on cpu and gpu (need >= 0.9: bf16 near-ties)" % same)
+sys.exit(0 if a.shape == b.shape and same >= 0.9 else 1)
+PY
+expect_exit 2 "computes on the CPU reference engine" "$DP" logits --model "$M" --ids 1,2,3 --out "$T/l.safetensors" \
+  --device cuda
 finish

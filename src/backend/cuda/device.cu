@@ -1,26 +1,55 @@
-/* CUDA device discovery for backend selection. Any failure of
- * cudaGetDeviceCount (no driver: error 35; no device: error 100) means
- * "no GPU", reported with CUDA's own words. */
+/* CUDA device discovery for backend selection: any failure of
+ * cudaGetDeviceCount means "no usable GPU", with what is missing named. */
+#include <dlfcn.h>
+#include <stdlib.h>
+
 #include "common.cuh"
 #include "depthprune/backend.h"
 
 extern "C" int dp_cuda_built(void) { return 1; }
 
+/* Names what is missing: the driver (libcuda), a driver new enough for this
+ * runtime, or a device. */
 extern "C" int dp_cuda_device_count(dp_err *err) {
     int n = 0;
     cudaError_t rc = cudaGetDeviceCount(&n);
-    if (rc != cudaSuccess) {
-        dp_err_set(err, DP_E_DEVICE, "cudaGetDeviceCount failed: %s (error %d)",
-                   cudaGetErrorString(rc), (int)rc);
+    if (rc == cudaErrorInsufficientDriver || rc == cudaErrorNoDevice || (rc == cudaSuccess && n == 0)) {
+        (void)cudaGetLastError();
+        void *h = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+        int rt = 0;
+        cudaRuntimeGetVersion(&rt);
+        if (!h)
+            dp_err_set(err, DP_E_DEVICE, "no NVIDIA driver on this machine (libcuda.so.1 not found; the CUDA %d.%d "
+                       "runtime needs one)", rt / 1000, rt % 1000 / 10);
+        else if (rc == cudaErrorInsufficientDriver)
+            dp_err_set(err, DP_E_DEVICE, "the NVIDIA driver is older than the CUDA %d.%d runtime this depthprune "
+                       "was built with", rt / 1000, rt % 1000 / 10);
+        else
+            dp_err_set(err, DP_E_DEVICE, "no GPU visible (driver present; CUDA_VISIBLE_DEVICES=%s)",
+                       getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "unset");
+        if (h) dlclose(h);
         return 0;
     }
-    if (n == 0) dp_err_set(err, DP_E_DEVICE, "no CUDA devices visible");
+    if (rc != cudaSuccess) {
+        dp_err_set(err, DP_E_DEVICE, "cudaGetDeviceCount failed: %s (error %d)", cudaGetErrorString(rc), (int)rc);
+        return 0;
+    }
     return n;
 }
 
 /* ---- device memory, copies, streams and the cuBLAS handle ---- */
 
 extern "C" void dp_cuda_set_device(int dev) { DP_CHECK_CUDA(cudaSetDevice(dev)); }
+
+extern "C" void dp_cuda_describe(int dev, char *buf, size_t n) {
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
+        snprintf(buf, n, "device %d (no properties)", dev);
+        return;
+    }
+    snprintf(buf, n, "%s (bus %04x:%02x:%02x.0, %.1f GiB)", p.name, p.pciDomainID, p.pciBusID, p.pciDeviceID,
+             (double)p.totalGlobalMem / 1073741824.0);
+}
 
 extern "C" void *dp_cuda_malloc(size_t n_bytes, const char *label) {
     void *p = NULL;
