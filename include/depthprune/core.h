@@ -133,6 +133,14 @@ void dp_buf_puts(dp_buf *b, const char *s);
 /* Monotonic seconds. */
 double dp_time_s(void);
 
+/* Stop requests (src/core/signal.c): SIGUSR1 (Slurm's --signal before the
+ * time limit) and SIGTERM set a flag that long stages poll at safe points
+ * (a training step, a scoring round, a sweep configuration) to checkpoint
+ * and leave. */
+void dp_stop_install_signals(void);
+int dp_stop_requested(void); /* 1 once such a signal arrived (this process) */
+int dp_stop_signal(void);    /* that signal's number, 0 before */
+
 /* Small deterministic generators (not for cryptography). splitmix64 returns
  * the next 64-bit value of *state; xorshift64* advances *state (non-zero)
  * and returns its 53-bit output as an integer in [0, 2^53). */

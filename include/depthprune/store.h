@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "depthprune/core.h"
+#include "depthprune/dist.h"
 #include "depthprune/tensor.h"
 
 #ifdef __cplusplus
@@ -66,6 +67,40 @@ int dp_h5_shape(dp_h5 *h, const char *name, int *ndim, int64_t *gshape, dp_err *
 int dp_h5_set_attr(dp_h5 *h, const char *name, const char *value, dp_err *err);
 /* Independent. Reads a string attribute into a fresh buffer (dp_free). */
 int dp_h5_get_attr(dp_h5 *h, const char *name, char **value, dp_err *err);
+
+/* ---- training checkpoints ----
+ * RUNDIR/ckpt/step-NNNNNNNNN/rank-RRRRR.h5: param, adam_m, adam_v of that
+ * rank's shard [shard_begin, shard_end) of the trainable vector
+ * (Fletcher32-checked chunks) and attributes (iteration, optimizer step,
+ * skip counters, seed, hashes of the configuration, the model and the
+ * whole parameter vector), each file with a manifest (size + block
+ * hashes). Written as step-N.tmp/, fsynced, marked complete, renamed; the
+ * previous keep-1 complete ones are kept. Resume takes the newest checkpoint
+ * that opens, is complete and whose parameter hash verifies, falling back
+ * to older ones; any rank count can resume any checkpoint. */
+typedef struct dp_ckpt_state {
+    int64_t it, opt_step, skipped, consec; /* iterations done, optimizer steps, skipped steps, consecutive skips */
+} dp_ckpt_state;
+
+/* The sharded trainable vector a checkpoint holds (ZeRO-1: each rank owns
+ * [s0, s1) and that range's Adam moments). */
+typedef struct dp_ckpt_vec {
+    const dp_mpi *mpi;
+    const char *run_dir;
+    int64_t n;      /* trainable floats */
+    float *p;       /* all of them (identical on every rank) */
+    float *m, *v;   /* this rank's shard's moments */
+    int64_t s0, s1; /* this rank's shard */
+    uint64_t cfg_hash, model_hash, seed;
+    int64_t keep;   /* complete checkpoints kept (at least 2) */
+} dp_ckpt_vec;
+
+/* Collective: writes checkpoint cs->it. */
+int dp_ckpt_write(const dp_ckpt_vec *v, const dp_ckpt_state *cs, dp_err *err);
+/* Collective: restores p, m, v and cs from the newest usable checkpoint
+ * (*resumed = 1), or leaves them (*resumed = 0) when there is none.
+ * Errors: a checkpoint of another configuration or model (DP_E_MISMATCH). */
+int dp_ckpt_resume(dp_ckpt_vec *v, dp_ckpt_state *cs, int *resumed, dp_err *err);
 
 #ifdef __cplusplus
 }

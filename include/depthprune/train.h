@@ -20,13 +20,9 @@
  * the owner clips, updates with AdamW (its shard's moments only: ZeRO-1)
  * and broadcasts the shard. Every rank thus holds bitwise-identical weights.
  *
- * Checkpoints. RUNDIR/ckpt/step-NNNNNNNNN.h5: param, adam_m, adam_v
- * (Fletcher32-checked chunks, each shard written by its owner) and
- * attributes (iteration, optimizer step, skip counters, seed, hashes of the
- * configuration, the model and the parameters), written under a temporary
- * name, marked complete last, fsynced and renamed; the previous complete
- * one is kept. Resume takes the newest checkpoint that opens, is complete
- * and whose parameter hash verifies, falling back to older ones. */
+ * Checkpoints (store.h): every ckpt_every steps and on a stop signal
+ * (core.h: dp_stop_requested), one file per rank of its shard and moments;
+ * a run resumes from the newest one that verifies. */
 #ifndef DEPTHPRUNE_TRAIN_H
 #define DEPTHPRUNE_TRAIN_H
 
@@ -125,12 +121,6 @@ typedef struct dp_train_result {
     int stopped;        /* 1: stopped early by a signal or max_steps (checkpoint written) */
     double last_loss, val_loss;
 } dp_train_result;
-
-/* Installs the SIGUSR1/SIGTERM handler that asks a running dp_train to
- * checkpoint and stop at the next step boundary. */
-void dp_train_install_signals(void);
-/* 1 once such a signal arrived (this process). */
-int dp_train_stop_requested(void);
 
 /* Collective. Trains student (method LORA: adapters in *lora, allocated
  * here; FULL: student's weights in place) on the given examples, resuming

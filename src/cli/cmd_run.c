@@ -35,7 +35,7 @@ static int stage(const dp_app *app, const dp_cmd *c, const char *const *kv) {
 }
 
 static int stop_requested(const dp_mpi *mpi) {
-    int s = dp_train_stop_requested(), any = 0;
+    int s = dp_stop_requested(), any = 0;
     DP_CHECK_MPI(MPI_Allreduce(&s, &any, 1, MPI_INT, MPI_MAX, mpi->comm));
     return any;
 }
@@ -226,7 +226,7 @@ static int run_pipeline(dp_app *app) {
     if (mpi->rank == 0) rc = dp_mkdir_p(run, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
     if (rc) return dp_cli_fail(app, &err);
-    dp_train_install_signals();
+    dp_stop_install_signals();
     char *scores = dp_path_join(run, "scores.json"), *pruned = dp_path_join(run, "pruned"),
          *teacher = dp_path_join(run, "teacher.h5"), *rdir = dp_path_join(run, "retrain"),
          *retrained = dp_path_join(run, "retrained"), *evdir = dp_path_join(run, "eval");

@@ -192,7 +192,7 @@ static int run_score(dp_app *app) {
         dp_free(crit_buf);
         return dp_cli_fail(app, &err);
     }
-    dp_train_install_signals();
+    dp_stop_install_signals();
     if (mpi->rank == 0) rc = dp_mkdir_p(run, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_llama m;

@@ -876,11 +876,11 @@ static int run_sweep(dp_app *app) {
     MPI_Comm_free(&gc);
     int finished = 0, stopped = 0;
     int grc = rc;
-    dp_train_install_signals();
+    dp_stop_install_signals();
     for (int i = 0; i < n && !grc && !stopped; i++) {
         if (!sel[i] || done[i] || v[i].group != color) continue;
         grc = run_config(&x, &g, &v[i], &stopped, &err);
-        int s = dp_train_stop_requested(), any = 0; /* between configurations */
+        int s = dp_stop_requested(), any = 0; /* between configurations */
         DP_CHECK_MPI(MPI_Allreduce(&s, &any, 1, MPI_INT, MPI_MAX, g.comm));
         stopped |= any;
         finished++;

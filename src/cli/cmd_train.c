@@ -303,7 +303,7 @@ static int run_retrain(dp_app *app) {
     dp_train_result res;
     memset(&res, 0, sizeof res);
     if (!rc) {
-        dp_train_install_signals();
+        dp_stop_install_signals();
         rc = dp_train(mpi, &student, &map, kd_online ? &teacher : NULL, &d, train, d.n - val_size, val, val_size, &o,
                       &lora, &res, &err);
     }

@@ -431,7 +431,7 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
         }
         dp_fault_point("score_round");
         if (o->stop_on_signal && r + 1 < n_rounds) { /* the progress file holds every finished candidate */
-            int stop = dp_train_stop_requested();
+            int stop = dp_stop_requested();
             DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, mpi->comm));
             if (stop) {
                 dp_log0("score: stop requested by a signal after %d of %d candidates; progress kept", done_now + n_done0, L);
