@@ -12,7 +12,9 @@ extern "C" {
 
 /* 1 if this binary was built with the CUDA backend. */
 int dp_cuda_built(void);
-/* Number of usable CUDA devices (0 with a reason in err when none). */
+/* Number of usable CUDA devices; 0 when this machine has none (no driver,
+ * no device), -1 when it has a driver but CUDA cannot start (a failure, not
+ * a skip); err says which. */
 int dp_cuda_device_count(dp_err *err);
 /* Checks that `device` ("cpu" or "cuda") can be used here. */
 int dp_backend_check(const char *device, dp_err *err);

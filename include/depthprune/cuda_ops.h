@@ -49,6 +49,8 @@ void dp_cuda_blas_destroy(dp_blas h);
 /* ---- conversions (convert.cu) ---- */
 void dp_cuda_f32_to_bf16(dp_bf16 *out, const float *in, int64_t n, dp_stream s);
 void dp_cuda_bf16_to_f32(float *out, const dp_bf16 *in, int64_t n, dp_stream s);
+/* elements of x (device) that are NaN or infinite; synchronises s */
+int64_t dp_cuda_count_nonfinite(const float *x, int64_t n, dp_stream s);
 
 /* ---- GEMMs through cuBLAS (gemm.cu): W is (OUT, IN) row-major, bf16.
  * out (N, OUT) = beta * out + alpha * inp (N, IN) @ W^T; out is fp32 when

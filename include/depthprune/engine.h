@@ -62,6 +62,7 @@ typedef struct dp_engine {
     float *grad;         /* training: host gradients of the trainable vector (n_grad floats) */
     int64_t n_grad;
     int grad_summed;     /* dp_engine_grad_flush already summed grad over ranks */
+    int64_t grad_nonfinite; /* with grad_summed: this rank's non-finite gradients before the sum */
     void (*allreduce)(void *ctx, float *dev, int64_t n); /* sums device gradients over ranks, or NULL */
     void *allreduce_ctx;
     void *impl;          /* the backend's state */

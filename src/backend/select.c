@@ -13,7 +13,8 @@ int dp_backend_check(const char *device, dp_err *err) {
                           "was not found at configure time); use --device cpu");
     dp_err why;
     dp_err_clear(&why);
-    if (dp_cuda_device_count(&why) <= 0)
-        return dp_err_set(err, DP_E_DEVICE, "--device cuda: no usable GPU: %s", why.msg);
+    int n = dp_cuda_device_count(&why);
+    if (n == 0) return dp_err_set(err, DP_E_DEVICE, "--device cuda: no usable GPU: %s", why.msg);
+    if (n < 0) return dp_err_set(err, DP_E_DEVICE, "--device cuda: CUDA cannot start: %s", why.msg);
     return DP_OK;
 }

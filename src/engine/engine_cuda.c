@@ -42,7 +42,8 @@ static int cuda_open(dp_engine *e, dp_err *err) {
     int n = dp_cuda_device_count(&why);
     if (n <= 0) {
         dp_free(c);
-        return dp_err_set(err, DP_E_DEVICE, "--device cuda: no usable GPU: %s", why.msg);
+        return dp_err_set(err, DP_E_DEVICE, "--device cuda: %s: %s", n == 0 ? "no usable GPU" : "CUDA cannot start",
+                          why.msg);
     }
     dp_cuda_set_device(p->local_rank % n);
     static int told = 0; /* the job log records which GPU each rank took, once per process */
@@ -153,6 +154,8 @@ static void cuda_grad_flush(dp_engine *e) {
     float *g = dev_grad(e);
     if (!g) return;
     e->grad_summed = e->allreduce != NULL;
+    /* this rank's own verdict first: after the sum every rank sees every NaN */
+    e->grad_nonfinite = e->allreduce ? dp_cuda_count_nonfinite(g, e->n_grad, NULL) : 0;
     if (e->allreduce) e->allreduce(e->allreduce_ctx, g, e->n_grad);
     dp_cuda_sync(NULL);
     dp_cuda_d2h(e->grad, g, (size_t)e->n_grad * sizeof(float));

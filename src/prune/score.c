@@ -521,17 +521,47 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
     int64_t s0, s1;
     share(N, batch, mpi->rank, mpi->size, &s0, &s1);
     int64_t nb = s1 - s0;
-    /* every rank's samples as one batch, block activations recomputed */
+    double scale = 1.0 / (double)(N * (T - 1)); /* the mean over all tokens */
+    /* A share of at most one batch: one forward+backward, block activations
+     * recomputed, each block's gradient consumed as soon as it is complete
+     * (only one block's gradient is ever held). A larger share: batches of
+     * `batch` accumulate every weight's gradient (one model-sized buffer,
+     * instead of the whole share's saved block inputs), then the blocks are
+     * reduced in the same order. */
+    int whole = nb <= batch;
     dp_engine e;
     memset(&e, 0, sizeof e);
-    dp_engine_plan plan = {.B = nb, .T = T, .local_rank = mpi->local_rank, .train = 1, .wgrad = 1, .recompute = 1};
+    dp_engine_plan plan = {.B = whole ? nb : batch, .T = T, .local_rank = mpi->local_rank, .train = 1,
+                           .wgrad = whole, .full = !whole, .recompute = 1};
     int rc = all_ok(mpi, nb > 0 ? dp_engine_open(&e, dev, m, &plan, err) : DP_OK, err);
-    /* the mean over all tokens */
-    if (rc == DP_OK)
-        rc = dp_block_grads(mpi, &e, ids + s0 * T, nb, T, 1.0 / (double)(N * (T - 1)), tc.gblock, taylor_block_done,
-                            &tc, err);
-    if (rc == DP_OK && nb == 0)
-        for (int l = L - 1; l >= 0; l--) taylor_block_done(l, &tc); /* ranks without samples join every reduction */
+    if (rc == DP_OK && whole) {
+        rc = dp_block_grads(mpi, &e, ids + s0 * T, nb, T, scale, tc.gblock, taylor_block_done, &tc, err);
+        if (rc == DP_OK && nb == 0)
+            for (int l = L - 1; l >= 0; l--) taylor_block_done(l, &tc); /* ranks without samples join every reduction */
+    } else if (rc == DP_OK) {
+        dp_layer_map map;
+        dp_layer_map_all(&map, L);
+        int32_t *targets = dp_malloc((size_t)(batch * T) * sizeof(int32_t), "taylor");
+        dp_engine_zero_grad(&e);
+        for (int64_t a = s0; a < s1 && rc == DP_OK; a += batch) {
+            int64_t k = a + batch <= s1 ? batch : s1 - a;
+            double ce = 0, kd = 0;
+            dp_llama_next_targets(targets, ids + a * T, k, T);
+            dp_micro x = {.tokens = ids + a * T, .targets = targets, .B = k, .T = T, .temp = 1.0, .gscale = scale,
+                          .backward = 1};
+            rc = dp_engine_micro(&e, &map, &x, &ce, &kd, err);
+        }
+        rc = all_ok(mpi, rc, err);
+        if (rc == DP_OK) {
+            dp_engine_grad_flush(&e);
+            for (int l = L - 1; l >= 0; l--) { /* each block's gradient in its own layout, as the hook gives it */
+                const dp_llama_param *p0 = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS], *pz = p0 + DP_LLAMA_BLOCK_TENSORS - 1;
+                memcpy(tc.gblock, e.grad + p0->offset, (size_t)(pz->offset + pz->n_elems - p0->offset) * sizeof(float));
+                taylor_block_done(l, &tc);
+            }
+        }
+        dp_free(targets);
+    }
     dp_engine_close(&e);
     dp_free(tc.gblock);
     return rc;

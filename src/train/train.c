@@ -266,15 +266,19 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                           .temp = o->kd_temp, .gscale = 1.0 / (D > 0 ? D : 1), .backward = 1};
             rc = dp_engine_micro(&e, map, &x, &ce_sum, &kd_sum, err);
         }
-        if (!rc) dp_engine_grad_flush(&e);
+        /* every rank's verdict before the flush: it may be a collective (NCCL) a failed rank would skip */
         rc = dp_mpi_agree(mpi, rc, err);
         if (rc) break;
+        dp_engine_grad_flush(&e);
         dp_fault_point("train_step");
-        if (it == o->fault_nan_step && mpi->rank == o->fault_nan_rank) {
+        int injected = it == o->fault_nan_step && mpi->rank == o->fault_nan_rank;
+        if (injected) {
             grad[0] = NAN;
             dp_log("fault injection: NaN gradient at iteration %lld", (long long)it);
         }
-        double local_bad = !(isfinite(ce_sum) && isfinite(kd_sum) && all_finite(grad, tr.n));
+        /* this rank's gradients before any sum (a summed NaN is everyone's) */
+        int grad_ok = e.grad_summed ? e.grad_nonfinite == 0 && !injected : all_finite(grad, tr.n);
+        double local_bad = !(isfinite(ce_sum) && isfinite(kd_sum) && grad_ok);
         if (!e.grad_summed) dp_reduce_to_owners(mpi, grad, tr.n); /* else NCCL summed them on every rank */
         double sq = 0;
         for (int64_t i = tr.s0; i < tr.s1; i++) sq += (double)grad[i] * grad[i];

@@ -370,9 +370,14 @@ static void test_adamw(void) {
 int main(void) {
     dp_err err;
     dp_err_clear(&err);
-    if (dp_cuda_device_count(&err) <= 0) {
+    int n_dev = dp_cuda_device_count(&err);
+    if (n_dev == 0) {
         printf("SKIPPED: no GPU (%s)\n", err.msg);
         return 77;
+    }
+    if (n_dev < 0) { /* a driver is there: CUDA failing to start is a failure */
+        fprintf(stderr, "FAIL: CUDA cannot start: %s\n", err.msg);
+        return 1;
     }
     dp_cuda_set_device(0);
     dp_blas h = dp_cuda_blas_create(NULL);

@@ -16,6 +16,11 @@ int main(int argc, char **argv) {
     dp_err err;
     dp_err_clear(&err);
     int n_dev = dp_cuda_device_count(&err);
+    if (n_dev < 0) { /* a driver is there: CUDA failing to start is a failure */
+        fprintf(stderr, "FAIL: CUDA cannot start: %s\n", err.msg);
+        dp_mpi_finalize(&mpi);
+        return 1;
+    }
     int have = n_dev > 0;
     MPI_Allreduce(MPI_IN_PLACE, &have, 1, MPI_INT, MPI_MIN, mpi.comm);
     if (!have) {

@@ -5,6 +5,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "depthprune/numerics.h"
 #include "depthprune/ops.h"
 
 /* glibc declares its vector math (libmvec) only under -ffast-math; declare

@@ -4,15 +4,14 @@
 #include <math.h>
 
 #include "common.cuh"
+#include "depthprune/numerics.h"
 
 static __global__ void adamw_kernel(float *p, bf16 *p16, const float *g, float *m, float *v, int64_t n, float step_size,
                                     float bc2_sqrt, float decay, float b1, float b2, float e) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float gi = g[i], pi = p[i] * decay;
-    float mi = m[i] * b1 + gi * (1.0f - b1);
-    float vi = v[i] * b2 + gi * gi * (1.0f - b2);
-    pi -= step_size * (mi / (sqrtf(vi) / bc2_sqrt + e));
+    float mi = m[i], vi = v[i];
+    float pi = dp_adamw_elem(p[i], g[i], &mi, &vi, step_size, bc2_sqrt, decay, b1, b2, e);
     p[i] = pi;
     m[i] = mi;
     v[i] = vi;

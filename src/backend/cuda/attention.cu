@@ -10,6 +10,7 @@
  * 256). This is the straightforward form: correct and O(T) memory; the
  * shared-memory tiled form is the speed work of the benchmarks. */
 #include "common.cuh"
+#include "depthprune/numerics.h"
 
 #define MAXE 8 /* HD / 32 */
 #define WARPS 4
@@ -44,16 +45,14 @@ static __global__ void attention_forward_kernel(bf16 *out, float *lse, const bf1
     for (int j = 0; j < MAXE; j++) acc[j] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     for (int64_t s = 0; s <= t; s++) {
-        float sc = dot_row(qr, k + ((b * T + s) * NKV + kh) * HD, HD, lane) * scale;
-        float mn = fmaxf(m, sc), corr = expf(m - mn), p = expf(sc - mn);
-        l = l * corr + p;
+        float sc = dot_row(qr, k + ((b * T + s) * NKV + kh) * HD, HD, lane) * scale, p;
+        float corr = dp_online_softmax_step(&m, &l, sc, &p);
         const bf16 *vs = v + ((b * T + s) * NKV + kh) * HD;
 #pragma unroll
         for (int j = 0; j < MAXE; j++) {
             int64_t d = lane + 32 * j;
             acc[j] = acc[j] * corr + (d < HD ? p * __bfloat162float(vs[d]) : 0.0f);
         }
-        m = mn;
     }
     bf16 *o = out + ((b * T + t) * NH + h) * HD;
 #pragma unroll
@@ -197,15 +196,13 @@ static __global__ void attention_decode_kernel(bf16 *out, const bf16 *q, const b
     float m = -INFINITY, l = 0.0f;
     const bf16 *kb = kc + (b * NKV + kh) * Tcap * HD, *vb = vc + (b * NKV + kh) * Tcap * HD;
     for (int64_t s = 0; s < len; s++) {
-        float sc = dot_row(qr, kb + s * HD, HD, lane) * scale;
-        float mn = fmaxf(m, sc), corr = expf(m - mn), p = expf(sc - mn);
-        l = l * corr + p;
+        float sc = dot_row(qr, kb + s * HD, HD, lane) * scale, p;
+        float corr = dp_online_softmax_step(&m, &l, sc, &p);
 #pragma unroll
         for (int j = 0; j < MAXE; j++) {
             int64_t d = lane + 32 * j;
             acc[j] = acc[j] * corr + (d < HD ? p * __bfloat162float(vb[s * HD + d]) : 0.0f);
         }
-        m = mn;
     }
 #pragma unroll
     for (int j = 0; j < MAXE; j++) {

@@ -8,8 +8,10 @@
 
 extern "C" int dp_cuda_built(void) { return 1; }
 
-/* Names what is missing: the driver (libcuda), a driver new enough for this
- * runtime, or a device. */
+/* > 0: devices; 0: no GPU here (no driver library, or the driver sees no
+ * device): skip; -1: a driver is there but CUDA cannot start (a driver older
+ * than the runtime, an initialisation error): a failure, never a skip.
+ * err names what is missing or wrong. */
 extern "C" int dp_cuda_device_count(dp_err *err) {
     int n = 0;
     cudaError_t rc = cudaGetDeviceCount(&n);
@@ -27,12 +29,13 @@ extern "C" int dp_cuda_device_count(dp_err *err) {
         else
             dp_err_set(err, DP_E_DEVICE, "no GPU visible (driver present; CUDA_VISIBLE_DEVICES=%s)",
                        getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "unset");
+        int broken = h && rc == cudaErrorInsufficientDriver;
         if (h) dlclose(h);
-        return 0;
+        return broken ? -1 : 0;
     }
     if (rc != cudaSuccess) {
         dp_err_set(err, DP_E_DEVICE, "cudaGetDeviceCount failed: %s (error %d)", cudaGetErrorString(rc), (int)rc);
-        return 0;
+        return -1;
     }
     return n;
 }
