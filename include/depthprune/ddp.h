@@ -2,7 +2,9 @@
  * The communicator is bootstrapped over MPI (rank 0's ncclUniqueId is
  * broadcast); reductions run in buckets on their own stream, which waits on
  * an event of the compute stream, and are polled with a deadline: a dead or
- * hung peer (ncclCommGetAsyncError, or no progress within timeout_s) aborts
+ * hung peer (ncclCommGetAsyncError, or no progress within timeout_s; the
+ * communicator is non-blocking, so its set-up and the first collective's
+ * connections are under the same deadline) aborts
  * the communicator and ends the job with one message instead of a hang.
  * Built when CUDA and NCCL are found; elsewhere dp_ddp_available() is 0 and
  * dp_ddp_init says why. */

@@ -28,6 +28,8 @@ typedef struct dp_cuda_llama {
     void *head_scratch;
     dp_blas blas;
     void *acts, *train_mem, *full_mem; /* the allocations the buffers are carved from */
+    void **sep;             /* DP_CUDA_SEPARATE=1 (sanitizer runs): each buffer's own allocation */
+    int n_sep;
     /* weight streaming (set streaming = 1 before init/open): only the
      * embedding, final norm and head stay resident; a block's weights are
      * uploaded into one slot when a kernel first needs them */

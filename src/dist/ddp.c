@@ -9,11 +9,6 @@
 
 #include "depthprune/ddp.h"
 
-#define DP_CHECK_NCCL(call)                                                                                 \
-    do {                                                                                                    \
-        ncclResult_t r_ = (call);                                                                           \
-        if (r_ != ncclSuccess) dp_fatal("NCCL: %s (%s)", ncclGetErrorString(r_), #call);                     \
-    } while (0)
 #define CHECK_CUDA_RT(call)                                                                                 \
     do {                                                                                                    \
         cudaError_t e_ = (call);                                                                            \
@@ -21,6 +16,27 @@
     } while (0)
 
 int dp_ddp_available(void) { return 1; }
+
+static double since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + 1e-9 * (double)(now.tv_nsec - t0->tv_nsec);
+}
+
+/* The communicator is non-blocking: any call may return ncclInProgress
+ * (set-up, and the connections NCCL opens lazily on the first collective,
+ * wait for every peer). Polls until it settles or timeout_s passes; returns
+ * ncclInProgress on the deadline. */
+static ncclResult_t settle(ncclComm_t comm, ncclResult_t r, double timeout_s) {
+    struct timespec t0, nap = {0, 200000};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (r == ncclInProgress) {
+        if (since(&t0) > timeout_s) return ncclInProgress;
+        nanosleep(&nap, NULL);
+        if (ncclCommGetAsyncError(comm, &r) != ncclSuccess) return ncclInternalError;
+    }
+    return r;
+}
 
 int dp_ddp_init(dp_ddp *d, const dp_mpi *mpi, double timeout_s, dp_err *err) {
     memset(d, 0, sizeof *d);
@@ -39,8 +55,15 @@ int dp_ddp_init(dp_ddp *d, const dp_mpi *mpi, double timeout_s, dp_err *err) {
     if (rc) return rc;
     DP_CHECK_MPI(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, mpi->comm));
     ncclComm_t comm = NULL;
-    ncclResult_t r = ncclCommInitRank(&comm, mpi->size, id, mpi->rank);
-    if (r != ncclSuccess) rc = dp_err_set(err, DP_E_DEVICE, "ncclCommInitRank: %s", ncclGetErrorString(r));
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0; /* set-up under the same deadline as the reductions */
+    ncclResult_t r = ncclCommInitRankConfig(&comm, mpi->size, id, mpi->rank, &cfg);
+    if (comm) r = settle(comm, r, d->timeout_s);
+    if (r == ncclInProgress)
+        rc = dp_err_set(err, DP_E_DEVICE, "NCCL set-up made no progress for %.0f s: a peer rank did not join",
+                        d->timeout_s);
+    else if (r != ncclSuccess)
+        rc = dp_err_set(err, DP_E_DEVICE, "ncclCommInitRankConfig: %s", ncclGetErrorString(r));
     rc = dp_mpi_agree(mpi, rc, err);
     if (rc) {
         if (comm) ncclCommAbort(comm);
@@ -57,7 +80,8 @@ int dp_ddp_init(dp_ddp *d, const dp_mpi *mpi, double timeout_s, dp_err *err) {
 }
 
 void dp_ddp_free(dp_ddp *d) {
-    if (d->comm) ncclCommDestroy((ncclComm_t)d->comm);
+    if (d->comm && settle((ncclComm_t)d->comm, ncclCommDestroy((ncclComm_t)d->comm), 60.0) != ncclSuccess)
+        ncclCommAbort((ncclComm_t)d->comm);
     if (d->ready) cudaEventDestroy((cudaEvent_t)d->ready);
     if (d->stream) cudaStreamDestroy(d->stream);
     memset(d, 0, sizeof *d);
@@ -99,7 +123,15 @@ void dp_ddp_allreduce_sum(dp_ddp *d, float *buf, int64_t n) {
     CHECK_CUDA_RT(cudaStreamWaitEvent(d->stream, (cudaEvent_t)d->ready, 0));
     for (int64_t o = 0; o < n; o += d->bucket) {
         int64_t c = n - o < d->bucket ? n - o : d->bucket;
-        DP_CHECK_NCCL(ncclAllReduce(buf + o, buf + o, (size_t)c, ncclFloat32, ncclSum, (ncclComm_t)d->comm, d->stream));
+        ncclResult_t r = ncclAllReduce(buf + o, buf + o, (size_t)c, ncclFloat32, ncclSum, (ncclComm_t)d->comm, d->stream);
+        r = settle((ncclComm_t)d->comm, r, d->timeout_s); /* the first call also connects to the peers */
+        if (r != ncclSuccess) {
+            ncclCommAbort((ncclComm_t)d->comm);
+            d->comm = NULL;
+            dp_fatal("NCCL all-reduce of gradients [%lld, %lld): %s", (long long)o, (long long)(o + c),
+                     r == ncclInProgress ? "no progress before the deadline (a peer rank is hung or gone)"
+                                         : ncclGetErrorString(r));
+        }
     }
     wait_or_die(d, 0, n);
 }

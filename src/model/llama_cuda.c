@@ -3,6 +3,7 @@
  * residual stream; o_proj and down_proj add into the residual inside their
  * GEMMs (beta = 1), so no separate residual add runs. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "depthprune/backend.h"
@@ -18,21 +19,34 @@ static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
 typedef struct arena {
     char *base;
     size_t off;
+    dp_cuda_llama *sep; /* DP_CUDA_SEPARATE=1: every buffer its own allocation, listed here */
 } arena;
 
 static void *carve(arena *a, size_t n_bytes) {
     size_t o = (a->off + 255) & ~(size_t)255;
     a->off = o + n_bytes;
+    if (a->sep) { /* so the memory checker sees an overrun into the next buffer */
+        dp_cuda_llama *g = a->sep;
+        g->sep = dp_realloc(g->sep, (size_t)(g->n_sep + 1) * sizeof(void *), "GPU buffers");
+        return g->sep[g->n_sep++] = dp_cuda_malloc(n_bytes ? n_bytes : 1, "GPU buffer (DP_CUDA_SEPARATE)");
+    }
     return a->base ? a->base + o : NULL;
 }
 
-/* runs layout(g, arena) twice around one allocation labelled `label` */
+/* runs layout(g, arena) twice around one allocation labelled `label` (with
+ * DP_CUDA_SEPARATE=1 in the environment: once, each buffer allocated alone,
+ * for compute-sanitizer) */
 static void *allocate_class(dp_cuda_llama *g, void (*layout)(dp_cuda_llama *, arena *), const char *label) {
-    arena a = {NULL, 0};
+    arena a = {NULL, 0, NULL};
     layout(g, &a);
-    void *mem = dp_cuda_malloc(a.off, label);
     g->n_bytes += a.off;
-    a = (arena){(char *)mem, 0};
+    if (getenv("DP_CUDA_SEPARATE") && atoi(getenv("DP_CUDA_SEPARATE")) > 0) {
+        a = (arena){NULL, 0, g};
+        layout(g, &a);
+        return NULL;
+    }
+    void *mem = dp_cuda_malloc(a.off, label);
+    a = (arena){(char *)mem, 0, NULL};
     layout(g, &a);
     return mem;
 }
@@ -170,6 +184,8 @@ void dp_cuda_llama_free(dp_cuda_llama *g) {
     dp_cuda_free(g->acts);
     dp_cuda_free(g->train_mem);
     dp_cuda_free(g->full_mem);
+    for (int i = 0; i < g->n_sep; i++) dp_cuda_free(g->sep[i]);
+    dp_free(g->sep);
     dp_cuda_blas_destroy(g->blas);
     memset(g, 0, sizeof *g);
 }

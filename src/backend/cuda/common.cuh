@@ -22,8 +22,12 @@
         if (e_ != CUBLAS_STATUS_SUCCESS)                                                           \
             dp_fatal("cuBLAS: %s (%d) in %s", cublasGetStatusString(e_), (int)e_, #call);          \
     } while (0)
-/* after a kernel launch: launch-configuration errors surface here */
-#define DP_CHECK_LAUNCH() DP_CHECK_CUDA(cudaGetLastError())
+/* after a kernel launch: launch-configuration errors surface here; with
+ * DP_CUDA_SYNC=1 in the environment (debugging) the device is synchronised
+ * too, so an asynchronous fault is reported at the kernel that caused it,
+ * not at the next copy */
+#define DP_CHECK_LAUNCH() dp_cuda_after_launch(__FILE__, __LINE__)
+void dp_cuda_after_launch(const char *file, int line);
 
 typedef __nv_bfloat16 bf16;
 

@@ -40,6 +40,15 @@ extern "C" int dp_cuda_device_count(dp_err *err) {
     return n;
 }
 
+void dp_cuda_after_launch(const char *file, int line) {
+    static int sync = -1;
+    if (sync < 0) sync = getenv("DP_CUDA_SYNC") && atoi(getenv("DP_CUDA_SYNC")) > 0;
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess && sync) e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) dp_fatal("CUDA: %s in the kernel launched at %s:%d%s", cudaGetErrorString(e), file, line,
+                                   sync ? " (DP_CUDA_SYNC=1)" : " (set DP_CUDA_SYNC=1 to pin down asynchronous faults)");
+}
+
 /* ---- device memory, copies, streams and the cuBLAS handle ---- */
 
 extern "C" void dp_cuda_set_device(int dev) { DP_CHECK_CUDA(cudaSetDevice(dev)); }
