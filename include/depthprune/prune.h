@@ -94,6 +94,12 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
 int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map,
                      const char *run_dir, uint64_t model_hash, int64_t batch, double *ppl, dp_err *err);
 
+/* How blocks are removed (a sweep's schedules): scored once, scored again
+ * after every removal, width pruning (the baseline), or not at all. */
+typedef enum dp_prune_schedule { DP_PRUNE_ONE_SHOT = 0, DP_PRUNE_ITERATIVE, DP_PRUNE_WIDTH, DP_PRUNE_DENSE } dp_prune_schedule;
+/* Healing after pruning. */
+typedef enum dp_retrain_kind { DP_RETRAIN_NONE = 0, DP_RETRAIN_LORA, DP_RETRAIN_FULL } dp_retrain_kind;
+
 typedef struct dp_iter_opts {
     const char *run_dir; /* holds calib.h5 (from `score`); heal runs go to RUNDIR/heal-NN */
     uint64_t model_hash; /* of the dense model calib.h5 was made with */

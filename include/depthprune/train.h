@@ -80,17 +80,17 @@ int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *tea
                            const char *path, int progress, dp_err *err);
 
 /* ---- trainer ---- */
-enum { DP_TRAIN_LORA = 0, DP_TRAIN_FULL = 1 };
-enum { DP_SCHED_COSINE = 0, DP_SCHED_LINEAR = 1, DP_SCHED_CONSTANT = 2 };
+typedef enum dp_train_method { DP_TRAIN_LORA = 0, DP_TRAIN_FULL = 1 } dp_train_method;
+typedef enum dp_lr_schedule { DP_SCHED_COSINE = 0, DP_SCHED_LINEAR = 1, DP_SCHED_CONSTANT = 2 } dp_lr_schedule;
 
 typedef struct dp_train_opts {
-    int method;
+    dp_train_method method;
     int64_t lora_rank;
     double lora_alpha, lora_dropout;
     unsigned lora_targets;
     double lr, min_lr_ratio, beta1, beta2, eps, weight_decay, clip;
     int64_t warmup;
-    int sched;
+    dp_lr_schedule sched;
     int64_t global_batch, micro_batch, epochs;
     int64_t max_steps;   /* the run's length in optimizer steps, overriding epochs (HF's max_steps); 0: epochs */
     int64_t pause_after; /* checkpoint and stop (no output) after this many steps in total; resume continues; 0: none */

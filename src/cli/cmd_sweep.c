@@ -36,8 +36,8 @@ typedef struct sweep_cfg {
     char name[128];
     char crit[32];
     double ratio;
-    int iterative;
-    int retrain; /* 0 none, 1 lora, 2 full */
+    dp_prune_schedule schedule;
+    dp_retrain_kind retrain;
     int kd;
     long long seed;
     double cost;
@@ -68,7 +68,9 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
     sweep_cfg *v = dp_calloc((size_t)cap, sizeof *v, "sweep");
     const char *sched, *crit, *rs, *rt, *kds;
     for (int is = 0; list_str(app, "sweep.schedules", is, &sched); is++) {
-        int iter = !strcmp(sched, "iterative") ? 1 : !strcmp(sched, "width") ? 2 : 0;
+        dp_prune_schedule iter = !strcmp(sched, "iterative") ? DP_PRUNE_ITERATIVE
+                                 : !strcmp(sched, "width")   ? DP_PRUNE_WIDTH
+                                                             : DP_PRUNE_ONE_SHOT;
         if (!iter && strcmp(sched, "one-shot")) {
             dp_free(v);
             return dp_err_set(err, DP_E_CONFIG, "sweep.schedules: '%s' is not one-shot, iterative or width", sched);
@@ -76,7 +78,7 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
         /* width: the LLM-Pruner baseline, parameter-matched to removing round(ratio * L) blocks */
         const char *crit_key = iter == 2 ? "sweep.width_criteria" : "sweep.criteria";
         for (int ic = 0; list_str(app, crit_key, ic, &crit); ic++) {
-            if (iter == 1 && strcmp(crit, "ppl")) { /* iterative scores by PPL as it goes */
+            if (iter == DP_PRUNE_ITERATIVE && strcmp(crit, "ppl")) { /* iterative scores by PPL as it goes */
                 char cell[96];
                 snprintf(cell, sizeof cell, "%s x iterative", crit);
                 skip_cell(skipped, cell, "not run: iterative pruning re-scores the remaining blocks by PPL after every "
@@ -102,7 +104,10 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
                     return dp_err_set(err, DP_E_CONFIG, "sweep.ratios: %s removes %d of %d blocks", rs, K, L);
                 }
                 for (int it = 0; list_str(app, "sweep.retrain", it, &rt); it++) {
-                    int r = !strcmp(rt, "none") ? 0 : !strcmp(rt, "lora") ? 1 : !strcmp(rt, "full") ? 2 : -1;
+                    int r = !strcmp(rt, "none")   ? DP_RETRAIN_NONE
+                            : !strcmp(rt, "lora") ? DP_RETRAIN_LORA
+                            : !strcmp(rt, "full") ? DP_RETRAIN_FULL
+                                                  : -1;
                     if (r < 0) {
                         dp_free(v);
                         return dp_err_set(err, DP_E_CONFIG, "sweep.retrain: '%s' is not none, lora or full", rt);
@@ -124,8 +129,8 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
                             memset(c, 0, sizeof *c);
                             snprintf(c->crit, sizeof c->crit, "%s", crit);
                             c->ratio = ratio;
-                            c->iterative = iter;
-                            c->retrain = r;
+                            c->schedule = iter;
+                            c->retrain = (dp_retrain_kind)r;
                             c->kd = kd;
                             c->seed = atoll(dp_config_list_item(&app->cfg, "sweep.seeds", sd));
                             snprintf(c->name, sizeof c->name, "%s-r%g-%s-%s%s-s%lld", crit, ratio,
@@ -143,7 +148,7 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
         sweep_cfg *c = &v[n++];
         memset(c, 0, sizeof *c);
         snprintf(c->crit, sizeof c->crit, "dense");
-        c->iterative = 3;
+        c->schedule = DP_PRUNE_DENSE;
         c->seed = atoll(dp_config_list_item(&app->cfg, "sweep.seeds", 0));
         snprintf(c->name, sizeof c->name, "dense");
         c->cost = 1.0;
@@ -277,7 +282,7 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
 
 /* One configuration inside group g: prune, retrain, evaluate, result.json. */
 static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *stopped, dp_err *err) {
-    int L = (int)x->dense->cfg.n_layers, K = c->iterative == 3 ? 0 : (int)lround(c->ratio * L);
+    int L = (int)x->dense->cfg.n_layers, K = c->schedule == DP_PRUNE_DENSE ? 0 : (int)lround(c->ratio * L);
     char *dir = cfg_dir(x->run, c->name);
     int rc = DP_OK;
     if (g->rank == 0) rc = dp_mkdir_p(dir, err);
@@ -289,13 +294,13 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     dp_llama wm; /* the width-pruned model (schedule width) */
     memset(&wm, 0, sizeof wm);
     dp_llama *wk = x->work;
-    if (!rc && c->iterative == 2) {
+    if (!rc && c->schedule == DP_PRUNE_WIDTH) {
         rc = width_model(x, g, c, K, &wm, &wratio, err);
         if (!rc) wk = &wm;
         K = 0; /* no block removed */
-    } else if (!rc && c->iterative == 3) {
+    } else if (!rc && c->schedule == DP_PRUNE_DENSE) {
         /* dense: nothing removed */
-    } else if (!rc && !c->iterative) {
+    } else if (!rc && c->schedule == DP_PRUNE_ONE_SHOT) {
         int *order = NULL, n_order = 0;
         uint64_t fh;
         char *sp = dp_path_join(x->run, "scores.json");
@@ -325,9 +330,9 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     memset(&tr, 0, sizeof tr);
     tr.val_loss = NAN;
     double t1 = dp_time_s();
-    if (!rc && c->retrain) {
+    if (!rc && c->retrain != DP_RETRAIN_NONE) {
         dp_train_opts to = *x->to;
-        to.method = c->retrain == 2 ? DP_TRAIN_FULL : DP_TRAIN_LORA;
+        to.method = c->retrain == DP_RETRAIN_FULL ? DP_TRAIN_FULL : DP_TRAIN_LORA;
         to.seed = (uint64_t)c->seed;
         to.run_dir = dir;
         to.model_hash = x->mhash ^ 0x9e3779b97f4a7c15ull * (uint64_t)(K + 1);
@@ -337,7 +342,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         to.teacher_cache = c->kd ? tc : NULL;
         to.kd_topk = 0;
         dp_lora lora;
-        if (c->iterative == 2) to.model_hash ^= (uint64_t)llround(wratio * 1e6) * 0xbf58476d1ce4e5b9ull;
+        if (c->schedule == DP_PRUNE_WIDTH) to.model_hash ^= (uint64_t)llround(wratio * 1e6) * 0xbf58476d1ce4e5b9ull;
         rc = dp_train(g, wk, &map, NULL, x->data, x->train, x->n_train, x->val, x->n_val, &to, &lora, &tr, err);
         if (!rc && tr.stopped) *stopped = 1; /* a signal: checkpointed, the rerun continues it */
         if (!rc && to.method == DP_TRAIN_LORA) dp_lora_merge(wk, &lora);
@@ -365,7 +370,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddStringToObject(o, "name", c->name);
         cJSON_AddStringToObject(o, "criterion", c->crit);
         cJSON_AddNumberToObject(o, "ratio", c->ratio);
-        cJSON_AddStringToObject(o, "schedule", k_sched[c->iterative]);
+        cJSON_AddStringToObject(o, "schedule", k_sched[c->schedule]);
         cJSON_AddStringToObject(o, "retrain", k_retrain[c->retrain]);
         cJSON_AddBoolToObject(o, "kd", c->kd);
         cJSON_AddNumberToObject(o, "seed", (double)c->seed);
@@ -377,7 +382,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddNumberToObject(o, "blocks_kept", map.n);
         cJSON_AddNumberToObject(o, "params", (double)params_now);
         cJSON_AddNumberToObject(o, "fraction_removed", 1.0 - (double)params_now / (double)x->dense->n_elems);
-        if (c->iterative == 2) {
+        if (c->schedule == DP_PRUNE_WIDTH) {
             cJSON_AddNumberToObject(o, "width_ratio", wratio);
             /* the per-block sizes: the speed phase rebuilds this architecture */
             const char *keys[3] = {"layer_heads", "layer_kv_heads", "layer_inter"};
@@ -398,11 +403,11 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
             }
             cJSON_AddNumberToObject(o, "zeroshot_average", dp_cli_tasks_average(x->tasks));
         }
-        if (c->iterative) {
+        if (c->schedule != DP_PRUNE_ONE_SHOT) {
             cJSON *pa = cJSON_AddArrayToObject(o, "calib_ppl_after");
             for (int k = 0; k < K; k++) cJSON_AddItemToArray(pa, cJSON_CreateNumber(ppl_after[k]));
         }
-        if (c->retrain) {
+        if (c->retrain != DP_RETRAIN_NONE) {
             cJSON_AddNumberToObject(o, "train_steps", (double)tr.steps);
             if (isfinite(tr.val_loss)) cJSON_AddNumberToObject(o, "val_loss", tr.val_loss);
         }
@@ -568,7 +573,7 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
                      params / 1e6);
             dp_buf_puts(&md, t);
             snprintf(t, sizeof t, "%s,%s,%g,%s,%s,%d,%lld,%d,%.0f", v[i].name, v[i].crit, v[i].ratio,
-                     k_sched[v[i].iterative], k_retrain[v[i].retrain], v[i].kd, v[i].seed,
+                     k_sched[v[i].schedule], k_retrain[v[i].retrain], v[i].kd, v[i].seed,
                      (int)cJSON_GetObjectItem(o, "blocks_kept")->valuedouble, params);
             dp_buf_puts(&csv, t);
             const cJSON *pp = cJSON_GetObjectItem(o, "ppl");
@@ -658,10 +663,10 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         char *done = dp_calloc((size_t)n, 1, "sweep");
         for (int i = 0; f && i < n; i++) {
             if (!sel[i] || done[i]) continue;
-            fprintf(f, "\"%s %s %s%s\"\n", v[i].crit, k_sched[v[i].iterative], k_retrain[v[i].retrain],
+            fprintf(f, "\"%s %s %s%s\"\n", v[i].crit, k_sched[v[i].schedule], k_retrain[v[i].retrain],
                     v[i].kd ? "+kd" : "");
             for (int j = i; j < n; j++) {
-                if (!sel[j] || done[j] || strcmp(v[j].crit, v[i].crit) || v[j].iterative != v[i].iterative ||
+                if (!sel[j] || done[j] || strcmp(v[j].crit, v[i].crit) || v[j].schedule != v[i].schedule ||
                     v[j].retrain != v[i].retrain || v[j].kd != v[i].kd || v[j].seed != v[i].seed)
                     continue;
                 done[j] = 1;
@@ -772,7 +777,7 @@ static int run_sweep(dp_app *app) {
         if (!sel[i]) continue;
         need_train |= v[i].retrain != 0;
         need_cache |= v[i].kd;
-        if (v[i].iterative) continue;
+        if (v[i].schedule != DP_PRUNE_ONE_SHOT) continue;
         int seen = 0;
         for (int k = 0; k < n_crit; k++) seen |= !strcmp(crit[k], v[i].crit);
         if (!seen && n_crit < 32) crit[n_crit++] = v[i].crit;
