@@ -23,6 +23,7 @@
 #include "depthprune/dist.h"
 #include "depthprune/engine.h"
 #include "depthprune/llama.h"
+#include "depthprune/store.h"
 #include "depthprune/tokenizer.h"
 #include "depthprune/train.h"
 
@@ -44,6 +45,28 @@ typedef struct dp_calib_opts {
  * token offset) are fresh arrays. Deterministic in seed. */
 int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o,
                     int32_t **ids, int64_t **src, dp_err *err);
+
+/* RUNDIR/calib.h5, opened by every stage that reads it (collective): the
+ * dense model's block inputs hidden_000..hidden_L (N, T, C), ids (N, T),
+ * source (N, 2), dense_nll (N) and attributes model_hash, calib_hash,
+ * samples, seq_len, seed, bos, device, complete. */
+typedef struct dp_calib_file {
+    dp_h5 h;              /* open on the communicator */
+    char path[1024];
+    int64_t N, T;
+    char seed[32], calib_hash[17], device[16];
+    int complete;
+    int32_t *ids;         /* (N, T) */
+    double *dense_nll;    /* (N) per-sample NLL sums (positions 1..T-1) */
+    double dense_ppl;
+} dp_calib_file;
+/* Collective. Opens and checks RUNDIR/calib.h5: a depthprune calibration
+ * file (else DP_E_FORMAT), made for model_hash (else DP_E_MISMATCH),
+ * complete unless need_complete is 0; reads ids and dense_nll (when
+ * complete). A missing file: DP_E_IO naming it. Errors agree on every rank. */
+int dp_calib_open(const dp_mpi *mpi, const char *run_dir, uint64_t model_hash, int need_complete, dp_calib_file *c,
+                  dp_err *err);
+void dp_calib_close(dp_calib_file *c);
 
 /* 64-bit content hashes (model: config + fp32 weights; data: bytes). */
 uint64_t dp_llama_hash(const dp_llama *m);

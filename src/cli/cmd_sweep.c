@@ -236,21 +236,10 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
     int64_t target = m->n_elems;
     for (int k = 0; k < K; k++) target -= dp_llama_layer_param_count(&m->cfg, L / 2); /* uniform dense blocks */
     *wratio = dp_width_match_ratio(&m->cfg, target, pf, pl);
-    char *cp = dp_path_join(x->run, "calib.h5");
-    dp_h5 h;
-    int64_t sh[DP_MAX_DIMS];
-    int nd = 0;
-    int32_t *ids = NULL;
-    int rc = dp_h5_open(&h, cp, g->comm, 0, err);
-    if (!rc) rc = dp_h5_shape(&h, "ids", &nd, sh, err);
-    if (!rc && nd != 2) rc = dp_err_set(err, DP_E_FORMAT, "%s: ids is not (samples, tokens)", cp);
-    if (!rc) {
-        ids = dp_malloc((size_t)(sh[0] * sh[1]) * sizeof(int32_t), "sweep");
-        rc = dp_h5_read_rows(&h, "ids", DP_DTYPE_I32, 0, sh[0], ids, err);
-    }
-    if (h.file >= 0) dp_h5_close(&h);
-    dp_free(cp);
-    rc = dp_mpi_agree(g, rc, err);
+    dp_calib_file cf;
+    int rc = dp_calib_open(g, x->run, x->mhash, 1, &cf, err);
+    const int32_t *ids = rc ? NULL : cf.ids;
+    int64_t sh[2] = {rc ? 0 : cf.N, rc ? 0 : cf.T};
     dp_width_scores sc;
     memset(&sc, 0, sizeof sc);
     dp_width_plan p;
@@ -276,7 +265,7 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
     dp_width_entries_free(ent, n_ent);
     dp_width_plan_free(&p);
     dp_width_scores_free(&sc);
-    dp_free(ids);
+    dp_calib_close(&cf);
     return dp_mpi_agree(g, rc, err);
 }
 

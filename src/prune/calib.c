@@ -3,6 +3,9 @@
  * random document long enough, then a random window), and content hashes
  * that tie run files to the model and data they came from. */
 #include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "depthprune/prune.h"
@@ -160,4 +163,68 @@ int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, c
     *ids = out;
     *src = where;
     return DP_OK;
+}
+
+/* ---------------- calib.h5 ---------------- */
+
+int dp_calib_open(const dp_mpi *mpi, const char *run_dir, uint64_t model_hash, int need_complete, dp_calib_file *c,
+                  dp_err *err) {
+    memset(c, 0, sizeof *c);
+    c->h.file = -1;
+    char *path = dp_path_join(run_dir, "calib.h5");
+    snprintf(c->path, sizeof c->path, "%s", path);
+    dp_free(path);
+    int rc = dp_mpi_agree(mpi, dp_h5_open(&c->h, c->path, mpi->comm, 0, err), err);
+    if (rc) {
+        c->h.file = -1;
+        return rc;
+    }
+    char *a[8] = {0}, want[17];
+    const char *names[8] = {"model_hash", "calib_hash", "samples", "seq_len", "seed", "device", "complete", NULL};
+    snprintf(want, sizeof want, "%016llx", (unsigned long long)model_hash);
+    for (int i = 0; i < 5 && !rc; i++)
+        if (dp_h5_get_attr(&c->h, names[i], &a[i], err))
+            rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file (no %s)", c->path, names[i]);
+    if (!rc) { /* optional: files before the GPU engine have no device; a file being written has no complete */
+        if (dp_h5_get_attr(&c->h, "device", &a[5], err)) a[5] = dp_strdup("cpu", "calib");
+        if (dp_h5_get_attr(&c->h, "complete", &a[6], err)) a[6] = NULL;
+        dp_err_clear(err);
+        c->N = atoll(a[2]);
+        c->T = atoll(a[3]);
+        snprintf(c->calib_hash, sizeof c->calib_hash, "%s", a[1]);
+        snprintf(c->seed, sizeof c->seed, "%s", a[4]);
+        snprintf(c->device, sizeof c->device, "%s", a[5]);
+        c->complete = a[6] && !strcmp(a[6], "1");
+        if (strcmp(a[0], want))
+            rc = dp_err_set(err, DP_E_MISMATCH, "%s was made for a different model (model hash %s, this model %s)",
+                            c->path, a[0], want);
+        else if (c->N < 1 || c->T < 2)
+            rc = dp_err_set(err, DP_E_FORMAT, "%s: %lld samples of %lld tokens", c->path, (long long)c->N,
+                            (long long)c->T);
+        else if (need_complete && !c->complete)
+            rc = dp_err_set(err, DP_E_FORMAT, "%s is incomplete (a calibration was interrupted); run `score` again",
+                            c->path);
+    }
+    for (int i = 0; i < 8; i++) dp_free(a[i]);
+    rc = dp_mpi_agree(mpi, rc, err);
+    if (!rc && c->complete) {
+        c->ids = dp_malloc((size_t)(c->N * c->T) * sizeof(int32_t), "calib");
+        c->dense_nll = dp_malloc((size_t)c->N * sizeof(double), "calib");
+        rc = dp_h5_read_rows(&c->h, "ids", DP_DTYPE_I32, 0, c->N, c->ids, err);
+        if (!rc) rc = dp_h5_read_rows(&c->h, "dense_nll", DP_DTYPE_F64, 0, c->N, c->dense_nll, err);
+        rc = dp_mpi_agree(mpi, rc, err);
+        double s = 0;
+        for (int64_t i = 0; !rc && i < c->N; i++) s += c->dense_nll[i];
+        c->dense_ppl = exp(s / (double)(c->N * (c->T - 1)));
+    }
+    if (rc) dp_calib_close(c);
+    return rc;
+}
+
+void dp_calib_close(dp_calib_file *c) {
+    if (c->h.file >= 0) dp_h5_close(&c->h);
+    dp_free(c->ids);
+    dp_free(c->dense_nll);
+    memset(c, 0, sizeof *c);
+    c->h.file = -1;
 }

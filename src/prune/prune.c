@@ -12,63 +12,32 @@
 
 typedef struct calib_set {
     int64_t N, T;
-    int32_t *ids;     /* (N, T) */
-    int32_t *targets; /* (N, T) */
+    const int32_t *ids; /* (N, T), the file's */
+    int32_t *targets;   /* (N, T) */
     double dense_ppl;
 } calib_set;
 
 static void calib_free(calib_set *c) {
-    dp_free(c->ids);
     dp_free(c->targets);
     memset(c, 0, sizeof *c);
 }
 
-/* Opens RUNDIR/calib.h5 (collective), checks the model, reads ids. */
-static int calib_open(const dp_mpi *mpi, const char *run_dir, uint64_t model_hash, dp_h5 *h, calib_set *c,
+/* Opens RUNDIR/calib.h5 (collective, checked against the model) and the next-token targets of its ids. */
+static int calib_open(const dp_mpi *mpi, const char *run_dir, uint64_t model_hash, dp_calib_file *f, calib_set *c,
                       dp_err *err) {
     memset(c, 0, sizeof *c);
-    char *path = dp_path_join(run_dir, "calib.h5");
-    int rc = dp_mpi_agree(mpi, dp_h5_open(h, path, mpi->comm, 0, err), err);
+    int rc = dp_calib_open(mpi, run_dir, model_hash, 1, f, err);
     if (rc) {
-        dp_err_prefix(err, "no calibration in %s (run `depthprune score` there first)", run_dir);
-        dp_free(path);
+        if (rc == DP_E_IO) dp_err_prefix(err, "no calibration in %s (run `depthprune score` there first)", run_dir);
         return rc;
     }
-    char *mh = NULL, *sN = NULL, *sT = NULL, want[17];
-    snprintf(want, sizeof want, "%016llx", (unsigned long long)model_hash);
-    if (dp_h5_get_attr(h, "model_hash", &mh, err) || dp_h5_get_attr(h, "samples", &sN, err) ||
-        dp_h5_get_attr(h, "seq_len", &sT, err))
-        rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", path);
-    else if (strcmp(mh, want))
-        rc = dp_err_set(err, DP_E_MISMATCH, "%s was made for a different model (model hash %s, this model %s)", path, mh,
-                        want);
-    rc = dp_mpi_agree(mpi, rc, err);
-    if (!rc) {
-        c->N = atoll(sN);
-        c->T = atoll(sT);
-        c->ids = dp_malloc((size_t)(c->N * c->T) * sizeof(int32_t), "calib");
-        c->targets = dp_malloc((size_t)(c->N * c->T) * sizeof(int32_t), "calib");
-        double *dn = dp_malloc((size_t)c->N * sizeof(double), "calib");
-        rc = dp_h5_read_rows(h, "ids", DP_DTYPE_I32, 0, c->N, c->ids, err);
-        if (!rc) rc = dp_h5_read_rows(h, "dense_nll", DP_DTYPE_F64, 0, c->N, dn, err);
-        rc = dp_mpi_agree(mpi, rc, err);
-        if (!rc) {
-            dp_llama_next_targets(c->targets, c->ids, c->N, c->T);
-            double s = 0;
-            for (int64_t i = 0; i < c->N; i++) s += dn[i];
-            c->dense_ppl = exp(s / (double)(c->N * (c->T - 1)));
-        }
-        dp_free(dn);
-    }
-    dp_free(mh);
-    dp_free(sN);
-    dp_free(sT);
-    dp_free(path);
-    if (rc) {
-        dp_h5_close(h);
-        calib_free(c);
-    }
-    return rc;
+    c->N = f->N;
+    c->T = f->T;
+    c->ids = f->ids;
+    c->dense_ppl = f->dense_ppl;
+    c->targets = dp_malloc((size_t)(c->N * c->T) * sizeof(int32_t), "calib");
+    dp_llama_next_targets(c->targets, c->ids, c->N, c->T);
+    return DP_OK;
 }
 
 /* Per-sample NLL sums of positions 1..T-1 of samples [a, a+nb) after
@@ -96,11 +65,10 @@ static int open_engine(const dp_mpi *mpi, dp_device dev, const dp_llama *m, int6
 
 int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map,
                      const char *run_dir, uint64_t model_hash, int64_t batch, double *ppl, dp_err *err) {
-    dp_h5 h;
+    dp_calib_file f;
     calib_set c;
-    int rc = calib_open(mpi, run_dir, model_hash, &h, &c, err);
+    int rc = calib_open(mpi, run_dir, model_hash, &f, &c, err);
     if (rc) return rc;
-    dp_h5_close(&h);
     dp_engine e;
     float *nll = NULL;
     rc = open_engine(mpi, dev, m, batch, &c, map->n, &e, &nll, err);
@@ -123,6 +91,7 @@ int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const 
     dp_free(nll);
     dp_free(per);
     calib_free(&c);
+    dp_calib_close(&f);
     return rc;
 }
 
@@ -158,9 +127,9 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
         return dp_err_set(err, DP_E_USAGE, "removing %d of %d blocks with %d protected is impossible", o->remove, L,
                           o->protect_first + o->protect_last);
     if (o->batch < 1) return dp_err_set(err, DP_E_USAGE, "batch must be at least 1");
-    dp_h5 h;
+    dp_calib_file f;
     calib_set c;
-    int rc = calib_open(mpi, o->run_dir, o->model_hash, &h, &c, err);
+    int rc = calib_open(mpi, o->run_dir, o->model_hash, &f, &c, err);
     if (rc) return rc;
     *dense_ppl = c.dense_ppl;
     int64_t NTC = c.T * m->cfg.hidden_size;
@@ -170,9 +139,8 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
         cache[j] = dp_malloc((size_t)(c.N * NTC) * sizeof(float), "prune cache");
         char name[32];
         snprintf(name, sizeof name, "hidden_%03d", j);
-        rc = dp_h5_read_rows(&h, name, DP_DTYPE_F32, 0, c.N, cache[j], err);
+        rc = dp_h5_read_rows(&f.h, name, DP_DTYPE_F32, 0, c.N, cache[j], err);
     }
-    dp_h5_close(&h);
     rc = dp_mpi_agree(mpi, rc, err);
     dp_layer_map map;
     dp_layer_map_all(&map, L);
@@ -255,5 +223,6 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
     dp_free(owner);
     dp_free(round);
     calib_free(&c);
+    dp_calib_close(&f);
     return rc;
 }

@@ -106,39 +106,26 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
     char *path = dp_path_join(run_dir, "calib.h5");
     int rc = DP_OK;
     if (dp_file_exists(path)) { /* reuse it if it is complete and ours */
-        dp_h5 h;
-        char *a = NULL, *b = NULL, *done = NULL;
-        rc = dp_h5_open(&h, path, mpi->comm, 0, err);
+        dp_calib_file cf;
+        rc = dp_calib_open(mpi, run_dir, model_hash, 0, &cf, err);
         if (rc == DP_OK) {
-            int r1 = dp_h5_get_attr(&h, "model_hash", &a, err), r2 = dp_h5_get_attr(&h, "calib_hash", &b, err);
-            int r3 = dp_h5_get_attr(&h, "complete", &done, err);
-            char *fdev = NULL;
-            if (dp_h5_get_attr(&h, "device", &fdev, err)) fdev = dp_strdup("cpu", "calib"); /* files before the GPU engine */
-            dp_err_clear(err);
-            dp_h5_close(&h);
-            if (r1 || r2) rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", path);
-            else if (strcmp(a, mh))
-                rc = dp_err_set(err, DP_E_MISMATCH,
-                                "%s was made for a different model (model hash %s, this model %s); use a new "
-                                "--run directory",
-                                path, a, mh);
-            else if (strcmp(b, ch))
+            if (strcmp(cf.calib_hash, ch))
                 rc = dp_err_set(err, DP_E_MISMATCH,
                                 "%s holds a different calibration set (hash %s, this one %s: samples, seq_len, "
                                 "seed or text changed); use a new --run directory",
-                                path, b, ch);
-            else if (strcmp(fdev, device))
+                                path, cf.calib_hash, ch);
+            else if (strcmp(cf.device, device))
                 rc = dp_err_set(err, DP_E_MISMATCH,
                                 "%s was computed with --device %s, this run uses --device %s (block inputs "
                                 "differ in the last bits); use a new --run directory",
-                                path, fdev, device);
-            else if (r3 == DP_OK && !strcmp(done, "1")) {
+                                path, cf.device, device);
+            int reuse = rc == DP_OK && cf.complete; /* incomplete: computed again below */
+            dp_calib_close(&cf);
+            if (reuse) {
                 dp_log0("calibrate: reusing %s", path);
-                dp_free(a), dp_free(b), dp_free(done), dp_free(fdev), dp_free(path);
+                dp_free(path);
                 return all_ok(mpi, DP_OK, err);
             }
-            if (rc == DP_OK) dp_err_clear(err); /* incomplete: computed again below */
-            dp_free(a), dp_free(b), dp_free(done), dp_free(fdev);
         }
         if (rc) {
             dp_free(path);
@@ -740,34 +727,18 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
     if (o->ratio < 0 || o->ratio >= 1) return dp_err_set(err, DP_E_USAGE, "--ratio must be in [0, 1)");
     if (o->batch < 1) return dp_err_set(err, DP_E_USAGE, "--batch must be at least 1");
 
-    char *cpath = dp_path_join(o->run_dir, "calib.h5");
-    dp_h5 calib;
-    int rc = all_ok(mpi, dp_h5_open(&calib, cpath, mpi->comm, 0, err), err);
+    dp_calib_file calib;
+    int rc = dp_calib_open(mpi, o->run_dir, o->model_hash, 1, &calib, err);
     if (rc) {
-        dp_err_prefix(err, "run 'calibrate' first");
-        dp_free(cpath);
+        if (rc == DP_E_IO) dp_err_prefix(err, "run 'calibrate' first");
         return rc;
     }
-    char mh[17], *fmh = NULL, *fch = NULL, *sN = NULL, *sT = NULL, *sseed = NULL;
+    char mh[17];
     hex64(o->model_hash, mh);
-    int r = dp_h5_get_attr(&calib, "model_hash", &fmh, err) || dp_h5_get_attr(&calib, "calib_hash", &fch, err) ||
-            dp_h5_get_attr(&calib, "samples", &sN, err) || dp_h5_get_attr(&calib, "seq_len", &sT, err) ||
-            dp_h5_get_attr(&calib, "seed", &sseed, err);
-    if (r) rc = dp_err_set(err, DP_E_FORMAT, "%s: not a depthprune calibration file", cpath);
-    else if (strcmp(fmh, mh))
-        rc = dp_err_set(err, DP_E_MISMATCH, "%s was made for a different model (model hash %s, this model %s)", cpath,
-                        fmh, mh);
-    rc = all_ok(mpi, rc, err);
-    int64_t N = rc ? 0 : atoll(sN), T = rc ? 0 : atoll(sT);
-    int32_t *ids = NULL;
-    double *dense = NULL;
-    if (rc == DP_OK) {
-        ids = dp_malloc((size_t)(N * T) * sizeof(int32_t), "score");
-        dense = dp_malloc((size_t)N * sizeof(double), "score");
-        rc = dp_h5_read_rows(&calib, "ids", DP_DTYPE_I32, 0, N, ids, err);
-        if (!rc) rc = dp_h5_read_rows(&calib, "dense_nll", DP_DTYPE_F64, 0, N, dense, err);
-        rc = all_ok(mpi, rc, err);
-    }
+    int64_t N = calib.N, T = calib.T;
+    const int32_t *ids = calib.ids;
+    const double *dense = calib.dense_nll;
+    const char *fch = calib.calib_hash, *sseed = calib.seed;
     double *score[N_BASE] = {0};
     ppl_state p = {0};
     double *bi_sample = NULL;
@@ -779,7 +750,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         if (b == CRIT_PPL) {
             p.nll = dp_calloc((size_t)(L * N), sizeof(double), "score");
             p.done = dp_calloc((size_t)L, sizeof(int32_t), "score");
-            rc = ppl_sweep(mpi, m, &calib, ids, N, T, o, mh, fch, &p, &passes, err);
+            rc = ppl_sweep(mpi, m, &calib.h, ids, N, T, o, mh, fch, &p, &passes, err);
             for (int i = 0; i < L && !rc; i++) {
                 double acc = 0;
                 for (int64_t s = 0; s < N; s++) acc += p.nll[(int64_t)i * N + s];
@@ -791,7 +762,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
             for (int l = 0; l < L; l++) score[b][l] = block_sum(m, l, NULL, b);
         } else if (b == CRIT_BI) {
             bi_sample = dp_calloc((size_t)(L * N), sizeof(double), "score");
-            rc = block_influence(mpi, m, &calib, N, T, o->batch, bi_sample, err);
+            rc = block_influence(mpi, m, &calib.h, N, T, o->batch, bi_sample, err);
             for (int i = 0; i < L && !rc; i++) {
                 double acc = 0;
                 for (int64_t s = 0; s < N; s++) acc += bi_sample[(int64_t)i * N + s];
@@ -803,8 +774,6 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
                     (long long)passes, L * (L - 1) / 2, dp_time_s() - t0);
         else if (rc == DP_OK) dp_log0("score: %s done (%.1f s)", k_base_names[b], dp_time_s() - t0);
     }
-    dp_h5_close(&calib);
-
     /* results on rank 0: scores.h5 and scores.json, each written atomically */
     if (rc == DP_OK && mpi->rank == 0) {
         double dsum = 0;
@@ -914,7 +883,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
     }
     rc = all_ok(mpi, rc, err);
     for (int b = 0; b < N_BASE; b++) dp_free(score[b]);
-    dp_free(p.nll), dp_free(p.done), dp_free(bi_sample), dp_free(ids), dp_free(dense);
-    dp_free(fmh), dp_free(fch), dp_free(sN), dp_free(sT), dp_free(sseed), dp_free(cpath);
+    dp_free(p.nll), dp_free(p.done), dp_free(bi_sample);
+    dp_calib_close(&calib);
     return rc;
 }
