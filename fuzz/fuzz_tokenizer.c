@@ -12,7 +12,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dp_tokenizer *t = NULL;
     dp_err err;
     if (dp_tokenizer_from_json((const char *)data, size, NULL, 0, "fuzz", &t, &err) != DP_OK) return 0;
-    static const char text[] = "Hello world, it's 2026: na\xc3\xafve caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x98\x80 \xff end.";
+    static const char text[] =
+        "Hello world, it's 2026: na\xc3\xafve caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x98\x80 \xff end.";
     int32_t *ids = NULL;
     int64_t n = 0;
     if (dp_tokenizer_encode(t, text, sizeof text - 1, 1, &ids, &n, &err) == DP_OK) {

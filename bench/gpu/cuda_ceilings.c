@@ -51,9 +51,10 @@ int main(int argc, char **argv) {
     dp_cuda_sync(NULL);
     t = dp_time_s() - t;
     double gbps = 2.0 * (double)n * reps / t / 1e9; /* read + write */
-    printf("{\"gemm_bf16_tflops_%lld\": %.1f, \"gemm_bf16_tflops_7b_qkvo\": %.1f, \"gemm_bf16_tflops_7b_gate_up\": %.1f, "
-           "\"gemm_bf16_tflops_7b_down\": %.1f, \"gemm_bf16_tflops_7b_head\": %.1f, \"d2d_copy_GBps\": %.0f}\n",
-           (long long)S, sq, qkvo, up, down, head, gbps);
+    printf(
+        "{\"gemm_bf16_tflops_%lld\": %.1f, \"gemm_bf16_tflops_7b_qkvo\": %.1f, \"gemm_bf16_tflops_7b_gate_up\": %.1f, "
+        "\"gemm_bf16_tflops_7b_down\": %.1f, \"gemm_bf16_tflops_7b_head\": %.1f, \"d2d_copy_GBps\": %.0f}\n",
+        (long long)S, sq, qkvo, up, down, head, gbps);
     dp_cuda_free(x), dp_cuda_free(y);
     dp_cuda_blas_destroy(h);
     return 0;

@@ -24,7 +24,7 @@ typedef enum {
 } dp_cfg_type;
 
 typedef struct dp_cfg_spec {
-    const char *key;           /* dotted: "train.lr" */
+    const char *key; /* dotted: "train.lr" */
     dp_cfg_type type;
     const char *default_value; /* canonical text; lists as "a,b,c"; NULL: unset */
     const char *choices;       /* strings only: "cpu,cuda"; NULL: any */
@@ -33,10 +33,10 @@ typedef struct dp_cfg_spec {
 
 typedef struct dp_cfg_value {
     int is_set;
-    char *text;     /* scalar value */
-    int n_items;    /* lists */
+    char *text;  /* scalar value */
+    int n_items; /* lists */
     char **items;
-    char *origin;   /* "default", "FILE:LINE", "--set" */
+    char *origin; /* "default", "FILE:LINE", "--set" */
 } dp_cfg_value;
 
 typedef struct dp_config {

@@ -44,7 +44,7 @@ enum {
     DP_E_RANGE = 6,    /* value out of range (token id, sequence length) */
     DP_E_UNSUPPORTED = 7,
     DP_E_NOMEM = 8,
-    DP_E_DEVICE = 9, /* requested device not available */
+    DP_E_DEVICE = 9,     /* requested device not available */
     DP_E_NONFINITE = 10, /* training stopped: too many consecutive non-finite steps */
     DP_E_STOPPED = 11,   /* stopped by SIGUSR1/SIGTERM at a safe point; the rerun continues */
     DP_E_MODULE_BASE = 100,
@@ -57,8 +57,7 @@ typedef struct dp_err {
 } dp_err;
 
 /* Sets err (if not NULL) and returns code, so `return dp_err_set(...)` works. */
-int dp_err_set(dp_err *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int dp_err_set(dp_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Prepends "context: " to an existing message (e.g. the file name). */
 void dp_err_prefix(dp_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dp_err_clear(dp_err *err);
@@ -168,12 +167,12 @@ void dp_watchdog_pause(int paused);
  * be verified by different ranks in parallel. */
 #define DP_MANIFEST_MAX_BLOCKS (1 << 22)
 typedef struct dp_manifest {
-    char file[256];        /* the file's base name */
-    int64_t bytes;         /* its size */
-    int64_t block_bytes;   /* block size (the last block may be shorter) */
+    char file[256];      /* the file's base name */
+    int64_t bytes;       /* its size */
+    int64_t block_bytes; /* block size (the last block may be shorter) */
     int64_t n_blocks;
-    uint64_t *blocks;      /* n_blocks hashes (dp_hash_bytes, seed = block index) */
-    int64_t iteration;     /* free field for the writer (checkpoint iteration; -1 if none) */
+    uint64_t *blocks;  /* n_blocks hashes (dp_hash_bytes, seed = block index) */
+    int64_t iteration; /* free field for the writer (checkpoint iteration; -1 if none) */
 } dp_manifest;
 int64_t dp_manifest_n_blocks(int64_t bytes, int64_t block_bytes);
 /* Hashes block i of path (block_bytes per block) into *h. */

@@ -19,12 +19,12 @@ extern "C" {
 #endif
 
 typedef struct dp_ddp {
-    void *comm;        /* ncclComm_t */
-    dp_stream stream;  /* the reduction stream */
-    void *ready;       /* cudaEvent_t: compute done */
+    void *comm;       /* ncclComm_t */
+    dp_stream stream; /* the reduction stream */
+    void *ready;      /* cudaEvent_t: compute done */
     int rank, size;
-    int64_t bucket;    /* elements per all-reduce call */
-    double timeout_s;  /* per bucket */
+    int64_t bucket;   /* elements per all-reduce call */
+    double timeout_s; /* per bucket */
 } dp_ddp;
 
 /* 1 when this build has NCCL. */

@@ -15,22 +15,22 @@ extern "C" {
 #endif
 
 typedef struct dp_mpi {
-    MPI_Comm comm;      /* duplicate of the parent communicator */
+    MPI_Comm comm; /* duplicate of the parent communicator */
     int rank, size;
     MPI_Comm node_comm; /* ranks sharing this node */
     int local_rank, local_size;
     int initialized_here; /* 1: dp_mpi_init called MPI_Init_thread */
 } dp_mpi;
 
-#define DP_CHECK_MPI(call)                                                                        \
-    do {                                                                                          \
-        int dp_mpi_rc_ = (call);                                                                  \
-        if (dp_mpi_rc_ != MPI_SUCCESS) {                                                          \
-            char dp_mpi_msg_[MPI_MAX_ERROR_STRING];                                               \
-            int dp_mpi_len_ = 0;                                                                  \
-            MPI_Error_string(dp_mpi_rc_, dp_mpi_msg_, &dp_mpi_len_);                              \
-            dp_fatal("%s failed: %s", #call, dp_mpi_msg_);                                        \
-        }                                                                                         \
+#define DP_CHECK_MPI(call)                                                                                             \
+    do {                                                                                                               \
+        int dp_mpi_rc_ = (call);                                                                                       \
+        if (dp_mpi_rc_ != MPI_SUCCESS) {                                                                               \
+            char dp_mpi_msg_[MPI_MAX_ERROR_STRING];                                                                    \
+            int dp_mpi_len_ = 0;                                                                                       \
+            MPI_Error_string(dp_mpi_rc_, dp_mpi_msg_, &dp_mpi_len_);                                                   \
+            dp_fatal("%s failed: %s", #call, dp_mpi_msg_);                                                             \
+        }                                                                                                              \
     } while (0)
 
 /* Initializes MPI (if not yet initialized) and fills ctx from a duplicate

@@ -35,19 +35,19 @@ const char *dp_device_name(dp_device d);
 
 /* What an engine is opened for. */
 typedef struct dp_engine_plan {
-    int64_t B, T;        /* the largest batch */
-    int n_blocks;        /* the most blocks a map will run (0: all of the model's) */
-    int allow_long;      /* T may exceed max_position_embeddings */
-    int local_rank;      /* CUDA: GPU = node-local rank modulo the visible devices */
-    int logits;          /* inference with full logits (dp_engine_topk on the CPU) */
-    int stream_weights;  /* CUDA: -1 auto (weights over 70% of free memory), 0 off, 1 on */
+    int64_t B, T;       /* the largest batch */
+    int n_blocks;       /* the most blocks a map will run (0: all of the model's) */
+    int allow_long;     /* T may exceed max_position_embeddings */
+    int local_rank;     /* CUDA: GPU = node-local rank modulo the visible devices */
+    int logits;         /* inference with full logits (dp_engine_topk on the CPU) */
+    int stream_weights; /* CUDA: -1 auto (weights over 70% of free memory), 0 off, 1 on */
     /* training (dp_engine_micro with backward): */
     int train;
-    dp_lora *lora;       /* adapters (trained with train; applied in every forward), or NULL */
-    int full;            /* every weight's gradient (full-parameter training) */
-    int wgrad;           /* one block's weight gradients at a time (Taylor, width importance) */
-    int64_t K;           /* teacher top-k rows per token (KD), 0: none */
-    int recompute;       /* keep only block inputs, recompute each block in backward */
+    dp_lora *lora; /* adapters (trained with train; applied in every forward), or NULL */
+    int full;      /* every weight's gradient (full-parameter training) */
+    int wgrad;     /* one block's weight gradients at a time (Taylor, width importance) */
+    int64_t K;     /* teacher top-k rows per token (KD), 0: none */
+    int recompute; /* keep only block inputs, recompute each block in backward */
 } dp_engine_plan;
 
 typedef struct dp_engine_ops dp_engine_ops;
@@ -57,15 +57,15 @@ typedef struct dp_engine {
     const dp_engine_ops *ops;
     const dp_llama *m;
     dp_engine_plan plan;
-    int64_t t;           /* the current sequence length */
-    int streaming;       /* CUDA: block weights are streamed through one slot */
-    float *grad;         /* training: host gradients of the trainable vector (n_grad floats) */
+    int64_t t;     /* the current sequence length */
+    int streaming; /* CUDA: block weights are streamed through one slot */
+    float *grad;   /* training: host gradients of the trainable vector (n_grad floats) */
     int64_t n_grad;
-    int grad_summed;     /* dp_engine_grad_flush already summed grad over ranks */
+    int grad_summed;        /* dp_engine_grad_flush already summed grad over ranks */
     int64_t grad_nonfinite; /* with grad_summed: this rank's non-finite gradients before the sum */
     void (*allreduce)(void *ctx, float *dev, int64_t n); /* sums device gradients over ranks, or NULL */
     void *allreduce_ctx;
-    void *impl;          /* the backend's state */
+    void *impl; /* the backend's state */
 } dp_engine;
 
 /* One micro-batch of forward (+ backward) with CE and optional KD losses. */
@@ -79,9 +79,9 @@ typedef struct dp_micro {
     const dp_layer_map *teacher_map;
     const int32_t *tidx;
     const float *tval, *tlse;
-    double alpha, temp;              /* KD weight and temperature */
-    double gscale;                   /* gradients of gscale * ((1-alpha) CE + alpha KD) summed over rows */
-    int backward;                    /* 0: losses only (validation) */
+    double alpha, temp; /* KD weight and temperature */
+    double gscale;      /* gradients of gscale * ((1-alpha) CE + alpha KD) summed over rows */
+    int backward;       /* 0: losses only (validation) */
     /* plan.wgrad: each block's weight gradients (block-local layout: dense
      * block l's tensors from params[1 + 9l]) into wgrad_host, then
      * block_done(l, ctx), blocks in reverse order */
@@ -176,8 +176,8 @@ struct dp_engine_ops {
     size_t (*device_bytes)(const dp_engine *e);
     int (*gen_open)(dp_engine_gen *g, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t T,
                     int local_rank, dp_err *err);
-    int (*generate)(dp_engine_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o,
-                    int32_t *out, dp_gen_stats *st, dp_err *err);
+    int (*generate)(dp_engine_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o, int32_t *out,
+                    dp_gen_stats *st, dp_err *err);
     void (*gen_close)(dp_engine_gen *g);
     void (*ceilings)(int64_t C, int64_t F, double *bandwidth, double *gemm);
 };

@@ -30,9 +30,9 @@ typedef struct dp_ppl_opts {
 } dp_ppl_opts;
 
 typedef struct dp_ppl_result {
-    double ppl, nll;    /* exp(mean NLL), mean NLL */
-    double nll_sum;     /* summed in window order */
-    int64_t tokens;     /* predicted tokens */
+    double ppl, nll; /* exp(mean NLL), mean NLL */
+    double nll_sum;  /* summed in window order */
+    int64_t tokens;  /* predicted tokens */
     int64_t windows;
 } dp_ppl_result;
 

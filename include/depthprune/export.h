@@ -31,8 +31,8 @@ typedef struct dp_export_opts {
     void *finish_ctx;
 } dp_export_opts;
 
-int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_model *m,
-                    const char *out_dir, const dp_export_opts *o, dp_err *err);
+int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_model *m, const char *out_dir,
+                    const dp_export_opts *o, dp_err *err);
 
 /* Parses "3,7,12" into sorted unique block indices in [0, n_layers). */
 int dp_parse_block_list(const char *s, int64_t n_layers, int64_t **out, int64_t *n_out, dp_err *err);

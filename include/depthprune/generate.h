@@ -12,12 +12,12 @@ extern "C" {
 #endif
 
 typedef struct dp_gen_opts {
-    int64_t max_new;      /* tokens generated per sequence */
-    double temperature;   /* 0: greedy (argmax, first on ties) */
-    int64_t top_k;        /* 0: off */
-    double top_p;         /* 1: off */
-    uint64_t seed;        /* sampling seed */
-    int32_t eos_id;       /* stop a sequence at EOS (-1: forced length, the benchmark protocol) */
+    int64_t max_new;    /* tokens generated per sequence */
+    double temperature; /* 0: greedy (argmax, first on ties) */
+    int64_t top_k;      /* 0: off */
+    double top_p;       /* 1: off */
+    uint64_t seed;      /* sampling seed */
+    int32_t eos_id;     /* stop a sequence at EOS (-1: forced length, the benchmark protocol) */
 } dp_gen_opts;
 
 typedef struct dp_gen_stats {
@@ -32,10 +32,10 @@ typedef struct dp_gen_stats {
 typedef struct dp_gen {
     const dp_llama *m;
     const dp_layer_map *map;
-    int64_t B, T, P;        /* capacity: sequences, positions, prompt tokens */
+    int64_t B, T, P; /* capacity: sequences, positions, prompt tokens */
     float *mem;
-    float *kc, *vc;         /* (n_blocks, B, NKV, T, HD) */
-    float *cosb, *sinb;     /* (T, HD/2) */
+    float *kc, *vc;     /* (n_blocks, B, NKV, T, HD) */
+    float *cosb, *sinb; /* (T, HD/2) */
     float *x, *ln, *q, *k, *v, *ao, *h, *gate, *up, *att, *logits;
     size_t bytes;
 } dp_gen;
@@ -54,10 +54,10 @@ int dp_generate(dp_gen *g, const int32_t *prompts, int64_t B, int64_t P, const d
 /* The per-step choice shared by the CPU and GPU generators: per-sequence
  * sampling states from the seed, the last tokens, which rows ended. */
 typedef struct dp_gen_picker {
-    float *scratch;   /* 3 V floats for dp_sample */
-    uint64_t *rng;    /* (B) */
-    int32_t *cur;     /* (B) the tokens just chosen: the next step's input */
-    char *done;       /* (B) the row produced its EOS */
+    float *scratch; /* 3 V floats for dp_sample */
+    uint64_t *rng;  /* (B) */
+    int32_t *cur;   /* (B) the tokens just chosen: the next step's input */
+    char *done;     /* (B) the row produced its EOS */
     int64_t B, V, live;
 } dp_gen_picker;
 void dp_gen_picker_init(dp_gen_picker *p, int64_t B, int64_t V, uint64_t seed);

@@ -34,7 +34,7 @@ typedef struct dp_llama_config {
     int64_t bos_token_id; /* -1 if absent */
     int n_eos;
     int64_t eos_token_ids[DP_MAX_EOS];
-    char torch_dtype[16]; /* "bfloat16", "float16", "float32" or "" */
+    char torch_dtype[16];   /* "bfloat16", "float16", "float32" or "" */
     int64_t sliding_window; /* Mistral; 0 if none */
     /* Per-block sizes: equal to the global ones, except in width-pruned
      * models, whose config.json holds "depthprune_width": {
@@ -44,12 +44,11 @@ typedef struct dp_llama_config {
      * such a model; depthprune can. */
     int width_varies;
     int64_t layer_heads[DP_MAX_LAYERS], layer_kv_heads[DP_MAX_LAYERS], layer_inter[DP_MAX_LAYERS];
-    char *json_text;        /* the file as read, for export */
+    char *json_text; /* the file as read, for export */
 } dp_llama_config;
 
 /* Parses config.json text; path names the file in errors. */
-int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_llama_config *c,
-                          dp_err *err);
+int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_llama_config *c, dp_err *err);
 int dp_llama_config_load(const char *model_dir, dp_llama_config *c, dp_err *err);
 void dp_llama_config_free(dp_llama_config *c);
 /* Total parameter count implied by the config. */

@@ -22,7 +22,6 @@
 extern "C" {
 #endif
 
-
 /* Index of a block tensor, in dp_llama_block_suffix order. */
 enum {
     DP_BT_ATTN_NORM = 0, /* (C) */
@@ -107,8 +106,8 @@ typedef struct dp_lora {
 /* Parses "q_proj,v_proj" (or "all") into a target mask. */
 int dp_lora_parse_targets(const char *s, unsigned *targets, dp_err *err);
 /* Adapters for the blocks in map; zeroed. */
-int dp_lora_init(dp_lora *l, const dp_llama *m, const dp_layer_map *map, int64_t rank, double alpha,
-                 unsigned targets, dp_err *err);
+int dp_lora_init(dp_lora *l, const dp_llama *m, const dp_layer_map *map, int64_t rank, double alpha, unsigned targets,
+                 dp_err *err);
 /* A second buffer in l's layout (gradients, moments), zeroed. */
 void dp_lora_like(dp_lora *out, const dp_lora *l, const char *label);
 /* PEFT's initialisation: A ~ U(-1/sqrt(IN), 1/sqrt(IN)) (kaiming_uniform with
@@ -125,15 +124,15 @@ enum {
 
 #define DP_HEAD_CHUNK 128 /* rows of logits at a time in NLL_ONLY states */
 
-typedef struct dp_llama_acts { /* saved activations of one block */
-    float *ln1, *rstd1;        /* (N, C), (N) */
-    float *q;                  /* (N, NH*HD) after RoPE */
-    float *k, *v;              /* (N, NKV*HD) (k after RoPE) */
-    float *att;                /* (B, NH, T, T) softmax probabilities */
-    float *ao;                 /* (N, NH*HD) attention output, input of o_proj */
-    float *res2;               /* (N, C) residual after attention */
-    float *ln2, *rstd2;        /* (N, C), (N) */
-    float *gate, *up, *h;      /* (N, F); h = silu(gate) * up */
+typedef struct dp_llama_acts {         /* saved activations of one block */
+    float *ln1, *rstd1;                /* (N, C), (N) */
+    float *q;                          /* (N, NH*HD) after RoPE */
+    float *k, *v;                      /* (N, NKV*HD) (k after RoPE) */
+    float *att;                        /* (B, NH, T, T) softmax probabilities */
+    float *ao;                         /* (N, NH*HD) attention output, input of o_proj */
+    float *res2;                       /* (N, C) residual after attention */
+    float *ln2, *rstd2;                /* (N, C), (N) */
+    float *gate, *up, *h;              /* (N, F); h = silu(gate) * up */
     float *xa[DP_LLAMA_BLOCK_TENSORS]; /* (N, r) LoRA intermediates */
 } dp_llama_acts;
 
@@ -143,7 +142,7 @@ typedef struct dp_llama_state {
     int flags;
     size_t n_bytes; /* the planned activation memory */
     float *mem;
-    float *x;       /* (n_blocks+1, N, C) residual stream; x[i] feeds kept block i */
+    float *x; /* (n_blocks+1, N, C) residual stream; x[i] feeds kept block i */
     int n_acts;
     dp_llama_acts *acts; /* n_blocks sets with TRAIN, else 1 */
     float *lnf, *rstdf;  /* (N, C), (N) final norm */
@@ -151,21 +150,20 @@ typedef struct dp_llama_state {
     float *nll;          /* (N) per-position loss of the last dp_llama_loss_ce */
     float *cosb, *sinb;  /* (T, HD/2) */
     /* training only */
-    float *dlogits;                            /* (N, V) the loss gradient, filled by loss functions */
-    float *dres, *dln;                         /* (N, C) */
-    float *dq, *dao;                           /* (N, NH*HD) */
-    float *dk, *dv;                            /* (N, NKV*HD) */
-    float *dgate, *dup, *dh;                   /* (N, F) */
-    float *dlora;                              /* (N, r) */
-    float *xdrop, *dxdrop;                     /* (N, max(C, F, NH*HD)) LoRA dropout scratch */
+    float *dlogits;          /* (N, V) the loss gradient, filled by loss functions */
+    float *dres, *dln;       /* (N, C) */
+    float *dq, *dao;         /* (N, NH*HD) */
+    float *dk, *dv;          /* (N, NKV*HD) */
+    float *dgate, *dup, *dh; /* (N, F) */
+    float *dlora;            /* (N, r) */
+    float *xdrop, *dxdrop;   /* (N, max(C, F, NH*HD)) LoRA dropout scratch */
 } dp_llama_state;
 
 /* Bytes dp_llama_state_init would allocate. */
-size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks,
-                            int flags);
+size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks, int flags);
 /* Errors: T above max_position_embeddings (unless allow_long), bad sizes. */
-int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T,
-                        int n_blocks, int flags, int allow_long, dp_err *err);
+int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks,
+                        int flags, int allow_long, dp_err *err);
 void dp_llama_state_free(dp_llama_state *s);
 /* Re-plans s (same flags and block count) for a batch shape B x T whose
  * memory fits the original allocation, e.g. a shorter micro-batch; errors if
@@ -176,8 +174,8 @@ int dp_llama_state_reshape(dp_llama_state *s, const dp_llama *m, const dp_lora *
 /* Checks token ids are inside the vocabulary; then embeds into x[0]. */
 int dp_llama_embed(const dp_llama *m, dp_llama_state *s, const int32_t *tokens, dp_err *err);
 /* Runs kept blocks [from, to) of map: x[from] -> x[to]. */
-void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
-                             dp_llama_state *s, int from, int to);
+void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                             int from, int to);
 /* Final norm and LM head on x[at] -> logits. */
 void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at);
 /* Final norm, head and cross-entropy on x[at], DP_HEAD_CHUNK rows at a time

@@ -19,37 +19,37 @@ extern "C" {
 typedef struct dp_cuda_llama {
     const dp_llama *m;
     int64_t Bmax, Tmax, T, chunk; /* T: the current sequence length (<= Tmax) */
-    dp_bf16 *w;             /* (m->n_elems) the weights, bf16 */
-    float *cosb, *sinb;     /* (T, HD/2) */
-    float *x, *x2;          /* (Bmax*T, C) residual stream, ping-pong */
+    dp_bf16 *w;                   /* (m->n_elems) the weights, bf16 */
+    float *cosb, *sinb;           /* (T, HD/2) */
+    float *x, *x2;                /* (Bmax*T, C) residual stream, ping-pong */
     dp_bf16 *ln, *q, *k, *v, *ao, *gate, *up, *h;
-    float *lse, *nll;       /* (Bmax*NH*T), (Bmax*T) */
-    int32_t *tok, *tgt;     /* (Bmax*T) */
+    float *lse, *nll;   /* (Bmax*NH*T), (Bmax*T) */
+    int32_t *tok, *tgt; /* (Bmax*T) */
     void *head_scratch;
     dp_blas blas;
     void *acts, *train_mem, *full_mem; /* the allocations the buffers are carved from */
-    void **sep;             /* DP_CUDA_SEPARATE=1 (sanitizer runs): each buffer's own allocation */
+    void **sep;                        /* DP_CUDA_SEPARATE=1 (sanitizer runs): each buffer's own allocation */
     int n_sep;
     /* weight streaming (set streaming = 1 before init/open): only the
      * embedding, final norm and head stay resident; a block's weights are
      * uploaded into one slot when a kernel first needs them */
     int streaming, loaded;
-    int64_t slot;           /* element offset of the block slot in w */
-    int64_t block_loads;    /* blocks uploaded so far */
-    size_t n_bytes;         /* device bytes held (weights + activations) */
+    int64_t slot;        /* element offset of the block slot in w */
+    int64_t block_loads; /* blocks uploaded so far */
+    size_t n_bytes;      /* device bytes held (weights + activations) */
     /* LoRA training (dp_cuda_llama_train_init); NULL/0 otherwise */
-    const dp_lora *lora;    /* the host adapters: fp32, the optimizer's copy */
-    dp_bf16 *lw;            /* (lora->n_elems) bf16 adapters the GEMMs read */
-    float *lg;              /* (lora->n_elems) fp32 adapter gradients */
-    float *wg;              /* (n_wgrad) one block's base-weight gradients, or NULL */
+    const dp_lora *lora; /* the host adapters: fp32, the optimizer's copy */
+    dp_bf16 *lw;         /* (lora->n_elems) bf16 adapters the GEMMs read */
+    float *lg;           /* (lora->n_elems) fp32 adapter gradients */
+    float *wg;           /* (n_wgrad) one block's base-weight gradients, or NULL */
     int64_t n_wgrad;
-    float *gfull;           /* (m->n_elems) every weight's gradient (full-parameter training), or NULL */
-    int n_saved;            /* block inputs the forward keeps: map->n + 1 */
-    float *xs;              /* (n_saved, Bmax*Tmax, C) */
+    float *gfull; /* (m->n_elems) every weight's gradient (full-parameter training), or NULL */
+    int n_saved;  /* block inputs the forward keeps: map->n + 1 */
+    float *xs;    /* (n_saved, Bmax*Tmax, C) */
     float *res2, *rstd1, *rstd2, *rstdf, *dx, *dx2, *dwide, *dwide2, *dsum, *ce, *kd;
     dp_bf16 *ln2, *g16, *dq, *dk, *dv, *xa, *xdrop;
-    uint64_t *keys;         /* (Bmax*Tmax) dropout row keys */
-    int32_t *tidx;          /* (Bmax*Tmax, K) teacher top-k */
+    uint64_t *keys; /* (Bmax*Tmax) dropout row keys */
+    int32_t *tidx;  /* (Bmax*Tmax, K) teacher top-k */
     float *tval, *tlse;
     int64_t K;
     void *lora_scratch, *norm_scratch;
@@ -108,13 +108,13 @@ typedef struct dp_cuda_micro {
     const int32_t *tokens, *targets; /* (B, T) host; targets < 0 ignored */
     const uint64_t *keys;            /* (B*T) dropout row keys, or NULL (no dropout) */
     int64_t B, T;
-    const int32_t *tidx;             /* (B*T, K) host teacher top-k (a teacher cache), or NULL */
-    dp_cuda_llama *teacher;          /* online teacher on the same GPU (instead of tidx), or NULL */
+    const int32_t *tidx;    /* (B*T, K) host teacher top-k (a teacher cache), or NULL */
+    dp_cuda_llama *teacher; /* online teacher on the same GPU (instead of tidx), or NULL */
     const dp_layer_map *teacher_map;
     const float *tval, *tlse;
-    double alpha, temp;              /* KD weight and temperature */
-    double gscale;                   /* gradient of gscale * sum of row losses */
-    int backward;                    /* 0: losses only (validation) */
+    double alpha, temp; /* KD weight and temperature */
+    double gscale;      /* gradient of gscale * sum of row losses */
+    int backward;       /* 0: losses only (validation) */
     /* base-weight gradients, one block at a time (Taylor scoring): with
      * block_done set, each block's weight gradient (block-local layout,
      * dense block l's tensors from params[1 + 9l]) is computed into the
@@ -137,11 +137,11 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
 /* ---- generation on the GPU: dp_generate's protocol and sampler (the same
  * tokens for greedy decoding up to bf16 ties), KV cache in bf16 ---- */
 typedef struct dp_cuda_gen {
-    dp_cuda_llama g;          /* weights; activations for B x Tcap */
+    dp_cuda_llama g; /* weights; activations for B x Tcap */
     const dp_layer_map *map;
-    int64_t B, P, Tcap;       /* capacity: sequences, prompt tokens, positions */
-    dp_bf16 *kc, *vc;         /* (map->n, B, NKV, Tcap, HD) */
-    float *logits;            /* (B, V) host */
+    int64_t B, P, Tcap; /* capacity: sequences, prompt tokens, positions */
+    dp_bf16 *kc, *vc;   /* (map->n, B, NKV, Tcap, HD) */
+    float *logits;      /* (B, V) host */
     size_t cache_bytes;
 } dp_cuda_gen;
 int dp_cuda_gen_init(dp_cuda_gen *cg, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t Tcap,

@@ -50,13 +50,13 @@ void dp_mc_doc_free(dp_mc_doc *doc);
 char *dp_mc_hellaswag_pre(const char *s);
 
 typedef struct dp_mc_req {
-    int32_t *ids;   /* model input (context + continuation minus its last token) */
-    int64_t n;      /* input length */
-    int32_t *cont;  /* continuation tokens: predicted by the last n_cont input positions */
+    int32_t *ids;  /* model input (context + continuation minus its last token) */
+    int64_t n;     /* input length */
+    int32_t *cont; /* continuation tokens: predicted by the last n_cont input positions */
     int64_t n_cont;
     int64_t doc;
     int choice;
-    int truncated;  /* left-truncated to the model's window */
+    int truncated; /* left-truncated to the model's window */
     double loglik;
 } dp_mc_req;
 
@@ -68,8 +68,8 @@ void dp_mc_req_free(dp_mc_req *r);
 /* Collective: fills every request's loglik. Requests are sorted by length
  * (longest first) into fixed global batches dealt round-robin to ranks, so
  * the results are identical for any rank count. */
-int dp_mc_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_mc_req *reqs,
-              int64_t n, int64_t batch, dp_err *err);
+int dp_mc_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_mc_req *reqs, int64_t n,
+              int64_t batch, dp_err *err);
 
 typedef struct dp_mc_metrics {
     int64_t docs;

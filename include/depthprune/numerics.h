@@ -18,8 +18,12 @@
 /* Teacher top-k order (dp_teacher_topk): (v, i) before (bv, bi) when its
  * value is larger, ties to the lower index. Selection maps a NaN logit to
  * -inf first, so a NaN row still yields K distinct valid indices. */
-DP_HD int dp_topk_before(float v, int64_t i, float bv, int64_t bi) { return v > bv || (v == bv && i < bi); }
-DP_HD float dp_topk_key(float v) { return v != v ? -INFINITY : v; }
+DP_HD int dp_topk_before(float v, int64_t i, float bv, int64_t bi) {
+    return v > bv || (v == bv && i < bi);
+}
+DP_HD float dp_topk_key(float v) {
+    return v != v ? -INFINITY : v;
+}
 
 /* KD against the teacher's top-k, one row (ops.h kd_topk): from
  *   acc = sum_j p_j (log p_j - log q_j) over the kept entries j,

@@ -34,8 +34,8 @@ extern "C" {
 typedef struct dp_calib_opts {
     int64_t samples, seq_len;
     uint64_t seed;
-    int32_t bos_id;     /* < 0: no BOS; else every sample starts with it */
-    const char *field;  /* JSONL: the text field; NULL: plain text */
+    int32_t bos_id;    /* < 0: no BOS; else every sample starts with it */
+    const char *field; /* JSONL: the text field; NULL: plain text */
 } dp_calib_opts;
 
 /* Draws the calibration set (the paper's rule): documents are the JSONL
@@ -43,21 +43,21 @@ typedef struct dp_calib_opts {
  * is drawn uniformly among those with at least the sample's token count,
  * then a uniformly random window of it. ids (N, T) and src (N, 2: document,
  * token offset) are fresh arrays. Deterministic in seed. */
-int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o,
-                    int32_t **ids, int64_t **src, dp_err *err);
+int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o, int32_t **ids,
+                    int64_t **src, dp_err *err);
 
 /* RUNDIR/calib.h5, opened by every stage that reads it (collective): the
  * dense model's block inputs hidden_000..hidden_L (N, T, C), ids (N, T),
  * source (N, 2), dense_nll (N) and attributes model_hash, calib_hash,
  * samples, seq_len, seed, bos, device, complete. */
 typedef struct dp_calib_file {
-    dp_h5 h;              /* open on the communicator */
+    dp_h5 h; /* open on the communicator */
     char path[1024];
     int64_t N, T;
     char seed[32], calib_hash[17], device[16];
     int complete;
-    int32_t *ids;         /* (N, T) */
-    double *dense_nll;    /* (N) per-sample NLL sums (positions 1..T-1) */
+    int32_t *ids;      /* (N, T) */
+    double *dense_nll; /* (N) per-sample NLL sums (positions 1..T-1) */
     double dense_ppl;
 } dp_calib_file;
 /* Collective. Opens and checks RUNDIR/calib.h5: a depthprune calibration
@@ -73,16 +73,16 @@ uint64_t dp_llama_hash(const dp_llama *m);
 
 typedef struct dp_score_opts {
     const char *run_dir;
-    uint64_t model_hash;          /* dp_llama_hash of the model scored */
-    int64_t batch;                /* samples per forward */
+    uint64_t model_hash; /* dp_llama_hash of the model scored */
+    int64_t batch;       /* samples per forward */
     int protect_first, protect_last;
-    int64_t bootstrap;            /* replicates; 0: none */
-    double ratio;                 /* fraction of blocks removed, for the bootstrap's p_removed */
+    int64_t bootstrap; /* replicates; 0: none */
+    double ratio;      /* fraction of blocks removed, for the bootstrap's p_removed */
     int progress;
-    int fault_kill_after_round;   /* tests: rank 1 SIGKILLs itself after committing round k (0: off) */
-    int stop_on_signal;           /* SIGUSR1/SIGTERM (dp_train_install_signals): stop after a PPL round, DP_E_STOPPED */
-    dp_device device;             /* the engine's device */
-    int stream_weights;           /* cuda: -1 auto, 0 off, 1 on (see score.stream_weights) */
+    int fault_kill_after_round; /* tests: rank 1 SIGKILLs itself after committing round k (0: off) */
+    int stop_on_signal;         /* SIGUSR1/SIGTERM (dp_train_install_signals): stop after a PPL round, DP_E_STOPPED */
+    dp_device device;           /* the engine's device */
+    int stream_weights;         /* cuda: -1 auto, 0 off, 1 on (see score.stream_weights) */
 } dp_score_opts;
 
 /* Collective. Runs (or reuses, when RUNDIR/calib.h5 matches model and
@@ -114,12 +114,17 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
 /* Collective. PPL of m under map on RUNDIR/calib.h5's samples (exp of the
  * mean NLL over positions 1..T-1), batches of `batch` samples dealt to ranks;
  * the same value for any rank count. */
-int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map,
-                     const char *run_dir, uint64_t model_hash, int64_t batch, double *ppl, dp_err *err);
+int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, const char *run_dir,
+                     uint64_t model_hash, int64_t batch, double *ppl, dp_err *err);
 
 /* How blocks are removed (a sweep's schedules): scored once, scored again
  * after every removal, width pruning (the baseline), or not at all. */
-typedef enum dp_prune_schedule { DP_PRUNE_ONE_SHOT = 0, DP_PRUNE_ITERATIVE, DP_PRUNE_WIDTH, DP_PRUNE_DENSE } dp_prune_schedule;
+typedef enum dp_prune_schedule {
+    DP_PRUNE_ONE_SHOT = 0,
+    DP_PRUNE_ITERATIVE,
+    DP_PRUNE_WIDTH,
+    DP_PRUNE_DENSE
+} dp_prune_schedule;
 /* Healing after pruning. */
 typedef enum dp_retrain_kind { DP_RETRAIN_NONE = 0, DP_RETRAIN_LORA, DP_RETRAIN_FULL } dp_retrain_kind;
 

@@ -125,8 +125,7 @@ int dp_st_write(const char *path, const dp_st_entry *entries, int n, dp_err *err
  * plus model.safetensors.index.json when the total exceeds
  * max_shard_bytes (greedy in name order; a tensor larger than the limit
  * gets its own shard). */
-int dp_st_write_model(const char *dir, const dp_st_entry *entries, int n, uint64_t max_shard_bytes,
-                      dp_err *err);
+int dp_st_write_model(const char *dir, const dp_st_entry *entries, int n, uint64_t max_shard_bytes, dp_err *err);
 
 #ifdef __cplusplus
 }

@@ -21,9 +21,9 @@
 extern "C" {
 #endif
 
-#define DP_CHECK_H5(call)                                                                         \
-    do {                                                                                          \
-        if ((call) < 0) dp_fatal("HDF5 call failed: %s", #call);                                  \
+#define DP_CHECK_H5(call)                                                                                              \
+    do {                                                                                                               \
+        if ((call) < 0) dp_fatal("HDF5 call failed: %s", #call);                                                       \
     } while (0)
 
 typedef struct dp_h5 {
@@ -53,13 +53,11 @@ int dp_h5_finish(dp_h5 *h, dp_err *err);
 /* Collective. Creates dataset `name` (F32, F64, I32 or I64) with the given
  * global shape, optionally chunked along dim 0 with Fletcher32 checksums
  * (chunk_rows > 0), and writes this rank's rows. n_rows may be 0. */
-int dp_h5_write_rows(dp_h5 *h, const char *name, dp_dtype dtype, int ndim, const int64_t *gshape,
-                     int64_t chunk_rows, int64_t row0, int64_t n_rows, const void *data,
-                     dp_err *err);
+int dp_h5_write_rows(dp_h5 *h, const char *name, dp_dtype dtype, int ndim, const int64_t *gshape, int64_t chunk_rows,
+                     int64_t row0, int64_t n_rows, const void *data, dp_err *err);
 /* Collective. Reads rows [row0, row0 + n_rows) of an existing dataset into
  * data (converted to dtype). The global shape is returned in gshape/ndim. */
-int dp_h5_read_rows(dp_h5 *h, const char *name, dp_dtype dtype, int64_t row0, int64_t n_rows,
-                    void *data, dp_err *err);
+int dp_h5_read_rows(dp_h5 *h, const char *name, dp_dtype dtype, int64_t row0, int64_t n_rows, void *data, dp_err *err);
 /* Independent. Global shape of a dataset. */
 int dp_h5_shape(dp_h5 *h, const char *name, int *ndim, int64_t *gshape, dp_err *err);
 /* Collective. String attribute on the file root (every rank passes the
@@ -92,7 +90,7 @@ typedef struct dp_ckpt_vec {
     float *m, *v;   /* this rank's shard's moments */
     int64_t s0, s1; /* this rank's shard */
     uint64_t cfg_hash, model_hash, seed;
-    int64_t keep;   /* complete checkpoints kept (at least 2) */
+    int64_t keep; /* complete checkpoints kept (at least 2) */
 } dp_ckpt_vec;
 
 /* Collective: writes checkpoint cs->it. */

@@ -13,13 +13,13 @@ extern "C" {
 #endif
 
 typedef struct dp_strmap {
-    size_t cap;      /* power of two */
+    size_t cap; /* power of two */
     size_t count;
     uint32_t *hashes;
     const char **keys;
     uint32_t *lens;
     int64_t *values;
-    char **chunks;   /* key storage */
+    char **chunks; /* key storage */
     size_t n_chunks, chunk_used, chunk_cap;
 } dp_strmap;
 

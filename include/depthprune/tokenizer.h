@@ -27,8 +27,8 @@ typedef struct dp_tokenizer dp_tokenizer;
 #define DP_TOKENIZER_MAX_ID ((1 << 24) - 1)
 int dp_tokenizer_load(const char *dir, dp_tokenizer **out, dp_err *err);
 /* From in-memory JSON texts (config may be NULL). */
-int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config_json,
-                           size_t config_len, const char *label, dp_tokenizer **out, dp_err *err);
+int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config_json, size_t config_len,
+                           const char *label, dp_tokenizer **out, dp_err *err);
 void dp_tokenizer_free(dp_tokenizer *t);
 
 /* One past the largest token id (vocab and added tokens). */
@@ -41,12 +41,11 @@ int dp_tokenizer_adds_bos(const dp_tokenizer *t);
 /* Encodes UTF-8 text (invalid sequences become U+FFFD first). With
  * add_special, the post-processor's template tokens are added. *ids is a
  * fresh array (dp_free). */
-int dp_tokenizer_encode(const dp_tokenizer *t, const char *text, size_t n_bytes, int add_special,
-                        int32_t **ids, int64_t *n_ids, dp_err *err);
+int dp_tokenizer_encode(const dp_tokenizer *t, const char *text, size_t n_bytes, int add_special, int32_t **ids,
+                        int64_t *n_ids, dp_err *err);
 /* Decodes ids to a fresh NUL-terminated UTF-8 string (dp_free); its length
  * in bytes goes to *n_out (if not NULL), since the text may contain NUL. */
-char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special,
-                          size_t *n_out);
+char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special, size_t *n_out);
 /* Token string of id (NULL if out of range). */
 const char *dp_tokenizer_token(const dp_tokenizer *t, int32_t id);
 

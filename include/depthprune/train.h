@@ -48,11 +48,11 @@ typedef struct dp_train_data {
 } dp_train_data;
 
 typedef struct dp_data_opts {
-    int64_t cutoff;       /* max tokens per example (256) */
-    int train_on_inputs;  /* 0: prompt labels masked (the papers' default) */
-    int add_eos;          /* append EOS when not truncated (1) */
-    int add_bos;          /* -1: the tokenizer's post-processor decides; 0/1 force */
-    const char *field;    /* plain JSONL: text field (NULL: "text") */
+    int64_t cutoff;      /* max tokens per example (256) */
+    int train_on_inputs; /* 0: prompt labels masked (the papers' default) */
+    int add_eos;         /* append EOS when not truncated (1) */
+    int add_bos;         /* -1: the tokenizer's post-processor decides; 0/1 force */
+    const char *field;   /* plain JSONL: text field (NULL: "text") */
 } dp_data_opts;
 
 /* The Alpaca-LoRA prompt (template without the output), into a fresh string. */
@@ -61,8 +61,8 @@ char *dp_alpaca_prompt(const char *instruction, const char *input);
  * instruction, input, output) or "text" (plain text, or JSONL with a text
  * field, tokenized and packed into cutoff-token windows). Errors name the
  * record. */
-int dp_data_load(const dp_tokenizer *tok, const char *format, const char *text, size_t n_bytes,
-                 const dp_data_opts *o, dp_train_data *d, dp_err *err);
+int dp_data_load(const dp_tokenizer *tok, const char *format, const char *text, size_t n_bytes, const dp_data_opts *o,
+                 dp_train_data *d, dp_err *err);
 void dp_data_free(dp_train_data *d);
 /* Seeded split: a permutation of 0..n-1; its first n_val entries are the
  * validation examples, the rest the training examples (fresh arrays). */
@@ -76,8 +76,8 @@ void dp_permutation(int64_t *perm, int64_t n, uint64_t seed);
  * attributes data_hash, model_hash, topk, temperature. */
 /* Collective: ranks split the examples, each writes its rows. */
 int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *teacher, uint64_t teacher_hash,
-                           const dp_train_data *d, int64_t topk, double temp, int64_t batch,
-                           const char *path, int progress, dp_err *err);
+                           const dp_train_data *d, int64_t topk, double temp, int64_t batch, const char *path,
+                           int progress, dp_err *err);
 
 /* ---- trainer ---- */
 typedef enum dp_train_method { DP_TRAIN_LORA = 0, DP_TRAIN_FULL = 1 } dp_train_method;
@@ -116,9 +116,9 @@ void dp_train_opts_default(dp_train_opts *o);
 uint64_t dp_train_opts_hash(const dp_train_opts *o, uint64_t data_hash);
 
 typedef struct dp_train_result {
-    int64_t steps;      /* iterations done in total (including resumed ones) */
-    int64_t skipped;    /* non-finite steps skipped */
-    int stopped;        /* 1: stopped early by a signal or max_steps (checkpoint written) */
+    int64_t steps;   /* iterations done in total (including resumed ones) */
+    int64_t skipped; /* non-finite steps skipped */
+    int stopped;     /* 1: stopped early by a signal or max_steps (checkpoint written) */
     double last_loss, val_loss;
 } dp_train_result;
 
@@ -128,8 +128,8 @@ typedef struct dp_train_result {
  * model for online KD (NULL with a teacher cache or without KD). Returns
  * DP_E_NONFINITE when too many consecutive steps were non-finite. */
 int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, const dp_llama *teacher,
-             const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx,
-             int64_t n_val, const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err);
+             const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx, int64_t n_val,
+             const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err);
 
 /* W += (alpha / r) B A for every adapter (merging LoRA into the base). */
 void dp_lora_merge(dp_llama *m, const dp_lora *l);

@@ -18,7 +18,14 @@
 extern "C" {
 #endif
 
-typedef enum { DP_WIDTH_TAYLOR1, DP_WIDTH_TAYLOR2, DP_WIDTH_MIX, DP_WIDTH_L1, DP_WIDTH_L2, DP_WIDTH_RANDOM } dp_width_crit;
+typedef enum {
+    DP_WIDTH_TAYLOR1,
+    DP_WIDTH_TAYLOR2,
+    DP_WIDTH_MIX,
+    DP_WIDTH_L1,
+    DP_WIDTH_L2,
+    DP_WIDTH_RANDOM
+} dp_width_crit;
 
 /* Parses "param_first", "param_second", "param_mix", "l1", "l2", "random"; -1 if unknown. */
 int dp_width_crit_parse(const char *s);

@@ -13,11 +13,11 @@
 #define DP_CLI_MAX_OPTS 32
 
 typedef struct dp_cli_opt {
-    const char *name;  /* "--model" */
-    const char *arg;   /* "DIR"; NULL for a flag */
+    const char *name; /* "--model" */
+    const char *arg;  /* "DIR"; NULL for a flag */
     const char *help;
-    const char *key;   /* the config key the option sets (after --config and --set), or NULL; the same
-                        * flag name means the same key in every command (tests/cli/test_cli.sh) */
+    const char *key; /* the config key the option sets (after --config and --set), or NULL; the same
+                      * flag name means the same key in every command (tests/cli/test_cli.sh) */
 } dp_cli_opt;
 
 typedef struct dp_app {
@@ -32,9 +32,9 @@ typedef struct dp_app {
 typedef struct dp_cmd {
     const char *name;
     const char *summary;
-    const char *usage;          /* after "depthprune NAME " */
-    const dp_cli_opt *opts;     /* terminated by {NULL} */
-    int uses_config;            /* accepts --config/--set */
+    const char *usage;      /* after "depthprune NAME " */
+    const dp_cli_opt *opts; /* terminated by {NULL} */
+    int uses_config;        /* accepts --config/--set */
     int (*run)(dp_app *app);
     int cpu_only; /* computes on the CPU reference engine by design (refuses --device cuda) */
 } dp_cmd;
@@ -42,8 +42,8 @@ typedef struct dp_cmd {
 /* Value of a parsed option (NULL if absent; "1" for a given flag). */
 const char *dp_cli_get(const dp_app *app, const dp_cmd *cmd, const char *name);
 /* Parses an integer option; errors name the option. */
-int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback,
-                   long long *out, dp_err *err);
+int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback, long long *out,
+                   dp_err *err);
 /* The model directory: --model, else the config's model.path (NULL if neither). */
 /* Parses a finite floating-point option; errors name the option. */
 int dp_cli_opt_double(const dp_app *app, const dp_cmd *cmd, const char *name, double fallback, double *out,
@@ -101,8 +101,8 @@ typedef struct dp_cli_tasks {
 int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, int64_t limit, int skip_bad,
                       int64_t max_len, dp_cli_tasks *t, dp_err *err);
 /* Collective: log-likelihoods and metrics of every task. */
-int dp_cli_tasks_run(const dp_mpi *mpi, dp_device dev, const struct dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t,
-                     int64_t batch, dp_err *err);
+int dp_cli_tasks_run(const dp_mpi *mpi, dp_device dev, const struct dp_llama *m, const dp_layer_map *map,
+                     dp_cli_tasks *t, int64_t batch, dp_err *err);
 /* Mean over tasks of the metric each paper reports. */
 double dp_cli_tasks_average(const dp_cli_tasks *t);
 void dp_cli_tasks_free(dp_cli_tasks *t);

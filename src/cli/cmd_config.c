@@ -11,6 +11,11 @@ static int run(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_config = {
-    "config", "print the resolved run configuration (defaults < --config FILE < --set)",
-    "[--config FILE] [--set KEY=VALUE ...]", k_opts, 1, run, 0,
+    "config",
+    "print the resolved run configuration (defaults < --config FILE < --set)",
+    "[--config FILE] [--set KEY=VALUE ...]",
+    k_opts,
+    1,
+    run,
+    0,
 };

@@ -18,13 +18,16 @@
 static const dp_cli_opt k_eval_opts[] = {
     {"--model", "DIR", "HF model directory", "model.path"},
     {"--ppl", "NAME=FILE,..", "perplexity sets, e.g. wikitext2=wiki.test.txt,ptb=ptb.test.txt", NULL},
-    {"--task", "NAME=FILE,..", "tasks: boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa; any other NAME is a generic task", NULL},
+    {"--task", "NAME=FILE,..",
+     "tasks: boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa; any other NAME is a generic task",
+     NULL},
     {"--limit", "N", "first N documents of each task (default all)", "eval.limit"},
     {"--skip-bad", NULL, "skip malformed task lines (reported) instead of refusing the run", NULL},
     {"--drop", "LIST", "blocks to remove through the layer map", NULL},
     {"--batch", "N", "requests / windows per forward (default eval.batch)", "eval.batch"},
     {"--out", "FILE", "RESULTS.json (default RUNDIR/results.json)", NULL},
-    {"--dump-requests", "FILE", "also write every request (task, doc, choice, input ids, continuation ids, loglik) as JSONL", NULL},
+    {"--dump-requests", "FILE",
+     "also write every request (task, doc, choice, input ids, continuation ids, loglik) as JSONL", NULL},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -100,7 +103,8 @@ int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, 
                 t->skipped[k]++;
                 continue;
             }
-            if (t->n_docs[k] == dcap) t->docs[k] = dp_realloc(t->docs[k], (size_t)(dcap *= 2) * sizeof(dp_mc_doc), "eval");
+            if (t->n_docs[k] == dcap)
+                t->docs[k] = dp_realloc(t->docs[k], (size_t)(dcap *= 2) * sizeof(dp_mc_doc), "eval");
             t->docs[k][t->n_docs[k]++] = doc;
         }
         dp_free(text);
@@ -110,9 +114,10 @@ int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, 
         for (int64_t d = 0; d < t->n_docs[k] && !rc; d++) {
             t->first[k][d] = t->n_req;
             for (int c = 0; c < t->docs[k][d].n && !rc; c++) {
-                if (t->n_req == cap) t->req = dp_realloc(t->req, (size_t)(cap = cap ? cap * 2 : 256) * sizeof(dp_mc_req), "eval");
-                rc = dp_mc_encode(tok, t->docs[k][d].context[c], t->docs[k][d].cont[c], add_bos, max_len, &t->req[t->n_req],
-                                  err);
+                if (t->n_req == cap)
+                    t->req = dp_realloc(t->req, (size_t)(cap = cap ? cap * 2 : 256) * sizeof(dp_mc_req), "eval");
+                rc = dp_mc_encode(tok, t->docs[k][d].context[c], t->docs[k][d].cont[c], add_bos, max_len,
+                                  &t->req[t->n_req], err);
                 if (rc) {
                     dp_err_prefix(err, "%s document %lld choice %d", t->path[k], (long long)d + 1, c);
                     break;
@@ -130,8 +135,8 @@ int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, 
     return rc;
 }
 
-int dp_cli_tasks_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t, int64_t batch,
-                     dp_err *err) {
+int dp_cli_tasks_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_cli_tasks *t,
+                     int64_t batch, dp_err *err) {
     int rc = dp_mc_run(mpi, dev, m, map, t->req, t->n_req, batch, err);
     for (int k = 0; k < t->n && !rc; k++) dp_mc_score(t->docs[k], t->n_docs[k], t->req, t->first[k], &t->metrics[k]);
     return rc;
@@ -165,12 +170,15 @@ static int run_eval(dp_app *app) {
     const char *out = dp_cli_get(app, cmd, "--out");
     const char *drop_s = dp_cli_get(app, cmd, "--drop");
     long long limit = 0, batch = 0;
-    if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
-    else if (!ppl_s && !task_s) rc = dp_err_set(&err, DP_E_USAGE, "give --ppl NAME=FILE and/or --task NAME=FILE");
+    if (!dir)
+        rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
+    else if (!ppl_s && !task_s)
+        rc = dp_err_set(&err, DP_E_USAGE, "give --ppl NAME=FILE and/or --task NAME=FILE");
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--limit", dp_config_int(&app->cfg, "eval.limit", 0), &limit, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "eval.batch", 4), &batch, &err);
     if (!rc && (limit < 0 || batch < 1)) rc = dp_err_set(&err, DP_E_USAGE, "--limit must be >= 0 and --batch >= 1");
-    char *outp = out ? dp_strdup(out, "path") : dp_path_join(dp_config_str(&app->cfg, "run.dir", "runs/default"), "results.json");
+    char *outp = out ? dp_strdup(out, "path")
+                     : dp_path_join(dp_config_str(&app->cfg, "run.dir", "runs/default"), "results.json");
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_llama m;
     memset(&m, 0, sizeof m);
@@ -182,7 +190,9 @@ static int run_eval(dp_app *app) {
         rc = dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err);
     if (!rc && map.n == 0) rc = dp_err_set(&err, DP_E_USAGE, "--drop removes every block");
     /* perplexity sets */
-    dp_ppl_opts po = {.device = app->device, .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128), .batch = batch,
+    dp_ppl_opts po = {.device = app->device,
+                      .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128),
+                      .batch = batch,
                       .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window", 0)};
     char *pname[16] = {0}, *ppath[16] = {0};
     double pppl[16];
@@ -190,7 +200,8 @@ static int run_eval(dp_app *app) {
     uint64_t phash[16];
     int np = 0;
     char *pbuf = ppl_s ? dp_strdup(ppl_s, "eval") : NULL;
-    for (char *save = NULL, *it = pbuf ? strtok_r(pbuf, ",", &save) : NULL; it && !rc; it = strtok_r(NULL, ",", &save)) {
+    for (char *save = NULL, *it = pbuf ? strtok_r(pbuf, ",", &save) : NULL; it && !rc;
+         it = strtok_r(NULL, ",", &save)) {
         if (np == 16) {
             rc = dp_err_set(&err, DP_E_USAGE, "at most 16 --ppl sets");
             break;
@@ -233,8 +244,11 @@ static int run_eval(dp_app *app) {
         for (int64_t i = 0; i < n_drop; i++) cJSON_AddItemToArray(dl, cJSON_CreateNumber((double)drop[i]));
         cJSON *pr = cJSON_AddObjectToObject(o, "protocol");
         cJSON_AddNumberToObject(pr, "ppl_seq_len", (double)po.seq_len);
-        cJSON_AddStringToObject(pr, "ppl_bos", po.bos_per_window ? "per window" : dp_config_str(&app->cfg, "tokenizer.add_bos", "auto"));
-        cJSON_AddStringToObject(pr, "mc_mode", "lm-evaluation-harness loglikelihood (context + ' ' + choice; continuation = whole[len(context):])");
+        cJSON_AddStringToObject(
+            pr, "ppl_bos", po.bos_per_window ? "per window" : dp_config_str(&app->cfg, "tokenizer.add_bos", "auto"));
+        cJSON_AddStringToObject(
+            pr, "mc_mode",
+            "lm-evaluation-harness loglikelihood (context + ' ' + choice; continuation = whole[len(context):])");
         cJSON_AddBoolToObject(pr, "mc_bos", dp_config_bool(&app->cfg, "eval.mc_bos", 0));
         cJSON_AddStringToObject(pr, "target_delimiter", " ");
         cJSON *pp = cJSON_AddObjectToObject(o, "ppl");
@@ -289,8 +303,8 @@ static int run_eval(dp_app *app) {
                 for (int64_t d = 0; d < t.n_docs[k]; d++)
                     for (int c = 0; c < t.docs[k][d].n; c++) {
                         const dp_mc_req *r = &t.req[t.first[k][d] + c];
-                        snprintf(num, sizeof num, "{\"task\": \"%s\", \"doc\": %lld, \"choice\": %d, \"ids\": [", t.name[k],
-                                 (long long)d, c);
+                        snprintf(num, sizeof num, "{\"task\": \"%s\", \"doc\": %lld, \"choice\": %d, \"ids\": [",
+                                 t.name[k], (long long)d, c);
                         dp_buf_puts(&b, num);
                         for (int64_t i = 0; i < r->n; i++) {
                             snprintf(num, sizeof num, "%s%d", i ? "," : "", r->ids[i]);
@@ -342,6 +356,10 @@ static int run_eval(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_eval = {
-    "eval", "perplexity sets and zero-shot multiple-choice tasks (lm-evaluation-harness semantics) -> RESULTS.json",
-    "--model DIR [--ppl wikitext2=FILE,...] [--task boolq=FILE,...] [--limit N] [--out RESULTS.json]", k_eval_opts, 1,
-    run_eval, 0};
+    "eval",
+    "perplexity sets and zero-shot multiple-choice tasks (lm-evaluation-harness semantics) -> RESULTS.json",
+    "--model DIR [--ppl wikitext2=FILE,...] [--task boolq=FILE,...] [--limit N] [--out RESULTS.json]",
+    k_eval_opts,
+    1,
+    run_eval,
+    0};

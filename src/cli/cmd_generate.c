@@ -125,9 +125,13 @@ static int run_generate(dp_app *app) {
     return rc ? dp_cli_fail(app, &err) : 0;
 }
 
-const dp_cmd dp_cmd_generate = {"generate", "generate text with the KV cache (greedy or sampled)",
+const dp_cmd dp_cmd_generate = {"generate",
+                                "generate text with the KV cache (greedy or sampled)",
                                 "--model DIR --prompt TEXT [--max-new 64] [--temperature T --top-k K --top-p P]",
-                                k_gen_opts, 1, run_generate, 0};
+                                k_gen_opts,
+                                1,
+                                run_generate,
+                                0};
 
 /* ---------------- bench-generate ---------------- */
 
@@ -157,20 +161,24 @@ static int run_bench(dp_app *app) {
     int nb = 0, ng = 0;
     long long P, warm, runs;
     double maxs;
-    int rc = int_list("--batch", dp_cli_get(app, cmd, "--batch") ? dp_cli_get(app, cmd, "--batch") : "1,8,16,32,64,128,256",
-                      batch, 32, &nb, &err);
-    if (!rc) rc = int_list("--gen-len", dp_cli_get(app, cmd, "--gen-len") ? dp_cli_get(app, cmd, "--gen-len") : "128,512",
-                           glen, 8, &ng, &err);
+    int rc =
+        int_list("--batch", dp_cli_get(app, cmd, "--batch") ? dp_cli_get(app, cmd, "--batch") : "1,8,16,32,64,128,256",
+                 batch, 32, &nb, &err);
+    if (!rc)
+        rc = int_list("--gen-len", dp_cli_get(app, cmd, "--gen-len") ? dp_cli_get(app, cmd, "--gen-len") : "128,512",
+                      glen, 8, &ng, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--prompt-len", 32, &P, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--warmup", 1, &warm, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--runs", 3, &runs, &err);
     if (!rc) rc = dp_cli_opt_double(app, cmd, "--max-seconds", 0, &maxs, &err);
     if (!rc && !models) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR[,DIR...] is required");
-    if (!rc && (P < 1 || warm < 0 || runs < 1)) rc = dp_err_set(&err, DP_E_USAGE, "need --prompt-len >= 1, --runs >= 1");
+    if (!rc && (P < 1 || warm < 0 || runs < 1))
+        rc = dp_err_set(&err, DP_E_USAGE, "need --prompt-len >= 1, --runs >= 1");
     if (!rc && app->mpi.size > 1) rc = dp_err_set(&err, DP_E_USAGE, "bench-generate runs on one process (no mpirun)");
     if (rc) return dp_cli_fail(app, &err);
     const char *outp = dp_cli_get(app, cmd, "--out");
-    char *out = outp ? dp_strdup(outp, "cli") : dp_path_join(dp_config_str(&app->cfg, "run.dir", "runs/default"), "bench_generate.json");
+    char *out = outp ? dp_strdup(outp, "cli")
+                     : dp_path_join(dp_config_str(&app->cfg, "run.dir", "runs/default"), "bench_generate.json");
 
     char *list = dp_strdup(models, "cli");
     cJSON *root = cJSON_CreateObject(), *res = cJSON_CreateArray();
@@ -274,17 +282,18 @@ static int run_bench(dp_app *app) {
                     cJSON_AddNumberToObject(j, "scratch_bytes", (double)st.scratch_bytes);
                     /* peak memory: what the generator holds (weights + cache + scratch, on the
                      * device with cuda), and the process's peak resident set so far */
-                    cJSON_AddNumberToObject(j, "peak_bytes",
-                                            (double)m.n_elems * esz + (double)st.cache_bytes + (double)st.scratch_bytes);
+                    cJSON_AddNumberToObject(
+                        j, "peak_bytes", (double)m.n_elems * esz + (double)st.cache_bytes + (double)st.scratch_bytes);
                     struct rusage ru;
                     getrusage(RUSAGE_SELF, &ru);
                     cJSON_AddNumberToObject(j, "process_peak_rss_bytes", (double)ru.ru_maxrss * 1024.0);
                     cJSON_AddItemToArray(res, j);
-                    dp_log("bench-generate: %s blocks %d batch %lld gen %lld: latency %.3f s (%.3f..%.3f), %.1f tokens/s, "
-                           "step %.2f ms = %.0f%% of the %s floor %.2f ms",
-                           name, map.n, (long long)B, (long long)G, l50, lat[0], lat[runs - 1], (double)(B * G) / l50,
-                           step_s * 1e3, step_s > 0 ? 100 * floor_s / step_s : 0, fl_bw > fl_c ? "bandwidth" : "compute",
-                           floor_s * 1e3);
+                    dp_log(
+                        "bench-generate: %s blocks %d batch %lld gen %lld: latency %.3f s (%.3f..%.3f), %.1f tokens/s, "
+                        "step %.2f ms = %.0f%% of the %s floor %.2f ms",
+                        name, map.n, (long long)B, (long long)G, l50, lat[0], lat[runs - 1], (double)(B * G) / l50,
+                        step_s * 1e3, step_s > 0 ? 100 * floor_s / step_s : 0, fl_bw > fl_c ? "bandwidth" : "compute",
+                        floor_s * 1e3);
                     char line[128];
                     snprintf(line, sizeof line, "%g %g\n", (double)(B * G) / l50, l50);
                     dp_buf_puts(&dat, line);
@@ -306,7 +315,8 @@ static int run_bench(dp_app *app) {
         cJSON *a = cJSON_GetArrayItem(res, i);
         for (int k = 0; k < n; k++) {
             cJSON *b = cJSON_GetArrayItem(res, k);
-            if (!strcmp(cJSON_GetObjectItem(b, "model")->valuestring, cJSON_GetObjectItem(cJSON_GetArrayItem(res, 0), "model")->valuestring) &&
+            if (!strcmp(cJSON_GetObjectItem(b, "model")->valuestring,
+                        cJSON_GetObjectItem(cJSON_GetArrayItem(res, 0), "model")->valuestring) &&
                 cJSON_GetObjectItem(b, "batch")->valuedouble == cJSON_GetObjectItem(a, "batch")->valuedouble &&
                 cJSON_GetObjectItem(b, "gen_len")->valuedouble == cJSON_GetObjectItem(a, "gen_len")->valuedouble) {
                 cJSON_AddNumberToObject(a, "speedup_vs_first",
@@ -328,10 +338,11 @@ static int run_bench(dp_app *app) {
         snprintf(png, ol + 8, "%.*s.png", (int)(ol > 5 && !strcmp(out + ol - 5, ".json") ? ol - 5 : ol), out);
         dp_buf sc = {0};
         char head[1200];
-        snprintf(head, sizeof head,
-                 "set terminal pngcairo size 900,600\nset output '%s'\nset logscale xy\nset xlabel 'throughput (tokens/s)'\n"
-                 "set ylabel 'latency per batch (s)'\nset key left top\nset grid\nplot ",
-                 png);
+        snprintf(
+            head, sizeof head,
+            "set terminal pngcairo size 900,600\nset output '%s'\nset logscale xy\nset xlabel 'throughput (tokens/s)'\n"
+            "set ylabel 'latency per batch (s)'\nset key left top\nset grid\nplot ",
+            png);
         dp_buf_puts(&sc, head);
         dp_buf_puts(&sc, plot.p);
         dp_buf_puts(&sc, "\n");
@@ -350,6 +361,10 @@ static int run_bench(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_bench_generate = {
-    "bench-generate", "generation latency and throughput vs batch size, against the memory-bandwidth and GEMM floors",
-    "--model DIR[,DIR...] [--batch 1,8,...] [--prompt-len 32] [--gen-len 128,512] [--out FILE]", k_bench_opts, 1,
-    run_bench, 0};
+    "bench-generate",
+    "generation latency and throughput vs batch size, against the memory-bandwidth and GEMM floors",
+    "--model DIR[,DIR...] [--batch 1,8,...] [--prompt-len 32] [--gen-len 128,512] [--out FILE]",
+    k_bench_opts,
+    1,
+    run_bench,
+    0};

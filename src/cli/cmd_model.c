@@ -7,8 +7,8 @@
 #include "cli.h"
 #include "depthprune/export.h"
 #include "depthprune/gguf.h"
-#include "depthprune/llama.h"
 #include "depthprune/hfconfig.h"
+#include "depthprune/llama.h"
 #include "depthprune/safetensors.h"
 #include "depthprune/tokenizer.h"
 
@@ -44,8 +44,8 @@ static int model_dir_open(const char *dir, int need_tokenizer, model_dir *m, dp_
         if ((rc = dp_tokenizer_load(dir, &m->tok, err))) return rc;
         if (dp_tokenizer_vocab_size(m->tok) > m->cfg.vocab_size)
             return dp_err_set(err, DP_E_MISMATCH,
-                              "%s: the tokenizer has ids up to %lld but the embedding has %lld rows",
-                              dir, (long long)dp_tokenizer_vocab_size(m->tok) - 1, (long long)m->cfg.vocab_size);
+                              "%s: the tokenizer has ids up to %lld but the embedding has %lld rows", dir,
+                              (long long)dp_tokenizer_vocab_size(m->tok) - 1, (long long)m->cfg.vocab_size);
     }
     return DP_OK;
 }
@@ -76,12 +76,13 @@ static int run_info(dp_app *app) {
                "\"vocab_size\": %lld, \"params\": %lld, \"params_per_block\": %lld, \"dtype\": \"%s\", "
                "\"tie_word_embeddings\": %s, \"rope_theta\": %g, \"rope_type\": \"%s\", "
                "\"max_position_embeddings\": %lld, \"shards\": %d, \"tokenizer_vocab\": %lld}\n",
-               c->architecture, (long long)c->n_layers, (long long)c->hidden_size,
-               (long long)c->intermediate_size, (long long)c->n_heads, (long long)c->n_kv_heads,
-               (long long)c->head_dim, (long long)c->vocab_size, (long long)dp_llama_param_count(c),
-               (long long)dp_llama_block_param_count(c), dtype, c->tie_word_embeddings ? "true" : "false",
-               c->rope_theta,
-               c->rope_type == DP_ROPE_LLAMA3 ? "llama3" : c->rope_type == DP_ROPE_LINEAR ? "linear" : "default",
+               c->architecture, (long long)c->n_layers, (long long)c->hidden_size, (long long)c->intermediate_size,
+               (long long)c->n_heads, (long long)c->n_kv_heads, (long long)c->head_dim, (long long)c->vocab_size,
+               (long long)dp_llama_param_count(c), (long long)dp_llama_block_param_count(c), dtype,
+               c->tie_word_embeddings ? "true" : "false", c->rope_theta,
+               c->rope_type == DP_ROPE_LLAMA3   ? "llama3"
+               : c->rope_type == DP_ROPE_LINEAR ? "linear"
+                                                : "default",
                (long long)c->max_position_embeddings, m.st.n_files,
                m.tok ? (long long)dp_tokenizer_vocab_size(m.tok) : -1LL);
     }
@@ -89,8 +90,8 @@ static int run_info(dp_app *app) {
     return 0;
 }
 
-const dp_cmd dp_cmd_info = {"info", "print a JSON summary of an HF model directory", "--model DIR",
-                            k_info_opts, 1, run_info, 0};
+const dp_cmd dp_cmd_info = {
+    "info", "print a JSON summary of an HF model directory", "--model DIR", k_info_opts, 1, run_info, 0};
 
 /* ---- tokenize ---- */
 static const dp_cli_opt k_tok_opts[] = {
@@ -133,9 +134,12 @@ static int hex4(const char *p, const char *end, uint32_t *v) {
     for (int i = 0; i < 4; i++) {
         char c = p[i];
         *v <<= 4;
-        if (c >= '0' && c <= '9') *v |= (uint32_t)(c - '0');
-        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') *v |= (uint32_t)((c | 0x20) - 'a' + 10);
-        else return -1;
+        if (c >= '0' && c <= '9')
+            *v |= (uint32_t)(c - '0');
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            *v |= (uint32_t)((c | 0x20) - 'a' + 10);
+        else
+            return -1;
     }
     return 0;
 }
@@ -160,7 +164,9 @@ static char *json_line(const char *line, size_t n, size_t *out_n, dp_err *err) {
         char c = *p++;
         uint32_t cp = 0;
         switch (c) {
-        case '"': case '\\': case '/': out[o++] = c; continue;
+        case '"':
+        case '\\':
+        case '/': out[o++] = c; continue;
         case 'b': out[o++] = '\b'; continue;
         case 'f': out[o++] = '\f'; continue;
         case 'n': out[o++] = '\n'; continue;
@@ -171,7 +177,8 @@ static char *json_line(const char *line, size_t n, size_t *out_n, dp_err *err) {
             p += 4;
             if (cp >= 0xd800 && cp < 0xdc00) { /* surrogate pair */
                 uint32_t lo;
-                if (end - p >= 6 && p[0] == '\\' && p[1] == 'u' && !hex4(p + 2, end, &lo) && lo >= 0xdc00 && lo < 0xe000) {
+                if (end - p >= 6 && p[0] == '\\' && p[1] == 'u' && !hex4(p + 2, end, &lo) && lo >= 0xdc00 &&
+                    lo < 0xe000) {
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
                     p += 6;
                 } else {
@@ -224,14 +231,22 @@ static void print_json_string(const char *s, size_t n) {
     putchar('"');
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c == '\n') fputs("\\n", stdout);
-        else if (c == '\r') fputs("\\r", stdout);
-        else if (c == '\t') fputs("\\t", stdout);
-        else if (c == '\b') fputs("\\b", stdout);
-        else if (c == '\f') fputs("\\f", stdout);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\r')
+            fputs("\\r", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c == '\b')
+            fputs("\\b", stdout);
+        else if (c == '\f')
+            fputs("\\f", stdout);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
     }
     fputs("\"\n", stdout);
 }
@@ -278,7 +293,8 @@ static int run_tokenize(dp_app *app) {
             if (rc == DP_OK) {
                 size_t tn;
                 char *text = dp_tokenizer_decode(tok, ids, n_ids, 0, &tn);
-                if (per_line) print_json_string(text, tn);
+                if (per_line)
+                    print_json_string(text, tn);
                 else {
                     fwrite(text, 1, tn, stdout);
                     putchar('\n');
@@ -322,9 +338,13 @@ static int run_tokenize(dp_app *app) {
     return rc ? dp_cli_fail(app, &err) : 0;
 }
 
-const dp_cmd dp_cmd_tokenize = {
-    "tokenize", "read UTF-8 text on stdin and print token ids (or decode ids with --decode)",
-    "--model DIR [--lines | --jsonl] [--no-bos] [--decode]", k_tok_opts, 1, run_tokenize, 0};
+const dp_cmd dp_cmd_tokenize = {"tokenize",
+                                "read UTF-8 text on stdin and print token ids (or decode ids with --decode)",
+                                "--model DIR [--lines | --jsonl] [--no-bos] [--decode]",
+                                k_tok_opts,
+                                1,
+                                run_tokenize,
+                                0};
 
 /* ---- export ---- */
 static const dp_cli_opt k_export_opts[] = {
@@ -342,10 +362,14 @@ static const dp_cli_opt k_export_opts[] = {
 static int export_gguf(dp_app *app, const dp_cmd *cmd, const char *dir, const char *out, const char *dtype_s) {
     dp_err err;
     dp_err_clear(&err);
-    int type = !strcmp(dtype_s, "auto") || !strcmp(dtype_s, "F32") ? DP_GGML_F32 : !strcmp(dtype_s, "F16") ? DP_GGML_F16
-               : !strcmp(dtype_s, "BF16") ? DP_GGML_BF16 : !strcmp(dtype_s, "Q8_0") ? DP_GGML_Q8_0 : -1;
-    int rc = type < 0 ? dp_err_set(&err, DP_E_USAGE, "--dtype for GGUF must be F32, F16, BF16 or Q8_0, got '%s'", dtype_s)
-                      : DP_OK;
+    int type = !strcmp(dtype_s, "auto") || !strcmp(dtype_s, "F32") ? DP_GGML_F32
+               : !strcmp(dtype_s, "F16")                           ? DP_GGML_F16
+               : !strcmp(dtype_s, "BF16")                          ? DP_GGML_BF16
+               : !strcmp(dtype_s, "Q8_0")                          ? DP_GGML_Q8_0
+                                                                   : -1;
+    int rc = type < 0
+                 ? dp_err_set(&err, DP_E_USAGE, "--dtype for GGUF must be F32, F16, BF16 or Q8_0, got '%s'", dtype_s)
+                 : DP_OK;
     if (!rc && app->mpi.rank == 0) {
         if (dp_file_exists(out)) rc = dp_err_set(&err, DP_E_IO, "%s: already exists; refusing to overwrite it", out);
         dp_llama m;
@@ -390,8 +414,9 @@ static int export_gguf(dp_app *app, const dp_cmd *cmd, const char *dir, const ch
             const char *base = strrchr(dir, '/');
             rc = dp_gguf_write_llama(out, &c, tj, tl, names, data, (const int64_t(*)[2])shape, n, type,
                                      base && base[1] ? base + 1 : dir, &err);
-            if (!rc) dp_log0("wrote %s (%d tensors, %lld of %lld blocks, %s)", out, n, (long long)c.n_layers,
-                             (long long)m.cfg.n_layers, dp_ggml_type_name(type));
+            if (!rc)
+                dp_log0("wrote %s (%d tensors, %lld of %lld blocks, %s)", out, n, (long long)c.n_layers,
+                        (long long)m.cfg.n_layers, dp_ggml_type_name(type));
         }
         for (int i = 0; i < n; i++) dp_free(owned[i]);
         dp_free(owned);
@@ -422,8 +447,8 @@ static int run_export(dp_app *app) {
         return dp_cli_fail(app, &err);
     }
     long long shard = 0;
-    int rc = dp_cli_opt_int(app, cmd, "--max-shard-bytes", dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000LL),
-                            &shard, &err);
+    int rc = dp_cli_opt_int(app, cmd, "--max-shard-bytes",
+                            dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000LL), &shard, &err);
     if (!rc && shard <= 0) rc = dp_err_set(&err, DP_E_USAGE, "--max-shard-bytes must be positive");
     const char *dtype_s = dp_cli_get(app, cmd, "--dtype");
     if (!dtype_s) dtype_s = dp_config_str(&app->cfg, "export.dtype", "auto");
@@ -431,7 +456,8 @@ static int run_export(dp_app *app) {
     int as_gguf = format && !strcmp(format, "gguf");
     if (!rc && format && !as_gguf && strcmp(format, "hf"))
         rc = dp_err_set(&err, DP_E_USAGE, "--format must be hf or gguf, got '%s'", format);
-    if (!rc && as_gguf && gguf) rc = dp_err_set(&err, DP_E_USAGE, "--from-gguf writes an HF directory (no --format gguf)");
+    if (!rc && as_gguf && gguf)
+        rc = dp_err_set(&err, DP_E_USAGE, "--from-gguf writes an HF directory (no --format gguf)");
     if (!rc && as_gguf) return export_gguf(app, cmd, dir, out, dtype_s);
     int dtype = -1;
     if (!rc && strcmp(dtype_s, "auto")) {
@@ -471,9 +497,10 @@ static int run_export(dp_app *app) {
                          dir, (long long)m.cfg.n_layers);
         for (int64_t i = 0; i < n_drop && p < (int)sizeof prov - 32; i++)
             p += snprintf(prov + p, sizeof prov - (size_t)p, "%s%lld", i ? ", " : "", (long long)drop[i]);
-        snprintf(prov + p, sizeof prov - (size_t)p, "], \"criterion\": %s, \"version\": \"%s\"}",
-                 "null", DP_VERSION_STRING);
-        dp_export_opts o = {.keep = keep, .n_keep = nk, .dtype = dtype, .max_shard_bytes = (uint64_t)shard, .provenance = prov};
+        snprintf(prov + p, sizeof prov - (size_t)p, "], \"criterion\": %s, \"version\": \"%s\"}", "null",
+                 DP_VERSION_STRING);
+        dp_export_opts o = {
+            .keep = keep, .n_keep = nk, .dtype = dtype, .max_shard_bytes = (uint64_t)shard, .provenance = prov};
         rc = dp_export_model(dir, &m.cfg, &m.st, out, &o, &err);
         if (!rc) dp_log0("exported %lld of %lld blocks to %s", (long long)nk, (long long)m.cfg.n_layers, out);
     }
@@ -485,6 +512,11 @@ static int run_export(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_export = {
-    "export", "write an HF model directory (safetensors + config + tokenizer), optionally without some blocks",
-    "--model DIR --out DIR [--drop I,J,..] [--dtype BF16] [--max-shard-bytes N]  |  --from-gguf FILE --out DIR [--dtype F32]",
-    k_export_opts, 1, run_export, 0};
+    "export",
+    "write an HF model directory (safetensors + config + tokenizer), optionally without some blocks",
+    "--model DIR --out DIR [--drop I,J,..] [--dtype BF16] [--max-shard-bytes N]  |  --from-gguf FILE --out DIR "
+    "[--dtype F32]",
+    k_export_opts,
+    1,
+    run_export,
+    0};

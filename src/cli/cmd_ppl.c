@@ -25,8 +25,8 @@ static const dp_cli_opt k_ppl_opts[] = {
 };
 
 /* Rank 0: the text's token ids (no special tokens) and the BOS id to use. */
-static int read_ids(const char *model_dir, const char *text_path, const char *bos_policy, int32_t **ids,
-                    int64_t *n_ids, int32_t *bos, dp_err *err) {
+static int read_ids(const char *model_dir, const char *text_path, const char *bos_policy, int32_t **ids, int64_t *n_ids,
+                    int32_t *bos, dp_err *err) {
     dp_tokenizer *tok = NULL;
     char *text = NULL;
     size_t n = 0;
@@ -43,8 +43,8 @@ static int read_ids(const char *model_dir, const char *text_path, const char *bo
     return rc;
 }
 
-int dp_cli_ppl_windows(const dp_app *app, const char *model_dir, const char *text, const dp_ppl_opts *o,
-                       int32_t **win, int64_t *n_win, dp_err *err) {
+int dp_cli_ppl_windows(const dp_app *app, const char *model_dir, const char *text, const dp_ppl_opts *o, int32_t **win,
+                       int64_t *n_win, dp_err *err) {
     const dp_mpi *mpi = &app->mpi;
     /* text -> ids on rank 0, then to everyone */
     int32_t *ids = NULL, bos = -1;
@@ -80,12 +80,15 @@ static int run_ppl(dp_app *app) {
     if (!text) text = dp_config_str(&app->cfg, "eval.text", NULL);
     long long seq_len, batch;
     int rc = DP_OK;
-    if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
-    else if (!text) rc = dp_err_set(&err, DP_E_USAGE, "--text FILE is required");
+    if (!dir)
+        rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
+    else if (!text)
+        rc = dp_err_set(&err, DP_E_USAGE, "--text FILE is required");
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--seq-len", dp_config_int(&app->cfg, "eval.seq_len", 128), &seq_len, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "eval.batch", 4), &batch, &err);
     if (rc) return dp_cli_fail(app, &err);
-    dp_ppl_opts o = {.seq_len = seq_len, .batch = batch,
+    dp_ppl_opts o = {.seq_len = seq_len,
+                     .batch = batch,
                      .bos_per_window = dp_cli_get(app, cmd, "--bos-per-window") != NULL ||
                                        dp_config_bool(&app->cfg, "eval.bos_per_window", 0),
                      .allow_long = dp_cli_get(app, cmd, "--allow-long-seq") != NULL,
@@ -124,8 +127,7 @@ static int run_ppl(dp_app *app) {
         } else {
             printf("ppl %.4f (mean nll %.6f over %lld tokens in %lld windows of %lld%s%s%s)\n", r.ppl, r.nll,
                    (long long)r.tokens, (long long)r.windows, (long long)o.seq_len,
-                   o.bos_per_window ? ", BOS per window" : "", n_drop ? ", dropped blocks " : "",
-                   n_drop ? drop_s : "");
+                   o.bos_per_window ? ", BOS per window" : "", n_drop ? ", dropped blocks " : "", n_drop ? drop_s : "");
         }
         fflush(stdout);
     }
@@ -136,9 +138,13 @@ static int run_ppl(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_ppl = {
-    "ppl", "perplexity on a text file (non-overlapping windows; Shortened LLaMA / LLM-Pruner protocol)",
+    "ppl",
+    "perplexity on a text file (non-overlapping windows; Shortened LLaMA / LLM-Pruner protocol)",
     "--model DIR --text FILE [--seq-len 128] [--batch 4] [--drop 3,7] [--bos-per-window] [--json]",
-    k_ppl_opts, 1, run_ppl, 0};
+    k_ppl_opts,
+    1,
+    run_ppl,
+    0};
 
 /* ---- logits: the fp32 logits of one token sequence (for oracle checks) ---- */
 static const dp_cli_opt k_logits_opts[] = {
@@ -156,7 +162,8 @@ static int run_logits(dp_app *app) {
     const char *dir = dp_cli_model_path(app, cmd), *ids_s = dp_cli_get(app, cmd, "--ids");
     const char *out = dp_cli_get(app, cmd, "--out"), *drop_s = dp_cli_get(app, cmd, "--drop");
     int rc = DP_OK;
-    if (!dir || !ids_s || !out) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR, --ids LIST and --out FILE are required");
+    if (!dir || !ids_s || !out)
+        rc = dp_err_set(&err, DP_E_USAGE, "--model DIR, --ids LIST and --out FILE are required");
     dp_llama m;
     memset(&m, 0, sizeof m);
     int64_t *ids64 = NULL, *drop = NULL, n_ids = 0, n_drop = 0;
@@ -177,7 +184,8 @@ static int run_logits(dp_app *app) {
                 if (end == p || v < 0 || v >= m.cfg.vocab_size || (*end && *end != ','))
                     rc = dp_err_set(&err, DP_E_USAGE, "--ids: not a list of token ids below %lld: %s",
                                     (long long)m.cfg.vocab_size, ids_s);
-                else ids64[n_ids++] = v;
+                else
+                    ids64[n_ids++] = v;
                 p = *end ? end + 1 : end;
             }
             if (rc == DP_OK && n_ids == 0) rc = dp_err_set(&err, DP_E_USAGE, "--ids is empty");
@@ -193,8 +201,11 @@ static int run_logits(dp_app *app) {
             rc = dp_llama_forward(&m, NULL, &map, &s, ids, &err);
         }
         if (rc == DP_OK) {
-            dp_st_entry e[2] = {{.name = "logits", .dtype = DP_DTYPE_F32, .ndim = 2,
-                                 .shape = {n_ids, m.cfg.vocab_size}, .data = s.logits},
+            dp_st_entry e[2] = {{.name = "logits",
+                                 .dtype = DP_DTYPE_F32,
+                                 .ndim = 2,
+                                 .shape = {n_ids, m.cfg.vocab_size},
+                                 .data = s.logits},
                                 {.name = "ids", .dtype = DP_DTYPE_I32, .ndim = 1, .shape = {n_ids}, .data = ids}};
             rc = dp_st_write(out, e, 2, &err);
         }
@@ -209,5 +220,10 @@ static int run_logits(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_logits = {
-    "logits", "fp32 logits of one token sequence, written as safetensors (for checks against other engines)",
-    "--model DIR --ids 1,450,7483 --out FILE.safetensors [--drop 3,7]", k_logits_opts, 0, run_logits, 1};
+    "logits",
+    "fp32 logits of one token sequence, written as safetensors (for checks against other engines)",
+    "--model DIR --ids 1,450,7483 --out FILE.safetensors [--drop 3,7]",
+    k_logits_opts,
+    0,
+    run_logits,
+    1};

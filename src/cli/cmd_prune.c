@@ -60,7 +60,8 @@ int dp_cli_read_order(const char *path, const char *crit, const char *want_hash,
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "criteria"), crit);
     const cJSON *ord = cJSON_GetObjectItemCaseSensitive(c, "order");
-    if (!root || !cJSON_IsObject(root)) rc = dp_err_set(err, DP_E_FORMAT, "%s: not a JSON object", path);
+    if (!root || !cJSON_IsObject(root))
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: not a JSON object", path);
     else if (!cJSON_IsString(mh) || !cJSON_IsNumber(layers))
         rc = dp_err_set(err, DP_E_FORMAT, "%s: no model_hash/layers (not a scores.json of this version)", path);
     else if (strcmp(mh->valuestring, want_hash))
@@ -77,7 +78,8 @@ int dp_cli_read_order(const char *path, const char *crit, const char *want_hash,
         const cJSON *it;
         cJSON_ArrayForEach(it, ord) {
             int b = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < L ? (int)it->valuedouble : -1;
-            if (b < 0 || b >= L) rc = dp_err_set(err, DP_E_FORMAT, "%s: order of %s holds a bad block index", path, crit);
+            if (b < 0 || b >= L)
+                rc = dp_err_set(err, DP_E_FORMAT, "%s: order of %s holds a bad block index", path, crit);
             (*order)[i++] = b;
         }
     }
@@ -104,24 +106,30 @@ static int run_prune(dp_app *app) {
     if (!run) run = dp_config_str(&app->cfg, "run.dir", "runs/default");
     int iterative = !strcmp(sched, "iterative");
     long long N = 0, T = 0, batch = 0, pf = 0, pl = 0, heal = 0, K = 0;
-    if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
-    else if (!out) rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
+    if (!dir)
+        rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
+    else if (!out)
+        rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
     else if (strcmp(sched, "one-shot") && !iterative)
         rc = dp_err_set(&err, DP_E_USAGE, "--schedule must be one-shot or iterative, got '%s'", sched);
-    else if (!iterative && !scores) rc = dp_err_set(&err, DP_E_USAGE, "one-shot pruning needs --scores RUNDIR/scores.json");
+    else if (!iterative && !scores)
+        rc = dp_err_set(&err, DP_E_USAGE, "one-shot pruning needs --scores RUNDIR/scores.json");
     else if (iterative && scores)
         rc = dp_err_set(&err, DP_E_USAGE, "--scores is for one-shot pruning; iterative pruning scores as it goes");
     else if (iterative && crit && strcmp(crit, "ppl"))
         rc = dp_err_set(&err, DP_E_USAGE, "iterative pruning uses the ppl criterion only");
-    else if (!ratio_s == !remove_s) rc = dp_err_set(&err, DP_E_USAGE, "give exactly one of --ratio R and --remove K");
+    else if (!ratio_s == !remove_s)
+        rc = dp_err_set(&err, DP_E_USAGE, "give exactly one of --ratio R and --remove K");
     else if (!iterative && (dp_cli_get(app, cmd, "--heal-steps") || heal_data || calib))
         rc = dp_err_set(&err, DP_E_USAGE, "--heal-steps, --heal-data and --calib apply to --schedule iterative");
     if (!crit) crit = "ppl";
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--samples", dp_config_int(&app->cfg, "calib.samples", 10), &N, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--seq-len", dp_config_int(&app->cfg, "calib.seq_len", 128), &T, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "score.batch", 10), &batch, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "score.protect_first", 0), &pf, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "score.protect_last", 0), &pl, &err);
+    if (!rc)
+        rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "score.protect_first", 0), &pf, &err);
+    if (!rc)
+        rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "score.protect_last", 0), &pl, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--heal-steps", 0, &heal, &err);
     if (!rc && remove_s) rc = dp_cli_opt_int(app, cmd, "--remove", 0, &K, &err);
     double ratio = 0;
@@ -131,7 +139,8 @@ static int run_prune(dp_app *app) {
         if (!*ratio_s || *end || !(ratio > 0 && ratio < 1))
             rc = dp_err_set(&err, DP_E_USAGE, "--ratio expects a number in (0, 1), got '%s'", ratio_s);
     }
-    if (!rc && (heal < 0 || batch < 1 || pf < 0 || pl < 0)) rc = dp_err_set(&err, DP_E_USAGE, "bad --heal-steps, --batch or protection");
+    if (!rc && (heal < 0 || batch < 1 || pf < 0 || pl < 0))
+        rc = dp_err_set(&err, DP_E_USAGE, "bad --heal-steps, --batch or protection");
     if (!rc && heal > 0 && !heal_data) rc = dp_err_set(&err, DP_E_USAGE, "--heal-steps needs --heal-data FILE");
     if (!rc && dp_file_exists(out)) rc = dp_err_set(&err, DP_E_IO, "%s already exists; refusing to overwrite it", out);
     rc = dp_mpi_agree(mpi, rc, &err);
@@ -141,8 +150,9 @@ static int run_prune(dp_app *app) {
     int L = rc ? 0 : (int)m.cfg.n_layers;
     if (!rc && ratio_s) K = lround(ratio * L);
     if (!rc && (K < 1 || K >= L))
-        rc = dp_err_set(&err, DP_E_USAGE, "removing %lld of %d blocks (%s) is not possible: remove at least 1 and keep at least 1",
-                        K, L, ratio_s ? "--ratio" : "--remove");
+        rc = dp_err_set(&err, DP_E_USAGE,
+                        "removing %lld of %d blocks (%s) is not possible: remove at least 1 and keep at least 1", K, L,
+                        ratio_s ? "--ratio" : "--remove");
     uint64_t mhash = rc ? 0 : dp_llama_hash(&m);
     char mh[17];
     snprintf(mh, sizeof mh, "%016llx", (unsigned long long)mhash);
@@ -178,7 +188,8 @@ static int run_prune(dp_app *app) {
             for (int k = 0; !rc && k < K; k++) {
                 int64_t drop = removed[k];
                 rc = dp_layer_map_drop(&map, L, &drop, 1, &err);
-                if (!rc) rc = dp_prune_map_ppl(mpi, app->device, &m, &map, scores_dir, mhash, batch, &ppl_after[k], &err);
+                if (!rc)
+                    rc = dp_prune_map_ppl(mpi, app->device, &m, &map, scores_dir, mhash, batch, &ppl_after[k], &err);
             }
             have_ppl = !rc;
         }
@@ -193,9 +204,11 @@ static int run_prune(dp_app *app) {
         rc = dp_mpi_agree(mpi, rc, &err);
         char *cp = dp_path_join(run, "calib.h5");
         if (!rc && !dp_file_exists(cp)) {
-            if (!calib) rc = dp_err_set(&err, DP_E_USAGE, "%s has no calib.h5: give --calib FILE (or run `score` there)", run);
-            else rc = dp_cli_calibrate(app, dir, &m, mhash, calib, dp_config_str(&app->cfg, "calib.field", NULL), N, T,
-                                       (uint64_t)dp_config_int(&app->cfg, "run.seed", 1234), batch, run, &err);
+            if (!calib)
+                rc = dp_err_set(&err, DP_E_USAGE, "%s has no calib.h5: give --calib FILE (or run `score` there)", run);
+            else
+                rc = dp_cli_calibrate(app, dir, &m, mhash, calib, dp_config_str(&app->cfg, "calib.field", NULL), N, T,
+                                      (uint64_t)dp_config_int(&app->cfg, "run.seed", 1234), batch, run, &err);
         }
         dp_free(cp);
         if (!rc && heal > 0) { /* healing data and settings as for retrain (train.*, lora.*) */
@@ -205,9 +218,19 @@ static int run_prune(dp_app *app) {
                 for (int64_t i = 0; i < hd.n; i++) hidx[i] = i;
             }
         }
-        dp_iter_opts io = {.device = app->device, .run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf,
-                           .protect_last = (int)pl, .remove = (int)K, .progress = !dp_config_bool(&app->cfg, "run.quiet", 0),
-                           .heal_steps = heal, .heal_data = &hd, .heal_idx = hidx, .heal_n = hd.n, .heal_opts = &to};
+        dp_iter_opts io = {.device = app->device,
+                           .run_dir = run,
+                           .model_hash = mhash,
+                           .batch = batch,
+                           .protect_first = (int)pf,
+                           .protect_last = (int)pl,
+                           .remove = (int)K,
+                           .progress = !dp_config_bool(&app->cfg, "run.quiet", 0),
+                           .heal_steps = heal,
+                           .heal_data = &hd,
+                           .heal_idx = hidx,
+                           .heal_n = hd.n,
+                           .heal_opts = &to};
         if (!rc) rc = dp_prune_iterative(mpi, &m, &io, removed, ppl_after, &dense_ppl, &err);
         have_ppl = !rc;
     }
@@ -253,12 +276,18 @@ static int run_prune(dp_app *app) {
         cJSON_Delete(jo);
         prune_out po = {jtext};
         char prov[512];
-        snprintf(prov, sizeof prov, "{\"source_layers\": %d, \"schedule\": \"%s\", \"criterion\": \"%s\", \"version\": \"%s\"}",
-                 L, sched, iterative ? "ppl" : crit, DP_VERSION_STRING);
+        snprintf(prov, sizeof prov,
+                 "{\"source_layers\": %d, \"schedule\": \"%s\", \"criterion\": \"%s\", \"version\": \"%s\"}", L, sched,
+                 iterative ? "ppl" : crit, DP_VERSION_STRING);
         const char *dtype_s = dp_config_str(&app->cfg, "export.dtype", "auto");
-        dp_export_opts eo = {.keep = keep, .n_keep = nk, .dtype = strcmp(dtype_s, "auto") ? dp_dtype_from_name(dtype_s) : -1,
-                             .max_shard_bytes = (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
-                             .provenance = prov, .finish = write_prune_json, .finish_ctx = &po};
+        dp_export_opts eo = {.keep = keep,
+                             .n_keep = nk,
+                             .dtype = strcmp(dtype_s, "auto") ? dp_dtype_from_name(dtype_s) : -1,
+                             .max_shard_bytes =
+                                 (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
+                             .provenance = prov,
+                             .finish = write_prune_json,
+                             .finish_ctx = &po};
         dp_st_entry *mem = NULL;
         dp_st_model st;
         int have_st = 0;
@@ -266,8 +295,11 @@ static int run_prune(dp_app *app) {
             mem = dp_calloc((size_t)m.n_params, sizeof *mem, "export");
             for (int i = 0; i < m.n_params; i++) {
                 const dp_llama_param *p = &m.params[i];
-                mem[i] = (dp_st_entry){.name = p->name, .dtype = DP_DTYPE_F32, .ndim = p->cols ? 2 : 1,
-                                       .shape = {p->rows, p->cols}, .data = m.mem + p->offset};
+                mem[i] = (dp_st_entry){.name = p->name,
+                                       .dtype = DP_DTYPE_F32,
+                                       .ndim = p->cols ? 2 : 1,
+                                       .shape = {p->rows, p->cols},
+                                       .data = m.mem + p->offset};
             }
             eo.mem = mem;
             eo.n_mem = m.n_params;
@@ -325,6 +357,10 @@ static int run_prune(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_prune = {
-    "prune", "remove the least important blocks (one-shot from scores, or iterative) and export the shorter model",
+    "prune",
+    "remove the least important blocks (one-shot from scores, or iterative) and export the shorter model",
     "--model DIR (--scores RUNDIR/scores.json | --schedule iterative --run RUNDIR) (--ratio R | --remove K) --out DIR",
-    k_prune_opts, 1, run_prune, 0};
+    k_prune_opts,
+    1,
+    run_prune,
+    0};

@@ -119,7 +119,8 @@ static int summarize(const char *run, int retrained, dp_err *err) {
         dp_buf_puts(&md, t);
         const cJSON *p2 = cJSON_GetObjectItem(res[i], "ppl"), *t2 = cJSON_GetObjectItem(res[i], "tasks");
         cJSON_ArrayForEach(it, pp) {
-            snprintf(t, sizeof t, " %.2f |", cJSON_GetObjectItem(cJSON_GetObjectItem(p2, it->string), "ppl")->valuedouble);
+            snprintf(t, sizeof t, " %.2f |",
+                     cJSON_GetObjectItem(cJSON_GetObjectItem(p2, it->string), "ppl")->valuedouble);
             dp_buf_puts(&md, t);
         }
         cJSON_ArrayForEach(it, tk) {
@@ -165,16 +166,15 @@ static int summarize(const char *run, int retrained, dp_err *err) {
             const char *last = NULL, *s = text;
             while ((s = strstr(s, "\"tok_s\":"))) last = s++;
             if (last) {
-                snprintf(t, sizeof t, "\nRetraining throughput (last step): %.0f tokens/s.\n",
-                         strtod(last + 8, NULL));
+                snprintf(t, sizeof t, "\nRetraining throughput (last step): %.0f tokens/s.\n", strtod(last + 8, NULL));
                 dp_buf_puts(&md, t);
             }
         }
         dp_free(text);
         dp_free(lp);
     }
-    const char *plots[] = {"scores_ppl.png", "scores_taylor.png", "scores_taylor+.png", "scores_ppl+.png", "prune_ppl.png",
-                           "retrain/loss.png"};
+    const char *plots[] = {"scores_ppl.png",  "scores_taylor.png", "scores_taylor+.png",
+                           "scores_ppl+.png", "prune_ppl.png",     "retrain/loss.png"};
     int first_plot = 1;
     for (size_t i = 0; i < sizeof plots / sizeof *plots; i++) {
         char *pp2 = dp_path_join(run, plots[i]);
@@ -219,9 +219,12 @@ static int run_pipeline(dp_app *app) {
     int retrain = dp_config_bool(&app->cfg, "pipeline.retrain", 1) && data;
     int kd = retrain && dp_config_bool(&app->cfg, "pipeline.kd", 0);
     double ratio = dp_config_float(&app->cfg, "prune.ratio", 0.2);
-    if (!model) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR (or model.path) is required");
-    else if (!calib) rc = dp_err_set(&err, DP_E_CONFIG, "calib.path (calibration text) is required");
-    else if (!ppl_sets && !tasks) rc = dp_err_set(&err, DP_E_CONFIG, "give eval.ppl (NAME=FILE,...) and/or eval.tasks");
+    if (!model)
+        rc = dp_err_set(&err, DP_E_USAGE, "--model DIR (or model.path) is required");
+    else if (!calib)
+        rc = dp_err_set(&err, DP_E_CONFIG, "calib.path (calibration text) is required");
+    else if (!ppl_sets && !tasks)
+        rc = dp_err_set(&err, DP_E_CONFIG, "give eval.ppl (NAME=FILE,...) and/or eval.tasks");
     if (rc) return dp_cli_fail(app, &err);
     if (mpi->rank == 0) rc = dp_mkdir_p(run, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
@@ -291,12 +294,12 @@ static int run_pipeline(dp_app *app) {
         }
         case 1:
             if (iterative) {
-                const char *kv[] = {"--model", model, "--schedule", "iterative", "--run", run, "--calib", calib,
-                                    "--ratio", ratio_s, "--out", pruned, NULL};
+                const char *kv[] = {"--model", model,     "--schedule", "iterative", "--run", run, "--calib",
+                                    calib,     "--ratio", ratio_s,      "--out",     pruned,  NULL};
                 code = stage(app, &dp_cmd_prune, kv);
             } else {
-                const char *kv[] = {"--model", model, "--scores", scores, "--criterion", crit, "--ratio", ratio_s,
-                                    "--out", pruned, NULL};
+                const char *kv[] = {"--model", model,   "--scores", scores, "--criterion", crit,
+                                    "--ratio", ratio_s, "--out",    pruned, NULL};
                 code = stage(app, &dp_cmd_prune, kv);
             }
             break;
@@ -306,8 +309,17 @@ static int run_pipeline(dp_app *app) {
             break;
         }
         case 3: {
-            const char *kv[] = {"--student", pruned, "--data", data, "--run", rdir, "--out", retrained,
-                                kd ? "--teacher-cache" : "--no-kd", kd ? teacher : NULL, NULL};
+            const char *kv[] = {"--student",
+                                pruned,
+                                "--data",
+                                data,
+                                "--run",
+                                rdir,
+                                "--out",
+                                retrained,
+                                kd ? "--teacher-cache" : "--no-kd",
+                                kd ? teacher : NULL,
+                                NULL};
             code = stage(app, &dp_cmd_retrain, kv);
             int have = 0;
             if (mpi->rank == 0) have = dp_file_exists(retrained);
@@ -327,8 +339,15 @@ static int run_pipeline(dp_app *app) {
                 DP_CHECK_MPI(MPI_Bcast(&have, 1, MPI_INT, 0, mpi->comm));
                 if (!have) {
                     dp_log0("run: eval %s", ms[i]);
-                    const char *kv[] = {"--model", dirs[i], "--out", p, ppl_sets ? "--ppl" : "--task",
-                                        ppl_sets ? ppl_sets : tasks, tasks && ppl_sets ? "--task" : NULL, tasks, NULL};
+                    const char *kv[] = {"--model",
+                                        dirs[i],
+                                        "--out",
+                                        p,
+                                        ppl_sets ? "--ppl" : "--task",
+                                        ppl_sets ? ppl_sets : tasks,
+                                        tasks && ppl_sets ? "--task" : NULL,
+                                        tasks,
+                                        NULL};
                     code = stage(app, &dp_cmd_eval, kv);
                 }
                 dp_free(p);
@@ -360,5 +379,10 @@ static int run_pipeline(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_run = {
-    "run", "the whole pipeline as one resumable job: score, prune, (teacher cache), retrain, eval, summary",
-    "--config FILE.yaml [--model DIR] [--run DIR]", k_run_opts, 1, run_pipeline, 0};
+    "run",
+    "the whole pipeline as one resumable job: score, prune, (teacher cache), retrain, eval, summary",
+    "--config FILE.yaml [--model DIR] [--run DIR]",
+    k_run_opts,
+    1,
+    run_pipeline,
+    0};

@@ -160,8 +160,10 @@ static int run_score(dp_app *app) {
     if (!field) field = dp_config_str(&app->cfg, "calib.field", NULL);
     long long N = 0, T = 0, seed = 0, batch = 0, pf = 0, pl = 0, boot = 0, kill = 0;
     int rc = DP_OK;
-    if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
-    else if (!calib) rc = dp_err_set(&err, DP_E_USAGE, "--calib FILE is required");
+    if (!dir)
+        rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
+    else if (!calib)
+        rc = dp_err_set(&err, DP_E_USAGE, "--calib FILE is required");
     if (!rc) rc = opt_or_cfg(app, cmd, "--samples", "calib.samples", 10, &N, &err);
     if (!rc) rc = opt_or_cfg(app, cmd, "--seq-len", "calib.seq_len", 128, &T, &err);
     if (!rc) rc = opt_or_cfg(app, cmd, "--seed", "run.seed", 1234, &seed, &err);
@@ -184,8 +186,10 @@ static int run_score(dp_app *app) {
     const char *crit[16];
     int n_crit = 0;
     for (char *save = NULL, *tok = strtok_r(crit_buf, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
-        if (n_crit == 16) rc = dp_err_set(&err, DP_E_USAGE, "at most 16 criteria");
-        else crit[n_crit++] = tok;
+        if (n_crit == 16)
+            rc = dp_err_set(&err, DP_E_USAGE, "at most 16 criteria");
+        else
+            crit[n_crit++] = tok;
     }
     if (!rc && n_crit == 0) rc = dp_err_set(&err, DP_E_USAGE, "--criterion is empty");
     if (rc) {
@@ -205,16 +209,24 @@ static int run_score(dp_app *app) {
     int progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
     uint64_t mhash = rc ? 0 : dp_llama_hash(&m);
     if (!rc) rc = dp_cli_calibrate(app, dir, &m, mhash, calib, field, N, T, (uint64_t)seed, batch, run, &err);
-    dp_score_opts so = {.run_dir = run, .model_hash = mhash, .batch = batch, .protect_first = (int)pf, .protect_last = (int)pl,
-                        .bootstrap = boot, .ratio = ratio, .progress = progress,
-                        .fault_kill_after_round = (int)kill, .stop_on_signal = 1,
+    dp_score_opts so = {.run_dir = run,
+                        .model_hash = mhash,
+                        .batch = batch,
+                        .protect_first = (int)pf,
+                        .protect_last = (int)pl,
+                        .bootstrap = boot,
+                        .ratio = ratio,
+                        .progress = progress,
+                        .fault_kill_after_round = (int)kill,
+                        .stop_on_signal = 1,
                         .device = app->device,
                         .stream_weights = dp_cli_stream_weights(app)};
     if (!rc) rc = dp_score(mpi, &m, crit, n_crit, &so, &err);
     if (rc == DP_E_STOPPED) {
         if (mpi->rank == 0)
             printf("score: stopped by a signal; finished candidates are kept in %s/scores.progress.h5, run the same "
-                   "command to continue\n", run);
+                   "command to continue\n",
+                   run);
         dp_free(crit_buf);
         dp_llama_free(&m);
         return 0;
@@ -231,6 +243,10 @@ static int run_score(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_score = {
-    "score", "rank every block by importance (PPL, Taylor, magnitude, block influence) across MPI ranks",
+    "score",
+    "rank every block by importance (PPL, Taylor, magnitude, block influence) across MPI ranks",
     "--model DIR --calib FILE --criterion ppl,taylor+ [--samples 10 --seq-len 128 --seed S] --run RUNDIR",
-    k_score_opts, 1, run_score, 0};
+    k_score_opts,
+    1,
+    run_score,
+    0};

@@ -17,8 +17,8 @@
 
 #include "cli.h"
 #include "depthprune/eval.h"
-#include "depthprune/prune.h"
 #include "depthprune/generate.h"
+#include "depthprune/prune.h"
 #include "depthprune/store.h"
 #include "depthprune/train.h"
 #include "depthprune/width.h"
@@ -81,15 +81,18 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
             if (iter == DP_PRUNE_ITERATIVE && strcmp(crit, "ppl")) { /* iterative scores by PPL as it goes */
                 char cell[96];
                 snprintf(cell, sizeof cell, "%s x iterative", crit);
-                skip_cell(skipped, cell, "not run: iterative pruning re-scores the remaining blocks by PPL after every "
-                                         "removal (ppl x iterative is that cell); iterative re-scoring by other "
-                                         "criteria is not implemented");
+                skip_cell(skipped, cell,
+                          "not run: iterative pruning re-scores the remaining blocks by PPL after every "
+                          "removal (ppl x iterative is that cell); iterative re-scoring by other "
+                          "criteria is not implemented");
                 continue;
             }
             if (iter == 2 && dp_width_crit_parse(crit) < 0) {
                 dp_free(v);
-                return dp_err_set(err, DP_E_CONFIG, "sweep.width_criteria: '%s' is not param_first, param_second, "
-                                  "param_mix, l1, l2 or random", crit);
+                return dp_err_set(err, DP_E_CONFIG,
+                                  "sweep.width_criteria: '%s' is not param_first, param_second, "
+                                  "param_mix, l1, l2 or random",
+                                  crit);
             }
             for (int ir = 0; list_str(app, "sweep.ratios", ir, &rs); ir++) {
                 char *end;
@@ -119,8 +122,9 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
                             return dp_err_set(err, DP_E_CONFIG, "sweep.kd: '%s' is not on or off", kds);
                         }
                         if (kd && r == 0) {
-                            skip_cell(skipped, "kd on x retrain none", "not run: distillation happens while retraining "
-                                                                       "(the kd off x retrain none cells are the same models)");
+                            skip_cell(skipped, "kd on x retrain none",
+                                      "not run: distillation happens while retraining "
+                                      "(the kd off x retrain none cells are the same models)");
                             continue;
                         }
                         for (int sd = 0; sd < dp_config_list_len(&app->cfg, "sweep.seeds"); sd++) {
@@ -133,8 +137,8 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
                             c->retrain = (dp_retrain_kind)r;
                             c->kd = kd;
                             c->seed = atoll(dp_config_list_item(&app->cfg, "sweep.seeds", sd));
-                            snprintf(c->name, sizeof c->name, "%s-r%g-%s-%s%s-s%lld", crit, ratio,
-                                     k_sched_short[iter], k_retrain[r], kd ? "-kd" : "", c->seed);
+                            snprintf(c->name, sizeof c->name, "%s-r%g-%s-%s%s-s%lld", crit, ratio, k_sched_short[iter],
+                                     k_retrain[r], kd ? "-kd" : "", c->seed);
                             /* rough cost: prune passes + retraining (the dominant part) */
                             c->cost = 1.0 + (iter ? K : 0) + (r ? 20.0 : 0) + (kd ? 5.0 : 0);
                         }
@@ -155,7 +159,8 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
     }
     if (n == 0) {
         dp_free(v);
-        return dp_err_set(err, DP_E_CONFIG, "the sweep grid is empty (sweep.criteria/ratios/schedules/retrain/kd/seeds)");
+        return dp_err_set(err, DP_E_CONFIG,
+                          "the sweep grid is empty (sweep.criteria/ratios/schedules/retrain/kd/seeds)");
     }
     for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++)
@@ -232,7 +237,8 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
     int pf = (int)dp_config_int(&x->app->cfg, "width.protect_first", 4),
         pl = (int)dp_config_int(&x->app->cfg, "width.protect_last", 2);
     if (pf + pl >= L)
-        return dp_err_set(err, DP_E_CONFIG, "width.protect_first %d + width.protect_last %d leave none of %d blocks", pf, pl, L);
+        return dp_err_set(err, DP_E_CONFIG, "width.protect_first %d + width.protect_last %d leave none of %d blocks",
+                          pf, pl, L);
     int64_t target = m->n_elems;
     for (int k = 0; k < K; k++) target -= dp_llama_layer_param_count(&m->cfg, L / 2); /* uniform dense blocks */
     *wratio = dp_width_match_ratio(&m->cfg, target, pf, pl);
@@ -244,7 +250,9 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
     memset(&sc, 0, sizeof sc);
     dp_width_plan p;
     memset(&p, 0, sizeof p);
-    if (!rc) rc = dp_width_importance(g, x->app->device, m, ids, sh[0], sh[1], dp_width_crit_parse(c->crit), (uint64_t)c->seed, &sc, err);
+    if (!rc)
+        rc = dp_width_importance(g, x->app->device, m, ids, sh[0], sh[1], dp_width_crit_parse(c->crit),
+                                 (uint64_t)c->seed, &sc, err);
     if (!rc) rc = dp_width_plan_make(m, &sc, *wratio, pf, pl, &p, err);
     dp_st_entry *ent = NULL;
     int n_ent = 0;
@@ -300,7 +308,11 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         for (int k = 0; !rc && k < K; k++) removed[k] = order[k];
         dp_free(order);
     } else if (!rc) {
-        dp_iter_opts io = {.device = x->app->device, .run_dir = x->run, .model_hash = x->mhash, .batch = x->batch, .remove = K,
+        dp_iter_opts io = {.device = x->app->device,
+                           .run_dir = x->run,
+                           .model_hash = x->mhash,
+                           .batch = x->batch,
+                           .remove = K,
                            .protect_first = (int)dp_config_int(&x->app->cfg, "score.protect_first", 0),
                            .protect_last = (int)dp_config_int(&x->app->cfg, "score.protect_last", 0)};
         rc = dp_prune_iterative(g, x->work, &io, removed, ppl_after, &dense_ppl, err);
@@ -411,8 +423,9 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         free(text);
         dp_free(rp);
         if (!rc) {
-            dp_log("sweep: %s done (group %d): %d of %d blocks kept, PPL %s %.4f, prune %.1f s, retrain %.1f s", c->name,
-                   c->group, map.n, L, x->n_ev ? x->ev[0].name : "-", x->n_ev ? ppl[0] : NAN, t_prune, t_train);
+            dp_log("sweep: %s done (group %d): %d of %d blocks kept, PPL %s %.4f, prune %.1f s, retrain %.1f s",
+                   c->name, c->group, map.n, L, x->n_ev ? x->ev[0].name : "-", x->n_ev ? ppl[0] : NAN, t_prune,
+                   t_train);
         }
     }
     rc = dp_mpi_agree(g, rc, err);
@@ -473,8 +486,10 @@ static int measure_speed(const sweep_ctx *x, const sweep_cfg *v, int n, const in
                 if (cJSON_GetArraySize(arr) != L) ok = 0;
                 for (int l = 0; l < L && ok; l++) dst[a][l] = (int64_t)cJSON_GetArrayItem(arr, l)->valuedouble;
             }
-            if (ok && dp_llama_init(&wm, &c, &e) == DP_OK) m = &wm;
-            else ok = 0;
+            if (ok && dp_llama_init(&wm, &c, &e) == DP_OK)
+                m = &wm;
+            else
+                ok = 0;
         }
         cJSON_Delete(o);
         dp_gen gs;
@@ -531,7 +546,8 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         dp_buf_puts(&md, " average |");
         dp_buf_puts(&csv, ",zeroshot_average");
     }
-    dp_buf_puts(&md, " val loss | retrain s | decode tok/s (batch 1, measured alone: median (min-max)) |\n|---|---|---|");
+    dp_buf_puts(&md,
+                " val loss | retrain s | decode tok/s (batch 1, measured alone: median (min-max)) |\n|---|---|---|");
     for (int e = 0; e < x->n_ev + x->tasks->n + (x->tasks->n > 0); e++) dp_buf_puts(&md, "---|");
     dp_buf_puts(&md, "---|---|---|\n");
     dp_buf_puts(&csv, ",val_loss,retrain_s,decode_tokens_per_s\n");
@@ -550,16 +566,18 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
             size_t sl = 0;
             dp_err e2;
             cJSON *so = dp_read_file(spp, &st, &sl, &e2) == DP_OK ? cJSON_ParseWithLength(st, sl) : NULL;
-            if (cJSON_IsObject(so)) cJSON_AddItemToObject(o, "decode_speed", so);
-            else cJSON_Delete(so);
+            if (cJSON_IsObject(so))
+                cJSON_AddItemToObject(o, "decode_speed", so);
+            else
+                cJSON_Delete(so);
             dp_free(st);
             dp_free(spp);
         }
         if (!rc) {
             double params = cJSON_GetObjectItem(o, "params")->valuedouble;
             const cJSON *vl = cJSON_GetObjectItem(o, "val_loss");
-            snprintf(t, sizeof t, "| %s | %d | %.3f |", v[i].name, (int)cJSON_GetObjectItem(o, "blocks_kept")->valuedouble,
-                     params / 1e6);
+            snprintf(t, sizeof t, "| %s | %d | %.3f |", v[i].name,
+                     (int)cJSON_GetObjectItem(o, "blocks_kept")->valuedouble, params / 1e6);
             dp_buf_puts(&md, t);
             snprintf(t, sizeof t, "%s,%s,%g,%s,%s,%d,%lld,%d,%.0f", v[i].name, v[i].crit, v[i].ratio,
                      k_sched[v[i].schedule], k_retrain[v[i].retrain], v[i].kd, v[i].seed,
@@ -601,8 +619,8 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
                          cJSON_GetObjectItem(sp, "min")->valuedouble, cJSON_GetObjectItem(sp, "max")->valuedouble);
             snprintf(t, sizeof t, " %s | %.1f | %s |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble, dts);
             dp_buf_puts(&md, t);
-            snprintf(t, sizeof t, ",%.17g,%.3f,%.3f\n", vl ? vl->valuedouble : NAN, cJSON_GetObjectItem(o, "retrain_s")->valuedouble,
-                     dt ? dt->valuedouble : NAN);
+            snprintf(t, sizeof t, ",%.17g,%.3f,%.3f\n", vl ? vl->valuedouble : NAN,
+                     cJSON_GetObjectItem(o, "retrain_s")->valuedouble, dt ? dt->valuedouble : NAN);
             dp_buf_puts(&csv, t);
             cJSON_AddItemToArray(all, o);
         }
@@ -667,11 +685,13 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         if (f) fclose(f);
         dp_free(done);
         if (idx > 0) {
-            snprintf(t, sizeof t,
-                     "set terminal pngcairo size 900,560\nset output '%s'\nset xlabel 'pruning ratio'\nset ylabel 'PPL (%s)'\n"
-                     "set logscale y\nset grid\nset key outside\nplot for [i=0:%d] '%s' index i using 1:2 with linespoints "
-                     "title columnheader(1)\n",
-                     png, x->ev[0].name, idx - 1, dat);
+            snprintf(
+                t, sizeof t,
+                "set terminal pngcairo size 900,560\nset output '%s'\nset xlabel 'pruning ratio'\nset ylabel 'PPL "
+                "(%s)'\n"
+                "set logscale y\nset grid\nset key outside\nplot for [i=0:%d] '%s' index i using 1:2 with linespoints "
+                "title columnheader(1)\n",
+                png, x->ev[0].name, idx - 1, dat);
             dp_buf_puts(&plot, t);
             dp_gnuplot(plot.p, png);
         }
@@ -785,10 +805,14 @@ static int run_sweep(dp_app *app) {
     }
     DP_CHECK_MPI(MPI_Bcast(&have_scores, 1, MPI_INT, 0, mpi->comm));
     if (!rc && n_crit && !have_scores) {
-        dp_score_opts so = {.device = app->device, .run_dir = run, .model_hash = x.mhash, .batch = x.batch,
+        dp_score_opts so = {.device = app->device,
+                            .run_dir = run,
+                            .model_hash = x.mhash,
+                            .batch = x.batch,
                             .stream_weights = dp_cli_stream_weights(app),
                             .protect_first = (int)dp_config_int(&app->cfg, "score.protect_first", 0),
-                            .protect_last = (int)dp_config_int(&app->cfg, "score.protect_last", 0), .ratio = 0.2,
+                            .protect_last = (int)dp_config_int(&app->cfg, "score.protect_last", 0),
+                            .ratio = 0.2,
                             .progress = !dp_config_bool(&app->cfg, "run.quiet", 0)};
         rc = dp_score(mpi, &dense, crit, n_crit, &so, &err);
     } else if (!rc && n_crit) {
@@ -805,7 +829,8 @@ static int run_sweep(dp_app *app) {
         rc = dp_mpi_agree(mpi, rc, &err);
         if (!rc) rc = dp_cli_train_setup(app, dir, dp, &data, &to, &err);
         long long vs = dp_config_int(&app->cfg, "train.val_size", 2000);
-        if (!rc && vs >= data.n) rc = dp_err_set(&err, DP_E_CONFIG, "train.val_size %lld leaves no training examples", vs);
+        if (!rc && vs >= data.n)
+            rc = dp_err_set(&err, DP_E_CONFIG, "train.val_size %lld leaves no training examples", vs);
         if (!rc) {
             dp_data_split(data.n, vs, to.seed, &x.val, &x.train);
             x.n_val = vs;
@@ -817,14 +842,18 @@ static int run_sweep(dp_app *app) {
     if (!rc && need_cache) {
         char *tc = dp_path_join(run, "teacher.h5");
         if (!dp_file_exists(tc))
-            rc = dp_teacher_cache_build(mpi, app->device, &dense, x.mhash, &data, dp_config_int(&app->cfg, "train.cache_topk", 64),
-                                        to.kd_temp, to.micro_batch, tc, 0, &err);
-        else dp_log0("sweep: reusing %s", tc);
+            rc = dp_teacher_cache_build(mpi, app->device, &dense, x.mhash, &data,
+                                        dp_config_int(&app->cfg, "train.cache_topk", 64), to.kd_temp, to.micro_batch,
+                                        tc, 0, &err);
+        else
+            dp_log0("sweep: reusing %s", tc);
         dp_free(tc);
     }
     /* evaluation sets: eval.text as "eval" */
     const char *et = dp_config_str(&app->cfg, "eval.text", NULL);
-    x.po = (dp_ppl_opts){.device = app->device, .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128), .batch = dp_config_int(&app->cfg, "eval.batch", 4),
+    x.po = (dp_ppl_opts){.device = app->device,
+                         .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128),
+                         .batch = dp_config_int(&app->cfg, "eval.batch", 4),
                          .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window", 0)};
     eval_set ev[1];
     memset(ev, 0, sizeof ev);
@@ -860,8 +889,7 @@ static int run_sweep(dp_app *app) {
         }
     DP_CHECK_MPI(MPI_Bcast(done, n + 1, MPI_INT, 0, mpi->comm));
     if (!rc && done_before) dp_log0("sweep: %d of %d configurations already done; running the rest", done_before, todo);
-    if (!rc)
-        dp_log0("sweep: %d configurations, %d groups of %lld ranks", todo, n_groups, gsize);
+    if (!rc) dp_log0("sweep: %d configurations, %d groups of %lld ranks", todo, n_groups, gsize);
     MPI_Comm gc;
     int color = rc ? 0 : mpi->rank / (int)gsize;
     DP_CHECK_MPI(MPI_Comm_split(mpi->comm, color, mpi->rank, &gc));
@@ -884,18 +912,20 @@ static int run_sweep(dp_app *app) {
         }
     }
     dp_mpi_finalize(&g);
-    dp_mpi_wait_peers(mpi); /* the other groups may still be busy */
+    dp_mpi_wait_peers(mpi);            /* the other groups may still be busy */
     rc = dp_mpi_agree(mpi, grc, &err); /* every group's outcome */
     int any_stop = 0;
     DP_CHECK_MPI(MPI_Allreduce(&stopped, &any_stop, 1, MPI_INT, MPI_MAX, mpi->comm));
     if (!rc && any_stop) {
-        if (mpi->rank == 0) printf("sweep: stopped by a signal; finished configurations are kept, run the same command to continue\n");
+        if (mpi->rank == 0)
+            printf("sweep: stopped by a signal; finished configurations are kept, run the same command to continue\n");
     } else if (!rc) {
         /* the speed phase: rank 0 measures alone, the other ranks wait without spinning */
         if (mpi->rank == 0) {
             int k = measure_speed(&x, v, n, sel);
-            if (k) dp_log("sweep: decode speed of %d configuration(s) measured alone (batch 1, median of %d runs)", k,
-                          DP_SPEED_RUNS);
+            if (k)
+                dp_log("sweep: decode speed of %d configuration(s) measured alone (batch 1, median of %d runs)", k,
+                       DP_SPEED_RUNS);
         }
         dp_mpi_wait_peers(mpi);
         if (mpi->rank == 0) rc = summarize(&x, v, n, sel, &err);
@@ -916,5 +946,10 @@ static int run_sweep(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_sweep = {
-    "sweep", "the ablation grid (criterion x ratio x schedule x retraining x KD x seed) over MPI rank groups",
-    "--config configs/sweep-*.yaml [--run DIR] [--only NAME] [--list]", k_sweep_opts, 1, run_sweep, 0};
+    "sweep",
+    "the ablation grid (criterion x ratio x schedule x retraining x KD x seed) over MPI rank groups",
+    "--config configs/sweep-*.yaml [--run DIR] [--only NAME] [--list]",
+    k_sweep_opts,
+    1,
+    run_sweep,
+    0};

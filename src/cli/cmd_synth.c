@@ -48,16 +48,18 @@ static int synth(const dp_app *app, const dp_cmd *cmd, const char *out, const ch
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--max-pos", 2048, &maxpos, err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--seed", 1, &seed, err);
     if (rc) return rc;
-    if (L < 1 || L > 256 || C < 2 || NH < 1 || NKV < 1 || F < 1 || maxpos < 1 || C % NH || NH % NKV ||
-        (C / NH) % 2)
+    if (L < 1 || L > 256 || C < 2 || NH < 1 || NKV < 1 || F < 1 || maxpos < 1 || C % NH || NH % NKV || (C / NH) % 2)
         return dp_err_set(err, DP_E_USAGE,
                           "bad shape: need 1 <= layers <= 256, hidden divisible by heads into an even head "
                           "size, heads divisible by kv-heads");
     const char *dts = dp_cli_get(app, cmd, "--dtype");
     dp_dtype dt = DP_DTYPE_BF16;
-    if (dts && !strcmp(dts, "f32")) dt = DP_DTYPE_F32;
-    else if (dts && !strcmp(dts, "f16")) dt = DP_DTYPE_F16;
-    else if (dts && strcmp(dts, "bf16")) return dp_err_set(err, DP_E_USAGE, "--dtype must be bf16, f16 or f32");
+    if (dts && !strcmp(dts, "f32"))
+        dt = DP_DTYPE_F32;
+    else if (dts && !strcmp(dts, "f16"))
+        dt = DP_DTYPE_F16;
+    else if (dts && strcmp(dts, "bf16"))
+        return dp_err_set(err, DP_E_USAGE, "--dtype must be bf16, f16 or f32");
     int tie = dp_cli_get(app, cmd, "--tie") != NULL;
     struct stat sb;
     if (stat(out, &sb) == 0) return dp_err_set(err, DP_E_USAGE, "%s already exists; not overwriting it", out);
@@ -85,7 +87,11 @@ static int synth(const dp_app *app, const dp_cmd *cmd, const char *out, const ch
     snprintf(line, sizeof line,
              "  \"bos_token_id\": %d,\n  \"eos_token_id\": %d,\n  \"torch_dtype\": \"%s\",\n"
              "  \"depthprune\": {\"synth\": {\"seed\": %lld}}\n}\n",
-             bos, eos, dt == DP_DTYPE_F32 ? "float32" : dt == DP_DTYPE_F16 ? "float16" : "bfloat16", seed);
+             bos, eos,
+             dt == DP_DTYPE_F32   ? "float32"
+             : dt == DP_DTYPE_F16 ? "float16"
+                                  : "bfloat16",
+             seed);
     dp_buf_puts(&cfg, line);
     char *p = dp_path_join(tmp, "config.json");
     rc = dp_write_file_atomic(p, cfg.p, cfg.n, err);
@@ -97,19 +103,22 @@ static int synth(const dp_app *app, const dp_cmd *cmd, const char *out, const ch
     dp_st_entry *e = dp_calloc((size_t)n_t, sizeof(dp_st_entry), "synth");
     char **names = dp_calloc((size_t)n_t, sizeof(char *), "synth");
     const int64_t shapes[9][2] = {{C, 0}, {NH * HD, C}, {NKV * HD, C}, {NKV * HD, C}, {C, NH * HD},
-                                  {C, 0}, {F, C},       {F, C},       {C, F}};
+                                  {C, 0}, {F, C},       {F, C},        {C, F}};
     int k = 0;
     uint64_t rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 0x1234567ull;
     for (int64_t i = 0; rc == DP_OK && i < n_t; i++) {
         char nm[128];
         int64_t rows, cols;
-        if (i == 0) snprintf(nm, sizeof nm, "model.embed_tokens.weight"), rows = V, cols = C;
+        if (i == 0)
+            snprintf(nm, sizeof nm, "model.embed_tokens.weight"), rows = V, cols = C;
         else if (i <= 9 * L) {
             int64_t l = (i - 1) / 9, j = (i - 1) % 9;
             snprintf(nm, sizeof nm, "model.layers.%lld.%s", (long long)l, dp_llama_block_suffix[j]);
             rows = shapes[j][0], cols = shapes[j][1];
-        } else if (i == 9 * L + 1) snprintf(nm, sizeof nm, "model.norm.weight"), rows = C, cols = 0;
-        else snprintf(nm, sizeof nm, "lm_head.weight"), rows = V, cols = C;
+        } else if (i == 9 * L + 1)
+            snprintf(nm, sizeof nm, "model.norm.weight"), rows = C, cols = 0;
+        else
+            snprintf(nm, sizeof nm, "lm_head.weight"), rows = V, cols = C;
         int64_t n = rows * (cols ? cols : 1);
         float *f = dp_malloc((size_t)n * sizeof(float), "synth");
         for (int64_t j = 0; j < n; j++) f[j] = cols ? (float)(0.02 * normal01(&rng)) : 1.0f;
@@ -150,8 +159,10 @@ static int run_synth(dp_app *app) {
     dp_err_clear(&err);
     const char *out = dp_cli_get(app, cmd, "--out"), *tokdir = dp_cli_get(app, cmd, "--tokenizer");
     int rc = DP_OK;
-    if (!out || !tokdir) rc = dp_err_set(&err, DP_E_USAGE, "--out DIR and --tokenizer DIR are required");
-    else if (app->mpi.rank == 0) rc = synth(app, cmd, out, tokdir, &err);
+    if (!out || !tokdir)
+        rc = dp_err_set(&err, DP_E_USAGE, "--out DIR and --tokenizer DIR are required");
+    else if (app->mpi.rank == 0)
+        rc = synth(app, cmd, out, tokdir, &err);
     rc = dp_mpi_agree(&app->mpi, rc, &err);
     if (rc) return dp_cli_fail(app, &err);
     dp_log0("synth: wrote %s", out);
@@ -159,6 +170,10 @@ static int run_synth(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_synth = {
-    "synth", "write a randomly initialised LLaMA (HF layout) with a real tokenizer, for tests and demos",
+    "synth",
+    "write a randomly initialised LLaMA (HF layout) with a real tokenizer, for tests and demos",
     "--out DIR --tokenizer DIR [--layers 8 --hidden 256 --heads 8 --kv-heads 4 --intermediate 688]",
-    k_synth_opts, 0, run_synth, 0};
+    k_synth_opts,
+    0,
+    run_synth,
+    0};

@@ -41,8 +41,8 @@ static const dp_cli_opt k_retrain_opts[] = {
     {NULL, NULL, NULL, NULL},
 };
 
-static int get_float(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, double def,
-                     double *out, dp_err *err) {
+static int get_float(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, double def, double *out,
+                     dp_err *err) {
     *out = dp_config_float(&app->cfg, key, def);
     const char *s = opt && cmd ? dp_cli_get(app, cmd, opt) : NULL;
     if (!s) return DP_OK;
@@ -184,10 +184,10 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
     if (!rc) rc = get_float(app, NULL, NULL, "train.eps", 1e-8, &o.eps, err);
     if (!rc) rc = get_float(app, NULL, NULL, "train.weight_decay", 0.0, &o.weight_decay, err);
     if (!rc) rc = get_float(app, NULL, NULL, "train.clip", 1.0, &o.clip, err);
-#define INT_OPT(opt, key, def, field)                                                              \
-    if (!rc) {                                                                                     \
-        rc = get_int(app, cmd, opt, key, def, &li, err);                                          \
-        o.field = li;                                                                              \
+#define INT_OPT(opt, key, def, field)                                                                                  \
+    if (!rc) {                                                                                                         \
+        rc = get_int(app, cmd, opt, key, def, &li, err);                                                               \
+        o.field = li;                                                                                                  \
     }
     INT_OPT("--kd-topk", "train.kd_topk", 0, kd_topk)
     INT_OPT("--epochs", "train.epochs", 2, epochs)
@@ -212,7 +212,9 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
     o.teacher_cache = cache;
     o.progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
     o.device = app->device;
-    o.sched = !strcmp(sched, "linear") ? DP_SCHED_LINEAR : !strcmp(sched, "constant") ? DP_SCHED_CONSTANT : DP_SCHED_COSINE;
+    o.sched = !strcmp(sched, "linear")     ? DP_SCHED_LINEAR
+              : !strcmp(sched, "constant") ? DP_SCHED_CONSTANT
+                                           : DP_SCHED_COSINE;
     if (o.fault_nan_step < 0) o.fault_nan_rank = -1;
     if (!rc && (o.epochs < 1 || o.global_batch < 1 || o.micro_batch < 1 || o.lora_rank < 1 || o.warmup < 0 ||
                 o.max_steps < 0 || o.pause_after < 0 || *val_size < 0 || o.kd_topk < 0 || o.max_skips < 0))
@@ -220,7 +222,8 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
                         "--epochs, --global-batch, --micro-batch and --lora-r must be >= 1; warmup, --max-steps, "
                         "--val-size, --kd-topk and max_skips >= 0");
     if (!rc && !(o.lr > 0)) rc = dp_err_set(err, DP_E_USAGE, "--lr must be positive");
-    if (!rc && o.kd_topk > 0 && cache) rc = dp_err_set(err, DP_E_USAGE, "--kd-topk applies to an online teacher; a cache has its own K");
+    if (!rc && o.kd_topk > 0 && cache)
+        rc = dp_err_set(err, DP_E_USAGE, "--kd-topk applies to an online teacher; a cache has its own K");
     *op = o;
     return rc;
 }
@@ -252,10 +255,14 @@ static int run_retrain(dp_app *app) {
     const char *run = str_opt(app, cmd, "--run", "run.dir", "runs/default");
     const char *out = str_opt(app, cmd, "--out", "train.out", NULL);
     const char *method = str_opt(app, cmd, "--method", "train.method", "lora");
-    if (!student_dir) rc = dp_err_set(&err, DP_E_USAGE, "--student DIR is required");
-    else if (!data_path) rc = dp_err_set(&err, DP_E_USAGE, "--data FILE is required");
-    else if (!out) rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
-    else if (teacher_dir && cache) rc = dp_err_set(&err, DP_E_USAGE, "give --teacher or --teacher-cache, not both");
+    if (!student_dir)
+        rc = dp_err_set(&err, DP_E_USAGE, "--student DIR is required");
+    else if (!data_path)
+        rc = dp_err_set(&err, DP_E_USAGE, "--data FILE is required");
+    else if (!out)
+        rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
+    else if (teacher_dir && cache)
+        rc = dp_err_set(&err, DP_E_USAGE, "give --teacher or --teacher-cache, not both");
     const char *format = str_opt(app, cmd, "--data-format", "train.data_format", NULL);
     if (!rc && !format) format = default_format(data_path);
 
@@ -292,9 +299,11 @@ static int run_retrain(dp_app *app) {
     if (!rc) o.model_hash = dp_llama_hash(&student);
     int64_t *val = NULL, *train = NULL;
     if (!rc) {
-        if (val_size >= d.n) rc = dp_err_set(&err, DP_E_CONFIG, "--val-size %lld leaves no training examples (%lld in all)",
-                                             val_size, (long long)d.n);
-        else dp_data_split(d.n, val_size, o.seed, &val, &train);
+        if (val_size >= d.n)
+            rc = dp_err_set(&err, DP_E_CONFIG, "--val-size %lld leaves no training examples (%lld in all)", val_size,
+                            (long long)d.n);
+        else
+            dp_data_split(d.n, val_size, o.seed, &val, &train);
     }
     dp_layer_map map;
     dp_layer_map_all(&map, (int)student.cfg.n_layers);
@@ -337,16 +346,22 @@ static int run_retrain(dp_app *app) {
             char *prov = cJSON_PrintUnformatted(pj);
             cJSON_Delete(pj);
             adapter_ctx ac = {&lora, &student, &map, student_dir, o.lora_dropout};
-            dp_export_opts eo = {.keep = NULL, .dtype = dtype,
-                                 .max_shard_bytes = (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
-                                 .provenance = prov, .mem = e, .n_mem = student.n_params,
-                                 .finish = o.method == DP_TRAIN_LORA ? write_adapter : NULL, .finish_ctx = &ac};
+            dp_export_opts eo = {.keep = NULL,
+                                 .dtype = dtype,
+                                 .max_shard_bytes =
+                                     (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
+                                 .provenance = prov,
+                                 .mem = e,
+                                 .n_mem = student.n_params,
+                                 .finish = o.method == DP_TRAIN_LORA ? write_adapter : NULL,
+                                 .finish_ctx = &ac};
             rc = dp_export_model(student_dir, &student.cfg, NULL, out, &eo, &err);
             if (!rc && isfinite(res.val_loss))
                 printf("retrained model: %s (%lld steps, final validation loss %.4f)\n", out, (long long)res.steps,
                        res.val_loss);
             else if (!rc)
-                printf("retrained model: %s (%lld steps, no validation set: --val-size 0)\n", out, (long long)res.steps);
+                printf("retrained model: %s (%lld steps, no validation set: --val-size 0)\n", out,
+                       (long long)res.steps);
             dp_free(e);
             free(prov);
         }
@@ -362,9 +377,13 @@ static int run_retrain(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_retrain = {
-    "retrain", "heal a pruned model: data-parallel LoRA or full-parameter training, optional KD from the dense teacher",
+    "retrain",
+    "heal a pruned model: data-parallel LoRA or full-parameter training, optional KD from the dense teacher",
     "--student DIR --data FILE [--teacher DIR | --teacher-cache FILE] [--method lora|full] --run RUNDIR --out OUTDIR",
-    k_retrain_opts, 1, run_retrain, 0};
+    k_retrain_opts,
+    1,
+    run_retrain,
+    0};
 
 static const dp_cli_opt k_tc_opts[] = {
     {"--teacher", "DIR", "the dense teacher (HF directory)", NULL},
@@ -389,8 +408,10 @@ static int run_teacher_cache(dp_app *app) {
     const char *data_path = str_opt(app, cmd, "--data", "train.data", NULL);
     const char *run = str_opt(app, cmd, "--run", "run.dir", "runs/default");
     const char *format = str_opt(app, cmd, "--data-format", "train.data_format", NULL);
-    if (!tdir) rc = dp_err_set(&err, DP_E_USAGE, "--teacher DIR is required");
-    else if (!data_path) rc = dp_err_set(&err, DP_E_USAGE, "--data FILE is required");
+    if (!tdir)
+        rc = dp_err_set(&err, DP_E_USAGE, "--teacher DIR is required");
+    else if (!data_path)
+        rc = dp_err_set(&err, DP_E_USAGE, "--data FILE is required");
     if (!rc && !format) format = default_format(data_path);
     long long K = 0, batch = 0;
     double temp = 1;
@@ -426,6 +447,10 @@ static int run_teacher_cache(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_teacher_cache = {
-    "teacher-cache", "run the dense teacher once over the training data and store its top-k logits (HDF5)",
-    "--teacher DIR --data FILE [--topk 64 --kd-temp T --cutoff 256] [--out FILE | --run RUNDIR]", k_tc_opts, 1,
-    run_teacher_cache, 0};
+    "teacher-cache",
+    "run the dense teacher once over the training data and store its top-k logits (HDF5)",
+    "--teacher DIR --data FILE [--topk 64 --kd-temp T --cutoff 256] [--out FILE | --run RUNDIR]",
+    k_tc_opts,
+    1,
+    run_teacher_cache,
+    0};

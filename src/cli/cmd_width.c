@@ -59,7 +59,8 @@ static int run_width(dp_app *app) {
     T = dp_config_int(&app->cfg, "calib.seq_len", 64);
     seed = dp_config_int(&app->cfg, "run.seed", 1234);
     int rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "width.protect_first", 4), &pf, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "width.protect_last", 2), &pl, &err);
+    if (!rc)
+        rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "width.protect_last", 2), &pl, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--match-params", 0, &match_n, &err);
     if (!rc) rc = dp_cli_opt_double(app, cmd, "--ratio", -1, &ratio, &err);
     int crit = dp_width_crit_parse(crit_s ? crit_s : "param_first");
@@ -67,9 +68,10 @@ static int run_width(dp_app *app) {
     if (!rc && !dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
     if (!rc && !out) rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
     if (!rc && crit < 0)
-        rc = dp_err_set(&err, DP_E_USAGE, "unknown --criterion '%s' (param_first, param_second, param_mix, l1, l2, random)",
-                        crit_s);
-    if (!rc && needs_calib && !calib) rc = dp_err_set(&err, DP_E_USAGE, "--calib FILE is required for %s", crit_s ? crit_s : "param_first");
+        rc = dp_err_set(&err, DP_E_USAGE,
+                        "unknown --criterion '%s' (param_first, param_second, param_mix, l1, l2, random)", crit_s);
+    if (!rc && needs_calib && !calib)
+        rc = dp_err_set(&err, DP_E_USAGE, "--calib FILE is required for %s", crit_s ? crit_s : "param_first");
     if (!rc && (ratio_s != NULL) + (match_n > 0) + (match_model != NULL) != 1)
         rc = dp_err_set(&err, DP_E_USAGE, "give exactly one of --ratio, --match-params, --match-model");
     if (!rc && ratio_s && !(ratio >= 0 && ratio < 1)) rc = dp_err_set(&err, DP_E_USAGE, "--ratio must be in [0, 1)");
@@ -82,7 +84,8 @@ static int run_width(dp_app *app) {
     rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, &err), &err);
     int L = rc ? 0 : (int)m.cfg.n_layers;
     if (!rc && pf + pl >= L)
-        rc = dp_err_set(&err, DP_E_USAGE, "protecting %lld first and %lld last of %d blocks leaves none to prune", pf, pl, L);
+        rc = dp_err_set(&err, DP_E_USAGE, "protecting %lld first and %lld last of %d blocks leaves none to prune", pf,
+                        pl, L);
     int64_t before = rc ? 0 : m.n_elems, target = match_n;
     if (!rc && match_model) {
         dp_llama_config mc;
@@ -97,7 +100,8 @@ static int run_width(dp_app *app) {
         int64_t got = dp_width_params(&m.cfg, ratio, (int)pf, (int)pl);
         dp_log0("width-prune: ratio %.4f gives %lld parameters (target %lld, %+.2f%%)", ratio, (long long)got,
                 (long long)target, 100.0 * ((double)got - (double)target) / (double)target);
-        if (got >= before) rc = dp_err_set(&err, DP_E_USAGE, "the target %lld parameters needs no width pruning", (long long)target);
+        if (got >= before)
+            rc = dp_err_set(&err, DP_E_USAGE, "the target %lld parameters needs no width pruning", (long long)target);
     }
     rc = dp_mpi_agree(mpi, rc, &err);
     /* calibration ids (the same rule as scoring) */
@@ -110,7 +114,9 @@ static int run_width(dp_app *app) {
         rc = dp_tokenizer_load(dir, &tok, &err);
         if (!rc) rc = dp_read_file(calib, &text, &n, &err);
         if (!rc) {
-            dp_calib_opts co = {.samples = N, .seq_len = T, .seed = (uint64_t)seed,
+            dp_calib_opts co = {.samples = N,
+                                .seq_len = T,
+                                .seed = (uint64_t)seed,
                                 .bos_id = dp_tokenizer_adds_bos(tok) ? dp_tokenizer_bos_id(tok) : -1,
                                 .field = dp_config_str(&app->cfg, "calib.field", NULL)};
             rc = dp_calib_sample(tok, text, n, &co, &ids, &src, &err);
@@ -157,7 +163,8 @@ static int run_width(dp_app *app) {
             cJSON_AddNumberToObject(b, "kv_heads", (double)pc.layer_kv_heads[l]);
             cJSON_AddNumberToObject(b, "intermediate", (double)pc.layer_inter[l]);
             cJSON *kg = cJSON_AddArrayToObject(b, "kept_kv_groups");
-            for (int64_t i = 0; i < plan.n_keep_g[l]; i++) cJSON_AddItemToArray(kg, cJSON_CreateNumber((double)plan.keep_g[l][i]));
+            for (int64_t i = 0; i < plan.n_keep_g[l]; i++)
+                cJSON_AddItemToArray(kg, cJSON_CreateNumber((double)plan.keep_g[l][i]));
             cJSON_AddItemToArray(bl, b);
         }
         cJSON_AddNumberToObject(jo, "importance_s", dp_time_s() - t0);
@@ -169,16 +176,22 @@ static int run_width(dp_app *app) {
         if (!rc) rc = dp_st_model_open(dir, &st, &err), have_st = !rc;
         const dp_st_tensor *emb = have_st ? dp_st_model_find(&st, "model.embed_tokens.weight") : NULL;
         char prov[256];
-        snprintf(prov, sizeof prov, "{\"width_pruned\": true, \"criterion\": \"%s\", \"ratio\": %.6g, \"version\": \"%s\"}",
+        snprintf(prov, sizeof prov,
+                 "{\"width_pruned\": true, \"criterion\": \"%s\", \"ratio\": %.6g, \"version\": \"%s\"}",
                  crit_s ? crit_s : "param_first", ratio, DP_VERSION_STRING);
         dp_export_opts eo = {.dtype = emb ? (int)emb->dtype : -1,
-                             .max_shard_bytes = (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
-                             .provenance = prov, .mem = ent, .n_mem = n_ent, .finish = write_width_json, .finish_ctx = &wo};
+                             .max_shard_bytes =
+                                 (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
+                             .provenance = prov,
+                             .mem = ent,
+                             .n_mem = n_ent,
+                             .finish = write_width_json,
+                             .finish_ctx = &wo};
         if (!rc) rc = dp_export_model(dir, &pc, &st, out, &eo, &err);
         if (!rc)
             printf("width-pruned (%s, ratio %.4f, blocks %lld..%lld): %lld -> %lld parameters (%.1f%% removed) -> %s\n",
-                   crit_s ? crit_s : "param_first", ratio, pf, (long long)(L - pl - 1), (long long)before, (long long)after,
-                   100.0 * (1.0 - (double)after / (double)before), out);
+                   crit_s ? crit_s : "param_first", ratio, pf, (long long)(L - pl - 1), (long long)before,
+                   (long long)after, 100.0 * (1.0 - (double)after / (double)before), out);
         if (have_st) dp_st_model_close(&st);
         cJSON_free(jt);
         dp_width_entries_free(ent, n_ent);
@@ -194,6 +207,10 @@ static int run_width(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_width_prune = {
-    "width-prune", "the width-pruning baseline (LLM-Pruner): remove attention head groups and MLP channels by importance",
-    "--model DIR --calib FILE [--criterion param_first] --ratio X | --match-model DIR --out DIR", k_width_opts, 1,
-    run_width, 0};
+    "width-prune",
+    "the width-pruning baseline (LLM-Pruner): remove attention head groups and MLP channels by importance",
+    "--model DIR --calib FILE [--criterion param_first] --ratio X | --match-model DIR --out DIR",
+    k_width_opts,
+    1,
+    run_width,
+    0};

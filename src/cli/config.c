@@ -72,8 +72,8 @@ static int in_choices(const char *choices, const char *v) {
 
 /* Checks one scalar against the key's type; the canonical text is the
  * input itself except for booleans ("true"/"false"). */
-static int check_scalar(const dp_cfg_spec *s, dp_cfg_type t, const char *v, const char *origin,
-                        char **canon, dp_err *err) {
+static int check_scalar(const dp_cfg_spec *s, dp_cfg_type t, const char *v, const char *origin, char **canon,
+                        dp_err *err) {
     int64_t iv;
     double dv;
     int bv;
@@ -81,25 +81,25 @@ static int check_scalar(const dp_cfg_spec *s, dp_cfg_type t, const char *v, cons
     case DP_CFG_INT:
     case DP_CFG_INT_LIST:
         if (parse_int(v, &iv))
-            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got '%s'", origin, s->key,
-                              type_name(s->type), v);
+            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got '%s'", origin, s->key, type_name(s->type),
+                              v);
         break;
     case DP_CFG_FLOAT:
         if (parse_float(v, &dv))
-            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got '%s'", origin, s->key,
-                              type_name(s->type), v);
+            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got '%s'", origin, s->key, type_name(s->type),
+                              v);
         break;
     case DP_CFG_BOOL:
         if (parse_bool(v, &bv))
-            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got '%s'", origin, s->key,
-                              type_name(s->type), v);
+            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got '%s'", origin, s->key, type_name(s->type),
+                              v);
         *canon = dp_strdup(bv ? "true" : "false", "config");
         return DP_OK;
     case DP_CFG_STRING:
     case DP_CFG_STRING_LIST:
         if (s->choices && !in_choices(s->choices, v))
-            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' must be one of {%s}, got '%s'", origin,
-                              s->key, s->choices, v);
+            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' must be one of {%s}, got '%s'", origin, s->key,
+                              s->choices, v);
         break;
     }
     *canon = dp_strdup(v, "config");
@@ -114,20 +114,22 @@ static void value_clear(dp_cfg_value *v) {
     memset(v, 0, sizeof *v);
 }
 
-static int is_list(dp_cfg_type t) { return t == DP_CFG_INT_LIST || t == DP_CFG_STRING_LIST; }
+static int is_list(dp_cfg_type t) {
+    return t == DP_CFG_INT_LIST || t == DP_CFG_STRING_LIST;
+}
 
 /* Sets key from a scalar (for lists: a comma-separated string, optionally
  * in brackets) or from an array of items. */
-static int set_value(dp_config *c, int idx, const char *scalar, char **items, int n_items,
-                     const char *origin, dp_err *err) {
+static int set_value(dp_config *c, int idx, const char *scalar, char **items, int n_items, const char *origin,
+                     dp_err *err) {
     const dp_cfg_spec *s = &c->spec[idx];
     dp_cfg_value nv;
     memset(&nv, 0, sizeof nv);
     int rc = DP_OK;
     if (!is_list(s->type)) {
         if (!scalar)
-            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got a list", origin,
-                              s->key, type_name(s->type));
+            return dp_err_set(err, DP_E_CONFIG, "%s: key '%s' expects %s, got a list", origin, s->key,
+                              type_name(s->type));
         rc = check_scalar(s, s->type, scalar, origin, &nv.text, err);
     } else if (scalar) {
         /* "a,b,c" or "[a, b, c]"; "" or "[]" is the empty list */
@@ -139,8 +141,7 @@ static int set_value(dp_config *c, int idx, const char *scalar, char **items, in
             p++;
         }
         char *save = NULL;
-        for (char *tok = strtok_r(p, ",", &save); tok && rc == DP_OK;
-             tok = strtok_r(NULL, ",", &save)) {
+        for (char *tok = strtok_r(p, ",", &save); tok && rc == DP_OK; tok = strtok_r(NULL, ",", &save)) {
             while (*tok == ' ') tok++;
             char *e = tok + strlen(tok);
             while (e > tok && e[-1] == ' ') *--e = '\0';
@@ -216,13 +217,12 @@ typedef struct {
 static int walk(yaml_ctx *y, yaml_node_t *node, const char *prefix);
 
 static int walk_mapping(yaml_ctx *y, yaml_node_t *node, const char *prefix) {
-    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top;
-         p++) {
+    for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
         yaml_node_t *k = yaml_document_get_node(y->doc, p->key);
         yaml_node_t *v = yaml_document_get_node(y->doc, p->value);
         if (!k || k->type != YAML_SCALAR_NODE)
-            return dp_err_set(y->err, DP_E_CONFIG, "%s:%zu: mapping keys must be plain scalars",
-                              y->path, node->start_mark.line + 1);
+            return dp_err_set(y->err, DP_E_CONFIG, "%s:%zu: mapping keys must be plain scalars", y->path,
+                              node->start_mark.line + 1);
         const char *ks = (const char *)k->data.scalar.value;
         size_t n = strlen(prefix) + strlen(ks) + 2;
         char *full = dp_malloc(n, "config");
@@ -246,8 +246,8 @@ static int walk(yaml_ctx *y, yaml_node_t *node, const char *key) {
     if (node->type == YAML_MAPPING_NODE) {
         /* a mapping under a key that is itself a leaf is a type error */
         if (*key && find_key(y->c, key) >= 0)
-            return dp_err_set(y->err, DP_E_CONFIG, "%s: key '%s' expects %s, got a mapping", origin,
-                              key, type_name(y->c->spec[find_key(y->c, key)].type));
+            return dp_err_set(y->err, DP_E_CONFIG, "%s: key '%s' expects %s, got a mapping", origin, key,
+                              type_name(y->c->spec[find_key(y->c, key)].type));
         return walk_mapping(y, node, key);
     }
     int idx = find_key(y->c, key);
@@ -266,8 +266,8 @@ static int walk(yaml_ctx *y, yaml_node_t *node, const char *key) {
     for (int i = 0; i < n; i++) {
         yaml_node_t *it = yaml_document_get_node(y->doc, node->data.sequence.items.start[i]);
         if (!it || it->type != YAML_SCALAR_NODE) {
-            rc = dp_err_set(y->err, DP_E_CONFIG, "%s: key '%s' expects %s, got nested data",
-                            origin, key, type_name(y->c->spec[idx].type));
+            rc = dp_err_set(y->err, DP_E_CONFIG, "%s: key '%s' expects %s, got nested data", origin, key,
+                            type_name(y->c->spec[idx].type));
             break;
         }
         items[i] = (char *)it->data.scalar.value;
@@ -286,8 +286,8 @@ int dp_config_load_yaml(dp_config *c, const char *path, dp_err *err) {
     yaml_parser_set_input_file(&parser, f);
     int rc = DP_OK;
     if (!yaml_parser_load(&parser, &doc)) {
-        rc = dp_err_set(err, DP_E_CONFIG, "%s:%zu: YAML syntax error: %s", path,
-                        parser.problem_mark.line + 1, parser.problem ? parser.problem : "unknown");
+        rc = dp_err_set(err, DP_E_CONFIG, "%s:%zu: YAML syntax error: %s", path, parser.problem_mark.line + 1,
+                        parser.problem ? parser.problem : "unknown");
         yaml_parser_delete(&parser);
         fclose(f);
         return rc;
@@ -326,8 +326,7 @@ int dp_config_require(const dp_config *c, const char *key, dp_err *err) {
     if (idx < 0) dp_fatal("config key '%s' is not in the schema", key);
     if (!c->values[idx].is_set)
         return dp_err_set(err, DP_E_CONFIG,
-                          "missing required key '%s' (set it in the config file or with --set %s=...)",
-                          key, key);
+                          "missing required key '%s' (set it in the config file or with --set %s=...)", key, key);
     return DP_OK;
 }
 

@@ -10,8 +10,10 @@
 #include "depthprune/backend.h"
 #include "depthprune/store.h"
 
-static const dp_cmd *const k_cmds[] = {&dp_cmd_run, &dp_cmd_info, &dp_cmd_tokenize, &dp_cmd_ppl, &dp_cmd_logits, &dp_cmd_eval, &dp_cmd_score, &dp_cmd_prune, &dp_cmd_width_prune, &dp_cmd_sweep, &dp_cmd_retrain, &dp_cmd_teacher_cache, &dp_cmd_export, &dp_cmd_generate, &dp_cmd_bench_generate, &dp_cmd_synth,
-                                       &dp_cmd_config};
+static const dp_cmd *const k_cmds[] = {
+    &dp_cmd_run,    &dp_cmd_info,     &dp_cmd_tokenize,       &dp_cmd_ppl,   &dp_cmd_logits,  &dp_cmd_eval,
+    &dp_cmd_score,  &dp_cmd_prune,    &dp_cmd_width_prune,    &dp_cmd_sweep, &dp_cmd_retrain, &dp_cmd_teacher_cache,
+    &dp_cmd_export, &dp_cmd_generate, &dp_cmd_bench_generate, &dp_cmd_synth, &dp_cmd_config};
 static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
 
 static const dp_cli_opt k_common_opts[] = {
@@ -33,7 +35,9 @@ static void print_main_help(FILE *out) {
     fprintf(out, "\n'depthprune COMMAND --help' describes each command's options.\n");
 }
 
-static int opt_width(const dp_cli_opt *o) { return (int)(strlen(o->name) + (o->arg ? 1 + strlen(o->arg) : 0)); }
+static int opt_width(const dp_cli_opt *o) {
+    return (int)(strlen(o->name) + (o->arg ? 1 + strlen(o->arg) : 0));
+}
 
 static void print_opt(const dp_cli_opt *o, int w, FILE *out) {
     char left[128];
@@ -44,8 +48,8 @@ static void print_opt(const dp_cli_opt *o, int w, FILE *out) {
 }
 
 static void print_cmd_help(const dp_cmd *c, FILE *out) {
-    fprintf(out, "usage: depthprune %s %s\n\n%s\n\noptions (a [key] option sets that config key):\n", c->name,
-            c->usage, c->summary);
+    fprintf(out, "usage: depthprune %s %s\n\n%s\n\noptions (a [key] option sets that config key):\n", c->name, c->usage,
+            c->summary);
     int w = 0;
     for (const dp_cli_opt *o = c->opts; o && o->name; o++) w = opt_width(o) > w ? opt_width(o) : w;
     for (const dp_cli_opt *o = k_common_opts; o->name; o++) w = opt_width(o) > w ? opt_width(o) : w;
@@ -63,8 +67,8 @@ const char *dp_cli_get(const dp_app *app, const dp_cmd *cmd, const char *name) {
     dp_fatal("option %s is not declared by command %s", name, cmd->name);
 }
 
-int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback,
-                   long long *out, dp_err *err) {
+int dp_cli_opt_int(const dp_app *app, const dp_cmd *cmd, const char *name, long long fallback, long long *out,
+                   dp_err *err) {
     const char *v = dp_cli_get(app, cmd, name);
     *out = fallback;
     if (!v) return DP_OK;
@@ -98,8 +102,7 @@ int dp_cli_fail(const dp_app *app, const dp_err *err) {
 }
 
 /* Parses argv[first..] into app->opt_values and the config. */
-static int parse_args(dp_app *app, const dp_cmd *cmd, int argc, char **argv, int *want_help,
-                      dp_err *err) {
+static int parse_args(dp_app *app, const dp_cmd *cmd, int argc, char **argv, int *want_help, dp_err *err) {
     const char *config_file = NULL;
     int n_sets = 0;
     const char **sets = dp_calloc((size_t)argc + 1, sizeof(char *), "cli");
@@ -154,14 +157,12 @@ static int parse_args(dp_app *app, const dp_cmd *cmd, int argc, char **argv, int
             snprintf(buf, sizeof buf, "device=%s", val);
             sets[n_sets++] = buf;
         } else {
-            rc = dp_err_set(err, DP_E_USAGE, "unknown option '%s' (see depthprune %s --help)", a,
-                            cmd->name);
+            rc = dp_err_set(err, DP_E_USAGE, "unknown option '%s' (see depthprune %s --help)", a, cmd->name);
         }
     }
     if (rc == DP_OK && !*want_help) {
         if (config_file) rc = dp_config_load_yaml(&app->cfg, config_file, err);
-        for (int i = 0; i < n_sets && rc == DP_OK; i++)
-            rc = dp_config_set(&app->cfg, sets[i], "--set", err);
+        for (int i = 0; i < n_sets && rc == DP_OK; i++) rc = dp_config_set(&app->cfg, sets[i], "--set", err);
         /* options bound to config keys override the file and --set */
         int k = 0;
         for (const dp_cli_opt *o = cmd->opts; o && o->name && rc == DP_OK; o++, k++) {
@@ -181,8 +182,7 @@ static int parse_args(dp_app *app, const dp_cmd *cmd, int argc, char **argv, int
 
 int main(int argc, char **argv) {
     if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
-        printf("depthprune %s (CUDA backend: %s)\n", DP_VERSION_STRING,
-               dp_cuda_built() ? "built" : "not built");
+        printf("depthprune %s (CUDA backend: %s)\n", DP_VERSION_STRING, dp_cuda_built() ? "built" : "not built");
         return 0;
     }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -217,8 +217,10 @@ int main(int argc, char **argv) {
                (rc = dp_backend_check(dp_device_name(app.device), &err)) != DP_OK) {
         code = dp_cli_fail(&app, &err); /* after the config was checked, before any work */
     } else if (app.device == DP_DEVICE_CUDA && cmd->cpu_only) {
-        dp_err_set(&err, DP_E_USAGE, "'depthprune %s' computes on the CPU reference engine (it is what other devices "
-                   "are checked against); drop --device cuda", cmd->name);
+        dp_err_set(&err, DP_E_USAGE,
+                   "'depthprune %s' computes on the CPU reference engine (it is what other devices "
+                   "are checked against); drop --device cuda",
+                   cmd->name);
         code = dp_cli_fail(&app, &err);
     } else {
         /* the watchdog: a rank stuck waiting on a stopped or lost peer leaves by itself */

@@ -47,8 +47,8 @@ static void account(int slot, long long delta) {
 }
 
 static _Noreturn void oom(size_t n_bytes, const char *label) {
-    dp_log_error("out of memory allocating %zu bytes for '%s'; held on this rank:",
-                 n_bytes, label ? label : "unlabelled");
+    dp_log_error("out of memory allocating %zu bytes for '%s'; held on this rank:", n_bytes,
+                 label ? label : "unlabelled");
     dp_alloc_report(stderr);
     dp_fatal("out of memory (%zu bytes for %s)", n_bytes, label ? label : "unlabelled");
 }
@@ -122,14 +122,15 @@ size_t dp_alloc_bytes(const char *label) {
     return n;
 }
 
-size_t dp_alloc_peak_bytes(void) { return g_peak; }
+size_t dp_alloc_peak_bytes(void) {
+    return g_peak;
+}
 
 void dp_alloc_report(FILE *out) {
     for (int i = 0; i < g_n_slots; i++) {
         if (g_slots[i].peak_bytes == 0) continue;
-        fprintf(out, "[%d] alloc %-24s %14zu bytes now %14zu peak\n", dp_log_rank(),
-                g_slots[i].label, g_slots[i].cur_bytes, g_slots[i].peak_bytes);
+        fprintf(out, "[%d] alloc %-24s %14zu bytes now %14zu peak\n", dp_log_rank(), g_slots[i].label,
+                g_slots[i].cur_bytes, g_slots[i].peak_bytes);
     }
-    fprintf(out, "[%d] alloc %-24s %14zu bytes now %14zu peak\n", dp_log_rank(), "TOTAL", g_cur,
-            g_peak);
+    fprintf(out, "[%d] alloc %-24s %14zu bytes now %14zu peak\n", dp_log_rank(), "TOTAL", g_cur, g_peak);
 }

@@ -25,7 +25,9 @@ static atomic_int g_paused;
 static double g_limit_s;
 static int g_started;
 
-void dp_heartbeat(void) { atomic_fetch_add_explicit(&g_beats, 1, memory_order_relaxed); }
+void dp_heartbeat(void) {
+    atomic_fetch_add_explicit(&g_beats, 1, memory_order_relaxed);
+}
 
 void dp_watchdog_pause(int paused) {
     atomic_store(&g_paused, paused);
@@ -48,11 +50,12 @@ static void *watchdog_main(void *arg) {
         }
         if (now - quiet_since >= g_limit_s) {
             char line[400];
-            int n = snprintf(line, sizeof line,
-                             "depthprune: rank %d: no progress for %.0f s: a peer rank is stopped, hung or unreachable; "
-                             "ending this rank so that the job ends (exit 4). Rerun the same command to resume; raise "
-                             "run.watchdog (now %.0f s, 0 = off) if one step legitimately takes longer.\n",
-                             dp_log_rank(), now - quiet_since, g_limit_s);
+            int n =
+                snprintf(line, sizeof line,
+                         "depthprune: rank %d: no progress for %.0f s: a peer rank is stopped, hung or unreachable; "
+                         "ending this rank so that the job ends (exit 4). Rerun the same command to resume; raise "
+                         "run.watchdog (now %.0f s, 0 = off) if one step legitimately takes longer.\n",
+                         dp_log_rank(), now - quiet_since, g_limit_s);
             if (n > 0) {
                 ssize_t w = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
                 (void)w;
@@ -117,8 +120,12 @@ static void parse_faults(void) {
             f.nth = atoi(hash + 1);
         }
         snprintf(f.point, sizeof f.point, "%s", tok);
-        f.sig = !strcmp(act, "kill") ? SIGKILL : !strcmp(act, "stop") ? SIGSTOP : !strcmp(act, "term") ? SIGTERM
-              : !strcmp(act, "usr1") ? SIGUSR1 : !strcmp(act, "exit") ? 0 : -1;
+        f.sig = !strcmp(act, "kill")   ? SIGKILL
+                : !strcmp(act, "stop") ? SIGSTOP
+                : !strcmp(act, "term") ? SIGTERM
+                : !strcmp(act, "usr1") ? SIGUSR1
+                : !strcmp(act, "exit") ? 0
+                                       : -1;
         if (f.sig < 0) {
             fprintf(stderr, "depthprune: DP_FAULT: unknown action '%s' (kill, stop, term, usr1, exit)\n", act);
             continue;

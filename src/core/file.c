@@ -44,8 +44,7 @@ int dp_fsync_dir(const char *dir, dp_err *err) {
     if (fd < 0) return dp_err_set(err, DP_E_IO, "%s: cannot open directory: %s", dir, strerror(errno));
     int rc = fsync(fd);
     close(fd);
-    if (rc != 0 && errno != EINVAL)
-        return dp_err_set(err, DP_E_IO, "%s: fsync failed: %s", dir, strerror(errno));
+    if (rc != 0 && errno != EINVAL) return dp_err_set(err, DP_E_IO, "%s: fsync failed: %s", dir, strerror(errno));
     return DP_OK;
 }
 
@@ -124,7 +123,9 @@ void dp_buf_put(dp_buf *b, const void *bytes, size_t n) {
     b->p[b->n] = '\0';
 }
 
-void dp_buf_puts(dp_buf *b, const char *s) { dp_buf_put(b, s, strlen(s)); }
+void dp_buf_puts(dp_buf *b, const char *s) {
+    dp_buf_put(b, s, strlen(s));
+}
 
 int dp_copy_file(const char *src, const char *dst, dp_err *err) {
     char *data;
@@ -196,10 +197,12 @@ int dp_mkdir_p(const char *path, dp_err *err) {
     for (char *p = buf + 1; *p; p++)
         if (*p == '/') {
             *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s: %s", buf, strerror(errno));
+            if (mkdir(buf, 0755) && errno != EEXIST)
+                return dp_err_set(err, DP_E_IO, "cannot create %s: %s", buf, strerror(errno));
             *p = '/';
         }
-    if (mkdir(buf, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s: %s", buf, strerror(errno));
+    if (mkdir(buf, 0755) && errno != EEXIST)
+        return dp_err_set(err, DP_E_IO, "cannot create %s: %s", buf, strerror(errno));
     return DP_OK;
 }
 
@@ -234,14 +237,15 @@ int dp_gnuplot(const char *script, const char *png) {
     for (size_t off = 0, len = strlen(script); ok && off < len;) {
         ssize_t w = write(fd[1], script + off, len - off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) ok = 0;
-        else off += (size_t)w;
+        if (w <= 0)
+            ok = 0;
+        else
+            off += (size_t)w;
     }
     close(fd[1]);
     int st = 0;
     if (pid > 0)
-        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-        }
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     if (!ok || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         dp_log("gnuplot failed: no plot (see %s)", logp);
         dp_free(logp);

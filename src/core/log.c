@@ -15,8 +15,12 @@ void dp_log_set_rank(int rank, int world) {
     g_rank = rank;
     g_world = world;
 }
-void dp_log_set_quiet(int quiet) { g_quiet = quiet; }
-int dp_log_rank(void) { return g_rank; }
+void dp_log_set_quiet(int quiet) {
+    g_quiet = quiet;
+}
+int dp_log_rank(void) {
+    return g_rank;
+}
 
 static void vlog(const char *fmt, va_list ap) {
     dp_heartbeat();
@@ -58,7 +62,9 @@ void dp_log_error(const char *fmt, ...) {
     va_end(ap);
 }
 
-void dp_set_abort_hook(dp_abort_hook hook) { g_abort_hook = hook; }
+void dp_set_abort_hook(dp_abort_hook hook) {
+    g_abort_hook = hook;
+}
 
 _Noreturn void dp_fatal_impl(const char *file, int line, const char *func, const char *fmt, ...) {
     char msg[1024];

@@ -76,8 +76,10 @@ char *dp_manifest_json(const dp_manifest *m) {
     dp_buf_puts(&b, q);
     cJSON_free(q);
     cJSON_Delete(name);
-    snprintf(line, sizeof line, ",\n  \"bytes\": %" PRId64 ",\n  \"block_bytes\": %" PRId64 ",\n  \"iteration\": %" PRId64
-             ",\n  \"hash\": \"dp64\",\n  \"blocks\": [", m->bytes, m->block_bytes, m->iteration);
+    snprintf(line, sizeof line,
+             ",\n  \"bytes\": %" PRId64 ",\n  \"block_bytes\": %" PRId64 ",\n  \"iteration\": %" PRId64
+             ",\n  \"hash\": \"dp64\",\n  \"blocks\": [",
+             m->bytes, m->block_bytes, m->iteration);
     dp_buf_puts(&b, line);
     for (int64_t i = 0; i < m->n_blocks; i++) {
         snprintf(line, sizeof line, "%s\"%016" PRIx64 "\"", i ? ", " : "", m->blocks[i]);
@@ -119,7 +121,8 @@ int dp_manifest_parse(const char *json, size_t n, dp_manifest *m, dp_err *err) {
     if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "depthprune-manifest"))
         rc = dp_err_set(err, DP_E_FORMAT, "manifest: \"format\" must be \"depthprune-manifest\"");
     if (!rc) rc = get_count(root, "version", 0, &version, err);
-    if (!rc && version != 1) rc = dp_err_set(err, DP_E_FORMAT, "manifest: version %" PRId64 " is not supported (1)", version);
+    if (!rc && version != 1)
+        rc = dp_err_set(err, DP_E_FORMAT, "manifest: version %" PRId64 " is not supported (1)", version);
     if (!rc && (!cJSON_IsString(file) || !file->valuestring[0] || strchr(file->valuestring, '/') ||
                 strlen(file->valuestring) >= sizeof m->file))
         rc = dp_err_set(err, DP_E_FORMAT, "manifest: \"file\" must be a base name");
@@ -130,8 +133,10 @@ int dp_manifest_parse(const char *json, size_t n, dp_manifest *m, dp_err *err) {
     if (!rc) rc = get_count(root, "block_bytes", 4096, &m->block_bytes, err);
     if (!rc) {
         const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, "iteration");
-        if (cJSON_IsNumber(it) && it->valuedouble == -1) m->iteration = -1;
-        else rc = get_count(root, "iteration", 0, &m->iteration, err);
+        if (cJSON_IsNumber(it) && it->valuedouble == -1)
+            m->iteration = -1;
+        else
+            rc = get_count(root, "iteration", 0, &m->iteration, err);
     }
     if (!rc) {
         m->n_blocks = dp_manifest_n_blocks(m->bytes, m->block_bytes);
@@ -154,8 +159,10 @@ int dp_manifest_parse(const char *json, size_t n, dp_manifest *m, dp_err *err) {
                 if (d < 0) ok = 0;
                 h = h << 4 | (uint64_t)(d & 15);
             }
-            if (!ok) rc = dp_err_set(err, DP_E_FORMAT, "manifest: block %" PRId64 ": not 16 lowercase hex digits", i);
-            else m->blocks[i] = h;
+            if (!ok)
+                rc = dp_err_set(err, DP_E_FORMAT, "manifest: block %" PRId64 ": not 16 lowercase hex digits", i);
+            else
+                m->blocks[i] = h;
         }
     }
     cJSON_Delete(root);

@@ -9,11 +9,17 @@
 
 static volatile sig_atomic_t g_stop_signal;
 
-static void on_signal(int sig) { g_stop_signal = sig; }
+static void on_signal(int sig) {
+    g_stop_signal = sig;
+}
 
-int dp_stop_requested(void) { return g_stop_signal != 0; }
+int dp_stop_requested(void) {
+    return g_stop_signal != 0;
+}
 
-int dp_stop_signal(void) { return (int)g_stop_signal; }
+int dp_stop_signal(void) {
+    return (int)g_stop_signal;
+}
 
 void dp_stop_install_signals(void) {
     struct sigaction sa;

@@ -18,7 +18,9 @@ static const struct {
     [DP_DTYPE_BOOL] = {"BOOL", 1},
 };
 
-size_t dp_dtype_size(dp_dtype t) { return (unsigned)t < DP_DTYPE_COUNT ? k_dtypes[t].size : 0; }
+size_t dp_dtype_size(dp_dtype t) {
+    return (unsigned)t < DP_DTYPE_COUNT ? k_dtypes[t].size : 0;
+}
 
 const char *dp_dtype_name(dp_dtype t) {
     return (unsigned)t < DP_DTYPE_COUNT ? k_dtypes[t].name : NULL;
@@ -69,7 +71,7 @@ uint16_t dp_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);                                             /* RNE */
+    u += 0x7fffu + ((u >> 16) & 1u);                                          /* RNE */
     return (uint16_t)(u >> 16);
 }
 
@@ -106,7 +108,7 @@ uint16_t dp_f32_to_f16(float f) {
     uint32_t au = u & 0x7fffffffu;
     if (au > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);
     if (au >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to inf */
-    if (au < 0x38800000u) {                                  /* subnormal or zero in f16 */
+    if (au < 0x38800000u) {                                   /* subnormal or zero in f16 */
         if (au < 0x33000000u) return (uint16_t)sign;          /* below half the smallest */
         uint32_t exp = au >> 23;
         uint32_t man = (au & 0x7fffffu) | 0x800000u;

@@ -139,8 +139,10 @@ static const char *unicase_find(const dp_unicase *t, size_t n, uint32_t cp) {
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (t[mid].cp < cp) lo = mid + 1;
-        else hi = mid;
+        if (t[mid].cp < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < n && t[lo].cp == cp ? t[lo].to : NULL;
 }

@@ -9,13 +9,15 @@
 
 #include "depthprune/ddp.h"
 
-#define CHECK_CUDA_RT(call)                                                                                 \
-    do {                                                                                                    \
-        cudaError_t e_ = (call);                                                                            \
-        if (e_ != cudaSuccess) dp_fatal("CUDA: %s (%s)", cudaGetErrorString(e_), #call);                     \
+#define CHECK_CUDA_RT(call)                                                                                            \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess) dp_fatal("CUDA: %s (%s)", cudaGetErrorString(e_), #call);                               \
     } while (0)
 
-int dp_ddp_available(void) { return 1; }
+int dp_ddp_available(void) {
+    return 1;
+}
 
 static double since(const struct timespec *t0) {
     struct timespec now;
@@ -123,7 +125,8 @@ void dp_ddp_allreduce_sum(dp_ddp *d, float *buf, int64_t n) {
     CHECK_CUDA_RT(cudaStreamWaitEvent(d->stream, (cudaEvent_t)d->ready, 0));
     for (int64_t o = 0; o < n; o += d->bucket) {
         int64_t c = n - o < d->bucket ? n - o : d->bucket;
-        ncclResult_t r = ncclAllReduce(buf + o, buf + o, (size_t)c, ncclFloat32, ncclSum, (ncclComm_t)d->comm, d->stream);
+        ncclResult_t r =
+            ncclAllReduce(buf + o, buf + o, (size_t)c, ncclFloat32, ncclSum, (ncclComm_t)d->comm, d->stream);
         r = settle((ncclComm_t)d->comm, r, d->timeout_s); /* the first call also connects to the peers */
         if (r != ncclSuccess) {
             ncclCommAbort((ncclComm_t)d->comm);

@@ -17,8 +17,7 @@ void dp_mpi_from_comm(MPI_Comm parent, dp_mpi *ctx) {
     DP_CHECK_MPI(MPI_Comm_dup(parent, &ctx->comm));
     DP_CHECK_MPI(MPI_Comm_rank(ctx->comm, &ctx->rank));
     DP_CHECK_MPI(MPI_Comm_size(ctx->comm, &ctx->size));
-    DP_CHECK_MPI(MPI_Comm_split_type(ctx->comm, MPI_COMM_TYPE_SHARED, ctx->rank, MPI_INFO_NULL,
-                                     &ctx->node_comm));
+    DP_CHECK_MPI(MPI_Comm_split_type(ctx->comm, MPI_COMM_TYPE_SHARED, ctx->rank, MPI_INFO_NULL, &ctx->node_comm));
     DP_CHECK_MPI(MPI_Comm_rank(ctx->node_comm, &ctx->local_rank));
     DP_CHECK_MPI(MPI_Comm_size(ctx->node_comm, &ctx->local_size));
 }
@@ -61,8 +60,10 @@ int dp_mpi_agree(const dp_mpi *ctx, int local_code, dp_err *err) {
     DP_CHECK_MPI(MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, ctx->comm));
     if (err) { /* every rank reports the first failure, naming its rank */
         err->code = code;
-        if (ctx->size > 1 && strncmp(msg, "rank ", 5)) snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
-        else if (ctx->rank != first) snprintf(err->msg, sizeof err->msg, "%s", msg);
+        if (ctx->size > 1 && strncmp(msg, "rank ", 5))
+            snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
+        else if (ctx->rank != first)
+            snprintf(err->msg, sizeof err->msg, "%s", msg);
     }
     return code;
 }

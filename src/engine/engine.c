@@ -8,13 +8,18 @@
 #include "depthprune/ops.h"
 
 int dp_device_parse(const char *s, dp_device *d, dp_err *err) {
-    if (s && !strcmp(s, "cpu")) *d = DP_DEVICE_CPU;
-    else if (s && !strcmp(s, "cuda")) *d = DP_DEVICE_CUDA;
-    else return dp_err_set(err, DP_E_USAGE, "unknown device '%s' (expected cpu or cuda)", s ? s : "");
+    if (s && !strcmp(s, "cpu"))
+        *d = DP_DEVICE_CPU;
+    else if (s && !strcmp(s, "cuda"))
+        *d = DP_DEVICE_CUDA;
+    else
+        return dp_err_set(err, DP_E_USAGE, "unknown device '%s' (expected cpu or cuda)", s ? s : "");
     return DP_OK;
 }
 
-const char *dp_device_name(dp_device d) { return d == DP_DEVICE_CUDA ? "cuda" : "cpu"; }
+const char *dp_device_name(dp_device d) {
+    return d == DP_DEVICE_CUDA ? "cuda" : "cpu";
+}
 
 static const dp_engine_ops *ops_for(dp_device dev, dp_err *err) {
     if (dev == DP_DEVICE_CPU) return &dp_engine_cpu_ops;
@@ -105,7 +110,9 @@ int dp_engine_topk(dp_engine *e, const dp_layer_map *map, const int32_t *tokens,
     e->t = t;
     return e->ops->topk(e, map, tokens, b, K, temp, idx, val, lse, err);
 }
-float *dp_engine_buf_alloc(dp_engine *e, int64_t n) { return e->ops->buf_alloc(e, n); }
+float *dp_engine_buf_alloc(dp_engine *e, int64_t n) {
+    return e->ops->buf_alloc(e, n);
+}
 void dp_engine_buf_free(dp_engine *e, float *buf) {
     if (buf) e->ops->buf_free(e, buf);
 }
@@ -115,8 +122,8 @@ void dp_engine_buf_upload(dp_engine *e, float *buf, const float *host, int64_t n
 int dp_engine_micro(dp_engine *e, const dp_layer_map *map, const dp_micro *mb, double *ce_sum, double *kd_sum,
                     dp_err *err) {
     if (mb->B < 1 || mb->B > e->plan.B || mb->T < 1 || mb->T > e->plan.T)
-        return dp_err_set(err, DP_E_USAGE, "micro-batch %lld x %lld outside the planned %lld x %lld",
-                          (long long)mb->B, (long long)mb->T, (long long)e->plan.B, (long long)e->plan.T);
+        return dp_err_set(err, DP_E_USAGE, "micro-batch %lld x %lld outside the planned %lld x %lld", (long long)mb->B,
+                          (long long)mb->T, (long long)e->plan.B, (long long)e->plan.T);
     if (map->n > e->plan.n_blocks)
         return dp_err_set(err, DP_E_USAGE, "engine planned for %d blocks, asked for %d", e->plan.n_blocks, map->n);
     if (mb->backward && !e->plan.train) return dp_err_set(err, DP_E_USAGE, "engine not planned for training");
@@ -135,10 +142,18 @@ void dp_engine_zero_grad(dp_engine *e) {
     if (e->grad) memset(e->grad, 0, (size_t)e->n_grad * sizeof(float));
     e->ops->zero_grad(e);
 }
-void dp_engine_grad_flush(dp_engine *e) { e->ops->grad_flush(e); }
-void dp_engine_params_changed(dp_engine *e) { e->ops->params_changed(e); }
-int64_t dp_engine_block_loads(const dp_engine *e) { return e->ops->block_loads(e); }
-size_t dp_engine_device_bytes(const dp_engine *e) { return e->ops->device_bytes(e); }
+void dp_engine_grad_flush(dp_engine *e) {
+    e->ops->grad_flush(e);
+}
+void dp_engine_params_changed(dp_engine *e) {
+    e->ops->params_changed(e);
+}
+int64_t dp_engine_block_loads(const dp_engine *e) {
+    return e->ops->block_loads(e);
+}
+size_t dp_engine_device_bytes(const dp_engine *e) {
+    return e->ops->device_bytes(e);
+}
 
 int dp_engine_gen_open(dp_engine_gen *g, dp_device dev, const dp_llama *m, const dp_layer_map *map, int64_t B,
                        int64_t P, int64_t T, int local_rank, dp_err *err) {
@@ -170,20 +185,22 @@ void dp_engine_ceilings(dp_device dev, int64_t C, int64_t F, double *bandwidth, 
 
 typedef struct cpu_engine {
     dp_llama_state s;
-    int cur;              /* the residual stream is s.x[cur] */
-    dp_lora lgrad;        /* LoRA gradients (mem aliases e->grad) */
-    dp_llama_view gview;  /* full-parameter gradients (into e->grad) */
-    int32_t *kidx;        /* online teacher top-k scratch (B*T*K) */
+    int cur;             /* the residual stream is s.x[cur] */
+    dp_lora lgrad;       /* LoRA gradients (mem aliases e->grad) */
+    dp_llama_view gview; /* full-parameter gradients (into e->grad) */
+    int32_t *kidx;       /* online teacher top-k scratch (B*T*K) */
     float *kval, *klse, *krow;
 } cpu_engine;
 
-static cpu_engine *cpu(const dp_engine *e) { return e->impl; }
+static cpu_engine *cpu(const dp_engine *e) {
+    return e->impl;
+}
 
 static int cpu_open(dp_engine *e, dp_err *err) {
     const dp_engine_plan *p = &e->plan;
     cpu_engine *c = dp_calloc(1, sizeof *c, "engine");
-    int flags = p->train ? DP_STATE_TRAIN | (p->recompute ? DP_STATE_RECOMPUTE : 0)
-                         : (p->logits ? 0 : DP_STATE_NLL_ONLY);
+    int flags =
+        p->train ? DP_STATE_TRAIN | (p->recompute ? DP_STATE_RECOMPUTE : 0) : (p->logits ? 0 : DP_STATE_NLL_ONLY);
     int rc = dp_llama_state_init(&c->s, e->m, p->lora, p->B, p->T, p->n_blocks, flags, p->allow_long, err);
     if (rc) {
         dp_free(c);
@@ -210,8 +227,10 @@ static int cpu_open(dp_engine *e, dp_err *err) {
 static void cpu_close(dp_engine *e) {
     cpu_engine *c = cpu(e);
     dp_llama_state_free(&c->s);
-    if (c->lgrad.mem) dp_lora_free(&c->lgrad);
-    else dp_free(e->grad);
+    if (c->lgrad.mem)
+        dp_lora_free(&c->lgrad);
+    else
+        dp_free(e->grad);
     dp_free(c->kidx), dp_free(c->kval), dp_free(c->klse), dp_free(c->krow);
     dp_free(c);
 }
@@ -234,8 +253,12 @@ static int cpu_embed(dp_engine *e, const int32_t *tokens, int64_t b, dp_err *err
     return rc ? rc : dp_llama_embed(e->m, &cpu(e)->s, tokens, err);
 }
 
-static int64_t stream_len(const dp_engine *e) { return cpu(e)->s.N * e->m->cfg.hidden_size; }
-static float *stream_at(const dp_engine *e, int i) { return cpu(e)->s.x + (int64_t)i * stream_len(e); }
+static int64_t stream_len(const dp_engine *e) {
+    return cpu(e)->s.N * e->m->cfg.hidden_size;
+}
+static float *stream_at(const dp_engine *e, int i) {
+    return cpu(e)->s.x + (int64_t)i * stream_len(e);
+}
 
 static void cpu_blocks(dp_engine *e, const dp_layer_map *map, int from, int to, int64_t b) {
     cpu_engine *c = cpu(e);
@@ -358,14 +381,15 @@ static int cpu_micro(dp_engine *e, const dp_layer_map *map, const dp_micro *mb, 
         block_local_view(m, mb->wgrad_host, &gv);
         dp_llama_backward_hook(m, lora, map, &c->s, mb->tokens, &gv, NULL, mb->block_done, mb->ctx);
     } else {
-        dp_llama_backward(m, lora, map, &c->s, mb->tokens, e->plan.full ? &c->gview : NULL,
-                          lora ? &c->lgrad : NULL);
+        dp_llama_backward(m, lora, map, &c->s, mb->tokens, e->plan.full ? &c->gview : NULL, lora ? &c->lgrad : NULL);
     }
     if (lora) lora->drop_key = NULL;
     return DP_OK;
 }
 
-static void cpu_nothing(dp_engine *e) { (void)e; } /* gradients and parameters live on the host already */
+static void cpu_nothing(dp_engine *e) {
+    (void)e;
+} /* gradients and parameters live on the host already */
 static int64_t cpu_block_loads(const dp_engine *e) {
     (void)e;
     return 0;
@@ -380,8 +404,10 @@ static int cpu_gen_open(dp_engine_gen *g, const dp_llama *m, const dp_layer_map 
     (void)local_rank;
     dp_gen *x = dp_calloc(1, sizeof *x, "generation");
     int rc = dp_gen_init(x, m, map, B, P, T, err);
-    if (rc) dp_free(x);
-    else g->impl = x;
+    if (rc)
+        dp_free(x);
+    else
+        g->impl = x;
     return rc;
 }
 static int cpu_generate(dp_engine_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o,
@@ -427,7 +453,8 @@ static double cpu_gemm(int64_t C, int64_t F) {
     int64_t N = 512;
     if (C < 1024) C = 1024;
     if (F < 2048) F = 2048;
-    float *x = dp_calloc((size_t)(N * C), sizeof(float), "bench"), *w = dp_calloc((size_t)(F * C), sizeof(float), "bench"),
+    float *x = dp_calloc((size_t)(N * C), sizeof(float), "bench"),
+          *w = dp_calloc((size_t)(F * C), sizeof(float), "bench"),
           *y = dp_malloc((size_t)(N * F) * sizeof(float), "bench");
     for (int64_t i = 0; i < N * C; i++) x[i] = (float)((i % 7) - 3) * 0.01f;
     for (int64_t i = 0; i < F * C; i++) w[i] = (float)((i % 5) - 2) * 0.01f;
@@ -450,12 +477,27 @@ static void cpu_ceilings(int64_t C, int64_t F, double *bandwidth, double *gemm) 
 }
 
 const dp_engine_ops dp_engine_cpu_ops = {
-    .open = cpu_open, .close = cpu_close, .embed = cpu_embed, .blocks = cpu_blocks,
-    .set_hidden = cpu_set_hidden, .get_hidden = cpu_get_hidden, .head_nll = cpu_head_nll, .topk = cpu_topk,
-    .buf_alloc = cpu_buf_alloc, .buf_free = cpu_buf_free, .buf_upload = cpu_buf_upload, .micro = cpu_micro,
-    .zero_grad = cpu_nothing, .grad_flush = cpu_nothing, .params_changed = cpu_nothing,
-    .block_loads = cpu_block_loads, .device_bytes = cpu_device_bytes, .gen_open = cpu_gen_open,
-    .generate = cpu_generate, .gen_close = cpu_gen_close, .ceilings = cpu_ceilings,
+    .open = cpu_open,
+    .close = cpu_close,
+    .embed = cpu_embed,
+    .blocks = cpu_blocks,
+    .set_hidden = cpu_set_hidden,
+    .get_hidden = cpu_get_hidden,
+    .head_nll = cpu_head_nll,
+    .topk = cpu_topk,
+    .buf_alloc = cpu_buf_alloc,
+    .buf_free = cpu_buf_free,
+    .buf_upload = cpu_buf_upload,
+    .micro = cpu_micro,
+    .zero_grad = cpu_nothing,
+    .grad_flush = cpu_nothing,
+    .params_changed = cpu_nothing,
+    .block_loads = cpu_block_loads,
+    .device_bytes = cpu_device_bytes,
+    .gen_open = cpu_gen_open,
+    .generate = cpu_generate,
+    .gen_close = cpu_gen_close,
+    .ceilings = cpu_ceilings,
 };
 
 void dp_teacher_topk(int32_t *idx, float *val, float *lse, const float *logits, int64_t N, int64_t V, int64_t K,

@@ -11,12 +11,14 @@
 
 typedef struct cuda_engine {
     dp_cuda_llama g;
-    int32_t *tidx;        /* device top-k rows of dp_engine_topk, (B*T*K) */
+    int32_t *tidx; /* device top-k rows of dp_engine_topk, (B*T*K) */
     float *tval, *tlse;
-    int64_t tk;           /* K they were planned for */
+    int64_t tk; /* K they were planned for */
 } cuda_engine;
 
-static cuda_engine *cu(const dp_engine *e) { return e->impl; }
+static cuda_engine *cu(const dp_engine *e) {
+    return e->impl;
+}
 
 /* weights streamed when the bf16 copy exceeds 70% of this GPU's free memory
  * (setting -1), else as set */
@@ -89,13 +91,17 @@ static void cuda_blocks(dp_engine *e, const dp_layer_map *map, int from, int to,
 
 static void cuda_set_hidden(dp_engine *e, const float *x, int64_t b, int on_device) {
     cu(e)->g.T = e->t;
-    if (on_device) dp_cuda_llama_set_hidden_dev(&cu(e)->g, x, b);
-    else dp_cuda_llama_set_hidden(&cu(e)->g, x, b);
+    if (on_device)
+        dp_cuda_llama_set_hidden_dev(&cu(e)->g, x, b);
+    else
+        dp_cuda_llama_set_hidden(&cu(e)->g, x, b);
 }
 
 static void cuda_get_hidden(dp_engine *e, float *x, int64_t b, int on_device) {
-    if (on_device) dp_cuda_llama_get_hidden_dev(&cu(e)->g, x, b);
-    else dp_cuda_llama_get_hidden(&cu(e)->g, x, b);
+    if (on_device)
+        dp_cuda_llama_get_hidden_dev(&cu(e)->g, x, b);
+    else
+        dp_cuda_llama_get_hidden(&cu(e)->g, x, b);
 }
 
 static double cuda_head_nll(dp_engine *e, const int32_t *targets, float *nll, int64_t b) {
@@ -136,15 +142,29 @@ static void cuda_buf_upload(dp_engine *e, float *buf, const float *host, int64_t
 }
 
 static int cuda_micro(dp_engine *e, const dp_layer_map *map, const dp_micro *mb, double *ce, double *kd, dp_err *err) {
-    dp_cuda_micro x = {.tokens = mb->tokens, .targets = mb->targets, .keys = mb->keys, .B = mb->B, .T = mb->T,
-                       .tidx = mb->tidx, .tval = mb->tval, .tlse = mb->tlse,
-                       .teacher = mb->teacher ? &cu(mb->teacher)->g : NULL, .teacher_map = mb->teacher_map,
-                       .alpha = mb->alpha, .temp = mb->temp, .gscale = mb->gscale, .backward = mb->backward,
-                       .wgrad_host = mb->wgrad_host, .block_done = mb->block_done, .ctx = mb->ctx};
+    dp_cuda_micro x = {.tokens = mb->tokens,
+                       .targets = mb->targets,
+                       .keys = mb->keys,
+                       .B = mb->B,
+                       .T = mb->T,
+                       .tidx = mb->tidx,
+                       .tval = mb->tval,
+                       .tlse = mb->tlse,
+                       .teacher = mb->teacher ? &cu(mb->teacher)->g : NULL,
+                       .teacher_map = mb->teacher_map,
+                       .alpha = mb->alpha,
+                       .temp = mb->temp,
+                       .gscale = mb->gscale,
+                       .backward = mb->backward,
+                       .wgrad_host = mb->wgrad_host,
+                       .block_done = mb->block_done,
+                       .ctx = mb->ctx};
     return dp_cuda_llama_train_micro(&cu(e)->g, map, &x, ce, kd, err);
 }
 
-static float *dev_grad(const dp_engine *e) { return e->plan.lora ? cu(e)->g.lg : cu(e)->g.gfull; }
+static float *dev_grad(const dp_engine *e) {
+    return e->plan.lora ? cu(e)->g.lg : cu(e)->g.gfull;
+}
 
 static void cuda_zero_grad(dp_engine *e) {
     if (dev_grad(e)) dp_cuda_memset0(dev_grad(e), (size_t)e->n_grad * sizeof(float), NULL);
@@ -163,19 +183,27 @@ static void cuda_grad_flush(dp_engine *e) {
 }
 
 static void cuda_params_changed(dp_engine *e) {
-    if (e->plan.lora) dp_cuda_llama_lora_upload(&cu(e)->g);
-    else dp_cuda_llama_weights_upload(&cu(e)->g);
+    if (e->plan.lora)
+        dp_cuda_llama_lora_upload(&cu(e)->g);
+    else
+        dp_cuda_llama_weights_upload(&cu(e)->g);
 }
 
-static int64_t cuda_block_loads(const dp_engine *e) { return cu(e)->g.block_loads; }
-static size_t cuda_device_bytes(const dp_engine *e) { return cu(e)->g.n_bytes; }
+static int64_t cuda_block_loads(const dp_engine *e) {
+    return cu(e)->g.block_loads;
+}
+static size_t cuda_device_bytes(const dp_engine *e) {
+    return cu(e)->g.n_bytes;
+}
 
-static int cuda_gen_open(dp_engine_gen *g, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P,
-                         int64_t T, int local_rank, dp_err *err) {
+static int cuda_gen_open(dp_engine_gen *g, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t T,
+                         int local_rank, dp_err *err) {
     dp_cuda_gen *x = dp_calloc(1, sizeof *x, "generation");
     int rc = dp_cuda_gen_init(x, m, map, B, P, T, local_rank, err);
-    if (rc) dp_free(x);
-    else g->impl = x;
+    if (rc)
+        dp_free(x);
+    else
+        g->impl = x;
     return rc;
 }
 static int cuda_generate(dp_engine_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o,
@@ -229,12 +257,29 @@ static void cuda_ceilings(int64_t C, int64_t F, double *bw, double *gemm) {
 }
 
 static const dp_engine_ops k_cuda_ops = {
-    .open = cuda_open, .close = cuda_close, .embed = cuda_embed, .blocks = cuda_blocks,
-    .set_hidden = cuda_set_hidden, .get_hidden = cuda_get_hidden, .head_nll = cuda_head_nll, .topk = cuda_topk,
-    .buf_alloc = cuda_buf_alloc, .buf_free = cuda_buf_free, .buf_upload = cuda_buf_upload, .micro = cuda_micro,
-    .zero_grad = cuda_zero_grad, .grad_flush = cuda_grad_flush, .params_changed = cuda_params_changed,
-    .block_loads = cuda_block_loads, .device_bytes = cuda_device_bytes, .gen_open = cuda_gen_open,
-    .generate = cuda_generate, .gen_close = cuda_gen_close, .ceilings = cuda_ceilings,
+    .open = cuda_open,
+    .close = cuda_close,
+    .embed = cuda_embed,
+    .blocks = cuda_blocks,
+    .set_hidden = cuda_set_hidden,
+    .get_hidden = cuda_get_hidden,
+    .head_nll = cuda_head_nll,
+    .topk = cuda_topk,
+    .buf_alloc = cuda_buf_alloc,
+    .buf_free = cuda_buf_free,
+    .buf_upload = cuda_buf_upload,
+    .micro = cuda_micro,
+    .zero_grad = cuda_zero_grad,
+    .grad_flush = cuda_grad_flush,
+    .params_changed = cuda_params_changed,
+    .block_loads = cuda_block_loads,
+    .device_bytes = cuda_device_bytes,
+    .gen_open = cuda_gen_open,
+    .generate = cuda_generate,
+    .gen_close = cuda_gen_close,
+    .ceilings = cuda_ceilings,
 };
 
-const dp_engine_ops *dp_engine_cuda_ops(void) { return &k_cuda_ops; }
+const dp_engine_ops *dp_engine_cuda_ops(void) {
+    return &k_cuda_ops;
+}

@@ -8,8 +8,8 @@
 #include "depthprune/mc.h"
 #include "depthprune/utf8.h"
 
-static const char *const k_tasks[] = {"generic", "boolq", "piqa", "hellaswag", "winogrande",
-                                      "arc_easy", "arc_challenge", "openbookqa"};
+static const char *const k_tasks[] = {"generic",    "boolq",    "piqa",          "hellaswag",
+                                      "winogrande", "arc_easy", "arc_challenge", "openbookqa"};
 
 int dp_mc_task_known(const char *task) {
     for (size_t i = 0; i < sizeof k_tasks / sizeof *k_tasks; i++)
@@ -19,7 +19,7 @@ int dp_mc_task_known(const char *task) {
 
 const char *dp_mc_task_metric(const char *task) {
     return !strcmp(task, "hellaswag") || !strcmp(task, "arc_challenge") || !strcmp(task, "openbookqa") ? "acc_norm"
-                                                                                                          : "acc";
+                                                                                                       : "acc";
 }
 
 int dp_mc_task_has_acc_norm(const char *task) {
@@ -116,7 +116,8 @@ static int shared(dp_mc_doc *d, const char *context, const cJSON *choices, int l
     if (n < 1) return dp_err_set(err, DP_E_FORMAT, "empty choices");
     if (label < 0 || label >= n) return dp_err_set(err, DP_E_RANGE, "label %d outside the %d choices", label, n);
     const cJSON *c;
-    cJSON_ArrayForEach(c, choices) if (!cJSON_IsString(c)) return dp_err_set(err, DP_E_FORMAT, "a choice is not a string");
+    cJSON_ArrayForEach(c, choices) if (!cJSON_IsString(c)) return dp_err_set(err, DP_E_FORMAT,
+                                                                             "a choice is not a string");
     doc_alloc(d, n);
     int i = 0;
     cJSON_ArrayForEach(c, choices) {
@@ -131,14 +132,20 @@ static int shared(dp_mc_doc *d, const char *context, const cJSON *choices, int l
 
 /* A label as an int; anything outside +-1e6 (where the cast would be
  * undefined, a fuzzer finding) becomes -1, which the range checks reject. */
-static int small_int(double v) { return v >= -1e6 && v <= 1e6 ? (int)v : -1; }
+static int small_int(double v) {
+    return v >= -1e6 && v <= 1e6 ? (int)v : -1;
+}
 
 static int label_of(const cJSON *o, const char *key, int *label, dp_err *err) {
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsNumber(l)) *label = small_int(l->valuedouble);
-    else if (cJSON_IsString(l) && *l->valuestring) *label = small_int(strtod(l->valuestring, NULL));
-    else if (cJSON_IsBool(l)) *label = cJSON_IsTrue(l);
-    else return dp_err_set(err, DP_E_FORMAT, "missing %s", key);
+    if (cJSON_IsNumber(l))
+        *label = small_int(l->valuedouble);
+    else if (cJSON_IsString(l) && *l->valuestring)
+        *label = small_int(strtod(l->valuestring, NULL));
+    else if (cJSON_IsBool(l))
+        *label = cJSON_IsTrue(l);
+    else
+        return dp_err_set(err, DP_E_FORMAT, "missing %s", key);
     return DP_OK;
 }
 
@@ -155,12 +162,16 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
         if (cJSON_IsArray(ctxs)) { /* one context per option, a shared continuation */
             const char *cont = str(o, "continuation");
             int n = cJSON_GetArraySize(ctxs);
-            if (!cont) rc = dp_err_set(err, DP_E_FORMAT, "contexts without a continuation");
-            else if (n < 1) rc = dp_err_set(err, DP_E_FORMAT, "empty contexts");
+            if (!cont)
+                rc = dp_err_set(err, DP_E_FORMAT, "contexts without a continuation");
+            else if (n < 1)
+                rc = dp_err_set(err, DP_E_FORMAT, "empty contexts");
             if (!rc) rc = label_of(o, "label", &label, err);
-            if (!rc && (label < 0 || label >= n)) rc = dp_err_set(err, DP_E_RANGE, "label %d outside the %d contexts", label, n);
+            if (!rc && (label < 0 || label >= n))
+                rc = dp_err_set(err, DP_E_RANGE, "label %d outside the %d contexts", label, n);
             const cJSON *c;
-            cJSON_ArrayForEach(c, ctxs) if (!rc && !cJSON_IsString(c)) rc = dp_err_set(err, DP_E_FORMAT, "a context is not a string");
+            cJSON_ArrayForEach(c, ctxs) if (!rc && !cJSON_IsString(c)) rc =
+                dp_err_set(err, DP_E_FORMAT, "a context is not a string");
             if (!rc) {
                 doc_alloc(d, n);
                 int i = 0;
@@ -175,14 +186,15 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
         } else {
             const char *ctx = str(o, "context");
             const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
-            if (!ctx || !cJSON_IsArray(ch)) rc = dp_err_set(err, DP_E_FORMAT, "expected context (string) and choices (array)");
+            if (!ctx || !cJSON_IsArray(ch))
+                rc = dp_err_set(err, DP_E_FORMAT, "expected context (string) and choices (array)");
             if (!rc) rc = label_of(o, "label", &label, err);
             if (!rc) rc = shared(d, ctx, ch, label, err);
         }
     } else if (!strcmp(task, "boolq")) {
         const char *p = str(o, "passage"), *q = str(o, "question");
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer"); /* google/boolq: true/false */
-        if (!a) a = cJSON_GetObjectItemCaseSensitive(o, "label");        /* super_glue/boolq (the harness's): 0/1 */
+        if (!a) a = cJSON_GetObjectItemCaseSensitive(o, "label");       /* super_glue/boolq (the harness's): 0/1 */
         if (!p || !q || !(cJSON_IsBool(a) || cJSON_IsNumber(a)))
             rc = dp_err_set(err, DP_E_FORMAT, "boolq: expected passage, question, answer (or label)");
         if (!rc) {
@@ -245,8 +257,10 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
         const char *s = str(o, "sentence"), *o1 = str(o, "option1"), *o2 = str(o, "option2");
         const cJSON *ans = cJSON_GetObjectItemCaseSensitive(o, "answer");
         const char *us = s ? strchr(s, '_') : NULL;
-        if (!s || !o1 || !o2 || !ans) rc = dp_err_set(err, DP_E_FORMAT, "winogrande: expected sentence, option1, option2, answer");
-        else if (!us) rc = dp_err_set(err, DP_E_FORMAT, "winogrande: the sentence has no '_'");
+        if (!s || !o1 || !o2 || !ans)
+            rc = dp_err_set(err, DP_E_FORMAT, "winogrande: expected sentence, option1, option2, answer");
+        else if (!us)
+            rc = dp_err_set(err, DP_E_FORMAT, "winogrande: the sentence has no '_'");
         if (!rc) {
             rc = label_of(o, "answer", &label, err);
             label -= 1; /* answer "1" / "2" */
@@ -279,7 +293,8 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
         int obqa = !strcmp(task, "openbookqa");
         const char *q = str(o, obqa ? "question_stem" : "question"), *key = str(o, "answerKey");
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
-        const cJSON *txt = cJSON_GetObjectItemCaseSensitive(ch, "text"), *lab = cJSON_GetObjectItemCaseSensitive(ch, "label");
+        const cJSON *txt = cJSON_GetObjectItemCaseSensitive(ch, "text"),
+                    *lab = cJSON_GetObjectItemCaseSensitive(ch, "label");
         if (!q || !key || !cJSON_IsArray(txt) || !cJSON_IsArray(lab))
             rc = dp_err_set(err, DP_E_FORMAT, "%s: expected %s, choices {text, label}, answerKey", task,
                             obqa ? "question_stem" : "question");
@@ -297,8 +312,10 @@ int dp_mc_parse(const char *task, const char *json, size_t len, dp_mc_doc *d, dp
         if (!rc) {
             size_t n = strlen(q) + 32;
             char *ctx = dp_malloc(n, "mc");
-            if (obqa) snprintf(ctx, n, "%s", q);
-            else snprintf(ctx, n, "Question: %s\nAnswer:", q);
+            if (obqa)
+                snprintf(ctx, n, "%s", q);
+            else
+                snprintf(ctx, n, "Question: %s\nAnswer:", q);
             rc = shared(d, ctx, txt, label, err);
             dp_free(ctx);
         }
@@ -450,7 +467,8 @@ static void mean_stderr(const double *x, int64_t n, double *mean, double *se) {
 
 void dp_mc_score(const dp_mc_doc *docs, int64_t n_docs, const dp_mc_req *reqs, const int64_t *first,
                  dp_mc_metrics *out) {
-    double *a = dp_malloc((size_t)(n_docs + 1) * sizeof(double), "mc"), *an = dp_malloc((size_t)(n_docs + 1) * sizeof(double), "mc");
+    double *a = dp_malloc((size_t)(n_docs + 1) * sizeof(double), "mc"),
+           *an = dp_malloc((size_t)(n_docs + 1) * sizeof(double), "mc");
     for (int64_t d = 0; d < n_docs; d++) {
         int best = 0, bestn = 0;
         for (int c = 1; c < docs[d].n; c++) { /* argmax: the first maximum, as numpy */

@@ -21,7 +21,7 @@ int dp_ppl_windows(const int32_t *ids, int64_t n_ids, int32_t bos_id, const dp_p
     if (n_ids == 0) return dp_err_set(err, DP_E_FORMAT, "the text is empty (no tokens)");
     int per = o->bos_per_window && bos_id >= 0;
     int lead = !o->bos_per_window && bos_id >= 0; /* one BOS before the whole text */
-    int64_t body = per ? T - 1 : T;                 /* text tokens per window */
+    int64_t body = per ? T - 1 : T;               /* text tokens per window */
     int64_t stream = n_ids + lead;
     int64_t n = stream / body;
     if (n < 1)
@@ -53,8 +53,8 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
     int64_t n_batches = (n_win + B - 1) / B;
     memset(r, 0, sizeof *r);
     dp_engine e;
-    dp_engine_plan plan = {.B = B, .T = T, .n_blocks = map->n, .allow_long = o->allow_long,
-                           .local_rank = mpi->local_rank};
+    dp_engine_plan plan = {
+        .B = B, .T = T, .n_blocks = map->n, .allow_long = o->allow_long, .local_rank = mpi->local_rank};
     /* every rank opens the same way, so failures agree */
     int rc = dp_engine_open(&e, o->device, m, &plan, err);
     if (rc) return rc;
@@ -76,8 +76,8 @@ int dp_ppl_run(const dp_mpi *mpi, const dp_llama *m, const dp_layer_map *map, co
         double now = dp_time_s();
         if (o->progress && mpi->rank == 0 && (now - last > 5.0 || done == mine)) {
             double rate = (double)(done * B * T) / (now - t0);
-            dp_log("ppl: batch %lld/%lld on rank 0, %.0f tokens/s, ETA %.0f s", (long long)done, (long long)mine,
-                   rate, (double)(mine - done) * (now - t0) / (double)done);
+            dp_log("ppl: batch %lld/%lld on rank 0, %.0f tokens/s, ETA %.0f s", (long long)done, (long long)mine, rate,
+                   (double)(mine - done) * (now - t0) / (double)done);
             last = now;
         }
     }

@@ -10,8 +10,7 @@
 #include <unistd.h>
 
 static const char *const k_tokenizer_files[] = {
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "generation_config.json",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "generation_config.json",
 };
 
 static void remove_tree(const char *dir) {
@@ -22,8 +21,10 @@ static void remove_tree(const char *dir) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char *p = dp_path_join(dir, e->d_name);
         struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p); /* the adapter subdirectory */
-        else unlink(p);
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            remove_tree(p); /* the adapter subdirectory */
+        else
+            unlink(p);
         dp_free(p);
     }
     closedir(d);
@@ -130,8 +131,8 @@ static const char *torch_name(int dtype) {
     return dtype == DP_DTYPE_BF16 ? "bfloat16" : dtype == DP_DTYPE_F16 ? "float16" : "float32";
 }
 
-int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_model *m,
-                    const char *out_dir, const dp_export_opts *o, dp_err *err) {
+int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_model *m, const char *out_dir,
+                    const dp_export_opts *o, dp_err *err) {
     struct stat st;
     if (stat(out_dir, &st) == 0)
         return dp_err_set(err, DP_E_IO, "%s: already exists; refusing to overwrite it", out_dir);
@@ -216,8 +217,7 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
         }
         n++;
     }
-    if (rc == DP_OK)
-        rc = dp_st_write_model(tmp, e, n, o->max_shard_bytes ? o->max_shard_bytes : 5000000000ull, err);
+    if (rc == DP_OK) rc = dp_st_write_model(tmp, e, n, o->max_shard_bytes ? o->max_shard_bytes : 5000000000ull, err);
     if (rc == DP_OK) {
         char *cfg = export_config(c, o->keep, n_keep, torch_name(out_dtype), o->provenance, err);
         if (!cfg) {

@@ -15,10 +15,10 @@ static const struct {
     const char *name;
     int64_t block, bytes;
 } k_types[] = {
-    {DP_GGML_F32, "F32", 1, 4},        {DP_GGML_F16, "F16", 1, 2},        {DP_GGML_BF16, "BF16", 1, 2},
-    {DP_GGML_Q4_0, "Q4_0", 32, 18},    {DP_GGML_Q4_1, "Q4_1", 32, 20},    {DP_GGML_Q5_0, "Q5_0", 32, 22},
-    {DP_GGML_Q5_1, "Q5_1", 32, 24},    {DP_GGML_Q8_0, "Q8_0", 32, 34},    {DP_GGML_Q4_K, "Q4_K", 256, 144},
-    {DP_GGML_Q5_K, "Q5_K", 256, 176},  {DP_GGML_Q6_K, "Q6_K", 256, 210},
+    {DP_GGML_F32, "F32", 1, 4},       {DP_GGML_F16, "F16", 1, 2},       {DP_GGML_BF16, "BF16", 1, 2},
+    {DP_GGML_Q4_0, "Q4_0", 32, 18},   {DP_GGML_Q4_1, "Q4_1", 32, 20},   {DP_GGML_Q5_0, "Q5_0", 32, 22},
+    {DP_GGML_Q5_1, "Q5_1", 32, 24},   {DP_GGML_Q8_0, "Q8_0", 32, 34},   {DP_GGML_Q4_K, "Q4_K", 256, 144},
+    {DP_GGML_Q5_K, "Q5_K", 256, 176}, {DP_GGML_Q6_K, "Q6_K", 256, 210},
 };
 
 const char *dp_ggml_type_name(int type) {
@@ -56,8 +56,12 @@ static int need(cursor *c, uint64_t k, const char *what) {
     return DP_OK;
 }
 
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t rd64(const uint8_t *p) {
+    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
+}
 
 static int get_u32(cursor *c, uint32_t *v, const char *what) {
     int rc = need(c, 4, what);
@@ -102,19 +106,23 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
         if (!rc) rc = get_u64(c, &n, key);
         if (rc) return rc;
         if (et >= DP_GGUF_NTYPES)
-            return dp_err_set(c->err, DP_GGUF_E_BAD_VALUE_TYPE, "%s: key '%s': unknown array element type %u",
-                              c->label, key, et);
+            return dp_err_set(c->err, DP_GGUF_E_BAD_VALUE_TYPE, "%s: key '%s': unknown array element type %u", c->label,
+                              key, et);
         if (et != DP_GGUF_STRING && et != DP_GGUF_ARRAY) {
             if (n > (c->n - c->at) / (uint64_t)k_value_size[et])
-                return dp_err_set(c->err, DP_GGUF_E_TRUNCATED, "%s: key '%s': array of %llu elements runs past the end "
-                                  "of the file", c->label, key, (unsigned long long)n);
+                return dp_err_set(c->err, DP_GGUF_E_TRUNCATED,
+                                  "%s: key '%s': array of %llu elements runs past the end "
+                                  "of the file",
+                                  c->label, key, (unsigned long long)n);
             c->at += (size_t)(n * (uint64_t)k_value_size[et]);
             return DP_OK;
         }
         /* each string or array element takes at least 8 bytes */
         if (n > (c->n - c->at) / 8)
-            return dp_err_set(c->err, DP_GGUF_E_TRUNCATED, "%s: key '%s': array of %llu elements runs past the end of "
-                              "the file", c->label, key, (unsigned long long)n);
+            return dp_err_set(c->err, DP_GGUF_E_TRUNCATED,
+                              "%s: key '%s': array of %llu elements runs past the end of "
+                              "the file",
+                              c->label, key, (unsigned long long)n);
         for (uint64_t i = 0; i < n; i++) {
             int rc2 = skip_value(c, et, depth + 1, key);
             if (rc2) return rc2;
@@ -179,7 +187,8 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
         uint64_t kl;
         uint32_t t;
         rc = get_str(&c, &k, &kl, "metadata key");
-        if (!rc && kl == 0) rc = dp_err_set(err, DP_GGUF_E_BAD_STRING, "%s: metadata key %llu is empty", label, (unsigned long long)i);
+        if (!rc && kl == 0)
+            rc = dp_err_set(err, DP_GGUF_E_BAD_STRING, "%s: metadata key %llu is empty", label, (unsigned long long)i);
         if (rc) break;
         dp_gguf_kv *e = &f->kv[i];
         e->key = dp_strndup((const char *)k, (size_t)kl, "gguf");
@@ -208,8 +217,10 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
         if (!rc && !strcmp(e->key, "general.alignment")) {
             uint32_t a = t == DP_GGUF_U32 ? rd32(e->data) : 0;
             if (t != DP_GGUF_U32 || a == 0 || (a & (a - 1)))
-                rc = dp_err_set(err, DP_GGUF_E_BAD_ALIGNMENT, "%s: general.alignment must be a u32 power of two", label);
-            else f->alignment = a;
+                rc =
+                    dp_err_set(err, DP_GGUF_E_BAD_ALIGNMENT, "%s: general.alignment must be a u32 power of two", label);
+            else
+                f->alignment = a;
         }
     }
     dp_strmap_free(&keys);
@@ -228,8 +239,8 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
         uint32_t nd = 0, type = 0;
         rc = get_str(&c, &s, &sl, "tensor name");
         if (!rc && (sl == 0 || sl > 255))
-            rc = dp_err_set(err, DP_GGUF_E_BAD_TENSOR_NAME, "%s: tensor %llu: name of %llu bytes (1..255 allowed)", label,
-                            (unsigned long long)i, (unsigned long long)sl);
+            rc = dp_err_set(err, DP_GGUF_E_BAD_TENSOR_NAME, "%s: tensor %llu: name of %llu bytes (1..255 allowed)",
+                            label, (unsigned long long)i, (unsigned long long)sl);
         if (rc) break;
         dp_gguf_tensor *t = &f->tensors[i];
         t->name = dp_strndup((const char *)s, (size_t)sl, "gguf");
@@ -239,15 +250,17 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
         }
         rc = get_u32(&c, &nd, t->name);
         if (!rc && (nd < 1 || nd > 4))
-            rc = dp_err_set(err, DP_GGUF_E_BAD_DIMS, "%s: tensor '%s': %u dimensions (1..4 allowed)", label, t->name, nd);
+            rc = dp_err_set(err, DP_GGUF_E_BAD_DIMS, "%s: tensor '%s': %u dimensions (1..4 allowed)", label, t->name,
+                            nd);
         t->n_dims = (int)nd;
         int64_t ne = 1;
         for (uint32_t d = 0; d < 4 && !rc; d++) {
             uint64_t v = 1;
             if (d < nd) rc = get_u64(&c, &v, t->name);
             if (!rc && (v == 0 || v > (1ull << 40) || (uint64_t)ne > (1ull << 48) / v))
-                rc = dp_err_set(err, DP_GGUF_E_BAD_DIMS, "%s: tensor '%s': extent %llu of dimension %u is zero or too large",
-                                label, t->name, (unsigned long long)v, d);
+                rc = dp_err_set(err, DP_GGUF_E_BAD_DIMS,
+                                "%s: tensor '%s': extent %llu of dimension %u is zero or too large", label, t->name,
+                                (unsigned long long)v, d);
             if (!rc) {
                 t->ne[d] = (int64_t)v;
                 ne *= (int64_t)v;
@@ -256,15 +269,21 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
         if (!rc) rc = get_u32(&c, &type, t->name);
         int64_t be = 1, bb = 0;
         if (!rc && !dp_ggml_block((int)type, &be, &bb))
-            rc = dp_err_set(err, DP_GGUF_E_BAD_TENSOR_TYPE, "%s: tensor '%s': ggml type %u is not one that is read "
-                            "(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)", label, t->name, type);
+            rc = dp_err_set(err, DP_GGUF_E_BAD_TENSOR_TYPE,
+                            "%s: tensor '%s': ggml type %u is not one that is read "
+                            "(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)",
+                            label, t->name, type);
         if (!rc && t->ne[0] % be)
-            rc = dp_err_set(err, DP_GGUF_E_BAD_ROW, "%s: tensor '%s': row of %lld elements is not a multiple of the %s "
-                            "block (%lld)", label, t->name, (long long)t->ne[0], dp_ggml_type_name((int)type), (long long)be);
+            rc = dp_err_set(err, DP_GGUF_E_BAD_ROW,
+                            "%s: tensor '%s': row of %lld elements is not a multiple of the %s "
+                            "block (%lld)",
+                            label, t->name, (long long)t->ne[0], dp_ggml_type_name((int)type), (long long)be);
         if (!rc) rc = get_u64(&c, &t->offset, t->name);
         if (!rc && t->offset % f->alignment)
-            rc = dp_err_set(err, DP_GGUF_E_MISALIGNED_TENSOR, "%s: tensor '%s': offset %llu is not a multiple of the "
-                            "alignment %llu", label, t->name, (unsigned long long)t->offset, (unsigned long long)f->alignment);
+            rc = dp_err_set(err, DP_GGUF_E_MISALIGNED_TENSOR,
+                            "%s: tensor '%s': offset %llu is not a multiple of the "
+                            "alignment %llu",
+                            label, t->name, (unsigned long long)t->offset, (unsigned long long)f->alignment);
         t->type = (int)type;
         t->n_elems = ne;
         if (!rc) t->n_bytes = (uint64_t)(ne / be) * (uint64_t)bb;
@@ -277,18 +296,21 @@ int dp_gguf_parse(const void *bytes, size_t n, const char *label, dp_gguf *f, dp
         for (uint64_t i = 0; i < nt && !rc; i++) {
             dp_gguf_tensor *t = &f->tensors[i];
             if (data > n || t->offset > n - data || t->n_bytes > n - data - t->offset)
-                rc = dp_err_set(err, DP_GGUF_E_TENSOR_PAST_EOF, "%s: tensor '%s': bytes [%llu, %llu) of the data section "
-                                "run past the end of the file", label, t->name, (unsigned long long)t->offset,
+                rc = dp_err_set(err, DP_GGUF_E_TENSOR_PAST_EOF,
+                                "%s: tensor '%s': bytes [%llu, %llu) of the data section "
+                                "run past the end of the file",
+                                label, t->name, (unsigned long long)t->offset,
                                 (unsigned long long)(t->offset + t->n_bytes));
-            else t->data = c.p + data + t->offset;
+            else
+                t->data = c.p + data + t->offset;
             sp[i] = (span){t->offset, t->offset + t->n_bytes, (int64_t)i};
         }
         if (!rc) {
             qsort(sp, (size_t)nt, sizeof *sp, by_lo);
             for (uint64_t i = 1; i < nt && !rc; i++)
                 if (sp[i].lo < sp[i - 1].hi)
-                    rc = dp_err_set(err, DP_GGUF_E_OVERLAP, "%s: tensors '%s' and '%s' overlap in the data section", label,
-                                    f->tensors[sp[i - 1].i].name, f->tensors[sp[i].i].name);
+                    rc = dp_err_set(err, DP_GGUF_E_OVERLAP, "%s: tensors '%s' and '%s' overlap in the data section",
+                                    label, f->tensors[sp[i - 1].i].name, f->tensors[sp[i].i].name);
         }
         dp_free(sp);
     }
@@ -336,7 +358,9 @@ const dp_gguf_tensor *dp_gguf_find_tensor(const dp_gguf *f, const char *name) {
     return NULL;
 }
 
-static const char *label_of(const dp_gguf *f) { return f->path ? f->path : "gguf"; }
+static const char *label_of(const dp_gguf *f) {
+    return f->path ? f->path : "gguf";
+}
 
 int dp_gguf_get_int(const dp_gguf *f, const char *key, int64_t *out, int required, dp_err *err) {
     const dp_gguf_kv *e = dp_gguf_find(f, key);
@@ -350,7 +374,8 @@ int dp_gguf_get_int(const dp_gguf *f, const char *key, int64_t *out, int require
     case DP_GGUF_U32: *out = rd32(p); break;
     case DP_GGUF_I32: *out = (int32_t)rd32(p); break;
     case DP_GGUF_U64:
-        if (rd64(p) > (uint64_t)INT64_MAX) return dp_err_set(err, DP_E_FORMAT, "%s: metadata '%s' is out of range", label_of(f), key);
+        if (rd64(p) > (uint64_t)INT64_MAX)
+            return dp_err_set(err, DP_E_FORMAT, "%s: metadata '%s' is out of range", label_of(f), key);
         *out = (int64_t)rd64(p);
         break;
     case DP_GGUF_I64: *out = (int64_t)rd64(p); break;
@@ -383,7 +408,8 @@ int dp_gguf_get_float(const dp_gguf *f, const char *key, double *out, int requir
 int dp_gguf_get_str(const dp_gguf *f, const char *key, const char **s, uint64_t *len, dp_err *err) {
     const dp_gguf_kv *e = dp_gguf_find(f, key);
     if (!e || e->type != DP_GGUF_STRING)
-        return dp_err_set(err, DP_E_FORMAT, "%s: metadata '%s' is %s", label_of(f), key, e ? "not a string" : "missing");
+        return dp_err_set(err, DP_E_FORMAT, "%s: metadata '%s' is %s", label_of(f), key,
+                          e ? "not a string" : "missing");
     *len = rd64(e->data);
     *s = (const char *)e->data + 8;
     return DP_OK;
@@ -409,7 +435,9 @@ int dp_gguf_str_array(const dp_gguf *f, const char *key, const char ***ptrs, uin
 
 /* ---------------- dequantization (ggml-quants.c, dequantize_row_*) ---------------- */
 
-static float h2f(const uint8_t *p) { return dp_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+static float h2f(const uint8_t *p) {
+    return dp_f16_to_f32((uint16_t)(p[0] | p[1] << 8));
+}
 
 static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
     if (j < 4) {
@@ -424,9 +452,7 @@ static void get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m) {
 void dp_ggml_dequantize(int type, const void *src, float *y, int64_t n) {
     const uint8_t *b = src;
     switch (type) {
-    case DP_GGML_F32:
-        memcpy(y, src, (size_t)n * 4);
-        return;
+    case DP_GGML_F32: memcpy(y, src, (size_t)n * 4); return;
     case DP_GGML_F16:
         for (int64_t i = 0; i < n; i++) y[i] = h2f(b + 2 * i);
         return;
@@ -545,7 +571,6 @@ void dp_ggml_dequantize(int type, const void *src, float *y, int64_t n) {
             }
         }
         return;
-    default:
-        dp_fatal("dp_ggml_dequantize: type %d is not read", type);
+    default: dp_fatal("dp_ggml_dequantize: type %d is not read", type);
     }
 }

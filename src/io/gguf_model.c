@@ -16,10 +16,10 @@
 
 /* GGUF tensor name suffix -> HF name suffix, for block tensors */
 static const char *const k_blk_map[][2] = {
-    {"attn_norm.weight", "input_layernorm.weight"},        {"attn_q.weight", "self_attn.q_proj.weight"},
-    {"attn_k.weight", "self_attn.k_proj.weight"},          {"attn_v.weight", "self_attn.v_proj.weight"},
-    {"attn_output.weight", "self_attn.o_proj.weight"},     {"ffn_norm.weight", "post_attention_layernorm.weight"},
-    {"ffn_gate.weight", "mlp.gate_proj.weight"},           {"ffn_up.weight", "mlp.up_proj.weight"},
+    {"attn_norm.weight", "input_layernorm.weight"},    {"attn_q.weight", "self_attn.q_proj.weight"},
+    {"attn_k.weight", "self_attn.k_proj.weight"},      {"attn_v.weight", "self_attn.v_proj.weight"},
+    {"attn_output.weight", "self_attn.o_proj.weight"}, {"ffn_norm.weight", "post_attention_layernorm.weight"},
+    {"ffn_gate.weight", "mlp.gate_proj.weight"},       {"ffn_up.weight", "mlp.up_proj.weight"},
     {"ffn_down.weight", "mlp.down_proj.weight"},
 };
 
@@ -93,15 +93,18 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
     int rc = dp_gguf_get_str(f, "tokenizer.ggml.model", &model, &ml, err);
     if (rc) return rc;
     if (ml != 4 || memcmp(model, "gpt2", 4))
-        return dp_err_set(err, DP_E_UNSUPPORTED, "%s: tokenizer.ggml.model '%.*s': only byte-level BPE ('gpt2') GGUF "
-                          "tokenizers are converted so far", f->path, (int)ml, model);
+        return dp_err_set(err, DP_E_UNSUPPORTED,
+                          "%s: tokenizer.ggml.model '%.*s': only byte-level BPE ('gpt2') GGUF "
+                          "tokenizers are converted so far",
+                          f->path, (int)ml, model);
     const char **tok = NULL, **mer = NULL;
     uint64_t *tl = NULL, *mlen = NULL, nt = 0, nm = 0;
     rc = dp_gguf_str_array(f, "tokenizer.ggml.tokens", &tok, &tl, &nt, err);
     if (!rc) rc = dp_gguf_str_array(f, "tokenizer.ggml.merges", &mer, &mlen, &nm, err);
     const dp_gguf_kv *tt = dp_gguf_find(f, "tokenizer.ggml.token_type");
     if (!rc && tt && (tt->type != DP_GGUF_ARRAY || tt->elem_type != DP_GGUF_I32 || tt->n != nt))
-        rc = dp_err_set(err, DP_E_FORMAT, "%s: tokenizer.ggml.token_type is not an i32 array of one entry per token", f->path);
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: tokenizer.ggml.token_type is not an i32 array of one entry per token",
+                        f->path);
     if (rc) {
         dp_free(tok), dp_free(tl), dp_free(mer), dp_free(mlen);
         return rc;
@@ -246,14 +249,15 @@ static int build_config(const dp_gguf *f, int64_t vocab, int tied, const char *t
         const char *s;
         uint64_t sl;
         rc = dp_gguf_get_str(f, "llama.rope.scaling.type", &s, &sl, err);
-        if (!rc && sl == 6 && !memcmp(s, "linear", 6)) rc = dp_gguf_get_float(f, "llama.rope.scaling.factor", &factor, 1, err);
+        if (!rc && sl == 6 && !memcmp(s, "linear", 6))
+            rc = dp_gguf_get_float(f, "llama.rope.scaling.factor", &factor, 1, err);
         else if (!rc && !(sl == 4 && !memcmp(s, "none", 4)))
             rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: llama.rope.scaling.type '%.*s' (none and linear are converted)",
                             f->path, (int)sl, s);
     }
     if (!rc && dp_gguf_find_tensor(f, "rope_freqs.weight"))
-        rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: rope_freqs.weight (Llama-3.1-style RoPE factors) is not converted yet",
-                        f->path);
+        rc = dp_err_set(err, DP_E_UNSUPPORTED,
+                        "%s: rope_freqs.weight (Llama-3.1-style RoPE factors) is not converted yet", f->path);
     if (rc) return rc;
     cJSON *c = cJSON_CreateObject();
     cJSON *a = cJSON_AddArrayToObject(c, "architectures");
@@ -309,8 +313,7 @@ int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uin
     if (rc) return rc;
     if (dtype < 0) dtype = DP_DTYPE_F32;
     const dp_gguf_tensor *emb = dp_gguf_find_tensor(&f, "token_embd.weight");
-    if (!emb || emb->n_dims != 2)
-        rc = dp_err_set(err, DP_E_FORMAT, "%s: no 2-D token_embd.weight", gguf_path);
+    if (!emb || emb->n_dims != 2) rc = dp_err_set(err, DP_E_FORMAT, "%s: no 2-D token_embd.weight", gguf_path);
     int64_t NH = 0, NKV = 0;
     if (!rc) rc = dp_gguf_get_int(&f, "llama.attention.head_count", &NH, 1, err);
     NKV = NH;
@@ -319,7 +322,10 @@ int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uin
     char *cfg_text = NULL, *tok_json = NULL, *tok_cfg = NULL;
     if (!rc)
         rc = build_config(&f, emb->ne[1], tied,
-                          dtype == DP_DTYPE_BF16 ? "bfloat16" : dtype == DP_DTYPE_F16 ? "float16" : "float32", &cfg_text, err);
+                          dtype == DP_DTYPE_BF16  ? "bfloat16"
+                          : dtype == DP_DTYPE_F16 ? "float16"
+                                                  : "float32",
+                          &cfg_text, err);
     if (!rc) rc = build_tokenizer(&f, &tok_json, &tok_cfg, err);
     dp_llama_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -360,8 +366,14 @@ int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uin
         cJSON_Delete(pj);
         char *prov = dp_strdup(pt, "gguf");
         free(pt);
-        dp_export_opts eo = {.keep = NULL, .dtype = dtype, .max_shard_bytes = max_shard_bytes, .provenance = prov,
-                             .mem = e, .n_mem = n, .finish = write_tokenizer, .finish_ctx = &tf};
+        dp_export_opts eo = {.keep = NULL,
+                             .dtype = dtype,
+                             .max_shard_bytes = max_shard_bytes,
+                             .provenance = prov,
+                             .mem = e,
+                             .n_mem = n,
+                             .finish = write_tokenizer,
+                             .finish_ctx = &tf};
         rc = dp_export_model(gguf_path, &cfg, NULL, out_dir, &eo, err);
         dp_free(prov);
     }
@@ -455,8 +467,8 @@ static int gguf_name(const char *hf, char *out, size_t n) {
 }
 
 int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *tokenizer_json, size_t tok_len,
-                        const char *const *names, const float *const *data, const int64_t (*shape)[2], int n,
-                        int type, const char *model_name, dp_err *err) {
+                        const char *const *names, const float *const *data, const int64_t (*shape)[2], int n, int type,
+                        const char *model_name, dp_err *err) {
     if (type != DP_GGML_F32 && type != DP_GGML_F16 && type != DP_GGML_BF16 && type != DP_GGML_Q8_0)
         return dp_err_set(err, DP_E_USAGE, "GGUF output type must be F32, F16, BF16 or Q8_0");
     if (c->width_varies)
@@ -466,7 +478,8 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
     /* the tokenizer: byte-level BPE vocabularies are written as llama.cpp's "gpt2" model */
     cJSON *tj = cJSON_ParseWithLength(tokenizer_json, tok_len);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"), *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab"),
+                *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(tj, "pre_tokenizer");
     char *pre_text = pre ? cJSON_PrintUnformatted(pre) : NULL;
     int byte_level = pre_text && strstr(pre_text, "\"ByteLevel\"") != NULL;
@@ -475,7 +488,8 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
         rc = dp_err_set(err, DP_E_FORMAT, "tokenizer.json: no BPE model with vocab and merges");
     else if (!byte_level)
-        rc = dp_err_set(err, DP_E_UNSUPPORTED, "only byte-level BPE tokenizers are written to GGUF so far (this one "
+        rc = dp_err_set(err, DP_E_UNSUPPORTED,
+                        "only byte-level BPE tokenizers are written to GGUF so far (this one "
                         "is SentencePiece-style)");
     int64_t V = c->vocab_size;
     const char **tok = NULL;
@@ -491,7 +505,8 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
             if (id >= 0 && id < V) tok[id] = e->string, ttype[id] = 1;
         }
         cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(tj, "added_tokens")) {
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id"), *ct = cJSON_GetObjectItemCaseSensitive(e, "content");
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id"),
+                        *ct = cJSON_GetObjectItemCaseSensitive(e, "content");
             if (cJSON_IsNumber(id) && cJSON_IsString(ct) && id->valuedouble >= 0 && id->valuedouble < (double)V) {
                 int64_t i = (int64_t)id->valuedouble;
                 tok[i] = ct->valuestring;
@@ -526,7 +541,11 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
         kv_str(&w, "general.architecture", "llama");
         kv_str(&w, "general.name", model_name ? model_name : "depthprune");
         kv_u32(&w, "general.alignment", 32);
-        kv_u32(&w, "general.file_type", type == DP_GGML_F32 ? 0 : type == DP_GGML_F16 ? 1 : type == DP_GGML_Q8_0 ? 7 : 32);
+        kv_u32(&w, "general.file_type",
+               type == DP_GGML_F32    ? 0
+               : type == DP_GGML_F16  ? 1
+               : type == DP_GGML_Q8_0 ? 7
+                                      : 32);
         kv_u32(&w, "general.quantization_version", 2);
         kv_u32(&w, "llama.block_count", (uint32_t)c->n_layers);
         kv_u32(&w, "llama.context_length", (uint32_t)c->max_position_embeddings);
@@ -619,8 +638,10 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
             dp_ggml_block(ttypes[i], &be, &bb);
             size_t nb = (size_t)(ne / be * bb);
             uint8_t *out = dp_malloc(nb + 1, "gguf");
-            if (ttypes[i] == DP_GGML_F32) memcpy(out, x, nb);
-            else if (ttypes[i] == DP_GGML_Q8_0) quantize_q8_0(x, out, ne);
+            if (ttypes[i] == DP_GGML_F32)
+                memcpy(out, x, nb);
+            else if (ttypes[i] == DP_GGML_Q8_0)
+                quantize_q8_0(x, out, ne);
             else
                 for (int64_t k = 0; k < ne; k++) {
                     uint16_t h = ttypes[i] == DP_GGML_F16 ? dp_f32_to_f16(x[k]) : dp_f32_to_bf16(x[k]);

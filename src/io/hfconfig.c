@@ -8,13 +8,12 @@
 #include <string.h>
 
 const char *const dp_llama_block_suffix[DP_LLAMA_BLOCK_TENSORS] = {
-    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+    "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
     "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",   "mlp.up_proj.weight",      "mlp.down_proj.weight",
+    "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight",
 };
 
-static int get_int(const cJSON *root, const char *key, int64_t *out, int required, const char *path,
-                   dp_err *err) {
+static int get_int(const cJSON *root, const char *key, int64_t *out, int required, const char *path, dp_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) {
         if (required) return dp_err_set(err, DP_E_FORMAT, "%s: missing required field '%s'", path, key);
@@ -49,8 +48,7 @@ static int parse_rope(const cJSON *rs, const char *path, dp_llama_config *c, dp_
     }
     if (get_num(rs, "factor", &c->rope_factor, path, err) != 0)
         return dp_err_set(err, DP_E_FORMAT, "%s: rope scaling '%s' needs a numeric 'factor'", path, type);
-    if (!(c->rope_factor > 0))
-        return dp_err_set(err, DP_E_FORMAT, "%s: rope scaling factor must be positive", path);
+    if (!(c->rope_factor > 0)) return dp_err_set(err, DP_E_FORMAT, "%s: rope scaling factor must be positive", path);
     if (!strcmp(type, "linear")) {
         c->rope_type = DP_ROPE_LINEAR;
         return DP_OK;
@@ -59,11 +57,11 @@ static int parse_rope(const cJSON *rs, const char *path, dp_llama_config *c, dp_
         c->rope_type = DP_ROPE_LLAMA3;
         if (get_num(rs, "low_freq_factor", &c->rope_low_freq_factor, path, err) ||
             get_num(rs, "high_freq_factor", &c->rope_high_freq_factor, path, err) ||
-            get_int(rs, "original_max_position_embeddings", &c->rope_original_max_position_embeddings,
-                    1, path, err))
+            get_int(rs, "original_max_position_embeddings", &c->rope_original_max_position_embeddings, 1, path, err))
             return dp_err_set(err, DP_E_FORMAT,
                               "%s: llama3 rope scaling needs factor, low_freq_factor, "
-                              "high_freq_factor and original_max_position_embeddings", path);
+                              "high_freq_factor and original_max_position_embeddings",
+                              path);
         if (!(c->rope_high_freq_factor > c->rope_low_freq_factor))
             return dp_err_set(err, DP_E_FORMAT, "%s: llama3 rope: high_freq_factor must exceed low_freq_factor", path);
         return DP_OK;
@@ -72,8 +70,7 @@ static int parse_rope(const cJSON *rs, const char *path, dp_llama_config *c, dp_
                       path, type);
 }
 
-int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_llama_config *c,
-                          dp_err *err) {
+int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_llama_config *c, dp_err *err) {
     memset(c, 0, sizeof *c);
     dp_err_clear(err);
     cJSON *root = cJSON_ParseWithLength(text, len);
@@ -87,8 +84,10 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (cJSON_IsString(mt)) snprintf(c->model_type, sizeof c->model_type, "%s", mt->valuestring);
     if (!a) {
-        if (!strcmp(c->model_type, "llama")) a = "LlamaForCausalLM";
-        else if (!strcmp(c->model_type, "mistral")) a = "MistralForCausalLM";
+        if (!strcmp(c->model_type, "llama"))
+            a = "LlamaForCausalLM";
+        else if (!strcmp(c->model_type, "mistral"))
+            a = "MistralForCausalLM";
     }
     if (!a) {
         rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: no 'architectures' or known 'model_type'", path);
@@ -97,8 +96,7 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
     snprintf(c->architecture, sizeof c->architecture, "%s", a);
     if (strcmp(a, "LlamaForCausalLM") && strcmp(a, "MistralForCausalLM")) {
         rc = dp_err_set(err, DP_E_UNSUPPORTED,
-                        "%s: architecture '%s' is not supported (LlamaForCausalLM, MistralForCausalLM)",
-                        path, a);
+                        "%s: architecture '%s' is not supported (LlamaForCausalLM, MistralForCausalLM)", path, a);
         goto done;
     }
     if ((rc = get_int(root, "hidden_size", &c->hidden_size, 1, path, err)) ||
@@ -112,8 +110,7 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
     c->head_dim = c->n_heads > 0 ? c->hidden_size / c->n_heads : 0;
     if ((rc = get_int(root, "head_dim", &c->head_dim, 0, path, err)) > 1) goto done;
     c->max_position_embeddings = 2048;
-    if ((rc = get_int(root, "max_position_embeddings", &c->max_position_embeddings, 0, path, err)) > 1)
-        goto done;
+    if ((rc = get_int(root, "max_position_embeddings", &c->max_position_embeddings, 0, path, err)) > 1) goto done;
     c->rms_norm_eps = 1e-6;
     if ((rc = get_num(root, "rms_norm_eps", &c->rms_norm_eps, path, err)) > 1) goto done;
     c->rope_theta = 10000.0;
@@ -161,20 +158,19 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
     if (cJSON_IsNumber(sw) && fabs(sw->valuedouble) <= 9e15) c->sliding_window = (int64_t)sw->valuedouble;
 
     /* sanity of the shape-defining fields */
-    if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
-        c->n_kv_heads <= 0 || c->head_dim <= 0 || c->vocab_size <= 0) {
+    if (c->hidden_size <= 0 || c->intermediate_size <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
+        c->head_dim <= 0 || c->vocab_size <= 0) {
         rc = dp_err_set(err, DP_E_FORMAT, "%s: sizes must be positive", path);
         goto done;
     }
     if (c->n_heads % c->n_kv_heads) {
         rc = dp_err_set(err, DP_E_FORMAT,
-                        "%s: num_attention_heads (%lld) must be a multiple of num_key_value_heads (%lld)",
-                        path, (long long)c->n_heads, (long long)c->n_kv_heads);
+                        "%s: num_attention_heads (%lld) must be a multiple of num_key_value_heads (%lld)", path,
+                        (long long)c->n_heads, (long long)c->n_kv_heads);
         goto done;
     }
     if (c->head_dim % 2) {
-        rc = dp_err_set(err, DP_E_FORMAT, "%s: head_dim (%lld) must be even for RoPE", path,
-                        (long long)c->head_dim);
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: head_dim (%lld) must be even for RoPE", path, (long long)c->head_dim);
         goto done;
     }
     if (!(c->rms_norm_eps > 0) || !(c->rope_theta > 0)) {
@@ -208,17 +204,19 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
             for (const cJSON *e = arr->child; e && !rc; e = e->next, l++) {
                 if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < 1 ||
                     e->valuedouble > (double)max[k])
-                    rc = dp_err_set(err, DP_E_FORMAT, "%s: depthprune_width.%s[%lld] must be an integer in 1..%lld", path,
-                                    keys[k], (long long)l, (long long)max[k]);
-                else dst[k][l] = (int64_t)e->valuedouble;
+                    rc = dp_err_set(err, DP_E_FORMAT, "%s: depthprune_width.%s[%lld] must be an integer in 1..%lld",
+                                    path, keys[k], (long long)l, (long long)max[k]);
+                else
+                    dst[k][l] = (int64_t)e->valuedouble;
             }
         }
         for (int64_t l = 0; l < c->n_layers && !rc; l++)
             if (c->layer_heads[l] * c->n_kv_heads != c->layer_kv_heads[l] * c->n_heads)
                 rc = dp_err_set(err, DP_E_FORMAT,
                                 "%s: depthprune_width: block %lld has %lld query heads for %lld kv heads; every block "
-                                "keeps %lld query heads per kv head", path, (long long)l, (long long)c->layer_heads[l],
-                                (long long)c->layer_kv_heads[l], (long long)(c->n_heads / c->n_kv_heads));
+                                "keeps %lld query heads per kv head",
+                                path, (long long)l, (long long)c->layer_heads[l], (long long)c->layer_kv_heads[l],
+                                (long long)(c->n_heads / c->n_kv_heads));
         if (rc) goto done;
         c->width_varies = 1;
     }
@@ -264,8 +262,7 @@ int64_t dp_llama_param_count(const dp_llama_config *c) {
     return n;
 }
 
-static int check_one(const dp_st_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
-                     dp_err *err) {
+static int check_one(const dp_st_model *m, const char *name, int ndim, int64_t d0, int64_t d1, dp_err *err) {
     const dp_st_tensor *t = dp_st_model_find(m, name);
     if (!t) return dp_err_set(err, DP_E_MISMATCH, "%s: tensor '%s' is missing", m->dir, name);
     int same = t->ndim == ndim && t->shape[0] == d0 && (ndim == 1 || t->shape[1] == d1);
@@ -278,14 +275,14 @@ static int check_one(const dp_st_model *m, const char *name, int ndim, int64_t d
         }
         strcat(got, "]");
         if (ndim == 1)
-            return dp_err_set(err, DP_E_MISMATCH, "%s: tensor '%s' has shape %s, config implies [%lld]",
-                              m->dir, name, got, (long long)d0);
-        return dp_err_set(err, DP_E_MISMATCH, "%s: tensor '%s' has shape %s, config implies [%lld, %lld]",
-                          m->dir, name, got, (long long)d0, (long long)d1);
+            return dp_err_set(err, DP_E_MISMATCH, "%s: tensor '%s' has shape %s, config implies [%lld]", m->dir, name,
+                              got, (long long)d0);
+        return dp_err_set(err, DP_E_MISMATCH, "%s: tensor '%s' has shape %s, config implies [%lld, %lld]", m->dir, name,
+                          got, (long long)d0, (long long)d1);
     }
     if (t->dtype != DP_DTYPE_F32 && t->dtype != DP_DTYPE_F16 && t->dtype != DP_DTYPE_BF16)
-        return dp_err_set(err, DP_E_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16, BF16 supported)",
-                          m->dir, name, t->dtype_name);
+        return dp_err_set(err, DP_E_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16, BF16 supported)", m->dir,
+                          name, t->dtype_name);
     return DP_OK;
 }
 
@@ -316,13 +313,13 @@ int dp_llama_check_weights(const dp_llama_config *c, const dp_st_model *m, dp_er
             memcmp(head->data, emb->data, head->end - head->begin) != 0)
             return dp_err_set(err, DP_E_MISMATCH,
                               "%s: tie_word_embeddings is true but lm_head.weight differs from "
-                              "model.embed_tokens.weight", m->dir);
+                              "model.embed_tokens.weight",
+                              m->dir);
     }
     /* nothing unexpected */
     for (int i = 0; i < m->n_tensors; i++) {
         const char *n = m->tensors[i]->name;
-        if (!strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "model.norm.weight") ||
-            !strcmp(n, "lm_head.weight"))
+        if (!strcmp(n, "model.embed_tokens.weight") || !strcmp(n, "model.norm.weight") || !strcmp(n, "lm_head.weight"))
             continue;
         long long l;
         int off = 0;
@@ -336,11 +333,10 @@ int dp_llama_check_weights(const dp_llama_config *c, const dp_st_model *m, dp_er
             if (ok) continue;
             if (!known)
                 return dp_err_set(err, DP_E_MISMATCH,
-                                  "%s: tensor '%s' belongs to layer %lld but the config has %lld layers",
-                                  m->dir, n, l, (long long)c->n_layers);
+                                  "%s: tensor '%s' belongs to layer %lld but the config has %lld layers", m->dir, n, l,
+                                  (long long)c->n_layers);
         }
-        return dp_err_set(err, DP_E_MISMATCH, "%s: unexpected tensor '%s' for %s", m->dir, n,
-                          c->architecture);
+        return dp_err_set(err, DP_E_MISMATCH, "%s: unexpected tensor '%s' for %s", m->dir, n, c->architecture);
     }
     return DP_OK;
 }

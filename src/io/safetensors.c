@@ -23,17 +23,28 @@ static const struct {
     int bits;
     int dtype;
 } k_st_dtypes[] = {
-    {"BOOL", 8, DP_DTYPE_BOOL},     {"F4", 4, -1},
-    {"F6_E2M3", 6, -1},             {"F6_E3M2", 6, -1},
-    {"U8", 8, DP_DTYPE_U8},         {"I8", 8, DP_DTYPE_I8},
-    {"F8_E5M2", 8, -1},             {"F8_E4M3", 8, -1},
-    {"F8_E8M0", 8, -1},             {"F8_E4M3FNUZ", 8, -1},
-    {"F8_E5M2FNUZ", 8, -1},         {"I16", 16, DP_DTYPE_I16},
-    {"U16", 16, DP_DTYPE_U16},      {"F16", 16, DP_DTYPE_F16},
-    {"BF16", 16, DP_DTYPE_BF16},    {"I32", 32, DP_DTYPE_I32},
-    {"U32", 32, DP_DTYPE_U32},      {"F32", 32, DP_DTYPE_F32},
-    {"C64", 64, -1},                {"F64", 64, DP_DTYPE_F64},
-    {"I64", 64, DP_DTYPE_I64},      {"U64", 64, DP_DTYPE_U64},
+    {"BOOL", 8, DP_DTYPE_BOOL},
+    {"F4", 4, -1},
+    {"F6_E2M3", 6, -1},
+    {"F6_E3M2", 6, -1},
+    {"U8", 8, DP_DTYPE_U8},
+    {"I8", 8, DP_DTYPE_I8},
+    {"F8_E5M2", 8, -1},
+    {"F8_E4M3", 8, -1},
+    {"F8_E8M0", 8, -1},
+    {"F8_E4M3FNUZ", 8, -1},
+    {"F8_E5M2FNUZ", 8, -1},
+    {"I16", 16, DP_DTYPE_I16},
+    {"U16", 16, DP_DTYPE_U16},
+    {"F16", 16, DP_DTYPE_F16},
+    {"BF16", 16, DP_DTYPE_BF16},
+    {"I32", 32, DP_DTYPE_I32},
+    {"U32", 32, DP_DTYPE_U32},
+    {"F32", 32, DP_DTYPE_F32},
+    {"C64", 64, -1},
+    {"F64", 64, DP_DTYPE_F64},
+    {"I64", 64, DP_DTYPE_I64},
+    {"U64", 64, DP_DTYPE_U64},
 };
 #define N_ST_DTYPES ((int)(sizeof k_st_dtypes / sizeof k_st_dtypes[0]))
 
@@ -71,14 +82,15 @@ static int cmp_by_offset(const void *a, const void *b) {
 static int parse_entry(const cJSON *item, const char *label, dp_st_tensor *t, dp_err *err) {
     const char *name = item->string;
     if (!cJSON_IsObject(item))
-        return dp_err_set(err, DP_ST_E_ENTRY_NOT_OBJECT, "%s: tensor '%s': entry is not an object",
-                          label, name);
+        return dp_err_set(err, DP_ST_E_ENTRY_NOT_OBJECT, "%s: tensor '%s': entry is not an object", label, name);
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(item, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(item, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(item, "data_offsets");
     if (!dt || !sh || !of)
-        return dp_err_set(err, DP_ST_E_MISSING_FIELD, "%s: tensor '%s': missing field '%s'", label,
-                          name, !dt ? "dtype" : !sh ? "shape" : "data_offsets");
+        return dp_err_set(err, DP_ST_E_MISSING_FIELD, "%s: tensor '%s': missing field '%s'", label, name,
+                          !dt   ? "dtype"
+                          : !sh ? "shape"
+                                : "data_offsets");
     int bits = 0;
     t->dtype = -1;
     t->dtype_name = NULL;
@@ -96,43 +108,38 @@ static int parse_entry(const cJSON *item, const char *label, dp_st_tensor *t, dp
         return dp_err_set(err, DP_ST_E_BAD_SHAPE, "%s: tensor '%s': shape is not an array", label, name);
     int ndim = cJSON_GetArraySize(sh);
     if (ndim > DP_MAX_DIMS)
-        return dp_err_set(err, DP_ST_E_RANK_TOO_HIGH, "%s: tensor '%s': rank %d exceeds %d", label,
-                          name, ndim, DP_MAX_DIMS);
+        return dp_err_set(err, DP_ST_E_RANK_TOO_HIGH, "%s: tensor '%s': rank %d exceeds %d", label, name, ndim,
+                          DP_MAX_DIMS);
     t->ndim = ndim;
     uint64_t numel = 1;
     int k = 0;
     for (const cJSON *d = sh->child; d; d = d->next, k++) {
         uint64_t v;
         if (json_u64(d, &v))
-            return dp_err_set(err, DP_ST_E_BAD_SHAPE,
-                              "%s: tensor '%s': shape entry %d is not a non-negative integer", label,
-                              name, k);
+            return dp_err_set(err, DP_ST_E_BAD_SHAPE, "%s: tensor '%s': shape entry %d is not a non-negative integer",
+                              label, name, k);
         if (__builtin_mul_overflow(numel, v, &numel))
-            return dp_err_set(err, DP_ST_E_SHAPE_OVERFLOW,
-                              "%s: tensor '%s': shape product overflows 64 bits", label, name);
+            return dp_err_set(err, DP_ST_E_SHAPE_OVERFLOW, "%s: tensor '%s': shape product overflows 64 bits", label,
+                              name);
         t->shape[k] = (int64_t)v;
     }
     uint64_t nbits;
     if (__builtin_mul_overflow(numel, (uint64_t)bits, &nbits))
-        return dp_err_set(err, DP_ST_E_SHAPE_OVERFLOW,
-                          "%s: tensor '%s': size in bytes overflows 64 bits", label, name);
+        return dp_err_set(err, DP_ST_E_SHAPE_OVERFLOW, "%s: tensor '%s': size in bytes overflows 64 bits", label, name);
     if (nbits % 8)
-        return dp_err_set(err, DP_ST_E_MISALIGNED_SLICE,
-                          "%s: tensor '%s': %llu elements of %s do not fill whole bytes", label, name,
-                          (unsigned long long)numel, t->dtype_name);
+        return dp_err_set(err, DP_ST_E_MISALIGNED_SLICE, "%s: tensor '%s': %llu elements of %s do not fill whole bytes",
+                          label, name, (unsigned long long)numel, t->dtype_name);
     if (!cJSON_IsArray(of) || cJSON_GetArraySize(of) != 2 || json_u64(of->child, &t->begin) ||
         json_u64(of->child->next, &t->end))
         return dp_err_set(err, DP_ST_E_BAD_OFFSETS,
-                          "%s: tensor '%s': data_offsets must be [begin, end] non-negative integers",
-                          label, name);
+                          "%s: tensor '%s': data_offsets must be [begin, end] non-negative integers", label, name);
     if (t->end < t->begin)
-        return dp_err_set(err, DP_ST_E_OFFSETS_REVERSED, "%s: tensor '%s': data_offsets end %llu < begin %llu",
-                          label, name, (unsigned long long)t->end, (unsigned long long)t->begin);
+        return dp_err_set(err, DP_ST_E_OFFSETS_REVERSED, "%s: tensor '%s': data_offsets end %llu < begin %llu", label,
+                          name, (unsigned long long)t->end, (unsigned long long)t->begin);
     if (t->end - t->begin != nbits / 8)
         return dp_err_set(err, DP_ST_E_SIZE_MISMATCH,
-                          "%s: tensor '%s': data_offsets span %llu bytes but shape x %s needs %llu",
-                          label, name, (unsigned long long)(t->end - t->begin), t->dtype_name,
-                          (unsigned long long)(nbits / 8));
+                          "%s: tensor '%s': data_offsets span %llu bytes but shape x %s needs %llu", label, name,
+                          (unsigned long long)(t->end - t->begin), t->dtype_name, (unsigned long long)(nbits / 8));
     return DP_OK;
 }
 
@@ -140,13 +147,12 @@ int dp_st_parse(const void *bytes, size_t n_bytes, const char *label, dp_st_file
     memset(out, 0, sizeof *out);
     const unsigned char *b = bytes;
     if (n_bytes < 8)
-        return dp_err_set(err, DP_ST_E_TOO_SHORT, "%s: %zu bytes: too short for a safetensors header",
-                          label, n_bytes);
+        return dp_err_set(err, DP_ST_E_TOO_SHORT, "%s: %zu bytes: too short for a safetensors header", label, n_bytes);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | b[i];
     if (n > DP_ST_MAX_HEADER_BYTES)
-        return dp_err_set(err, DP_ST_E_HEADER_TOO_LARGE, "%s: header length %llu exceeds 100 MB",
-                          label, (unsigned long long)n);
+        return dp_err_set(err, DP_ST_E_HEADER_TOO_LARGE, "%s: header length %llu exceeds 100 MB", label,
+                          (unsigned long long)n);
     if (n > n_bytes - 8)
         return dp_err_set(err, DP_ST_E_HEADER_PAST_EOF,
                           "%s: header length %llu runs past the end of the file (%zu bytes)", label,
@@ -155,8 +161,7 @@ int dp_st_parse(const void *bytes, size_t n_bytes, const char *label, dp_st_file
     if (!dp_utf8_valid(hdr, (size_t)n))
         return dp_err_set(err, DP_ST_E_HEADER_NOT_UTF8, "%s: header is not valid UTF-8", label);
     size_t lead = 0;
-    while (lead < n && (hdr[lead] == ' ' || hdr[lead] == '\t' || hdr[lead] == '\n' || hdr[lead] == '\r'))
-        lead++;
+    while (lead < n && (hdr[lead] == ' ' || hdr[lead] == '\t' || hdr[lead] == '\n' || hdr[lead] == '\r')) lead++;
     if (lead < n && hdr[lead] != '{')
         return dp_err_set(err, DP_ST_E_HEADER_NOT_OBJECT, "%s: header is not a JSON object", label);
     const char *end = NULL;
@@ -199,8 +204,8 @@ int dp_st_parse(const void *bytes, size_t n_bytes, const char *label, dp_st_file
             out->meta_values = dp_calloc((size_t)(nm ? nm : 1), sizeof(char *), "safetensors");
             for (const cJSON *m = it->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) {
-                    rc = dp_err_set(err, DP_ST_E_METADATA_NOT_STRING,
-                                    "%s: __metadata__ value of '%s' is not a string", label, m->string);
+                    rc = dp_err_set(err, DP_ST_E_METADATA_NOT_STRING, "%s: __metadata__ value of '%s' is not a string",
+                                    label, m->string);
                     break;
                 }
                 out->meta_keys[out->n_meta] = dp_strdup(m->string, "safetensors");
@@ -230,27 +235,25 @@ int dp_st_parse(const void *bytes, size_t n_bytes, const char *label, dp_st_file
             const dp_st_tensor *t = order[i];
             if (t->begin != pos) {
                 if (i == 0)
-                    rc = dp_err_set(err, DP_ST_E_NOT_FROM_ZERO,
-                                    "%s: tensor '%s': data starts at %llu, not 0", label, t->name,
-                                    (unsigned long long)t->begin);
+                    rc = dp_err_set(err, DP_ST_E_NOT_FROM_ZERO, "%s: tensor '%s': data starts at %llu, not 0", label,
+                                    t->name, (unsigned long long)t->begin);
                 else if (t->begin > pos)
-                    rc = dp_err_set(err, DP_ST_E_GAP,
-                                    "%s: tensor '%s': gap of %llu bytes before its data", label,
+                    rc = dp_err_set(err, DP_ST_E_GAP, "%s: tensor '%s': gap of %llu bytes before its data", label,
                                     t->name, (unsigned long long)(t->begin - pos));
                 else
-                    rc = dp_err_set(err, DP_ST_E_OVERLAP,
-                                    "%s: tensor '%s': data overlaps the previous tensor", label, t->name);
+                    rc = dp_err_set(err, DP_ST_E_OVERLAP, "%s: tensor '%s': data overlaps the previous tensor", label,
+                                    t->name);
             }
             pos = t->end;
         }
         if (rc == DP_OK && pos > data_bytes)
-            rc = dp_err_set(err, DP_ST_E_TRUNCATED,
-                            "%s: tensors need %llu data bytes but the file has %llu (truncated)",
-                            label, (unsigned long long)pos, (unsigned long long)data_bytes);
+            rc =
+                dp_err_set(err, DP_ST_E_TRUNCATED, "%s: tensors need %llu data bytes but the file has %llu (truncated)",
+                           label, (unsigned long long)pos, (unsigned long long)data_bytes);
         if (rc == DP_OK && pos < data_bytes)
             rc = dp_err_set(err, DP_ST_E_TRAILING_BYTES,
-                            "%s: %llu bytes after the last tensor (file must end at the last tensor)",
-                            label, (unsigned long long)(data_bytes - pos));
+                            "%s: %llu bytes after the last tensor (file must end at the last tensor)", label,
+                            (unsigned long long)(data_bytes - pos));
         dp_free(order);
     }
     if (rc != DP_OK) {
@@ -341,19 +344,19 @@ static int open_index(dp_st_model *m, const char *index_path, dp_err *err) {
     int n_shards = 0;
     for (const cJSON *e = wm->child; e && rc == DP_OK; e = e->next) {
         if (!cJSON_IsString(e)) {
-            rc = dp_err_set(err, DP_ST_E_INDEX_BAD_ENTRY, "%s: weight_map['%s'] is not a string",
-                            index_path, e->string);
+            rc =
+                dp_err_set(err, DP_ST_E_INDEX_BAD_ENTRY, "%s: weight_map['%s'] is not a string", index_path, e->string);
             break;
         }
         if (!dp_strmap_put(&names, e->string, strlen(e->string), 0)) {
-            rc = dp_err_set(err, DP_ST_E_INDEX_DUPLICATE, "%s: tensor '%s' listed twice in weight_map",
-                            index_path, e->string);
+            rc = dp_err_set(err, DP_ST_E_INDEX_DUPLICATE, "%s: tensor '%s' listed twice in weight_map", index_path,
+                            e->string);
             break;
         }
         if (!shard_name_ok(e->valuestring)) {
             rc = dp_err_set(err, DP_ST_E_INDEX_BAD_SHARD_NAME,
-                            "%s: tensor '%s': shard name '%s' is not a plain file name", index_path,
-                            e->string, e->valuestring);
+                            "%s: tensor '%s': shard name '%s' is not a plain file name", index_path, e->string,
+                            e->valuestring);
             break;
         }
         if (dp_strmap_put(&shards, e->valuestring, strlen(e->valuestring), n_shards)) {
@@ -367,8 +370,8 @@ static int open_index(dp_st_model *m, const char *index_path, dp_err *err) {
         for (int i = 0; i < n_shards && rc == DP_OK; i++) {
             char *p = dp_path_join(m->dir, shard_list[i]);
             if (!dp_file_exists(p))
-                rc = dp_err_set(err, DP_ST_E_INDEX_MISSING_SHARD, "%s: shard '%s' does not exist",
-                                index_path, shard_list[i]);
+                rc = dp_err_set(err, DP_ST_E_INDEX_MISSING_SHARD, "%s: shard '%s' does not exist", index_path,
+                                shard_list[i]);
             else
                 rc = dp_st_open(p, &m->files[i], err);
             if (rc == DP_OK) opened++;
@@ -382,8 +385,8 @@ static int open_index(dp_st_model *m, const char *index_path, dp_err *err) {
         dp_strmap_get(&shards, e->valuestring, strlen(e->valuestring), &fi);
         if (!dp_st_find(&m->files[fi], e->string))
             rc = dp_err_set(err, DP_ST_E_INDEX_TENSOR_NOT_IN_SHARD,
-                            "%s: tensor '%s' is mapped to '%s' but that shard does not contain it",
-                            index_path, e->string, e->valuestring);
+                            "%s: tensor '%s' is mapped to '%s' but that shard does not contain it", index_path,
+                            e->string, e->valuestring);
     }
     for (int i = 0; i < m->n_files && rc == DP_OK; i++) {
         for (int k = 0; k < m->files[i].n_tensors && rc == DP_OK; k++) {
@@ -391,8 +394,8 @@ static int open_index(dp_st_model *m, const char *index_path, dp_err *err) {
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(wm, tn);
             if (!e || strcmp(e->valuestring, shard_list[i]) != 0)
                 rc = dp_err_set(err, DP_ST_E_INDEX_TENSOR_NOT_LISTED,
-                                "%s: shard '%s' holds tensor '%s' which the index %s", index_path,
-                                shard_list[i], tn, e ? "maps to another shard" : "does not list");
+                                "%s: shard '%s' holds tensor '%s' which the index %s", index_path, shard_list[i], tn,
+                                e ? "maps to another shard" : "does not list");
         }
     }
     for (size_t i = 0; shard_list && i < shards.count; i++) dp_free(shard_list[i]);
@@ -416,8 +419,7 @@ int dp_st_model_open(const char *dir, dp_st_model *m, dp_err *err) {
         rc = dp_st_open(single, &m->files[0], err);
         if (rc == DP_OK) m->n_files = 1;
     } else {
-        rc = dp_err_set(err, DP_ST_E_NO_CHECKPOINT,
-                        "%s: no model.safetensors or model.safetensors.index.json", dir);
+        rc = dp_err_set(err, DP_ST_E_NO_CHECKPOINT, "%s: no model.safetensors or model.safetensors.index.json", dir);
     }
     dp_free(index);
     dp_free(single);
@@ -458,8 +460,10 @@ const dp_st_tensor *dp_st_model_find(const dp_st_model *m, const char *name) {
         size_t mid = (lo + hi) / 2;
         int c = strcmp(m->tensors[mid]->name, name);
         if (c == 0) return m->tensors[mid];
-        if (c < 0) lo = mid + 1;
-        else hi = mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -546,7 +550,8 @@ int dp_st_write(const char *path, const dp_st_entry *entries, int n, dp_err *err
         }
         ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
         if (fclose(f) != 0) ok = 0;
-        if (!ok) rc = dp_err_set(err, DP_E_IO, "%s: write failed: %s", tmp_path, strerror(errno));
+        if (!ok)
+            rc = dp_err_set(err, DP_E_IO, "%s: write failed: %s", tmp_path, strerror(errno));
         else if (rename(tmp_path, path) != 0)
             rc = dp_err_set(err, DP_E_IO, "%s: rename failed: %s", path, strerror(errno));
         if (rc != DP_OK) unlink(tmp_path);
@@ -561,8 +566,7 @@ static int cmp_entry_name(const void *a, const void *b) {
     return strcmp((*(const dp_st_entry *const *)a)->name, (*(const dp_st_entry *const *)b)->name);
 }
 
-int dp_st_write_model(const char *dir, const dp_st_entry *entries, int n, uint64_t max_shard_bytes,
-                      dp_err *err) {
+int dp_st_write_model(const char *dir, const dp_st_entry *entries, int n, uint64_t max_shard_bytes, dp_err *err) {
     const dp_st_entry **order = dp_malloc(sizeof(*order) * (size_t)(n ? n : 1), "safetensors.writer");
     for (int i = 0; i < n; i++) order[i] = &entries[i];
     qsort(order, (size_t)n, sizeof *order, cmp_entry_name);

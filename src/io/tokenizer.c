@@ -122,7 +122,8 @@ static void init_byte_map(dp_tokenizer *t) {
 }
 
 /* ---- regex: rewrite Oniguruma syntax to PCRE2 ---- */
-#define WS_CLASS_BODY "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS_CLASS_BODY                                                                                                  \
+    "\\x{9}-\\x{D}\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 
 static char *rewrite_regex(const char *src, dp_err *err) {
     dp_buf o = {0};
@@ -256,8 +257,7 @@ static int prepend_scheme_of(const cJSON *n) {
     return aps && cJSON_IsFalse(aps) ? PREPEND_NEVER : PREPEND_ALWAYS;
 }
 
-static const char *k_gpt2_regex =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char *k_gpt2_regex = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 static int load_pre(dp_tokenizer *t, const cJSON *n, const char *label, dp_err *err) {
     if (!n || cJSON_IsNull(n)) return DP_OK;
@@ -280,8 +280,8 @@ static int load_pre(dp_tokenizer *t, const cJSON *n, const char *label, dp_err *
         const char *behavior = json_str(n, "behavior");
         if (!re) return dp_err_set(err, DP_E_UNSUPPORTED, "%s: Split pre-tokenizer needs a Regex pattern", label);
         if (!behavior || strcmp(behavior, "Isolated") || json_true(n, "invert"))
-            return dp_err_set(err, DP_E_UNSUPPORTED, "%s: Split behavior '%s' is not supported (Isolated)",
-                              label, behavior ? behavior : "?");
+            return dp_err_set(err, DP_E_UNSUPPORTED, "%s: Split behavior '%s' is not supported (Isolated)", label,
+                              behavior ? behavior : "?");
         s->kind = PRE_SPLIT;
         s->re = compile_regex(re, err);
         if (!s->re) return err->code;
@@ -324,7 +324,8 @@ static int load_decoder(dp_tokenizer *t, const cJSON *n, const char *label, dp_e
     if (!strcmp(type, "Replace")) {
         const char *from = json_str(cJSON_GetObjectItemCaseSensitive(n, "pattern"), "String");
         const char *to = json_str(n, "content");
-        if (!from || !to || !*from) return dp_err_set(err, DP_E_UNSUPPORTED, "%s: Replace decoder needs a String pattern", label);
+        if (!from || !to || !*from)
+            return dp_err_set(err, DP_E_UNSUPPORTED, "%s: Replace decoder needs a String pattern", label);
         s->kind = DEC_REPLACE;
         s->a = dp_strdup(from, "tokenizer");
         s->b = dp_strdup(to, "tokenizer");
@@ -334,7 +335,8 @@ static int load_decoder(dp_tokenizer *t, const cJSON *n, const char *label, dp_e
         s->kind = DEC_FUSE;
     } else if (!strcmp(type, "Strip")) {
         const char *content = json_str(n, "content");
-        const cJSON *st = cJSON_GetObjectItemCaseSensitive(n, "start"), *sp = cJSON_GetObjectItemCaseSensitive(n, "stop");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(n, "start"),
+                    *sp = cJSON_GetObjectItemCaseSensitive(n, "stop");
         s->kind = DEC_STRIP;
         s->a = dp_strdup(content ? content : " ", "tokenizer");
         s->start = cJSON_IsNumber(st) ? st->valueint : 0;
@@ -389,8 +391,8 @@ static int load_post(dp_tokenizer *t, const cJSON *n, const char *label, dp_err 
             return dp_err_set(err, DP_E_FORMAT, "%s: template token '%s' has no ids", label, name ? name : "?");
         for (const cJSON *id = ids->child; id; id = id->next) {
             if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= (double)t->n_ids)
-                return dp_err_set(err, DP_E_RANGE, "%s: template token '%s' has an id outside the vocabulary",
-                                  label, name);
+                return dp_err_set(err, DP_E_RANGE, "%s: template token '%s' has an id outside the vocabulary", label,
+                                  name);
             if (!seen_seq && t->n_prefix < 8) t->prefix[t->n_prefix++] = (int32_t)id->valuedouble;
             if (seen_seq && t->n_suffix < 8) t->suffix[t->n_suffix++] = (int32_t)id->valuedouble;
         }
@@ -404,7 +406,8 @@ static int load_model(dp_tokenizer *t, const cJSON *m, const char *label, dp_err
         return dp_err_set(err, DP_E_UNSUPPORTED, "%s: model type '%s' is not supported (BPE)", label,
                           type ? type : "?");
     if (json_str(m, "continuing_subword_prefix") || json_str(m, "end_of_word_suffix"))
-        return dp_err_set(err, DP_E_UNSUPPORTED, "%s: BPE continuing_subword_prefix/end_of_word_suffix are not supported", label);
+        return dp_err_set(err, DP_E_UNSUPPORTED,
+                          "%s: BPE continuing_subword_prefix/end_of_word_suffix are not supported", label);
     const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(m, "dropout");
     if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0)
         return dp_err_set(err, DP_E_UNSUPPORTED, "%s: BPE dropout is a training feature; refusing", label);
@@ -418,8 +421,8 @@ static int load_model(dp_tokenizer *t, const cJSON *m, const char *label, dp_err
     for (const cJSON *v = vocab->child; v; v = v->next) {
         if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > DP_TOKENIZER_MAX_ID ||
             v->valuedouble != (double)(int64_t)v->valuedouble)
-            return dp_err_set(err, DP_E_FORMAT, "%s: vocab entry '%s' has a bad id (an integer 0..%d)", label, v->string,
-                              DP_TOKENIZER_MAX_ID);
+            return dp_err_set(err, DP_E_FORMAT, "%s: vocab entry '%s' has a bad id (an integer 0..%d)", label,
+                              v->string, DP_TOKENIZER_MAX_ID);
         int64_t id = (int64_t)v->valuedouble;
         if (!dp_strmap_put(&t->vocab, v->string, strlen(v->string), id))
             return dp_err_set(err, DP_E_FORMAT, "%s: vocab token '%s' appears twice", label, v->string);
@@ -442,7 +445,8 @@ static int load_merges(dp_tokenizer *t, const cJSON *m, const char *label, dp_er
             const char *sp = strchr(it->valuestring, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
                 dp_free(joined.p);
-                return dp_err_set(err, DP_E_FORMAT, "%s: merge %d '%s' is not two tokens", label, rank, it->valuestring);
+                return dp_err_set(err, DP_E_FORMAT, "%s: merge %d '%s' is not two tokens", label, rank,
+                                  it->valuestring);
             }
             a = it->valuestring;
             la = (size_t)(sp - a);
@@ -482,8 +486,8 @@ static int load_added(dp_tokenizer *t, const cJSON *root, const char *label, dp_
         const char *content = json_str(it, "content");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > DP_TOKENIZER_MAX_ID ||
             id->valuedouble != (double)(int64_t)id->valuedouble || !content || !*content)
-            return dp_err_set(err, DP_E_FORMAT, "%s: malformed added token (id an integer 0..%d, content a string)", label,
-                              DP_TOKENIZER_MAX_ID);
+            return dp_err_set(err, DP_E_FORMAT, "%s: malformed added token (id an integer 0..%d, content a string)",
+                              label, DP_TOKENIZER_MAX_ID);
         added_token *a = &t->added[t->n_added++];
         a->id = (int32_t)id->valuedouble;
         a->content = dp_strdup(content, "tokenizer");
@@ -507,8 +511,8 @@ static const char *config_token(const cJSON *cfg, const char *key) {
     return NULL;
 }
 
-int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config_json,
-                           size_t config_len, const char *label, dp_tokenizer **out, dp_err *err) {
+int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config_json, size_t config_len,
+                           const char *label, dp_tokenizer **out, dp_err *err) {
     *out = NULL;
     cJSON *root = cJSON_ParseWithLength(json, json_len);
     if (!root || !cJSON_IsObject(root)) {
@@ -560,15 +564,16 @@ int dp_tokenizer_from_json(const char *json, size_t json_len, const char *config
          * tokenizer_config.json on load: [BOS if add_bos_token (default true)]
          * $A [EOS if add_eos_token (default false)], whatever tokenizer.json says */
         const char *cls = json_str(cfg, "tokenizer_class");
-        if (!rc && cls && (!strcmp(cls, "LlamaTokenizer") || !strcmp(cls, "LlamaTokenizerFast") ||
-                           !strcmp(cls, "CodeLlamaTokenizer") || !strcmp(cls, "CodeLlamaTokenizerFast"))) {
+        if (!rc && cls &&
+            (!strcmp(cls, "LlamaTokenizer") || !strcmp(cls, "LlamaTokenizerFast") ||
+             !strcmp(cls, "CodeLlamaTokenizer") || !strcmp(cls, "CodeLlamaTokenizerFast"))) {
             const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token"),
                         *ae = cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token");
             int add_bos = cJSON_IsBool(ab) ? cJSON_IsTrue(ab) : 1, add_eos = cJSON_IsBool(ae) ? cJSON_IsTrue(ae) : 0;
             int32_t bid = bos ? token_id(t, bos) : t->bos_id;
             if ((add_bos && bid < 0) || (add_eos && t->eos_id < 0))
-                rc = dp_err_set(err, DP_E_FORMAT, "%s: tokenizer_config.json asks for a %s token it does not define", label,
-                                add_bos && bid < 0 ? "BOS" : "EOS");
+                rc = dp_err_set(err, DP_E_FORMAT, "%s: tokenizer_config.json asks for a %s token it does not define",
+                                label, add_bos && bid < 0 ? "BOS" : "EOS");
             if (!rc) {
                 t->n_prefix = t->n_suffix = 0;
                 if (add_bos) t->prefix[t->n_prefix++] = bid, t->bos_id = bid;
@@ -629,10 +634,18 @@ void dp_tokenizer_free(dp_tokenizer *t) {
     dp_free(t);
 }
 
-int64_t dp_tokenizer_vocab_size(const dp_tokenizer *t) { return t->n_ids; }
-int32_t dp_tokenizer_bos_id(const dp_tokenizer *t) { return t->bos_id; }
-int32_t dp_tokenizer_eos_id(const dp_tokenizer *t) { return t->eos_id; }
-int dp_tokenizer_adds_bos(const dp_tokenizer *t) { return t->n_prefix > 0 && t->prefix[0] == t->bos_id; }
+int64_t dp_tokenizer_vocab_size(const dp_tokenizer *t) {
+    return t->n_ids;
+}
+int32_t dp_tokenizer_bos_id(const dp_tokenizer *t) {
+    return t->bos_id;
+}
+int32_t dp_tokenizer_eos_id(const dp_tokenizer *t) {
+    return t->eos_id;
+}
+int dp_tokenizer_adds_bos(const dp_tokenizer *t) {
+    return t->n_prefix > 0 && t->prefix[0] == t->bos_id;
+}
 const char *dp_tokenizer_token(const dp_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_ids ? t->id_to_token[id] : NULL;
 }
@@ -806,8 +819,8 @@ static void replace_all(dp_buf *dst, const char *s, size_t n, const char *from, 
 }
 
 /* Splits [off, off+len) of s by re (Isolated: matches and gaps are pieces). */
-static void regex_split(const pcre2_code *re, pcre2_match_data *md, const char *s, size_t off,
-                        size_t len, pieces_t *out) {
+static void regex_split(const pcre2_code *re, pcre2_match_data *md, const char *s, size_t off, size_t len,
+                        pieces_t *out) {
     size_t pos = off, end = off + len, last = off;
     while (pos < end) {
         int rc = pcre2_match(re, (PCRE2_SPTR)s, end, pos, PCRE2_NO_UTF_CHECK, md, NULL);
@@ -826,8 +839,8 @@ static void regex_split(const pcre2_code *re, pcre2_match_data *md, const char *
 }
 
 /* Encodes one segment of raw text (between added tokens). */
-static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, int first_segment,
-                           pcre2_match_data *md, word_t *w, ids_t *out) {
+static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, int first_segment, pcre2_match_data *md,
+                           word_t *w, ids_t *out) {
     dp_buf a = {0}, b = {0};
     dp_buf_put(&a, text, n);
     for (int i = 0; i < t->n_norm; i++) {
@@ -865,8 +878,10 @@ static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, in
                     dp_buf_put(&b, s->replacement, rl);
                 for (size_t j = 0; j < p.len[k]; j++) {
                     char c = a.p[p.off[k] + j];
-                    if (c == ' ') dp_buf_put(&b, s->replacement, rl);
-                    else dp_buf_put(&b, &c, 1);
+                    if (c == ' ')
+                        dp_buf_put(&b, s->replacement, rl);
+                    else
+                        dp_buf_put(&b, &c, 1);
                 }
                 if (!s->split) {
                     pieces_push(&q, start, b.n - start);
@@ -886,8 +901,10 @@ static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, in
         } else { /* ByteLevel */
             pieces_t r = {0};
             for (int k = 0; k < p.n; k++) {
-                if (s->use_regex) regex_split(s->re, md, a.p, p.off[k], p.len[k], &r);
-                else pieces_push(&r, p.off[k], p.len[k]);
+                if (s->use_regex)
+                    regex_split(s->re, md, a.p, p.off[k], p.len[k], &r);
+                else
+                    pieces_push(&r, p.off[k], p.len[k]);
             }
             b.n = 0;
             dp_buf_put(&b, "", 0);
@@ -919,11 +936,15 @@ static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, in
     dp_free(b.p);
 }
 
-static int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-static int is_word_byte(unsigned char c) { return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); }
+static int is_ws(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+static int is_word_byte(unsigned char c) {
+    return c >= 0x80 || c == '_' || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z');
+}
 
-int dp_tokenizer_encode(const dp_tokenizer *t, const char *text, size_t n_bytes, int add_special,
-                        int32_t **ids, int64_t *n_ids, dp_err *err) {
+int dp_tokenizer_encode(const dp_tokenizer *t, const char *text, size_t n_bytes, int add_special, int32_t **ids,
+                        int64_t *n_ids, dp_err *err) {
     (void)err;
     size_t n;
     char *s = dp_utf8_sanitize(text, n_bytes, &n);
@@ -1007,17 +1028,20 @@ static int hex_byte_token(const char *s, unsigned char *b) {
     for (int i = 3; i < 5; i++) {
         char c = s[i];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else return 0;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else
+            return 0;
     }
     *b = (unsigned char)v;
     return 1;
 }
 
-char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special,
-                          size_t *n_out) {
+char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_ids, int skip_special, size_t *n_out) {
     strs_t cur = {0}, nxt = {0};
     for (int64_t i = 0; i < n_ids; i++) {
         const char *tok = dp_tokenizer_token(t, ids[i]);
@@ -1118,9 +1142,9 @@ char *dp_tokenizer_decode(const dp_tokenizer *t, const int32_t *ids, int64_t n_i
     strs_free(&nxt);
     if (t->clean_up_spaces) {
         /* transformers' clean_up_tokenization, applied when tokenizer_config insists */
-        static const char *const k_pairs[][2] = {{" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","},
-                                                 {" ' ", "'"}, {" n't", "n't"}, {" 'm", "'m"},
-                                                 {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+        static const char *const k_pairs[][2] = {{" .", "."},     {" ?", "?"},     {" !", "!"},   {" ,", ","},
+                                                 {" ' ", "'"},    {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"},
+                                                 {" 've", "'ve"}, {" 're", "'re"}};
         dp_buf c = {0};
         for (size_t k = 0; k < sizeof k_pairs / sizeof *k_pairs; k++) {
             replace_all(&c, b.p, b.n, k_pairs[k][0], k_pairs[k][1]);

@@ -89,8 +89,10 @@ void dp_gen_free(dp_gen *g) {
 }
 
 static void mm(float *out, const float *inp, const float *w, int64_t N, int64_t IN, int64_t OUT) {
-    if (N < 64) dp_matmul_forward_cols(out, inp, w, N, IN, OUT);
-    else dp_matmul_forward(out, inp, w, N, IN, OUT);
+    if (N < 64)
+        dp_matmul_forward_cols(out, inp, w, N, IN, OUT);
+    else
+        dp_matmul_forward(out, inp, w, N, IN, OUT);
 }
 
 /* Runs Tn new positions (pos0..) of Bn sequences through the mapped blocks:
@@ -98,7 +100,8 @@ static void mm(float *out, const float *inp, const float *w, int64_t N, int64_t 
 static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
     const dp_llama *m = g->m;
     const dp_llama_config *c = &m->cfg;
-    int64_t N = Bn * Tn, C = c->hidden_size, HD = c->head_dim, T = g->T, half = HD / 2, rep = c->n_heads / c->n_kv_heads;
+    int64_t N = Bn * Tn, C = c->hidden_size, HD = c->head_dim, T = g->T, half = HD / 2,
+            rep = c->n_heads / c->n_kv_heads;
     float scale = (float)(1.0 / sqrt((double)HD));
     for (int bi = 0; bi < g->map->n; bi++) {
         dp_heartbeat();
@@ -106,7 +109,8 @@ static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
         int64_t F = c->layer_inter[l], NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], QD = NH * HD, KD = NKV * HD;
         float *const *w = m->w.blk[l];
         /* each block's cache is sized for the global kv heads (the widest block) */
-        float *kc = g->kc + (int64_t)bi * g->B * c->n_kv_heads * T * HD, *vc = g->vc + (int64_t)bi * g->B * c->n_kv_heads * T * HD;
+        float *kc = g->kc + (int64_t)bi * g->B * c->n_kv_heads * T * HD,
+              *vc = g->vc + (int64_t)bi * g->B * c->n_kv_heads * T * HD;
         dp_rmsnorm_forward(g->ln, NULL, g->x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
         mm(g->q, g->ln, w[DP_BT_Q], N, C, QD);
         mm(g->k, g->ln, w[DP_BT_K], N, C, KD);
@@ -168,8 +172,7 @@ static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
 static void head(dp_gen *g, int64_t Bn, int64_t Tn) {
     const dp_llama *m = g->m;
     int64_t C = m->cfg.hidden_size;
-    for (int64_t b = 0; b < Bn; b++)
-        memcpy(g->h + b * C, g->x + (b * Tn + Tn - 1) * C, (size_t)C * sizeof(float));
+    for (int64_t b = 0; b < Bn; b++) memcpy(g->h + b * C, g->x + (b * Tn + Tn - 1) * C, (size_t)C * sizeof(float));
     dp_rmsnorm_forward(g->ln, NULL, g->h, m->w.norm, Bn, C, m->cfg.rms_norm_eps);
     mm(g->logits, g->ln, m->w.head, Bn, C, m->cfg.vocab_size);
 }

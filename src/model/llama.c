@@ -37,8 +37,8 @@ static int compute_inv_freq(dp_llama *m, dp_err *err) {
     if (c->rope_type == DP_ROPE_LINEAR) {
         for (int64_t j = 0; j < half; j++) m->inv_freq[j] /= (float)c->rope_factor;
     } else if (c->rope_type == DP_ROPE_LLAMA3) {
-        float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq_factor,
-              hi = (float)c->rope_high_freq_factor, old = (float)c->rope_original_max_position_embeddings;
+        float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq_factor, hi = (float)c->rope_high_freq_factor,
+              old = (float)c->rope_original_max_position_embeddings;
         float lo_wavelen = old / lo, hi_wavelen = old / hi;
         for (int64_t j = 0; j < half; j++) {
             float f = m->inv_freq[j], wavelen = 2.0f * (float)M_PI / f;
@@ -61,8 +61,8 @@ static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err)
     int64_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
     int64_t QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim;
     if (c->n_layers < 1 || c->n_layers > DP_MAX_LAYERS)
-        return dp_err_set(err, DP_E_UNSUPPORTED, "num_hidden_layers %lld outside 1..%d",
-                          (long long)c->n_layers, DP_MAX_LAYERS);
+        return dp_err_set(err, DP_E_UNSUPPORTED, "num_hidden_layers %lld outside 1..%d", (long long)c->n_layers,
+                          DP_MAX_LAYERS);
     if (c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads)
         return dp_err_set(err, DP_E_FORMAT, "num_attention_heads %lld is not a multiple of num_key_value_heads %lld",
                           (long long)c->n_heads, (long long)c->n_kv_heads);
@@ -74,7 +74,7 @@ static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err)
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
             int64_t q = c->layer_heads[l] * c->head_dim, kv = c->layer_kv_heads[l] * c->head_dim, f = c->layer_inter[l];
             const int64_t shapes[DP_LLAMA_BLOCK_TENSORS][2] = {{C, 0}, {q, C}, {kv, C}, {kv, C}, {C, q},
-                                                               {C, 0}, {f, C}, {f, C}, {C, f}};
+                                                               {C, 0}, {f, C}, {f, C},  {C, f}};
             snprintf(name, sizeof name, "model.layers.%d.%s", l, dp_llama_block_suffix[k]);
             add_param(m, name, shapes[k][0], shapes[k][1], l, k);
         }
@@ -86,17 +86,23 @@ static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err)
     return compute_inv_freq(m, err);
 }
 
-int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err) { return init_layout(m, cfg, 1, err); }
+int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err) {
+    return init_layout(m, cfg, 1, err);
+}
 
 void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v) {
     memset(v, 0, sizeof *v);
     for (int i = 0; i < m->n_params; i++) {
         const dp_llama_param *p = &m->params[i];
         float *ptr = base + p->offset;
-        if (p->block >= 0) v->blk[p->block][p->kind] = ptr;
-        else if (!strcmp(p->name, "model.embed_tokens.weight")) v->embed = ptr;
-        else if (!strcmp(p->name, "model.norm.weight")) v->norm = ptr;
-        else v->head = ptr;
+        if (p->block >= 0)
+            v->blk[p->block][p->kind] = ptr;
+        else if (!strcmp(p->name, "model.embed_tokens.weight"))
+            v->embed = ptr;
+        else if (!strcmp(p->name, "model.norm.weight"))
+            v->norm = ptr;
+        else
+            v->head = ptr;
     }
     if (m->cfg.tie_word_embeddings) v->head = v->embed;
 }
@@ -165,8 +171,7 @@ int dp_layer_map_drop(dp_layer_map *map, int n_layers, const int64_t *drop, int6
         if (drop[i] < 0 || drop[i] >= n_layers)
             return dp_err_set(err, DP_E_RANGE, "block %lld does not exist (the model has blocks 0..%d)",
                               (long long)drop[i], n_layers - 1);
-        if (gone[drop[i]])
-            return dp_err_set(err, DP_E_USAGE, "block %lld is listed twice", (long long)drop[i]);
+        if (gone[drop[i]]) return dp_err_set(err, DP_E_USAGE, "block %lld is listed twice", (long long)drop[i]);
         gone[drop[i]] = 1;
     }
     int n = 0;
@@ -185,10 +190,10 @@ static size_t plan(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, fl
     int64_t QD = c->n_heads * c->head_dim, KD = c->n_kv_heads * c->head_dim, half = c->head_dim / 2;
     int64_t RK = lora ? lora->rank : 0;
     size_t off = 0;
-#define TAKE(ptr, n)                                                                               \
-    do {                                                                                           \
-        if (base) (ptr) = base + off;                                                              \
-        off += (size_t)(((n) + 15) / 16 * 16); /* 64-byte aligned slices */                        \
+#define TAKE(ptr, n)                                                                                                   \
+    do {                                                                                                               \
+        if (base) (ptr) = base + off;                                                                                  \
+        off += (size_t)(((n) + 15) / 16 * 16); /* 64-byte aligned slices */                                            \
     } while (0)
     int train = s->flags & DP_STATE_TRAIN;
     TAKE(s->x, (int64_t)(s->n_blocks + 1) * N * C);
@@ -259,8 +264,7 @@ static void state_shape(dp_llama_state *s, int64_t B, int64_t T, int n_blocks, i
     s->n_acts = (flags & DP_STATE_TRAIN) && !(flags & DP_STATE_RECOMPUTE) ? n_blocks : 1;
 }
 
-size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks,
-                            int flags) {
+size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks, int flags) {
     dp_llama_state s;
     dp_llama_acts a[1];
     state_shape(&s, B, T, n_blocks, flags);
@@ -276,19 +280,18 @@ size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, i
     return total + (size_t)n_acts * sizeof(dp_llama_acts);
 }
 
-int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T,
-                        int n_blocks, int flags, int allow_long, dp_err *err) {
+int dp_llama_state_init(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, int64_t B, int64_t T, int n_blocks,
+                        int flags, int allow_long, dp_err *err) {
     const dp_llama_config *c = &m->cfg;
     if (B < 1 || T < 1)
-        return dp_err_set(err, DP_E_USAGE, "batch %lld and sequence length %lld must be positive",
-                          (long long)B, (long long)T);
+        return dp_err_set(err, DP_E_USAGE, "batch %lld and sequence length %lld must be positive", (long long)B,
+                          (long long)T);
     if (T > c->max_position_embeddings && !allow_long)
         return dp_err_set(err, DP_E_RANGE,
                           "sequence length %lld exceeds the model's max_position_embeddings %lld "
                           "(override with --allow-long-seq)",
                           (long long)T, (long long)c->max_position_embeddings);
-    if (n_blocks < 0 || n_blocks > c->n_layers)
-        return dp_err_set(err, DP_E_USAGE, "bad block count %d", n_blocks);
+    if (n_blocks < 0 || n_blocks > c->n_layers) return dp_err_set(err, DP_E_USAGE, "bad block count %d", n_blocks);
     if ((double)B * (double)T * (double)(c->vocab_size > c->hidden_size ? c->vocab_size : c->hidden_size) > 9.0e18)
         return dp_err_set(err, DP_E_RANGE, "batch shape too large");
     state_shape(s, B, T, n_blocks, flags);
@@ -356,15 +359,17 @@ static void lora_dropout(float *dst, const float *src, const dp_lora *lora, int 
         for (int64_t i = 0; i < IN; i++) {
             uint64_t st = base + (uint64_t)i * 0x9E3779B97F4A7C15ull;
             float v = dp_splitmix64(&st) < thresh ? 0.0f : src[n * IN + i] * inv;
-            if (accumulate) dst[n * IN + i] += v;
-            else dst[n * IN + i] = v;
+            if (accumulate)
+                dst[n * IN + i] += v;
+            else
+                dst[n * IN + i] = v;
         }
     }
 }
 
 /* y = x W^T (+ LoRA) for block tensor k of dense layer l */
-static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *out, const float *inp,
-                   dp_llama_acts *a, const dp_llama_state *s, int64_t IN, int64_t OUT) {
+static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *out, const float *inp, dp_llama_acts *a,
+                   const dp_llama_state *s, int64_t IN, int64_t OUT) {
     int64_t N = s->N;
     dp_matmul_forward(out, inp, m->w.blk[l][k], N, IN, OUT);
     if (lora && lora->a[l][k]) {
@@ -377,8 +382,8 @@ static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *
     }
 }
 
-static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
-                          float *out, dp_llama_acts *a) {
+static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x, float *out,
+                          dp_llama_acts *a) {
     dp_heartbeat();
     const dp_llama_config *c = &m->cfg;
     int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
@@ -403,10 +408,12 @@ static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llam
     dp_add_forward(out, out, a->res2, N * C);
 }
 
-static dp_llama_acts *acts_for(dp_llama_state *s, int i) { return &s->acts[s->n_acts == 1 ? 0 : i]; }
+static dp_llama_acts *acts_for(dp_llama_state *s, int i) {
+    return &s->acts[s->n_acts == 1 ? 0 : i];
+}
 
-void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map,
-                             dp_llama_state *s, int from, int to) {
+void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
+                             int from, int to) {
     int64_t NC = s->N * m->cfg.hidden_size;
     for (int i = from; i < to; i++)
         block_forward(m, lora, map->layer[i], s, s->x + i * NC, s->x + (i + 1) * NC, acts_for(s, i));
@@ -434,8 +441,8 @@ double dp_llama_head_nll(const dp_llama *m, dp_llama_state *s, int at, const int
 int dp_llama_forward(const dp_llama *m, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
                      const int32_t *tokens, dp_err *err) {
     if (map->n > s->n_blocks)
-        return dp_err_set(err, DP_E_USAGE, "the run state was planned for %d blocks, the map has %d",
-                          s->n_blocks, map->n);
+        return dp_err_set(err, DP_E_USAGE, "the run state was planned for %d blocks, the map has %d", s->n_blocks,
+                          map->n);
     int rc = dp_llama_embed(m, s, tokens, err);
     if (rc) return rc;
     dp_llama_blocks_forward(m, lora, map, s, 0, map->n);
@@ -470,12 +477,14 @@ void dp_llama_zero_dlogits(dp_llama_state *s, const dp_llama *m) {
 
 /* ---------------- backward ---------------- */
 
-static void zero(float *p, int64_t n) { memset(p, 0, (size_t)n * sizeof(float)); }
+static void zero(float *p, int64_t n) {
+    memset(p, 0, (size_t)n * sizeof(float));
+}
 
 /* dinp += dout W (+ LoRA); weight and adapter gradients added where asked */
-static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k, dp_llama_state *s,
-                            float *dinp, const float *dout, const float *inp, dp_llama_acts *a,
-                            dp_llama_view *g, dp_lora *lg, int64_t IN, int64_t OUT) {
+static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k, dp_llama_state *s, float *dinp,
+                            const float *dout, const float *inp, dp_llama_acts *a, dp_llama_view *g, dp_lora *lg,
+                            int64_t IN, int64_t OUT) {
     int64_t N = s->N;
     dp_matmul_backward(dinp, g ? g->blk[l][k] : NULL, dout, inp, m->w.blk[l][k], N, IN, OUT);
     if (lora && lora->a[l][k]) {
@@ -483,13 +492,12 @@ static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k
             /* d inp += keep/(1-p) * d xd, with xd recomputed from inp */
             lora_dropout(s->xdrop, inp, lora, l, k, N, IN, 0);
             zero(s->dxdrop, N * IN);
-            dp_lora_backward(dinp ? s->dxdrop : NULL, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora,
-                             dout, s->xdrop, a->xa[k], lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT,
-                             lora->rank);
+            dp_lora_backward(dinp ? s->dxdrop : NULL, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora, dout,
+                             s->xdrop, a->xa[k], lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
             if (dinp) lora_dropout(dinp, s->dxdrop, lora, l, k, N, IN, 1);
         } else {
-            dp_lora_backward(dinp, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora, dout, inp,
-                             a->xa[k], lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
+            dp_lora_backward(dinp, lg ? lg->a[l][k] : NULL, lg ? lg->b[l][k] : NULL, s->dlora, dout, inp, a->xa[k],
+                             lora->a[l][k], lora->b[l][k], lora->scale, N, IN, OUT, lora->rank);
         }
     }
 }
@@ -543,8 +551,7 @@ void dp_llama_backward_hook(const dp_llama *m, const dp_lora *lora, const dp_lay
     zero(s->dln, NC);
     dp_matmul_backward(s->dln, grads ? grads->head : NULL, s->dlogits, s->lnf, m->w.head, N, C, V);
     zero(s->dres, NC);
-    dp_rmsnorm_backward(s->dres, grads ? grads->norm : NULL, s->dln, s->x + map->n * NC, m->w.norm, s->rstdf,
-                        N, C);
+    dp_rmsnorm_backward(s->dres, grads ? grads->norm : NULL, s->dln, s->x + map->n * NC, m->w.norm, s->rstdf, N, C);
     for (int i = map->n - 1; i >= 0; i--) {
         int l = map->layer[i];
         dp_llama_acts *a = acts_for(s, i);

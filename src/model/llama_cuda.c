@@ -10,7 +10,9 @@
 #include "depthprune/llama_cuda.h"
 #include "depthprune/tensor.h"
 
-static int64_t max_i64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int64_t max_i64(int64_t a, int64_t b) {
+    return a > b ? a : b;
+}
 
 /* Device memory is one allocation per lifetime class (weights; activations
  * of the planned batch; training state; KV cache), laid out in two passes:
@@ -98,9 +100,15 @@ static void upload_range(dp_bf16 *dst, const float *src, int64_t n) {
 /* The host layout: embedding, blocks 0..L-1, final norm, [head]. Streaming
  * keeps the embedding and the tail (norm, head) resident and one block in a
  * slot after them. */
-static int64_t blocks_begin(const dp_llama *m) { return m->params[1].offset; }
-static int64_t blocks_end(const dp_llama *m) { return m->params[1 + m->cfg.n_layers * DP_LLAMA_BLOCK_TENSORS].offset; }
-static int64_t block_first(const dp_llama *m, int l) { return m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset; }
+static int64_t blocks_begin(const dp_llama *m) {
+    return m->params[1].offset;
+}
+static int64_t blocks_end(const dp_llama *m) {
+    return m->params[1 + m->cfg.n_layers * DP_LLAMA_BLOCK_TENSORS].offset;
+}
+static int64_t block_first(const dp_llama *m, int l) {
+    return m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset;
+}
 static int64_t block_elems(const dp_llama *m, int l) {
     const dp_llama_param *z = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + DP_LLAMA_BLOCK_TENSORS - 1];
     return z->offset + z->n_elems - block_first(m, l);
@@ -130,11 +138,14 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
     memset(g, 0, sizeof *g);
     g->streaming = streaming;
     const dp_llama_config *c = &m->cfg;
-    if (Bmax < 1 || T < 1) return dp_err_set(err, DP_E_USAGE, "GPU model: batch %lld x %lld", (long long)Bmax, (long long)T);
+    if (Bmax < 1 || T < 1)
+        return dp_err_set(err, DP_E_USAGE, "GPU model: batch %lld x %lld", (long long)Bmax, (long long)T);
     if (!allow_long && T > c->max_position_embeddings)
         return dp_err_set(err, DP_E_USAGE, "sequence length %lld exceeds max_position_embeddings %lld", (long long)T,
                           (long long)c->max_position_embeddings);
-    if (c->head_dim > 256) return dp_err_set(err, DP_E_UNSUPPORTED, "the CUDA attention supports head_dim <= 256, not %lld", (long long)c->head_dim);
+    if (c->head_dim > 256)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "the CUDA attention supports head_dim <= 256, not %lld",
+                          (long long)c->head_dim);
     g->m = m;
     g->Bmax = Bmax;
     g->Tmax = g->T = T;
@@ -146,7 +157,8 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
         g->slot = blocks_begin(m) + (m->n_elems - blocks_end(m));
         n_w = g->slot + big;
     }
-    g->w = dp_cuda_malloc((size_t)n_w * sizeof(dp_bf16), g->streaming ? "GPU weights (bf16, streamed blocks)" : "GPU weights (bf16)");
+    g->w = dp_cuda_malloc((size_t)n_w * sizeof(dp_bf16),
+                          g->streaming ? "GPU weights (bf16, streamed blocks)" : "GPU weights (bf16)");
     g->n_bytes += (size_t)n_w * sizeof(dp_bf16);
     dp_cuda_llama_weights_upload(g);
     g->chunk = N < 1024 ? N : 1024;
@@ -202,15 +214,18 @@ static const dp_bf16 *wp(dp_cuda_llama *g, const float *host_ptr) {
     int lo = 0, hi = (int)m->cfg.n_layers - 1; /* the block holding offset o */
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (block_first(m, mid) <= o) lo = mid;
-        else hi = mid - 1;
+        if (block_first(m, mid) <= o)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     dp_cuda_llama_load_block(g, lo);
     return g->w + g->slot + (o - block_first(m, lo));
 }
 
 static int check_b(const dp_cuda_llama *g, int64_t B) {
-    if (B < 1 || B > g->Bmax) dp_fatal("GPU model planned for %lld sequences, asked for %lld", (long long)g->Bmax, (long long)B);
+    if (B < 1 || B > g->Bmax)
+        dp_fatal("GPU model planned for %lld sequences, asked for %lld", (long long)g->Bmax, (long long)B);
     return 0;
 }
 
@@ -253,15 +268,24 @@ static const dp_bf16 *lora_a(const dp_cuda_llama *g, int l, int k) {
     const dp_lora *lo = g->lora;
     return lo && lo->a[l][k] ? g->lw + (lo->a[l][k] - lo->mem) : NULL;
 }
-static const dp_bf16 *lora_b(const dp_cuda_llama *g, int l, int k) { return g->lw + (g->lora->b[l][k] - g->lora->mem); }
-static float *grad_a(const dp_cuda_llama *g, int l, int k) { return g->lg + (g->lora->a[l][k] - g->lora->mem); }
-static float *grad_b(const dp_cuda_llama *g, int l, int k) { return g->lg + (g->lora->b[l][k] - g->lora->mem); }
-static int drops(const dp_cuda_llama *g, int use_keys) { return use_keys && g->lora && g->lora->dropout > 0; }
+static const dp_bf16 *lora_b(const dp_cuda_llama *g, int l, int k) {
+    return g->lw + (g->lora->b[l][k] - g->lora->mem);
+}
+static float *grad_a(const dp_cuda_llama *g, int l, int k) {
+    return g->lg + (g->lora->a[l][k] - g->lora->mem);
+}
+static float *grad_b(const dp_cuda_llama *g, int l, int k) {
+    return g->lg + (g->lora->b[l][k] - g->lora->mem);
+}
+static int drops(const dp_cuda_llama *g, int use_keys) {
+    return use_keys && g->lora && g->lora->dropout > 0;
+}
 
 /* out (bf16, or fp32 += when out_f32) = inp W^T (+ the adapter of (l, k)) */
 static void linear(dp_cuda_llama *g, int l, int k, void *out, int out_f32, const dp_bf16 *inp, int64_t N, int64_t IN,
                    int64_t OUT, int use_keys) {
-    dp_cuda_matmul_forward(g->blas, out, out_f32, inp, wp(g, g->m->w.blk[l][k]), N, IN, OUT, 1.0f, out_f32 ? 1.0f : 0.0f);
+    dp_cuda_matmul_forward(g->blas, out, out_f32, inp, wp(g, g->m->w.blk[l][k]), N, IN, OUT, 1.0f,
+                           out_f32 ? 1.0f : 0.0f);
     const dp_bf16 *a = lora_a(g, l, k);
     if (!a) return;
     const dp_bf16 *x = inp;
@@ -284,8 +308,8 @@ static void linear_lora_backward(dp_cuda_llama *g, int l, int k, float *dinp, co
     if (drops(g, use_keys)) { /* the input gradient passes the same mask */
         dp_cuda_lora_dropout(g->xdrop, inp, g->keys, l, k, N, IN, g->lora->dropout, NULL);
         dp_cuda_memset0(g->dwide2, (size_t)(N * IN) * sizeof(float), NULL);
-        dp_cuda_lora_backward(g->blas, g->dwide2, grad_a(g, l, k), grad_b(g, l, k), g->lora_scratch, dout, g->xdrop,
-                              xa, a, lora_b(g, l, k), (float)g->lora->scale, N, IN, OUT, RK, NULL);
+        dp_cuda_lora_backward(g->blas, g->dwide2, grad_a(g, l, k), grad_b(g, l, k), g->lora_scratch, dout, g->xdrop, xa,
+                              a, lora_b(g, l, k), (float)g->lora->scale, N, IN, OUT, RK, NULL);
         dp_cuda_lora_dropout_backward(dinp, g->dwide2, g->keys, l, k, N, IN, g->lora->dropout, NULL);
     } else {
         dp_cuda_lora_backward(g->blas, dinp, grad_a(g, l, k), grad_b(g, l, k), g->lora_scratch, dout, inp, xa, a,
@@ -365,8 +389,8 @@ static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B,
     linear_lora_backward(g, l, DP_BT_GATE, g->dwide, g->gate, g->ln2, N, C, F, use_keys);
     linear_lora_backward(g, l, DP_BT_UP, g->dwide, g->up, g->ln2, N, C, F, use_keys);
     dp_cuda_d2d(g->dx2, g->dx, (size_t)(N * C) * sizeof(float), NULL);
-    dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_MLP_NORM], g->norm_scratch, g->dwide, g->res2, wp(g, w[DP_BT_MLP_NORM]), g->rstd2, N, C,
-                             NULL);
+    dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_MLP_NORM], g->norm_scratch, g->dwide, g->res2, wp(g, w[DP_BT_MLP_NORM]),
+                             g->rstd2, N, C, NULL);
     /* attention: res2 = x + o(attn(rope(q), rope(k), v)), q/k/v = W ln1(x) */
     dp_cuda_f32_to_bf16(g->g16, g->dx2, N * C, NULL);
     dp_cuda_matmul_backward(h, g->dwide, 0.0f, dw[DP_BT_O], g->g16, g->ao, wp(g, w[DP_BT_O]), N, QD, C, 1.0f);
@@ -382,8 +406,8 @@ static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B,
     linear_lora_backward(g, l, DP_BT_Q, g->dwide, g->dq, g->ln, N, C, QD, use_keys);
     linear_lora_backward(g, l, DP_BT_K, g->dwide, g->dk, g->ln, N, C, KD, use_keys);
     linear_lora_backward(g, l, DP_BT_V, g->dwide, g->dv, g->ln, N, C, KD, use_keys);
-    dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_ATTN_NORM], g->norm_scratch, g->dwide, xin, wp(g, w[DP_BT_ATTN_NORM]), g->rstd1, N, C,
-                             NULL);
+    dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_ATTN_NORM], g->norm_scratch, g->dwide, xin, wp(g, w[DP_BT_ATTN_NORM]),
+                             g->rstd1, N, C, NULL);
     float *t = g->dx;
     g->dx = g->dx2;
     g->dx2 = t;
@@ -454,7 +478,8 @@ int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks
     const dp_llama_config *c = &g->m->cfg;
     if (lora && !lora->mem) return dp_err_set(err, DP_E_USAGE, "GPU training: LoRA adapters without memory");
     g->n_wgrad = n_wgrad;
-    if (K < 0 || K > c->vocab_size) return dp_err_set(err, DP_E_USAGE, "teacher top-k %lld outside 0..vocab", (long long)K);
+    if (K < 0 || K > c->vocab_size)
+        return dp_err_set(err, DP_E_USAGE, "teacher top-k %lld outside 0..vocab", (long long)K);
     g->lora = lora;
     g->K = K;
     g->n_saved = n_blocks + 1;
@@ -466,10 +491,13 @@ int dp_cuda_llama_train_init(dp_cuda_llama *g, const dp_lora *lora, int n_blocks
     return DP_OK;
 }
 
-static void full_layout(dp_cuda_llama *g, arena *a) { g->gfull = carve(a, (size_t)g->m->n_elems * sizeof(float)); }
+static void full_layout(dp_cuda_llama *g, arena *a) {
+    g->gfull = carve(a, (size_t)g->m->n_elems * sizeof(float));
+}
 
 int dp_cuda_llama_full_init(dp_cuda_llama *g, dp_err *err) {
-    if (!g->train_mem || g->lora) return dp_err_set(err, DP_E_USAGE, "full-parameter GPU training: train_init without LoRA first");
+    if (!g->train_mem || g->lora)
+        return dp_err_set(err, DP_E_USAGE, "full-parameter GPU training: train_init without LoRA first");
     g->full_mem = allocate_class(g, full_layout, "GPU weight gradients (fp32)");
     dp_cuda_memset0(g->gfull, (size_t)g->m->n_elems * sizeof(float), NULL);
     return DP_OK;
@@ -522,7 +550,8 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
     if (T < 1 || T > g->Tmax || B < 1 || B > g->Bmax)
         return dp_err_set(err, DP_E_USAGE, "GPU micro-batch %lld x %lld outside the planned %lld x %lld", (long long)B,
                           (long long)T, (long long)g->Bmax, (long long)g->Tmax);
-    if (map->n + 1 > g->n_saved) return dp_err_set(err, DP_E_USAGE, "GPU training was planned for %d blocks", g->n_saved - 1);
+    if (map->n + 1 > g->n_saved)
+        return dp_err_set(err, DP_E_USAGE, "GPU training was planned for %d blocks", g->n_saved - 1);
     int kd = mb->tidx != NULL || mb->teacher != NULL;
     if (kd && !g->K) return dp_err_set(err, DP_E_USAGE, "GPU training was planned without a teacher");
     if (mb->teacher) { /* the teacher first: its embedding of the same tokens fills its own buffers */
@@ -552,9 +581,15 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
     /* head: final norm, chunked logits, CE (+ KD), d(final norm output) */
     dp_cuda_rmsnorm_forward(g->ln, g->rstdf, g->x, wp(g, g->m->w.norm), N, C, (float)c->rms_norm_eps, NULL);
     dp_cuda_h2d(g->tgt, mb->targets, (size_t)N * sizeof(int32_t));
-    dp_cuda_head_args a = {.targets = g->tgt, .tidx = kd ? g->tidx : NULL, .tval = g->tval, .tlse = g->tlse, .K = g->K,
-                           .alpha = (float)(kd ? mb->alpha : 0.0), .temp = (float)mb->temp,
-                           .gscale = (float)mb->gscale, .chunk = g->chunk};
+    dp_cuda_head_args a = {.targets = g->tgt,
+                           .tidx = kd ? g->tidx : NULL,
+                           .tval = g->tval,
+                           .tlse = g->tlse,
+                           .K = g->K,
+                           .alpha = (float)(kd ? mb->alpha : 0.0),
+                           .temp = (float)mb->temp,
+                           .gscale = (float)mb->gscale,
+                           .chunk = g->chunk};
     float *dw_head = g->gfull && mb->backward ? g->gfull + (g->m->w.head - g->m->mem) : NULL;
     dp_cuda_head_loss(g->blas, g->ce, g->kd, mb->backward ? g->dwide : NULL, dw_head, g->head_scratch, g->ln,
                       wp(g, g->m->w.head), &a, N, C, V, NULL);
@@ -579,13 +614,17 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
         size_t nb = 0;
         if (wgrad) {
             const dp_llama_param *p0 = &g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS];
-            nb = (size_t)(p0[DP_LLAMA_BLOCK_TENSORS - 1].offset + p0[DP_LLAMA_BLOCK_TENSORS - 1].n_elems - p0[0].offset);
-            if ((int64_t)nb > g->n_wgrad) return dp_err_set(err, DP_E_USAGE, "block %d's gradient exceeds the planned buffer", l);
+            nb =
+                (size_t)(p0[DP_LLAMA_BLOCK_TENSORS - 1].offset + p0[DP_LLAMA_BLOCK_TENSORS - 1].n_elems - p0[0].offset);
+            if ((int64_t)nb > g->n_wgrad)
+                return dp_err_set(err, DP_E_USAGE, "block %d's gradient exceeds the planned buffer", l);
             dp_cuda_memset0(g->wg, nb * sizeof(float), NULL);
         }
-        if (gf) block_backward(g, l, g->xs + i * stride, B, use_keys, gf, 0);
-        else block_backward(g, l, g->xs + i * stride, B, use_keys, wgrad ? g->wg : NULL,
-                            g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset);
+        if (gf)
+            block_backward(g, l, g->xs + i * stride, B, use_keys, gf, 0);
+        else
+            block_backward(g, l, g->xs + i * stride, B, use_keys, wgrad ? g->wg : NULL,
+                           g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset);
         if (wgrad) {
             dp_cuda_sync(NULL);
             dp_cuda_d2h(mb->wgrad_host, g->wg, nb * sizeof(float));
@@ -601,7 +640,8 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
 int dp_cuda_gen_init(dp_cuda_gen *cg, const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t Tcap,
                      int local_rank, dp_err *err) {
     memset(cg, 0, sizeof *cg);
-    if (P < 1 || Tcap < P) return dp_err_set(err, DP_E_USAGE, "generation: prompt %lld, positions %lld", (long long)P, (long long)Tcap);
+    if (P < 1 || Tcap < P)
+        return dp_err_set(err, DP_E_USAGE, "generation: prompt %lld, positions %lld", (long long)P, (long long)Tcap);
     int rc = dp_cuda_llama_open(&cg->g, m, B, Tcap, 0, local_rank, err);
     if (rc) return rc;
     cg->map = map;
@@ -656,7 +696,8 @@ int dp_cuda_generate(dp_cuda_gen *cg, const int32_t *prompts, int64_t B, int64_t
     dp_cuda_llama *g = &cg->g;
     int64_t V = g->m->cfg.vocab_size;
     if (B > cg->B || P > cg->P || P + o->max_new > cg->Tcap || B > g->chunk)
-        return dp_err_set(err, DP_E_RANGE, "batch %lld x (%lld + %lld) does not fit the GPU generation state (%lld x %lld)",
+        return dp_err_set(err, DP_E_RANGE,
+                          "batch %lld x (%lld + %lld) does not fit the GPU generation state (%lld x %lld)",
                           (long long)B, (long long)P, (long long)o->max_new, (long long)cg->B, (long long)cg->Tcap);
     dp_gen_stats s = {0};
     s.cache_bytes = cg->cache_bytes;

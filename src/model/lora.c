@@ -6,8 +6,8 @@
 
 #include "depthprune/llama.h"
 
-static const char *const k_target_names[DP_LLAMA_BLOCK_TENSORS] = {
-    NULL, "q_proj", "k_proj", "v_proj", "o_proj", NULL, "gate_proj", "up_proj", "down_proj"};
+static const char *const k_target_names[DP_LLAMA_BLOCK_TENSORS] = {NULL, "q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                                   NULL, "gate_proj", "up_proj", "down_proj"};
 
 int dp_lora_parse_targets(const char *s, unsigned *targets, dp_err *err) {
     *targets = 0;
@@ -21,8 +21,7 @@ int dp_lora_parse_targets(const char *s, unsigned *targets, dp_err *err) {
         size_t len = strcspn(p, ",");
         int found = -1;
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
-            if (k_target_names[k] && strlen(k_target_names[k]) == len && !strncmp(p, k_target_names[k], len))
-                found = k;
+            if (k_target_names[k] && strlen(k_target_names[k]) == len && !strncmp(p, k_target_names[k], len)) found = k;
         if (found < 0)
             return dp_err_set(err, DP_E_CONFIG,
                               "unknown LoRA target '%.*s' (expected q_proj, k_proj, v_proj, o_proj, "
@@ -58,8 +57,8 @@ static void assign(dp_lora *l, const dp_llama *m, const int *layers, int n_layer
     l->n_elems = off;
 }
 
-int dp_lora_init(dp_lora *l, const dp_llama *m, const dp_layer_map *map, int64_t rank, double alpha,
-                 unsigned targets, dp_err *err) {
+int dp_lora_init(dp_lora *l, const dp_llama *m, const dp_layer_map *map, int64_t rank, double alpha, unsigned targets,
+                 dp_err *err) {
     memset(l, 0, sizeof *l);
     if (rank < 1) return dp_err_set(err, DP_E_CONFIG, "LoRA rank must be at least 1, got %lld", (long long)rank);
     if (!(alpha > 0)) return dp_err_set(err, DP_E_CONFIG, "LoRA alpha must be positive");

@@ -104,10 +104,12 @@ static int split_docs(const char *text, size_t n, const char *field, docs *d, dp
     return DP_OK;
 }
 
-static int64_t rng_below(uint64_t *s, int64_t n) { return (int64_t)(dp_splitmix64(s) % (uint64_t)n); }
+static int64_t rng_below(uint64_t *s, int64_t n) {
+    return (int64_t)(dp_splitmix64(s) % (uint64_t)n);
+}
 
-int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o,
-                    int32_t **ids, int64_t **src, dp_err *err) {
+int dp_calib_sample(const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_calib_opts *o, int32_t **ids,
+                    int64_t **src, dp_err *err) {
     *ids = NULL;
     *src = NULL;
     int64_t N = o->samples, T = o->seq_len;

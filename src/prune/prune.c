@@ -63,8 +63,8 @@ static int open_engine(const dp_mpi *mpi, dp_device dev, const dp_llama *m, int6
     return rc;
 }
 
-int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map,
-                     const char *run_dir, uint64_t model_hash, int64_t batch, double *ppl, dp_err *err) {
+int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, const char *run_dir,
+                     uint64_t model_hash, int64_t batch, double *ppl, dp_err *err) {
     dp_calib_file f;
     calib_set c;
     int rc = calib_open(mpi, run_dir, model_hash, &f, &c, err);

@@ -40,7 +40,9 @@ static void share(int64_t n, int64_t batch, int r, int size, int64_t *lo, int64_
     *hi = b1 * batch < n ? b1 * batch : n;
 }
 
-static int all_ok(const dp_mpi *mpi, int rc, dp_err *err) { return dp_mpi_agree(mpi, rc, err); }
+static int all_ok(const dp_mpi *mpi, int rc, dp_err *err) {
+    return dp_mpi_agree(mpi, rc, err);
+}
 
 /* Allreduce of doubles in chunks (MPI counts are int). */
 static void allreduce_d(const dp_mpi *mpi, double *x, int64_t n) {
@@ -178,7 +180,10 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
             snprintf(name, sizeof name, "hidden_%03d", i);
             rc = dp_h5_write_rows(&h, name, DP_DTYPE_F32, 3, sh_h, 0, s0, mine, hid + (int64_t)i * mine * NTC, err);
         }
-        struct { const char *k; const char *v; } attrs[] = {{"model_hash", mh}, {"calib_hash", ch}};
+        struct {
+            const char *k;
+            const char *v;
+        } attrs[] = {{"model_hash", mh}, {"calib_hash", ch}};
         for (size_t i = 0; i < 2 && !rc; i++) rc = dp_h5_set_attr(&h, attrs[i].k, attrs[i].v, err);
         snprintf(buf, sizeof buf, "%lld", (long long)N);
         if (!rc) rc = dp_h5_set_attr(&h, "samples", buf, err);
@@ -198,8 +203,9 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
             rc = dp_err_set(err, DP_E_IO, "cannot rename %s to %s", tmp, path);
         rc = all_ok(mpi, rc, err);
     }
-    if (rc == DP_OK) dp_log0("calibrate: %lld samples x %lld tokens, %d block inputs -> %s (%.1f s)", (long long)N,
-                             (long long)T, L + 1, path, dp_time_s() - t0);
+    if (rc == DP_OK)
+        dp_log0("calibrate: %lld samples x %lld tokens, %d block inputs -> %s (%.1f s)", (long long)N, (long long)T,
+                L + 1, path, dp_time_s() - t0);
     dp_free(tmp);
     dp_free(hid);
     dp_free(nll);
@@ -228,7 +234,7 @@ void dp_score_assign(int L, int n_ranks, int *owner, int *round) {
 /* ---------------- the PPL sweep ---------------- */
 
 typedef struct {
-    double *nll;  /* (L, N) per-sample NLL sums without block i */
+    double *nll;   /* (L, N) per-sample NLL sums without block i */
     int32_t *done; /* (L) */
 } ppl_state;
 
@@ -256,8 +262,8 @@ static void read_progress(const dp_mpi *mpi, const char *path, int L, int64_t N,
     dp_err e;
     if (dp_h5_open(&h, path, mpi->comm, 0, &e)) return;
     char *a = NULL, *b = NULL;
-    int ok = !dp_h5_get_attr(&h, "model_hash", &a, &e) && !dp_h5_get_attr(&h, "calib_hash", &b, &e) &&
-             !strcmp(a, mh) && !strcmp(b, ch);
+    int ok = !dp_h5_get_attr(&h, "model_hash", &a, &e) && !dp_h5_get_attr(&h, "calib_hash", &b, &e) && !strcmp(a, mh) &&
+             !strcmp(b, ch);
     int nd;
     int64_t sh[DP_MAX_DIMS];
     ok = ok && !dp_h5_shape(&h, "ppl_sample_nll", &nd, sh, &e) && nd == 2 && sh[0] == L && sh[1] == N;
@@ -326,7 +332,8 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
     int64_t C = m->cfg.hidden_size, NTC = T * C;
     int *owner = dp_malloc((size_t)L * sizeof(int), "score"), *round = dp_malloc((size_t)L * sizeof(int), "score");
     dp_score_assign(L, mpi->size, owner, round);
-    char *prog = dp_path_join(o->run_dir, "scores.progress.h5"), *prog_tmp = dp_path_join(o->run_dir, "scores.progress.h5.tmp");
+    char *prog = dp_path_join(o->run_dir, "scores.progress.h5"),
+         *prog_tmp = dp_path_join(o->run_dir, "scores.progress.h5.tmp");
     read_progress(mpi, prog, L, N, p, mh, ch);
     int n_done0 = 0;
     for (int i = 0; i < L; i++) n_done0 += p->done[i] != 0;
@@ -354,8 +361,8 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
     float *nll = dp_malloc((size_t)(o->batch * T) * sizeof(float), "score");
     double *pre = NULL; /* streaming: this rank's candidates computed in one block-major pass */
     if (rc == DP_OK) {
-        dp_engine_plan plan = {.B = o->batch, .T = T, .local_rank = mpi->local_rank,
-                               .stream_weights = o->stream_weights};
+        dp_engine_plan plan = {
+            .B = o->batch, .T = T, .local_rank = mpi->local_rank, .stream_weights = o->stream_weights};
         rc = all_ok(mpi, dp_engine_open(&e, o->device, m, &plan, err), err);
         if (rc == DP_OK && e.streaming) {
             pre = dp_calloc((size_t)(L * N), sizeof(double), "score");
@@ -421,7 +428,8 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
             int stop = dp_stop_requested();
             DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, mpi->comm));
             if (stop) {
-                dp_log0("score: stop requested by a signal after %d of %d candidates; progress kept", done_now + n_done0, L);
+                dp_log0("score: stop requested by a signal after %d of %d candidates; progress kept",
+                        done_now + n_done0, L);
                 rc = DP_E_STOPPED;
                 break;
             }
@@ -486,8 +494,16 @@ int dp_block_grads(const dp_mpi *mpi, dp_engine *e, const int32_t *tokens, int64
         dp_layer_map map;
         dp_layer_map_all(&map, L);
         double ce = 0, kd = 0;
-        dp_micro x = {.tokens = tokens, .targets = targets, .B = nb, .T = T, .temp = 1.0, .gscale = scale,
-                      .backward = 1, .wgrad_host = gblock, .block_done = block_done, .ctx = ctx};
+        dp_micro x = {.tokens = tokens,
+                      .targets = targets,
+                      .B = nb,
+                      .T = T,
+                      .temp = 1.0,
+                      .gscale = scale,
+                      .backward = 1,
+                      .wgrad_host = gblock,
+                      .block_done = block_done,
+                      .ctx = ctx};
         rc = dp_engine_micro(e, &map, &x, &ce, &kd, err);
         if (rc) dp_fatal("block gradients: %s", err->msg); /* shapes were planned: cannot happen */
     }
@@ -518,8 +534,13 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
     int whole = nb <= batch;
     dp_engine e;
     memset(&e, 0, sizeof e);
-    dp_engine_plan plan = {.B = whole ? nb : batch, .T = T, .local_rank = mpi->local_rank, .train = 1,
-                           .wgrad = whole, .full = !whole, .recompute = 1};
+    dp_engine_plan plan = {.B = whole ? nb : batch,
+                           .T = T,
+                           .local_rank = mpi->local_rank,
+                           .train = 1,
+                           .wgrad = whole,
+                           .full = !whole,
+                           .recompute = 1};
     int rc = all_ok(mpi, nb > 0 ? dp_engine_open(&e, dev, m, &plan, err) : DP_OK, err);
     if (rc == DP_OK && whole) {
         rc = dp_block_grads(mpi, &e, ids + s0 * T, nb, T, scale, tc.gblock, taylor_block_done, &tc, err);
@@ -534,15 +555,16 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
             int64_t k = a + batch <= s1 ? batch : s1 - a;
             double ce = 0, kd = 0;
             dp_llama_next_targets(targets, ids + a * T, k, T);
-            dp_micro x = {.tokens = ids + a * T, .targets = targets, .B = k, .T = T, .temp = 1.0, .gscale = scale,
-                          .backward = 1};
+            dp_micro x = {
+                .tokens = ids + a * T, .targets = targets, .B = k, .T = T, .temp = 1.0, .gscale = scale, .backward = 1};
             rc = dp_engine_micro(&e, &map, &x, &ce, &kd, err);
         }
         rc = all_ok(mpi, rc, err);
         if (rc == DP_OK) {
             dp_engine_grad_flush(&e);
             for (int l = L - 1; l >= 0; l--) { /* each block's gradient in its own layout, as the hook gives it */
-                const dp_llama_param *p0 = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS], *pz = p0 + DP_LLAMA_BLOCK_TENSORS - 1;
+                const dp_llama_param *p0 = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS],
+                                     *pz = p0 + DP_LLAMA_BLOCK_TENSORS - 1;
                 memcpy(tc.gblock, e.grad + p0->offset, (size_t)(pz->offset + pz->n_elems - p0->offset) * sizeof(float));
                 taylor_block_done(l, &tc);
             }
@@ -656,10 +678,14 @@ static double kendall_tau_b(const double *x, const double *y, int n) {
         for (int j = i + 1; j < n; j++) {
             double a = x[i] - x[j], b = y[i] - y[j];
             if (a == 0 && b == 0) continue;
-            if (a == 0) tx++;
-            else if (b == 0) ty++;
-            else if ((a > 0) == (b > 0)) con++;
-            else dis++;
+            if (a == 0)
+                tx++;
+            else if (b == 0)
+                ty++;
+            else if ((a > 0) == (b > 0))
+                con++;
+            else
+                dis++;
         }
     double d = sqrt((con + dis + tx) * (con + dis + ty));
     return d > 0 ? (con - dis) / d : 0.0;
@@ -715,8 +741,8 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         ce[c].pl = plus ? 2 : o->protect_last;
         if (ce[c].pf < 0 || ce[c].pl < 0 || ce[c].pf + ce[c].pl >= L)
             return dp_err_set(err, DP_E_USAGE,
-                              "%s: protecting the first %d and last %d of %d blocks leaves no candidate to remove",
-                              nm, ce[c].pf, ce[c].pl, L);
+                              "%s: protecting the first %d and last %d of %d blocks leaves no candidate to remove", nm,
+                              ce[c].pf, ce[c].pl, L);
         int k = (int)lround(o->ratio * L);
         if (k > L - ce[c].pf - ce[c].pl)
             return dp_err_set(err, DP_E_USAGE,
@@ -772,7 +798,8 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         if (rc == DP_OK && b == CRIT_PPL)
             dp_log0("score: ppl done: %lld block passes in this run (a full sweep is L(L-1)/2 = %d), %.1f s",
                     (long long)passes, L * (L - 1) / 2, dp_time_s() - t0);
-        else if (rc == DP_OK) dp_log0("score: %s done (%.1f s)", k_base_names[b], dp_time_s() - t0);
+        else if (rc == DP_OK)
+            dp_log0("score: %s done (%.1f s)", k_base_names[b], dp_time_s() - t0);
     }
     /* results on rank 0: scores.h5 and scores.json, each written atomically */
     if (rc == DP_OK && mpi->rank == 0) {
@@ -814,8 +841,9 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
                 double *lo = dp_malloc((size_t)L * 3 * sizeof(double), "score"), *hi = lo + L, *pr = lo + 2 * L;
                 bootstrap(per, L, N, T, b == CRIT_PPL, o->bootstrap, 0xB007 + (uint64_t)atoll(sseed), ce[c].pf,
                           ce[c].pl, k, lo, hi, pr);
-                snprintf(t, sizeof t, ", \"bootstrap\": {\"replicates\": %lld, \"remove\": %d, \"lo95\": ",
-                         (long long)o->bootstrap, k);
+                snprintf(t, sizeof t,
+                         ", \"bootstrap\": {\"replicates\": %lld, \"remove\": %d, \"lo95\": ", (long long)o->bootstrap,
+                         k);
                 dp_buf_puts(&js, t);
                 json_array_d(&js, lo, L);
                 dp_buf_puts(&js, ", \"hi95\": ");

@@ -52,15 +52,15 @@ static double sal(int crit, double w, double g, double f) {
 static void block_groups(const dp_llama *m, int l, int crit, const float *g, const float *f, double *attn,
                          double *mlp) {
     const dp_llama_config *c = &m->cfg;
-    int64_t HD = c->head_dim, rep = c->n_heads / c->n_kv_heads, G = c->layer_kv_heads[l],
-            F = c->layer_inter[l];
+    int64_t HD = c->head_dim, rep = c->n_heads / c->n_kv_heads, G = c->layer_kv_heads[l], F = c->layer_inter[l];
     int64_t base = bparam(m, l, 0)->offset;
     memset(attn, 0, (size_t)G * sizeof(double));
     memset(mlp, 0, (size_t)F * sizeof(double));
     for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
         if (k == DP_BT_ATTN_NORM || k == DP_BT_MLP_NORM) continue;
         const dp_llama_param *p = bparam(m, l, k);
-        const float *w = m->mem + p->offset, *gg = g ? g + (p->offset - base) : NULL, *ff = f ? f + (p->offset - base) : NULL;
+        const float *w = m->mem + p->offset, *gg = g ? g + (p->offset - base) : NULL,
+                    *ff = f ? f + (p->offset - base) : NULL;
         int64_t rows = p->rows, cols = p->cols;
         if (k == DP_BT_O || k == DP_BT_DOWN) { /* column groups: rep*HD columns (o) or one (down) */
             int64_t width = k == DP_BT_O ? rep * HD : 1, n = cols / width;
@@ -89,9 +89,12 @@ static void block_groups(const dp_llama *m, int l, int crit, const float *g, con
             rs[r] = acc;
         }
         for (int64_t r = 0; r < rows; r++) {
-            if (k == DP_BT_Q) attn[r / (rep * HD)] += rs[r];
-            else if (k == DP_BT_K || k == DP_BT_V) attn[r / HD] += rs[r];
-            else mlp[r] += rs[r]; /* gate, up: one row per channel */
+            if (k == DP_BT_Q)
+                attn[r / (rep * HD)] += rs[r];
+            else if (k == DP_BT_K || k == DP_BT_V)
+                attn[r / HD] += rs[r];
+            else
+                mlp[r] += rs[r]; /* gate, up: one row per channel */
         }
         dp_free(rs);
     }
@@ -138,8 +141,8 @@ static int grad_pass(wctx *t, dp_engine *e, const int32_t *ids, int64_t a, int64
     return rc;
 }
 
-int dp_width_importance(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int crit,
-                        uint64_t seed, dp_width_scores *s, dp_err *err) {
+int dp_width_importance(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T,
+                        int crit, uint64_t seed, dp_width_scores *s, dp_err *err) {
     const dp_llama_config *c = &m->cfg;
     int L = (int)c->n_layers;
     memset(s, 0, sizeof *s);
@@ -296,22 +299,32 @@ int dp_width_apply(const dp_llama *m, const dp_width_plan *p, dp_st_entry **entr
             const dp_llama_param *pp = bparam(m, l, k);
             const float *w = m->mem + pp->offset;
             int64_t rows = pp->rows, cols = pp->cols ? pp->cols : 1, nr = rows, nc = cols;
-            if (k == DP_BT_Q) nr = QD;
-            else if (k == DP_BT_K || k == DP_BT_V) nr = KD;
-            else if (k == DP_BT_O) nc = QD;
-            else if (k == DP_BT_GATE || k == DP_BT_UP) nr = Fk;
-            else if (k == DP_BT_DOWN) nc = Fk;
+            if (k == DP_BT_Q)
+                nr = QD;
+            else if (k == DP_BT_K || k == DP_BT_V)
+                nr = KD;
+            else if (k == DP_BT_O)
+                nc = QD;
+            else if (k == DP_BT_GATE || k == DP_BT_UP)
+                nr = Fk;
+            else if (k == DP_BT_DOWN)
+                nc = Fk;
             float *d = dp_malloc((size_t)(nr * nc) * sizeof(float) + 4, "width");
             /* source row (or column) of kept row r */
             for (int64_t r = 0; r < nr; r++) {
                 int64_t sr = r;
-                if (k == DP_BT_Q) sr = p->keep_g[l][r / (rep * HD)] * rep * HD + r % (rep * HD);
-                else if (k == DP_BT_K || k == DP_BT_V) sr = p->keep_g[l][r / HD] * HD + r % HD;
-                else if (k == DP_BT_GATE || k == DP_BT_UP) sr = p->keep_c[l][r];
+                if (k == DP_BT_Q)
+                    sr = p->keep_g[l][r / (rep * HD)] * rep * HD + r % (rep * HD);
+                else if (k == DP_BT_K || k == DP_BT_V)
+                    sr = p->keep_g[l][r / HD] * HD + r % HD;
+                else if (k == DP_BT_GATE || k == DP_BT_UP)
+                    sr = p->keep_c[l][r];
                 for (int64_t j = 0; j < nc; j++) {
                     int64_t sj = j;
-                    if (k == DP_BT_O) sj = p->keep_g[l][j / (rep * HD)] * rep * HD + j % (rep * HD);
-                    else if (k == DP_BT_DOWN) sj = p->keep_c[l][j];
+                    if (k == DP_BT_O)
+                        sj = p->keep_g[l][j / (rep * HD)] * rep * HD + j % (rep * HD);
+                    else if (k == DP_BT_DOWN)
+                        sj = p->keep_c[l][j];
                     d[r * nc + j] = w[sr * cols + sj];
                 }
             }

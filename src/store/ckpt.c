@@ -14,7 +14,9 @@
 
 #define CKPT_VERSION "2"
 
-static char *ckpt_dir(const char *run) { return dp_path_join(run, "ckpt"); }
+static char *ckpt_dir(const char *run) {
+    return dp_path_join(run, "ckpt");
+}
 
 /* A checkpoint is a directory RUNDIR/ckpt/step-NNNNNNNNN/ holding one
  * serial HDF5 file per rank (rank-RRRRR.h5: that rank's shard of the
@@ -168,8 +170,8 @@ static int verify_manifest(const char *path, int64_t it, dp_err *err) {
         uint64_t h = 0;
         rc = dp_file_block_hash(path, m.bytes, m.block_bytes, i, &h, err);
         if (!rc && h != m.blocks[i])
-            rc = dp_err_set(err, DP_E_FORMAT, "%s: block %lld (bytes from %lld) does not match its hash (corrupted)", base,
-                            (long long)i, (long long)(i * m.block_bytes));
+            rc = dp_err_set(err, DP_E_FORMAT, "%s: block %lld (bytes from %lld) does not match its hash (corrupted)",
+                            base, (long long)i, (long long)(i * m.block_bytes));
     }
     dp_manifest_free(&m);
     return rc;
@@ -183,7 +185,8 @@ int dp_ckpt_write(const dp_ckpt_vec *v, const dp_ckpt_state *cs, dp_err *err) {
     char *dir = ckpt_dir(run);
     int rc = DP_OK;
     if (mpi->rank == 0) {
-        if (mkdir(dir, 0755) && errno != EEXIST) rc = dp_err_set(err, DP_E_IO, "cannot create %s: %s", dir, strerror(errno));
+        if (mkdir(dir, 0755) && errno != EEXIST)
+            rc = dp_err_set(err, DP_E_IO, "cannot create %s: %s", dir, strerror(errno));
         if (!rc) remove_ckpt_dir(tmp); /* a leftover of an interrupted write */
         if (!rc && mkdir(tmp, 0755)) rc = dp_err_set(err, DP_E_IO, "cannot create %s: %s", tmp, strerror(errno));
     }
@@ -274,7 +277,8 @@ static int ckpt_try(dp_ckpt_vec *v, int64_t it, dp_ckpt_state *cs, dp_err *err) 
             rc = get_attr_i64(&h, "ranks", &nfiles, err);
             dp_h5_close(&h);
         }
-        if (!rc && (nfiles < 1 || nfiles > 1 << 20)) rc = dp_err_set(err, DP_E_FORMAT, "bad shard count %lld", (long long)nfiles);
+        if (!rc && (nfiles < 1 || nfiles > 1 << 20))
+            rc = dp_err_set(err, DP_E_FORMAT, "bad shard count %lld", (long long)nfiles);
         dp_free(f0);
     }
     rc = dp_mpi_agree(mpi, rc, err);
@@ -300,7 +304,8 @@ static int ckpt_try(dp_ckpt_vec *v, int64_t it, dp_ckpt_state *cs, dp_err *err) 
         if (!rc) rc = get_attr_i64(&sh[f].h, "shard_begin", &sh[f].s0, err);
         if (!rc) rc = get_attr_i64(&sh[f].h, "shard_end", &sh[f].s1, err);
         if (!rc && sh[f].s0 != (f ? sh[f - 1].s1 : 0))
-            rc = dp_err_set(err, DP_E_FORMAT, "shard %lld does not continue shard %lld", (long long)f, (long long)f - 1);
+            rc =
+                dp_err_set(err, DP_E_FORMAT, "shard %lld does not continue shard %lld", (long long)f, (long long)f - 1);
     }
     if (!rc && nfiles > 0 && sh[nfiles - 1].s1 != v->n)
         rc = dp_err_set(err, DP_E_MISMATCH, "%s holds %lld trainable values, this run has %lld", dir,
@@ -311,7 +316,8 @@ static int ckpt_try(dp_ckpt_vec *v, int64_t it, dp_ckpt_state *cs, dp_err *err) 
     if (!rc && (dp_h5_get_attr(&sh[0].h, "config_hash", &a, err) || strcmp(a, want)))
         rc = dp_err_set(err, DP_E_MISMATCH,
                         "%s was written by a run with a different configuration or data (config hash %s, this run %s); "
-                        "use a fresh --run directory", dir, a ? a : "?", want);
+                        "use a fresh --run directory",
+                        dir, a ? a : "?", want);
     dp_free(a);
     a = NULL;
     snprintf(want, sizeof want, "%016llx", (unsigned long long)v->model_hash);
@@ -332,8 +338,10 @@ static int ckpt_try(dp_ckpt_vec *v, int64_t it, dp_ckpt_state *cs, dp_err *err) 
     for (int64_t f = 0; f < nfiles && !rc; f++) {
         rc = dp_h5_read_rows(&sh[f].h, "param", DP_DTYPE_F32, 0, sh[f].s1 - sh[f].s0, tp + sh[f].s0, err);
         int64_t lo = sh[f].s0 > v->s0 ? sh[f].s0 : v->s0, hi = sh[f].s1 < v->s1 ? sh[f].s1 : v->s1;
-        if (!rc && lo < hi) rc = dp_h5_read_rows(&sh[f].h, "adam_m", DP_DTYPE_F32, lo - sh[f].s0, hi - lo, tm + (lo - v->s0), err);
-        if (!rc && lo < hi) rc = dp_h5_read_rows(&sh[f].h, "adam_v", DP_DTYPE_F32, lo - sh[f].s0, hi - lo, tv + (lo - v->s0), err);
+        if (!rc && lo < hi)
+            rc = dp_h5_read_rows(&sh[f].h, "adam_m", DP_DTYPE_F32, lo - sh[f].s0, hi - lo, tm + (lo - v->s0), err);
+        if (!rc && lo < hi)
+            rc = dp_h5_read_rows(&sh[f].h, "adam_v", DP_DTYPE_F32, lo - sh[f].s0, hi - lo, tv + (lo - v->s0), err);
     }
     if (!rc) {
         snprintf(want, sizeof want, "%016llx", (unsigned long long)dp_hash_bytes(tp, (size_t)v->n * sizeof(float), 3));
@@ -378,8 +386,8 @@ int dp_ckpt_resume(dp_ckpt_vec *v, dp_ckpt_state *cs, int *resumed, dp_err *err)
         rc = ckpt_try(v, its[i], cs, &e);
         if (rc == DP_OK) {
             *resumed = 1;
-            if (mpi->rank == 0) dp_log("resuming from checkpoint step-%09lld (iteration %lld)", (long long)its[i],
-                                       (long long)cs->it);
+            if (mpi->rank == 0)
+                dp_log("resuming from checkpoint step-%09lld (iteration %lld)", (long long)its[i], (long long)cs->it);
             break;
         }
         if (rc == DP_E_MISMATCH) {

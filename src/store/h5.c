@@ -27,7 +27,9 @@ static hid_t h5_file_type(dp_dtype t) {
 }
 
 static int g_abandoned;
-int dp_h5_abandoned(void) { return g_abandoned; }
+int dp_h5_abandoned(void) {
+    return g_abandoned;
+}
 
 static int shared(const dp_h5 *h) {
     int n = 1;
@@ -58,8 +60,10 @@ static int agree_io(dp_h5 *h, int rc, dp_err *err) {
     MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, h->comm);
     if (err) {
         err->code = DP_E_IO;
-        if (strncmp(msg, "rank ", 5)) snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
-        else snprintf(err->msg, sizeof err->msg, "%s", msg);
+        if (strncmp(msg, "rank ", 5))
+            snprintf(err->msg, sizeof err->msg, "rank %d: %.1000s", first, msg);
+        else
+            snprintf(err->msg, sizeof err->msg, "%s", msg);
     }
     h->failed = 1;
     g_abandoned = 1;
@@ -70,8 +74,10 @@ static hid_t fapl_for(MPI_Comm comm) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     int n = 1;
     MPI_Comm_size(comm, &n);
-    if (n > 1) H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-    else H5Pset_fapl_sec2(fapl); /* one process: plain POSIX I/O */
+    if (n > 1)
+        H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    else
+        H5Pset_fapl_sec2(fapl); /* one process: plain POSIX I/O */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
     return fapl;
 }
@@ -82,12 +88,15 @@ int dp_h5_create(dp_h5 *h, const char *path, MPI_Comm comm, dp_err *err) {
     h->failed = 0;
     snprintf(h->path, sizeof h->path, "%s", path);
     hid_t fapl = fapl_for(comm);
-    H5E_BEGIN_TRY { h->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); }
+    H5E_BEGIN_TRY {
+        h->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    }
     H5E_END_TRY;
     H5Pclose(fapl);
     if (h->file < 0) {
         g_abandoned = 1; /* HDF5 keeps a half-created file that it cannot close at exit */
-        return dp_err_set(err, DP_E_IO, "%s: cannot create HDF5 file (%s)", path, errno ? strerror(errno) : "HDF5 error");
+        return dp_err_set(err, DP_E_IO, "%s: cannot create HDF5 file (%s)", path,
+                          errno ? strerror(errno) : "HDF5 error");
     }
     return DP_OK;
 }
@@ -97,7 +106,9 @@ int dp_h5_open(dp_h5 *h, const char *path, MPI_Comm comm, int writable, dp_err *
     h->failed = 0;
     snprintf(h->path, sizeof h->path, "%s", path);
     hid_t fapl = fapl_for(comm);
-    H5E_BEGIN_TRY { h->file = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl); }
+    H5E_BEGIN_TRY {
+        h->file = H5Fopen(path, writable ? H5F_ACC_RDWR : H5F_ACC_RDONLY, fapl);
+    }
     H5E_END_TRY;
     H5Pclose(fapl);
     if (h->file < 0) return dp_err_set(err, DP_E_IO, "%s: cannot open HDF5 file", path);
@@ -106,7 +117,9 @@ int dp_h5_open(dp_h5 *h, const char *path, MPI_Comm comm, int writable, dp_err *
 
 void dp_h5_close(dp_h5 *h) {
     if (h->file >= 0 && !h->failed) {
-        H5E_BEGIN_TRY { H5Fclose(h->file); }
+        H5E_BEGIN_TRY {
+            H5Fclose(h->file);
+        }
         H5E_END_TRY;
     }
     h->file = -1;
@@ -119,12 +132,14 @@ int dp_h5_finish(dp_h5 *h, dp_err *err) {
     errno = 0;
     /* flush first and agree on it: a full disk shows here, and the close
      * that follows then has nothing left to write */
-    H5E_BEGIN_TRY { rc = H5Fflush(h->file, H5F_SCOPE_GLOBAL); }
+    H5E_BEGIN_TRY {
+        rc = H5Fflush(h->file, H5F_SCOPE_GLOBAL);
+    }
     H5E_END_TRY;
     int e = errno;
-    int frc = rc < 0 ? dp_err_set(err, DP_E_IO, "%s: flushing the file failed (%s)", h->path,
-                                  e ? strerror(e) : "HDF5 error")
-                     : DP_OK;
+    int frc =
+        rc < 0 ? dp_err_set(err, DP_E_IO, "%s: flushing the file failed (%s)", h->path, e ? strerror(e) : "HDF5 error")
+               : DP_OK;
     if (agree_io(h, frc, err)) return DP_E_IO;
     if (frc) { /* one process: HDF5 cannot close a file whose flush failed either; leave it */
         h->failed = 1;
@@ -132,7 +147,9 @@ int dp_h5_finish(dp_h5 *h, dp_err *err) {
         return frc;
     }
     errno = 0;
-    H5E_BEGIN_TRY { rc = H5Fclose(h->file); }
+    H5E_BEGIN_TRY {
+        rc = H5Fclose(h->file);
+    }
     H5E_END_TRY;
     h->file = -1;
     if (rc < 0) {
@@ -156,14 +173,13 @@ static void select_rows(hid_t space, int ndim, const hsize_t *dims, int64_t row0
     H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
 }
 
-int dp_h5_write_rows(dp_h5 *h, const char *name, dp_dtype dtype, int ndim, const int64_t *gshape,
-                     int64_t chunk_rows, int64_t row0, int64_t n_rows, const void *data,
-                     dp_err *err) {
+int dp_h5_write_rows(dp_h5 *h, const char *name, dp_dtype dtype, int ndim, const int64_t *gshape, int64_t chunk_rows,
+                     int64_t row0, int64_t n_rows, const void *data, dp_err *err) {
     if (h5_type(dtype) < 0) return dp_err_set(err, DP_E_UNSUPPORTED, "%s: dtype not storable", name);
     if (ndim < 1 || ndim > DP_MAX_DIMS) return dp_err_set(err, DP_E_RANGE, "%s: bad rank", name);
     if (row0 < 0 || n_rows < 0 || row0 + n_rows > gshape[0])
-        return dp_err_set(err, DP_E_RANGE, "%s: rows [%lld,%lld) outside [0,%lld)", name,
-                          (long long)row0, (long long)(row0 + n_rows), (long long)gshape[0]);
+        return dp_err_set(err, DP_E_RANGE, "%s: rows [%lld,%lld) outside [0,%lld)", name, (long long)row0,
+                          (long long)(row0 + n_rows), (long long)gshape[0]);
     hsize_t dims[DP_MAX_DIMS];
     for (int i = 0; i < ndim; i++) dims[i] = (hsize_t)gshape[i];
     hid_t fspace = H5Screate_simple(ndim, dims, NULL);
@@ -198,7 +214,9 @@ int dp_h5_write_rows(dp_h5 *h, const char *name, dp_dtype dtype, int ndim, const
     dp_fault_point("h5_write");
     herr_t rc;
     errno = 0;
-    H5E_BEGIN_TRY { rc = H5Dwrite(dset, h5_type(dtype), mspace, fspace, dxpl, data); }
+    H5E_BEGIN_TRY {
+        rc = H5Dwrite(dset, h5_type(dtype), mspace, fspace, dxpl, data);
+    }
     H5E_END_TRY;
     int e = errno;
     H5Pclose(dxpl);
@@ -215,17 +233,23 @@ int dp_h5_write_rows(dp_h5 *h, const char *name, dp_dtype dtype, int ndim, const
         return wrc;
     }
     errno = 0;
-    H5E_BEGIN_TRY { rc = H5Dclose(dset); }
+    H5E_BEGIN_TRY {
+        rc = H5Dclose(dset);
+    }
     H5E_END_TRY;
     if (rc < 0)
-        return agree_io(h, dp_err_set(err, DP_E_IO, "%s: closing dataset %s failed (%s)", h->path, name,
-                                      errno ? strerror(errno) : "HDF5 error"), err);
+        return agree_io(h,
+                        dp_err_set(err, DP_E_IO, "%s: closing dataset %s failed (%s)", h->path, name,
+                                   errno ? strerror(errno) : "HDF5 error"),
+                        err);
     return agree_io(h, DP_OK, err);
 }
 
 int dp_h5_shape(dp_h5 *h, const char *name, int *ndim, int64_t *gshape, dp_err *err) {
     hid_t dset;
-    H5E_BEGIN_TRY { dset = H5Dopen2(h->file, name, H5P_DEFAULT); }
+    H5E_BEGIN_TRY {
+        dset = H5Dopen2(h->file, name, H5P_DEFAULT);
+    }
     H5E_END_TRY;
     if (dset < 0) return dp_err_set(err, DP_E_FORMAT, "dataset %s missing", name);
     hid_t space = H5Dget_space(dset);
@@ -244,11 +268,12 @@ int dp_h5_shape(dp_h5 *h, const char *name, int *ndim, int64_t *gshape, dp_err *
     return DP_OK;
 }
 
-int dp_h5_read_rows(dp_h5 *h, const char *name, dp_dtype dtype, int64_t row0, int64_t n_rows,
-                    void *data, dp_err *err) {
+int dp_h5_read_rows(dp_h5 *h, const char *name, dp_dtype dtype, int64_t row0, int64_t n_rows, void *data, dp_err *err) {
     if (h5_type(dtype) < 0) return dp_err_set(err, DP_E_UNSUPPORTED, "%s: dtype not readable", name);
     hid_t dset;
-    H5E_BEGIN_TRY { dset = H5Dopen2(h->file, name, H5P_DEFAULT); }
+    H5E_BEGIN_TRY {
+        dset = H5Dopen2(h->file, name, H5P_DEFAULT);
+    }
     H5E_END_TRY;
     if (dset < 0) return dp_err_set(err, DP_E_FORMAT, "dataset %s missing", name);
     hid_t fspace = H5Dget_space(dset);
@@ -263,8 +288,8 @@ int dp_h5_read_rows(dp_h5 *h, const char *name, dp_dtype dtype, int64_t row0, in
     if (row0 < 0 || n_rows < 0 || (hsize_t)(row0 + n_rows) > dims[0]) {
         H5Sclose(fspace);
         H5Dclose(dset);
-        return dp_err_set(err, DP_E_RANGE, "dataset %s: rows [%lld,%lld) outside [0,%llu)", name,
-                          (long long)row0, (long long)(row0 + n_rows), (unsigned long long)dims[0]);
+        return dp_err_set(err, DP_E_RANGE, "dataset %s: rows [%lld,%lld) outside [0,%llu)", name, (long long)row0,
+                          (long long)(row0 + n_rows), (unsigned long long)dims[0]);
     }
     select_rows(fspace, nd, dims, row0, n_rows);
     hsize_t mdims[DP_MAX_DIMS];
@@ -275,7 +300,9 @@ int dp_h5_read_rows(dp_h5 *h, const char *name, dp_dtype dtype, int64_t row0, in
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     if (shared(h)) H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
     herr_t rc;
-    H5E_BEGIN_TRY { rc = H5Dread(dset, h5_type(dtype), mspace, fspace, dxpl, data); }
+    H5E_BEGIN_TRY {
+        rc = H5Dread(dset, h5_type(dtype), mspace, fspace, dxpl, data);
+    }
     H5E_END_TRY;
     H5Pclose(dxpl);
     H5Sclose(mspace);
@@ -304,14 +331,15 @@ int dp_h5_set_attr(dp_h5 *h, const char *name, const char *value, dp_err *err) {
     H5E_END_TRY;
     H5Sclose(space);
     H5Tclose(type);
-    return agree_io(h, rc < 0 ? dp_err_set(err, DP_E_IO, "%s: attribute %s: write failed", h->path, name) : DP_OK,
-                    err);
+    return agree_io(h, rc < 0 ? dp_err_set(err, DP_E_IO, "%s: attribute %s: write failed", h->path, name) : DP_OK, err);
 }
 
 int dp_h5_get_attr(dp_h5 *h, const char *name, char **value, dp_err *err) {
     *value = NULL;
     hid_t attr;
-    H5E_BEGIN_TRY { attr = H5Aopen(h->file, name, H5P_DEFAULT); }
+    H5E_BEGIN_TRY {
+        attr = H5Aopen(h->file, name, H5P_DEFAULT);
+    }
     H5E_END_TRY;
     if (attr < 0) return dp_err_set(err, DP_E_FORMAT, "attribute %s missing", name);
     hid_t ftype = H5Aget_type(attr);

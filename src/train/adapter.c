@@ -41,7 +41,8 @@ static void module_name(int k, char *out, size_t n) {
 
 int dp_lora_save_peft(const char *dir, const dp_lora *l, const dp_llama *m, const dp_layer_map *map,
                       const char *base_model, double dropout, dp_err *err) {
-    if (mkdir(dir, 0755) && errno != EEXIST) return dp_err_set(err, DP_E_IO, "cannot create %s: %s", dir, strerror(errno));
+    if (mkdir(dir, 0755) && errno != EEXIST)
+        return dp_err_set(err, DP_E_IO, "cannot create %s: %s", dir, strerror(errno));
     int n = 0;
     dp_st_entry *e = dp_calloc((size_t)(map->n * DP_LLAMA_BLOCK_TENSORS * 2 + 1), sizeof *e, "adapter");
     char **names = dp_calloc((size_t)(map->n * DP_LLAMA_BLOCK_TENSORS * 2 + 1), sizeof(char *), "adapter");
@@ -69,7 +70,8 @@ int dp_lora_save_peft(const char *dir, const dp_lora *l, const dp_llama *m, cons
                 }
             for (int ab = 0; ab < 2; ab++) {
                 char name[192];
-                snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_%c.weight", i, path, ab ? 'B' : 'A');
+                snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_%c.weight", i, path,
+                         ab ? 'B' : 'A');
                 names[n] = dp_strdup(name, "adapter");
                 e[n].name = names[n];
                 e[n].dtype = DP_DTYPE_F32;

@@ -3,7 +3,9 @@
 
 #include "internal.h"
 
-int64_t dp_example_len(const dp_train_data *d, int64_t e) { return d->off[e + 1] - d->off[e]; }
+int64_t dp_example_len(const dp_train_data *d, int64_t e) {
+    return d->off[e + 1] - d->off[e];
+}
 
 int64_t dp_counted_tokens(const dp_train_data *d, const int64_t *ex, int64_t n) {
     int64_t c = 0;
@@ -14,8 +16,8 @@ int64_t dp_counted_tokens(const dp_train_data *d, const int64_t *ex, int64_t n) 
     return c;
 }
 
-void dp_build_batch(batch *b, const dp_train_data *d, const int64_t *ex, int64_t n, int64_t tmax,
-                        uint64_t seed, int64_t it) {
+void dp_build_batch(batch *b, const dp_train_data *d, const int64_t *ex, int64_t n, int64_t tmax, uint64_t seed,
+                    int64_t it) {
     int64_t T = 1;
     for (int64_t i = 0; i < n; i++)
         if (dp_example_len(d, ex[i]) > T) T = dp_example_len(d, ex[i]);
@@ -32,10 +34,9 @@ void dp_build_batch(batch *b, const dp_train_data *d, const int64_t *ex, int64_t
             int64_t r = i * T + t;
             b->tokens[r] = t < len ? tok[t] : 0;
             b->targets[r] = t + 1 < len ? lab[t + 1] : -1;
-            uint64_t st = seed ^ ((uint64_t)it * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(i < n ? ex[i] : 0) << 20) ^
-                          (uint64_t)t;
+            uint64_t st =
+                seed ^ ((uint64_t)it * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(i < n ? ex[i] : 0) << 20) ^ (uint64_t)t;
             b->keys[r] = dp_splitmix64(&st);
         }
     }
 }
-

@@ -19,8 +19,10 @@ char *dp_alpaca_prompt(const char *instruction, const char *input) {
     int with = input && *input;
     size_t n = strlen(k_with_input) + strlen(instruction) + (with ? strlen(input) : 0) + 1;
     char *s = dp_malloc(n, "prompt");
-    if (with) snprintf(s, n, k_with_input, instruction, input);
-    else snprintf(s, n, k_no_input, instruction);
+    if (with)
+        snprintf(s, n, k_with_input, instruction, input);
+    else
+        snprintf(s, n, k_no_input, instruction);
     return s;
 }
 
@@ -66,15 +68,17 @@ static int encode(const dp_tokenizer *tok, const char *s, size_t n, int add_bos,
 }
 
 /* One Alpaca record, LLM-Pruner's generate_and_tokenize_prompt. */
-static int alpaca_record(builder *b, const dp_tokenizer *tok, const cJSON *o, const dp_data_opts *opt,
-                         int64_t rec, dp_err *err) {
+static int alpaca_record(builder *b, const dp_tokenizer *tok, const cJSON *o, const dp_data_opts *opt, int64_t rec,
+                         dp_err *err) {
     const cJSON *ins = cJSON_GetObjectItemCaseSensitive(o, "instruction");
     const cJSON *inp = cJSON_GetObjectItemCaseSensitive(o, "input");
     const cJSON *out = cJSON_GetObjectItemCaseSensitive(o, "output");
-    if (!cJSON_IsObject(o) || !cJSON_IsString(ins) || !cJSON_IsString(out) || (inp && !cJSON_IsNull(inp) && !cJSON_IsString(inp)))
-        return dp_err_set(err, DP_E_FORMAT,
-                          "record %lld: expected an object with string fields instruction and output (and optional input)",
-                          (long long)rec + 1);
+    if (!cJSON_IsObject(o) || !cJSON_IsString(ins) || !cJSON_IsString(out) ||
+        (inp && !cJSON_IsNull(inp) && !cJSON_IsString(inp)))
+        return dp_err_set(
+            err, DP_E_FORMAT,
+            "record %lld: expected an object with string fields instruction and output (and optional input)",
+            (long long)rec + 1);
     char *prompt = dp_alpaca_prompt(ins->valuestring, cJSON_IsString(inp) ? inp->valuestring : "");
     size_t pl = strlen(prompt), ol = strlen(out->valuestring);
     char *full = dp_malloc(pl + ol + 1, "prompt");
@@ -109,8 +113,8 @@ static int alpaca_record(builder *b, const dp_tokenizer *tok, const cJSON *o, co
     return rc;
 }
 
-static int load_alpaca(builder *b, const dp_tokenizer *tok, const char *text, size_t n_bytes,
-                       const dp_data_opts *o, dp_err *err) {
+static int load_alpaca(builder *b, const dp_tokenizer *tok, const char *text, size_t n_bytes, const dp_data_opts *o,
+                       dp_err *err) {
     size_t i = 0;
     while (i < n_bytes && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) i++;
     if (i < n_bytes && text[i] == '[') { /* one JSON array */
@@ -207,18 +211,22 @@ static int load_text(builder *b, const dp_tokenizer *tok, const char *text, size
     return rc;
 }
 
-int dp_data_load(const dp_tokenizer *tok, const char *format, const char *text, size_t n_bytes,
-                 const dp_data_opts *o, dp_train_data *d, dp_err *err) {
+int dp_data_load(const dp_tokenizer *tok, const char *format, const char *text, size_t n_bytes, const dp_data_opts *o,
+                 dp_train_data *d, dp_err *err) {
     memset(d, 0, sizeof *d);
     if (o->cutoff < 2) return dp_err_set(err, DP_E_CONFIG, "cutoff length must be at least 2");
     builder b = {d, 0, 0};
     d->off = dp_calloc(1024, sizeof(int64_t), "data");
     b.cap_ex = 1024;
     int rc;
-    if (!strcmp(format, "alpaca")) rc = load_alpaca(&b, tok, text, n_bytes, o, err);
-    else if (!strcmp(format, "text")) rc = load_text(&b, tok, text, n_bytes, o, 0, err);
-    else if (!strcmp(format, "jsonl-text")) rc = load_text(&b, tok, text, n_bytes, o, 1, err);
-    else rc = dp_err_set(err, DP_E_CONFIG, "data format '%s': expected alpaca, text or jsonl-text", format);
+    if (!strcmp(format, "alpaca"))
+        rc = load_alpaca(&b, tok, text, n_bytes, o, err);
+    else if (!strcmp(format, "text"))
+        rc = load_text(&b, tok, text, n_bytes, o, 0, err);
+    else if (!strcmp(format, "jsonl-text"))
+        rc = load_text(&b, tok, text, n_bytes, o, 1, err);
+    else
+        rc = dp_err_set(err, DP_E_CONFIG, "data format '%s': expected alpaca, text or jsonl-text", format);
     if (!rc && d->n == 0) rc = dp_err_set(err, DP_E_FORMAT, "no training examples (need at least 2 tokens each)");
     if (rc) {
         dp_data_free(d);

@@ -34,8 +34,8 @@ typedef struct tcache {
 /* Opens a teacher cache and checks it against the data and temperature. */
 int dp_tcache_open(tcache *c, const char *path, const dp_train_data *d, double temp, dp_err *err);
 /* The rows of examples ex[0..n) laid out as a (n, T) micro-batch. */
-int dp_tcache_fill(tcache *c, const dp_train_data *d, const int64_t *ex, int64_t n, int64_t T, int32_t *idx,
-                   float *val, float *lse, dp_err *err);
+int dp_tcache_fill(tcache *c, const dp_train_data *d, const int64_t *ex, int64_t n, int64_t T, int32_t *idx, float *val,
+                   float *lse, dp_err *err);
 
 /* ---- ZeRO-1 shards (zero1.c) ---- */
 void dp_shard_range(int64_t n, int rank, int size, int64_t *s0, int64_t *s1);

@@ -18,7 +18,8 @@ int dp_tcache_open(tcache *c, const char *path, const dp_train_data *d, double t
     snprintf(want, sizeof want, "%016llx", (unsigned long long)d->hash);
     rc = dp_h5_get_attr(&c->h, "data_hash", &a, err);
     if (!rc && strcmp(a, want))
-        rc = dp_err_set(err, DP_E_MISMATCH, "%s was built from different training data (hash %s, data %s)", path, a, want);
+        rc = dp_err_set(err, DP_E_MISMATCH, "%s was built from different training data (hash %s, data %s)", path, a,
+                        want);
     dp_free(a);
     a = NULL;
     if (!rc) rc = dp_h5_get_attr(&c->h, "temperature", &a, err);
@@ -39,8 +40,8 @@ int dp_tcache_open(tcache *c, const char *path, const dp_train_data *d, double t
     return rc;
 }
 
-int dp_tcache_fill(tcache *c, const dp_train_data *d, const int64_t *ex, int64_t n, int64_t T, int32_t *idx,
-                       float *val, float *lse, dp_err *err) {
+int dp_tcache_fill(tcache *c, const dp_train_data *d, const int64_t *ex, int64_t n, int64_t T, int32_t *idx, float *val,
+                   float *lse, dp_err *err) {
     int64_t K = c->K;
     for (int64_t i = 0; i < n; i++) {
         int64_t len = dp_example_len(d, ex[i]), r0 = d->off[ex[i]];
@@ -59,7 +60,8 @@ int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *tea
                            const dp_train_data *d, int64_t topk, double temp, int64_t bsz, const char *path,
                            int progress, dp_err *err) {
     int64_t V = teacher->cfg.vocab_size;
-    if (topk < 1 || topk > V) return dp_err_set(err, DP_E_CONFIG, "top-k %lld outside [1, %lld]", (long long)topk, (long long)V);
+    if (topk < 1 || topk > V)
+        return dp_err_set(err, DP_E_CONFIG, "top-k %lld outside [1, %lld]", (long long)topk, (long long)V);
     if (!(temp > 0)) return dp_err_set(err, DP_E_CONFIG, "KD temperature must be positive");
     /* ranks take contiguous example ranges */
     int64_t e0 = d->n * mpi->rank / mpi->size, e1 = d->n * (mpi->rank + 1) / mpi->size;
@@ -100,8 +102,8 @@ int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *tea
             memcpy(lse + at, bl + i * b.T, (size_t)len * sizeof(float));
         }
         if (progress && mpi->rank == 0)
-            dp_log("teacher cache: %lld/%lld examples on rank 0, %.1f s", (long long)(e + n - e0),
-                   (long long)(e1 - e0), dp_time_s() - t0);
+            dp_log("teacher cache: %lld/%lld examples on rank 0, %.1f s", (long long)(e + n - e0), (long long)(e1 - e0),
+                   dp_time_s() - t0);
     }
     rc = dp_mpi_agree(mpi, rc, err);
     size_t tl = strlen(path) + 16;
@@ -143,4 +145,3 @@ int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *tea
     dp_engine_close(&eng);
     return rc;
 }
-

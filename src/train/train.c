@@ -21,8 +21,8 @@ void dp_train_opts_default(dp_train_opts *o) {
     o->lora_rank = 8;
     o->lora_alpha = 16;
     o->lora_dropout = 0.05;
-    o->lora_targets = (1u << DP_BT_Q) | (1u << DP_BT_K) | (1u << DP_BT_V) | (1u << DP_BT_O) |
-                      (1u << DP_BT_GATE) | (1u << DP_BT_UP) | (1u << DP_BT_DOWN);
+    o->lora_targets = (1u << DP_BT_Q) | (1u << DP_BT_K) | (1u << DP_BT_V) | (1u << DP_BT_O) | (1u << DP_BT_GATE) |
+                      (1u << DP_BT_UP) | (1u << DP_BT_DOWN);
     o->lr = 1e-4;
     o->beta1 = 0.9;
     o->beta2 = 0.999;
@@ -50,10 +50,9 @@ uint64_t dp_train_opts_hash(const dp_train_opts *o, uint64_t data_hash) {
                      "gb%lld mb%lld ep%lld kd%.17g,%.17g,%lld,%d seed%llu data%llu teacher%llu",
                      o->method, (long long)o->lora_rank, o->lora_alpha, o->lora_dropout, o->lora_targets, o->lr,
                      o->min_lr_ratio, o->beta1, o->beta2, o->eps, o->weight_decay, o->clip, (long long)o->warmup,
-                     o->sched, (long long)o->global_batch, (long long)o->micro_batch, (long long)o->epochs,
-                     o->kd_alpha, o->kd_temp, (long long)o->kd_topk, o->teacher_cache != NULL,
-                     (unsigned long long)o->seed, (unsigned long long)data_hash,
-                     (unsigned long long)o->teacher_hash);
+                     o->sched, (long long)o->global_batch, (long long)o->micro_batch, (long long)o->epochs, o->kd_alpha,
+                     o->kd_temp, (long long)o->kd_topk, o->teacher_cache != NULL, (unsigned long long)o->seed,
+                     (unsigned long long)data_hash, (unsigned long long)o->teacher_hash);
     if (o->max_steps > 0) /* the schedule's length; absent (as before) when the epochs decide */
         n += snprintf(buf + n, sizeof buf - (size_t)n, " ms%lld", (long long)o->max_steps);
     return dp_hash_bytes(buf, (size_t)n, 11);
@@ -67,8 +66,10 @@ static double lr_at(const dp_train_opts *o, int64_t i, int64_t total) {
     double p = (double)(i - o->warmup) / span;
     if (p > 1) p = 1;
     double f = 1.0;
-    if (o->sched == DP_SCHED_COSINE) f = 0.5 * (1.0 + cos(M_PI * p));
-    else if (o->sched == DP_SCHED_LINEAR) f = 1.0 - p;
+    if (o->sched == DP_SCHED_COSINE)
+        f = 0.5 * (1.0 + cos(M_PI * p));
+    else if (o->sched == DP_SCHED_LINEAR)
+        f = 1.0 - p;
     return o->lr * (o->min_lr_ratio + (1.0 - o->min_lr_ratio) * f);
 }
 
@@ -107,7 +108,9 @@ static double eval_loss(const dp_mpi *mpi, dp_engine *e, const dp_layer_map *map
     return cnt > 0 ? nll / cnt : NAN;
 }
 
-static void ddp_sum(void *ctx, float *dev, int64_t n) { dp_ddp_allreduce_sum(ctx, dev, n); }
+static void ddp_sum(void *ctx, float *dev, int64_t n) {
+    dp_ddp_allreduce_sum(ctx, dev, n);
+}
 
 /* ---------------- training ---------------- */
 
@@ -119,17 +122,16 @@ static int all_finite(const float *x, int64_t n) {
 }
 
 int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, const dp_llama *teacher,
-             const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx,
-             int64_t n_val, const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err) {
+             const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx, int64_t n_val,
+             const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err) {
     memset(res, 0, sizeof *res);
     res->val_loss = NAN; /* stays NaN without a validation set */
     memset(lora, 0, sizeof *lora);
     int P = mpi->size;
     int64_t G = o->global_batch, mb = o->micro_batch, V = student->cfg.vocab_size;
     if (G < 1 || mb < 1 || G % ((int64_t)P * mb))
-        return dp_err_set(err, DP_E_CONFIG,
-                          "global batch %lld must be a multiple of ranks (%d) x micro batch (%lld)", (long long)G, P,
-                          (long long)mb);
+        return dp_err_set(err, DP_E_CONFIG, "global batch %lld must be a multiple of ranks (%d) x micro batch (%lld)",
+                          (long long)G, P, (long long)mb);
     int64_t spe = n_train / G, total = o->max_steps > 0 ? o->max_steps : spe * o->epochs;
     if (spe < 1)
         return dp_err_set(err, DP_E_CONFIG, "%lld training examples do not fill one global batch of %lld",
@@ -143,17 +145,23 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     if (kd && teacher && teacher->cfg.vocab_size != V)
         return dp_err_set(err, DP_E_MISMATCH, "teacher vocabulary %lld differs from the student's %lld",
                           (long long)teacher->cfg.vocab_size, (long long)V);
-    if (o->lora_dropout < 0 || o->lora_dropout >= 1) return dp_err_set(err, DP_E_CONFIG, "LoRA dropout must be in [0, 1)");
+    if (o->lora_dropout < 0 || o->lora_dropout >= 1)
+        return dp_err_set(err, DP_E_CONFIG, "LoRA dropout must be in [0, 1)");
     if (o->device == DP_DEVICE_CUDA && kd && teacher && o->kd_topk < 1)
-        return dp_err_set(err, DP_E_UNSUPPORTED, "online KD over the full vocabulary is not implemented on --device cuda; "
-                                                 "use the teacher's top-k (--kd-topk K) or a teacher cache");
+        return dp_err_set(err, DP_E_UNSUPPORTED,
+                          "online KD over the full vocabulary is not implemented on --device cuda; "
+                          "use the teacher's top-k (--kd-topk K) or a teacher cache");
     int64_t per_rank = G / P, n_micro = per_rank / mb, tmax = d->max_len;
     int rc = DP_OK;
 
     /* the trainable vector */
     /* the trainable vector, sharded (ZeRO-1), and its gradients (the engine's) */
-    dp_ckpt_vec tr = {.mpi = mpi, .run_dir = o->run_dir, .cfg_hash = dp_train_opts_hash(o, d->hash),
-                      .model_hash = o->model_hash, .seed = o->seed, .keep = o->keep_ckpt};
+    dp_ckpt_vec tr = {.mpi = mpi,
+                      .run_dir = o->run_dir,
+                      .cfg_hash = dp_train_opts_hash(o, d->hash),
+                      .model_hash = o->model_hash,
+                      .seed = o->seed,
+                      .keep = o->keep_ckpt};
     float *grad = NULL;
     if (o->method == DP_TRAIN_LORA) {
         rc = dp_lora_init(lora, student, map, o->lora_rank, o->lora_alpha, o->lora_targets, err);
@@ -208,8 +216,15 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
     dp_engine e, te;
     memset(&e, 0, sizeof e);
     memset(&te, 0, sizeof te);
-    dp_engine_plan plan = {.B = mb, .T = tmax, .n_blocks = map->n, .allow_long = 1, .local_rank = mpi->local_rank,
-                           .train = 1, .lora = L, .full = !L, .K = K};
+    dp_engine_plan plan = {.B = mb,
+                           .T = tmax,
+                           .n_blocks = map->n,
+                           .allow_long = 1,
+                           .local_rank = mpi->local_rank,
+                           .train = 1,
+                           .lora = L,
+                           .full = !L,
+                           .K = K};
     if (!rc) rc = dp_engine_open(&e, o->device, student, &plan, err);
     if (!rc && kd && teacher) {
         dp_engine_plan tp = {.B = mb, .T = tmax, .allow_long = 1, .local_rank = mpi->local_rank, .logits = 1};
@@ -257,13 +272,24 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
                 memset(kidx, 0, (size_t)(Nr * K) * sizeof(int32_t));
                 rc = dp_tcache_fill(&tc, d, ex, mb, b.T, kidx, kval, klse, err);
                 for (int64_t r = 0; !rc && r < Nr * K; r++)
-                    if (kidx[r] >= V) rc = dp_err_set(err, DP_E_FORMAT, "teacher cache: token index outside the vocabulary");
+                    if (kidx[r] >= V)
+                        rc = dp_err_set(err, DP_E_FORMAT, "teacher cache: token index outside the vocabulary");
                 if (rc) break;
             }
-            dp_micro x = {.tokens = b.tokens, .targets = b.targets, .keys = L && L->dropout > 0 ? b.keys : NULL,
-                          .B = mb, .T = b.T, .tidx = kidx, .tval = kval, .tlse = klse,
-                          .teacher = kd && teacher ? &te : NULL, .teacher_map = &tmap, .alpha = o->kd_alpha,
-                          .temp = o->kd_temp, .gscale = 1.0 / (D > 0 ? D : 1), .backward = 1};
+            dp_micro x = {.tokens = b.tokens,
+                          .targets = b.targets,
+                          .keys = L && L->dropout > 0 ? b.keys : NULL,
+                          .B = mb,
+                          .T = b.T,
+                          .tidx = kidx,
+                          .tval = kval,
+                          .tlse = klse,
+                          .teacher = kd && teacher ? &te : NULL,
+                          .teacher_map = &tmap,
+                          .alpha = o->kd_alpha,
+                          .temp = o->kd_temp,
+                          .gscale = 1.0 / (D > 0 ? D : 1),
+                          .backward = 1};
             rc = dp_engine_micro(&e, map, &x, &ce_sum, &kd_sum, err);
         }
         /* every rank's verdict before the flush: it may be a collective (NCCL) a failed rank would skip */
@@ -299,14 +325,16 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             cs.skipped++;
             cs.consec++;
             if (mpi->rank == 0)
-                dp_log("step %lld: non-finite %s (first seen on rank %d); step skipped, weights and optimizer unchanged "
-                       "(%lld consecutive, %lld in total)",
-                       (long long)it + 1, first_bad >= 0 ? "loss or gradient" : "gradient norm",
-                       first_bad >= 0 ? first_bad : 0, (long long)cs.consec, (long long)cs.skipped);
+                dp_log(
+                    "step %lld: non-finite %s (first seen on rank %d); step skipped, weights and optimizer unchanged "
+                    "(%lld consecutive, %lld in total)",
+                    (long long)it + 1, first_bad >= 0 ? "loss or gradient" : "gradient norm",
+                    first_bad >= 0 ? first_bad : 0, (long long)cs.consec, (long long)cs.skipped);
             if (cs.consec > o->max_skips) {
                 rc = dp_err_set(err, DP_E_NONFINITE,
                                 "%lld consecutive non-finite steps (limit %lld); stopping. The last good checkpoint "
-                                "is in %s/ckpt", (long long)cs.consec, (long long)o->max_skips, o->run_dir);
+                                "is in %s/ckpt",
+                                (long long)cs.consec, (long long)o->max_skips, o->run_dir);
                 break;
             }
         } else {
@@ -329,13 +357,15 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
         if (mpi->rank == 0) {
             char line[512];
             double rate = el > 0 ? tot[4] / (el / (double)(cs.it - it0)) : 0;
-            snprintf(line, sizeof line,
-                     "{\"step\":%lld,\"epoch\":%.6f,\"loss\":%.9g,\"ce\":%.9g,\"kd\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
-                     "\"skipped\":%d,\"tokens\":%.0f,\"time_s\":%.3f,\"tok_s\":%.1f}\n",
-                     (long long)cs.it, (double)cs.it / (double)spe, loss, ce, kdl, lr, gnorm, bad, tot[4], el, rate);
+            snprintf(
+                line, sizeof line,
+                "{\"step\":%lld,\"epoch\":%.6f,\"loss\":%.9g,\"ce\":%.9g,\"kd\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,"
+                "\"skipped\":%d,\"tokens\":%.0f,\"time_s\":%.3f,\"tok_s\":%.1f}\n",
+                (long long)cs.it, (double)cs.it / (double)spe, loss, ce, kdl, lr, gnorm, bad, tot[4], el, rate);
             dp_trainlog_line(o->run_dir, line);
             if (o->progress && (cs.it % (o->log_every > 0 ? o->log_every : 1) == 0 || cs.it == total))
-                dp_log("step %lld/%lld epoch %.2f loss %.4f (ce %.4f kd %.4f) lr %.3g grad-norm %.3f %.0f tok/s ETA %.0f s",
+                dp_log("step %lld/%lld epoch %.2f loss %.4f (ce %.4f kd %.4f) lr %.3g grad-norm %.3f %.0f tok/s ETA "
+                       "%.0f s",
                        (long long)cs.it, (long long)total, (double)cs.it / (double)spe, loss, ce, kdl, lr, gnorm, rate,
                        el / (double)(cs.it - it0) * (double)(total - cs.it));
         }
@@ -353,7 +383,8 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
             (o->pause_after > 0 && cs.it == o->pause_after))
             rc = dp_ckpt_write(&tr, &cs, err);
         if (!rc && stop) {
-            if (mpi->rank == 0) dp_log("stop requested by a signal: checkpoint at iteration %lld written, exiting", (long long)cs.it);
+            if (mpi->rank == 0)
+                dp_log("stop requested by a signal: checkpoint at iteration %lld written, exiting", (long long)cs.it);
             res->stopped = 1;
             break;
         }

@@ -51,8 +51,10 @@ void dp_trainlog_plot(const char *run) {
         for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
             long long s;
             double x;
-            if (sscanf(line, "{\"step\":%lld,\"val_loss\":%lf", &s, &x) == 2) fprintf(fv, "%lld %.9g\n", s, x), n_val++;
-            else if (sscanf(line, "{\"step\":%lld,\"epoch\":%*f,\"loss\":%lf", &s, &x) == 2) fprintf(f, "%lld %.9g\n", s, x);
+            if (sscanf(line, "{\"step\":%lld,\"val_loss\":%lf", &s, &x) == 2)
+                fprintf(fv, "%lld %.9g\n", s, x), n_val++;
+            else if (sscanf(line, "{\"step\":%lld,\"epoch\":%*f,\"loss\":%lf", &s, &x) == 2)
+                fprintf(f, "%lld %.9g\n", s, x);
         }
     }
     if (f) fclose(f);
@@ -62,11 +64,11 @@ void dp_trainlog_plot(const char *run) {
     snprintf(script, sizeof script,
              "set terminal pngcairo size 900,540\nset output '%s'\nset xlabel 'step'\nset ylabel 'loss'\n"
              "set grid\nplot '%s' using 1:2 with lines title 'train loss'%s%s%s\n",
-             png, dat, n_val ? ", '" : "", n_val ? vdat : "", n_val ? "' using 1:2 with linespoints title 'validation loss'" : "");
+             png, dat, n_val ? ", '" : "", n_val ? vdat : "",
+             n_val ? "' using 1:2 with linespoints title 'validation loss'" : "");
     dp_gnuplot(script, png);
     dp_free(logp);
     dp_free(dat);
     dp_free(vdat);
     dp_free(png);
 }
-

@@ -16,8 +16,10 @@ void dp_reduce_to_owners(const dp_mpi *mpi, float *g, int64_t n) {
         dp_shard_range(n, r, mpi->size, &s0, &s1);
         for (int64_t c = s0; c < s1; c += MPI_CHUNK) {
             int cnt = (int)(s1 - c < MPI_CHUNK ? s1 - c : MPI_CHUNK);
-            if (mpi->rank == r) DP_CHECK_MPI(MPI_Reduce(MPI_IN_PLACE, g + c, cnt, MPI_FLOAT, MPI_SUM, r, mpi->comm));
-            else DP_CHECK_MPI(MPI_Reduce(g + c, NULL, cnt, MPI_FLOAT, MPI_SUM, r, mpi->comm));
+            if (mpi->rank == r)
+                DP_CHECK_MPI(MPI_Reduce(MPI_IN_PLACE, g + c, cnt, MPI_FLOAT, MPI_SUM, r, mpi->comm));
+            else
+                DP_CHECK_MPI(MPI_Reduce(g + c, NULL, cnt, MPI_FLOAT, MPI_SUM, r, mpi->comm));
         }
     }
 }
@@ -46,8 +48,7 @@ void dp_shard_update(const dp_ckpt_vec *c, const float *g, const dp_llama *m, co
         int64_t a = pp->offset > c->s0 ? pp->offset : c->s0;
         int64_t b = pp->offset + pp->n_elems < c->s1 ? pp->offset + pp->n_elems : c->s1;
         if (a >= b) continue;
-        dp_adamw_update(c->p + a, g + a, c->m + (a - c->s0), c->v + (a - c->s0), b - a, lr, o->beta1,
-                        o->beta2, o->eps, pp->cols == 0 ? 0.0 : o->weight_decay, step);
+        dp_adamw_update(c->p + a, g + a, c->m + (a - c->s0), c->v + (a - c->s0), b - a, lr, o->beta1, o->beta2, o->eps,
+                        pp->cols == 0 ? 0.0 : o->weight_decay, step);
     }
 }
-

@@ -80,8 +80,8 @@ static int hit(int fd, size_t n) {
     return 1;
 }
 
-#define REAL(name)                                                                                 \
-    static __typeof__(&name) real_##name;                                                          \
+#define REAL(name)                                                                                                     \
+    static __typeof__(&name) real_##name;                                                                              \
     if (!real_##name) real_##name = (__typeof__(&name))dlsym(RTLD_NEXT, #name)
 
 static int open_common(const char *name, int dirfd, const char *path, int flags, mode_t mode, int at) {
@@ -125,8 +125,12 @@ int openat64(int dirfd, const char *path, int flags, ...) {
     va_end(ap);
     return open_common("openat64", dirfd, path, flags, mode, 1);
 }
-int creat(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
-int creat64(const char *path, mode_t mode) { return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode); }
+int creat(const char *path, mode_t mode) {
+    return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+int creat64(const char *path, mode_t mode) {
+    return open(path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
 
 int close(int fd) {
     REAL(close);
@@ -197,7 +201,9 @@ int fdatasync(int fd) {
 
 /* stdio: fopen tracks the descriptor; fwrite counts; a failed stream's
  * fflush/fclose fail (its buffered bytes would not fit either) */
-static int mode_writes(const char *mode) { return strpbrk(mode, "wa+") != NULL; }
+static int mode_writes(const char *mode) {
+    return strpbrk(mode, "wa+") != NULL;
+}
 FILE *fopen(const char *path, const char *mode) {
     REAL(fopen);
     FILE *f = real_fopen(path, mode);

@@ -18,8 +18,8 @@
 
 #include "depthprune/backend.h"
 #include "depthprune/generate.h"
-#include "depthprune/ops.h"
 #include "depthprune/llama_cuda.h"
+#include "depthprune/ops.h"
 #include "depthprune/tensor.h"
 
 static int g_fail = 0;
@@ -80,7 +80,6 @@ static void run(const char *name, const int64_t *drop, int64_t n_drop) {
     free(tok), free(tgt), free(gx), free(gnll);
 }
 
-
 /* one LoRA micro-step on both engines; kd: teacher top-k; dropout: PEFT dropout */
 static void train_case(const char *name, int kd, double dropout) {
     dp_llama m;
@@ -94,7 +93,8 @@ static void train_case(const char *name, int kd, double dropout) {
     dp_lora_init_random(&lora, &m, 3);
     uint64_t st = 11; /* B random too (PEFT starts it at 0, which would leave A's gradient 0) */
     for (int64_t i = 0; i < lora.n_elems; i++)
-        if (lora.mem[i] == 0.0f) lora.mem[i] = (float)(0.05 * ((double)dp_xorshift64s_53(&st) / 9007199254740992.0 - 0.5));
+        if (lora.mem[i] == 0.0f)
+            lora.mem[i] = (float)(0.05 * ((double)dp_xorshift64s_53(&st) / 9007199254740992.0 - 0.5));
     for (int64_t i = 0; i < lora.n_elems; i++) lora.mem[i] = dp_bf16_to_f32(dp_f32_to_bf16(lora.mem[i]));
     lora.dropout = dropout;
     dp_lora_like(&lg, &lora, "lora grads");
@@ -108,7 +108,7 @@ static void train_case(const char *name, int kd, double dropout) {
         keys[i] = dp_splitmix64(&st);
     }
     dp_llama_next_targets(tgt, tok, B, T);
-    tgt[3] = -1; /* a masked prompt position */
+    tgt[3] = -1;                      /* a masked prompt position */
     for (int64_t n = 0; n < N; n++) { /* a teacher: K distinct tokens with decreasing logits */
         double mx = 4.0, s = 0;
         for (int64_t j = 0; j < K; j++) {
@@ -141,9 +141,18 @@ static void train_case(const char *name, int kd, double dropout) {
     dp_cuda_llama g;
     if (dp_cuda_llama_init(&g, &m, B, T, 0, &err) || dp_cuda_llama_train_init(&g, &lora, map.n, kd ? K : 0, 0, &err))
         dp_fatal("%s", err.msg);
-    dp_cuda_micro mb = {.tokens = tok, .targets = tgt, .keys = dropout > 0 ? keys : NULL, .B = B, .T = T,
-                        .tidx = kd ? tidx : NULL, .tval = tval, .tlse = tlse, .alpha = alpha, .temp = temp,
-                        .gscale = gscale, .backward = 1};
+    dp_cuda_micro mb = {.tokens = tok,
+                        .targets = tgt,
+                        .keys = dropout > 0 ? keys : NULL,
+                        .B = B,
+                        .T = T,
+                        .tidx = kd ? tidx : NULL,
+                        .tval = tval,
+                        .tlse = tlse,
+                        .alpha = alpha,
+                        .temp = temp,
+                        .gscale = gscale,
+                        .backward = 1};
     double gce = 0, gkd = 0;
     if (dp_cuda_llama_train_micro(&g, &map, &mb, &gce, &gkd, &err)) dp_fatal("%s", err.msg);
     float *gg = malloc((size_t)lora.n_elems * sizeof(float));
@@ -168,9 +177,10 @@ static void train_case(const char *name, int kd, double dropout) {
         }
     double rce = fabs(gce - ce) / ce, rkd = kd ? fabs(gkd - kdl) / kdl : 0;
     int ok = rce <= 1e-3 && rkd <= 1e-3 && worst <= 3e-2;
-    printf("%-12s LoRA%s%s: CE cpu %.6f gpu %.6f (rel %.1e)%s, worst adapter gradient %.2e (block %d tensor %d; tol 3e-2)%s\n",
-           name, kd ? " + KD" : "", dropout > 0 ? " + dropout" : "", ce, gce, rce,
-           kd ? "" : "", worst, worst_l, worst_k, ok ? "" : "  FAILED");
+    printf("%-12s LoRA%s%s: CE cpu %.6f gpu %.6f (rel %.1e)%s, worst adapter gradient %.2e (block %d tensor %d; tol "
+           "3e-2)%s\n",
+           name, kd ? " + KD" : "", dropout > 0 ? " + dropout" : "", ce, gce, rce, kd ? "" : "", worst, worst_l,
+           worst_k, ok ? "" : "  FAILED");
     if (kd) printf("%-12s KD cpu %.6f gpu %.6f (rel %.1e)\n", name, kdl, gkd, rkd);
     if (!ok) g_fail = 1;
     free(gg);
@@ -266,8 +276,10 @@ static void gen_case(const char *name) {
             for (int64_t i = 0; i < V; i++) {
                 mx = fmax(mx, fabs((double)a[i]));
                 d = fmax(d, fabs((double)a[i] - (double)c[i]));
-                if (a[i] > top1) top2 = top1, top1 = a[i];
-                else if (a[i] > top2) top2 = a[i];
+                if (a[i] > top1)
+                    top2 = top1, top1 = a[i];
+                else if (a[i] > top2)
+                    top2 = a[i];
             }
             worst = fmax(worst, d / mx);
             if (d / mx > 2e-2) ok = 0;

@@ -25,7 +25,9 @@
 static int g_fail = 0;
 static uint64_t g_rng = 0x5eed;
 
-static float urand(void) { return (float)(2.0 * (double)dp_xorshift64s_53(&g_rng) / 9007199254740992.0 - 1.0); }
+static float urand(void) {
+    return (float)(2.0 * (double)dp_xorshift64s_53(&g_rng) / 9007199254740992.0 - 1.0);
+}
 
 /* host array of n random values in [-amp, amp], rounded to bf16 */
 static float *rnd16(int64_t n, float amp) {
@@ -38,7 +40,9 @@ static float *rnd32(int64_t n, float amp) {
     for (int64_t i = 0; i < n; i++) x[i] = amp * urand();
     return x;
 }
-static float *zeros(int64_t n) { return calloc((size_t)n, sizeof(float)); }
+static float *zeros(int64_t n) {
+    return calloc((size_t)n, sizeof(float));
+}
 
 static void *up16(const float *x, int64_t n) {
     uint16_t *h = malloc((size_t)n * 2);
@@ -85,8 +89,7 @@ static void check(const char *name, const float *got, const float *ref, int64_t 
     }
     double rel = mx / (ref_mx > 0 ? ref_mx : 1.0);
     int ok = finite && rel <= tol && ref_mx > 0;
-    printf("%-34s max|diff|/max|ref| %.3e (tol %.0e, max|ref| %.3e)%s\n", name, rel, tol, ref_mx,
-           ok ? "" : "  FAILED");
+    printf("%-34s max|diff|/max|ref| %.3e (tol %.0e, max|ref| %.3e)%s\n", name, rel, tol, ref_mx, ok ? "" : "  FAILED");
     if (!ok) g_fail = 1;
 }
 
@@ -117,18 +120,18 @@ static void test_matmul(dp_blas h) {
     dp_cuda_matmul_forward(h, gres, 1, gx, gw, N, IN, OUT, 1.0f, 1.0f);
     float *e = down32(gres, N * OUT);
     check("matmul forward beta=1 (residual)", e, res, N * OUT, 1e-5);
-    free(x), free(w), free(dy), free(ref), free(dx), free(dw), free(dw0), free(a), free(b), free(c), free(d),
-        free(res), free(e);
-    dp_cuda_free(gx), dp_cuda_free(gw), dp_cuda_free(gdy), dp_cuda_free(gout), dp_cuda_free(gdx),
-        dp_cuda_free(gout16), dp_cuda_free(gdw), dp_cuda_free(gres);
+    free(x), free(w), free(dy), free(ref), free(dx), free(dw), free(dw0), free(a), free(b), free(c), free(d), free(res),
+        free(e);
+    dp_cuda_free(gx), dp_cuda_free(gw), dp_cuda_free(gdy), dp_cuda_free(gout), dp_cuda_free(gdx), dp_cuda_free(gout16),
+        dp_cuda_free(gdw), dp_cuda_free(gres);
 }
 
 static void test_lora(dp_blas h) {
     const int64_t N = 29, IN = 64, OUT = 48, RK = 8;
     const float scale = 2.0f;
     float *x = rnd16(N * IN, 1), *A = rnd16(RK * IN, 0.3f), *B = rnd16(OUT * RK, 0.3f), *dy = rnd16(N * OUT, 1);
-    float *out = zeros(N * OUT), *xa = zeros(N * RK), *dx = zeros(N * IN), *dA = zeros(RK * IN),
-          *dB = zeros(OUT * RK), *scr = zeros(N * RK);
+    float *out = zeros(N * OUT), *xa = zeros(N * RK), *dx = zeros(N * IN), *dA = zeros(RK * IN), *dB = zeros(OUT * RK),
+          *scr = zeros(N * RK);
     dp_lora_forward(out, xa, x, A, B, scale, N, IN, OUT, RK);
     dp_lora_backward(dx, dA, dB, scr, dy, x, xa, A, B, scale, N, IN, OUT, RK);
     void *gx = up16(x, N * IN), *gA = up16(A, RK * IN), *gB = up16(B, OUT * RK), *gdy = up16(dy, N * OUT);
@@ -225,8 +228,8 @@ static void test_attention(int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_
     dp_cuda_attention_forward(go, glse, gq, gk, gv, B, T, NH, NKV, HD, NULL);
     dp_cuda_attention_backward(gdq, gdk, gdv, gds, gdy, go, glse, gq, gk, gv, B, T, NH, NKV, HD, NULL);
     char name[96];
-    snprintf(name, sizeof name, "attention fwd B%lld T%lld %lld/%lld HD%lld", (long long)B, (long long)T,
-             (long long)NH, (long long)NKV, (long long)HD);
+    snprintf(name, sizeof name, "attention fwd B%lld T%lld %lld/%lld HD%lld", (long long)B, (long long)T, (long long)NH,
+             (long long)NKV, (long long)HD);
     check(name, down16(go, nq), out, nq, 1e-2);
     check("attention backward dq", down16(gdq, nq), dq, nq, 1e-2);
     check("attention backward dk", down16(gdk, nk), dk, nk, 1e-2);
@@ -291,8 +294,15 @@ static void test_head(dp_blas h, int with_kd) {
     float *gtval = up32(tval, N * K), *gtlse = up32(tlse, N);
     float *gce = up32(zeros(N), N), *gkd = up32(zeros(N), N), *gdh = up32(zeros(N * C), N * C),
           *gdw = up32(zeros(V * C), V * C);
-    dp_cuda_head_args a = {.targets = gtg, .tidx = with_kd ? gtidx : NULL, .tval = gtval, .tlse = gtlse, .K = K,
-                           .alpha = alpha, .temp = temp, .gscale = gscale, .chunk = 5};
+    dp_cuda_head_args a = {.targets = gtg,
+                           .tidx = with_kd ? gtidx : NULL,
+                           .tval = gtval,
+                           .tlse = gtlse,
+                           .K = K,
+                           .alpha = alpha,
+                           .temp = temp,
+                           .gscale = gscale,
+                           .chunk = 5};
     void *gs = dp_cuda_malloc(dp_cuda_head_scratch_bytes(5, V), "t");
     dp_cuda_head_loss(h, gce, gkd, gdh, gdw, gs, ghid, gw, &a, N, C, V, NULL);
     check(with_kd ? "head CE (with KD)" : "head CE", down32(gce, N), nll, N, 1e-5);
@@ -300,7 +310,6 @@ static void test_head(dp_blas h, int with_kd) {
     check(with_kd ? "head dh (CE+KD)" : "head dh (CE)", down32(gdh, N * C), dh, N * C, 1e-2);
     check(with_kd ? "head dw (CE+KD)" : "head dw (CE)", down32(gdw, V * C), dw, V * C, 1e-2);
 }
-
 
 /* teacher top-k on integer logits (exact in bf16 and fp32, many ties): the
  * indices must equal the CPU rule's exactly (descending, ties to the lower

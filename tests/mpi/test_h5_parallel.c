@@ -44,8 +44,7 @@ int main(int argc, char **argv) {
         memset(all, 0, sizeof(float) * (size_t)(gshape[0] * cols));
         CHECK(dp_h5_read_rows(&h, names[d], DP_DTYPE_F32, 0, gshape[0], all, &err) == DP_OK);
         for (int64_t r = 0; r < gshape[0]; r++)
-            for (int64_t c = 0; c < cols; c++)
-                CHECK(all[r * cols + c] == (float)(1000 * r + c));
+            for (int64_t c = 0; c < cols; c++) CHECK(all[r * cols + c] == (float)(1000 * r + c));
     }
     char *attr = NULL;
     CHECK(dp_h5_get_attr(&h, "producer", &attr, &err) == DP_OK);

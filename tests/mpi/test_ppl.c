@@ -29,8 +29,8 @@ static void run(const dp_mpi *world, const dp_mpi *self, const dp_llama *m, cons
     CHECK_EQ_INT(r.tokens, n_win * 11);
     if (world->rank == 0) {
         CHECK(dp_ppl_run(self, m, &map, win, n_win, &o, &r1, NULL, &err) == DP_OK);
-        CHECK_MSG(memcmp(&r1.nll_sum, &r.nll_sum, sizeof(double)) == 0, "%d ranks: nll sum %a, 1 rank %a",
-                  world->size, r.nll_sum, r1.nll_sum);
+        CHECK_MSG(memcmp(&r1.nll_sum, &r.nll_sum, sizeof(double)) == 0, "%d ranks: nll sum %a, 1 rank %a", world->size,
+                  r.nll_sum, r1.nll_sum);
         printf("%s: ppl %.9f (torch %.9f), %lld windows, %d ranks, bit-identical to 1 rank\n",
                per ? "bos-per-window" : "default", r.ppl, w[0], (long long)n_win, world->size);
     }

@@ -85,11 +85,13 @@ int main(int argc, char **argv) {
     uint64_t mhash = dp_llama_hash(&m);
     CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0, DP_TEST_DEVICE, 0, &err) == DP_OK);
     /* a CPU calib.h5 is not reused by a GPU run (block inputs differ in the last bits) */
-    CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0, DP_TEST_DEVICE == DP_DEVICE_CPU ? DP_DEVICE_CUDA : DP_DEVICE_CPU, 0, &err) == DP_E_MISMATCH);
+    CHECK(dp_calibrate(&mpi, &m, mhash, ids, src, &co, run, BATCH, 0,
+                       DP_TEST_DEVICE == DP_DEVICE_CPU ? DP_DEVICE_CUDA : DP_DEVICE_CPU, 0, &err) == DP_E_MISMATCH);
     CHECK(strstr(err.msg, "--device cpu") != NULL);
     dp_err_clear(&err);
     const char *crit[] = {"ppl", "taylor", "magnitude", "magnitude-l2", "bi", "ppl+"};
-    dp_score_opts o = {.device = DP_TEST_DEVICE, .run_dir = run, .model_hash = mhash, .batch = BATCH, .bootstrap = 50, .ratio = 0.0};
+    dp_score_opts o = {
+        .device = DP_TEST_DEVICE, .run_dir = run, .model_hash = mhash, .batch = BATCH, .bootstrap = 50, .ratio = 0.0};
     /* ppl+ protects 4 + 2 of 4 blocks: refused */
     CHECK(dp_score(&mpi, &m, crit, 6, &o, &err) == DP_E_USAGE);
     CHECK(strstr(err.msg, "leaves no candidate") != NULL);
@@ -203,7 +205,8 @@ int main(int argc, char **argv) {
         for (int64_t n = 0; n < N * T; n++) {
             const float *x = s.x + ((int64_t)l * N * T + n) * C, *y = s.x + ((int64_t)(l + 1) * N * T + n) * C;
             double xy = 0, xx = 0, yy = 0;
-            for (int64_t c = 0; c < C; c++) xy += (double)x[c] * y[c], xx += (double)x[c] * x[c], yy += (double)y[c] * y[c];
+            for (int64_t c = 0; c < C; c++)
+                xy += (double)x[c] * y[c], xx += (double)x[c] * x[c], yy += (double)y[c] * y[c];
             cs += xy / (sqrt(xx) * sqrt(yy));
         }
         /* hidden states from one batch of 6 vs the scorer's 4 + 2: fp32 rounding */
@@ -226,7 +229,8 @@ int main(int argc, char **argv) {
     dp_calib_opts co2 = co;
     co2.samples = N;
     co2.seq_len = T;
-    CHECK(dp_calibrate(&mpi, &other, o.model_hash, ids, src, &co2, run, BATCH, 0, DP_TEST_DEVICE, 0, &err) == DP_E_MISMATCH);
+    CHECK(dp_calibrate(&mpi, &other, o.model_hash, ids, src, &co2, run, BATCH, 0, DP_TEST_DEVICE, 0, &err) ==
+          DP_E_MISMATCH);
     CHECK(strstr(err.msg, "different model") != NULL);
     dp_llama_free(&other);
     o.model_hash = mhash;

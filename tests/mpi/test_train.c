@@ -138,12 +138,11 @@ static double max_rel(const float *a, const float *b, int64_t n) {
     return mx / (scale > 0 ? scale : 1);
 }
 
-
 /* LoRA dropout: the gradient of the loss (fixed masks) w.r.t. B along a
  * direction equals a central finite difference; masks are deterministic in
  * the keys and change the result. */
-static double lora_loss(const dp_llama *m, dp_lora *l, const dp_layer_map *map, const int32_t *tok,
-                        const int32_t *tgt, const uint64_t *keys, dp_lora *lg) {
+static double lora_loss(const dp_llama *m, dp_lora *l, const dp_layer_map *map, const int32_t *tok, const int32_t *tgt,
+                        const uint64_t *keys, dp_lora *lg) {
     dp_llama_state s;
     dp_err err;
     l->drop_key = keys;
@@ -163,7 +162,8 @@ static void test_lora_dropout(void) {
     /* the projections carry nothing but their adapters, so every gradient
      * flowing into a block input passes through a dropout mask */
     for (int j = 0; j < m.n_params; j++)
-        if (m.params[j].block >= 0 && m.params[j].cols > 0) memset(m.mem + m.params[j].offset, 0, (size_t)m.params[j].n_elems * sizeof(float));
+        if (m.params[j].block >= 0 && m.params[j].cols > 0)
+            memset(m.mem + m.params[j].offset, 0, (size_t)m.params[j].n_elems * sizeof(float));
     dp_layer_map map;
     dp_layer_map_all(&map, (int)m.cfg.n_layers);
     dp_lora l, lg;
@@ -193,7 +193,7 @@ static void test_lora_dropout(void) {
     }
     dp_llama_next_targets(tgt, tok, 2, 16);
     double l0 = lora_loss(&m, &l, &map, tok, tgt, keys, &lg);
-    CHECK(lora_loss(&m, &l, &map, tok, tgt, keys, NULL) == l0); /* deterministic in the keys */
+    CHECK(lora_loss(&m, &l, &map, tok, tgt, keys, NULL) == l0);  /* deterministic in the keys */
     CHECK(lora_loss(&m, &l, &map, tok, tgt, keys2, NULL) != l0); /* other masks, other loss */
     CHECK(lora_loss(&m, &l, &map, tok, tgt, NULL, NULL) != l0);  /* no dropout */
     /* directional derivatives along the gradient of block 0's adapter A
@@ -219,7 +219,8 @@ static void test_lora_dropout(void) {
          * from the input gradient is off by tens of percent (checked). */
         CHECK_MSG(fabs(fd - gn) <= 5e-3 * gn, "LoRA dropout gradient (%s): directional derivative %.6g vs |grad| %.6g",
                   part ? "all" : "block 0 q_proj A", fd, gn);
-        printf("LoRA dropout 0.3 (%s): finite difference %.6g vs analytic %.6g\n", part ? "all" : "block 0 q_proj A", fd, gn);
+        printf("LoRA dropout 0.3 (%s): finite difference %.6g vs analytic %.6g\n", part ? "all" : "block 0 q_proj A",
+               fd, gn);
     }
     memcpy(l.mem, save, (size_t)l.n_elems * sizeof(float));
     free(save);
@@ -286,7 +287,8 @@ int main(int argc, char **argv) {
             MPI_Gather(got, (int)n, MPI_FLOAT, all, (int)n, MPI_FLOAT, 0, mpi.comm);
             if (mpi.rank == 0)
                 for (int r = 1; r < P; r++)
-                    CHECK_MSG(!memcmp(all, all + (int64_t)r * n, (size_t)n * sizeof(float)), "rank %d weights differ", r);
+                    CHECK_MSG(!memcmp(all, all + (int64_t)r * n, (size_t)n * sizeof(float)), "rank %d weights differ",
+                              r);
             free(all);
             free(got);
         }
@@ -317,7 +319,8 @@ int main(int argc, char **argv) {
         ob.pause_after = 0;
         b = train(&mpi, &d, tr, ntr, va, &ob, NULL, DP_OK, &res, &n2);
         CHECK(res.stopped == 0 && res.steps == 6);
-        CHECK_MSG(n == n2 && !memcmp(a, b, (size_t)n * sizeof(float)), "resumed weights differ from an uninterrupted run");
+        CHECK_MSG(n == n2 && !memcmp(a, b, (size_t)n * sizeof(float)),
+                  "resumed weights differ from an uninterrupted run");
         free(a);
         free(b);
         /* a checkpoint of another configuration is refused */

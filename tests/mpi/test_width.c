@@ -69,7 +69,8 @@ static void for_group(const dp_llama *m, int l, int mlp, int64_t q, visit_fn f, 
         if (mlp && k == DP_BT_DOWN) c0 = q, c1 = q + 1;
         for (int64_t r = 0; r < p->rows; r++)
             for (int64_t j = 0; j < (p->cols ? p->cols : 1); j++)
-                if ((r0 >= 0 && r >= r0 && r < r1) || (c0 >= 0 && j >= c0 && j < c1)) f(p->offset + r * p->cols + j, ctx);
+                if ((r0 >= 0 && r >= r0 && r < r1) || (c0 >= 0 && j >= c0 && j < c1))
+                    f(p->offset + r * p->cols + j, ctx);
     }
 }
 
@@ -81,10 +82,14 @@ typedef struct {
 } acc_ctx;
 static void acc_fn(int64_t o, void *p) {
     acc_ctx *a = p;
-    if (a->kind == 0) a->sum += fabs((double)a->w[o] * a->g[o]);
-    else if (a->kind == 1) a->sum += (double)a->w[o] * a->g[o];
-    else if (a->kind == 2) a->sum += fabs((double)a->w[o] * a->fisher[o] * a->w[o]);
-    else a->wz[o] = 0;
+    if (a->kind == 0)
+        a->sum += fabs((double)a->w[o] * a->g[o]);
+    else if (a->kind == 1)
+        a->sum += (double)a->w[o] * a->g[o];
+    else if (a->kind == 2)
+        a->sum += fabs((double)a->w[o] * a->fisher[o] * a->w[o]);
+    else
+        a->wz[o] = 0;
 }
 typedef struct {
     float *w;
@@ -141,9 +146,10 @@ int main(int argc, char **argv) {
         dp_llama_free(&w2);
         double fd = (lp - lm) / (2 * eps);
         if (mpi.rank == 0)
-            printf("block %d %s %d: sum w*g %.6e, finite difference %.6e\n", l, mlp ? "channel" : "kv group", q, a.sum, fd);
-        CHECK_MSG(fabs(fd - a.sum) <= 2e-2 * fabs(a.sum) + 1e-6, "gradient of group (%d,%d,%d) disagrees with the finite difference",
-                  l, mlp, q);
+            printf("block %d %s %d: sum w*g %.6e, finite difference %.6e\n", l, mlp ? "channel" : "kv group", q, a.sum,
+                   fd);
+        CHECK_MSG(fabs(fd - a.sum) <= 2e-2 * fabs(a.sum) + 1e-6,
+                  "gradient of group (%d,%d,%d) disagrees with the finite difference", l, mlp, q);
     }
 
     /* ---- param_second: w^2 * mean_j g_j^2 from per-sample gradients ---- */
@@ -180,8 +186,10 @@ int main(int argc, char **argv) {
             for (int64_t i = 0; i < nk; i++) kept[keep[i]] = 1;
             double min_kept = INFINITY, max_gone = -INFINITY;
             for (int64_t i = 0; i < n; i++)
-                if (kept[i]) min_kept = fmin(min_kept, imp[i]);
-                else max_gone = fmax(max_gone, imp[i]);
+                if (kept[i])
+                    min_kept = fmin(min_kept, imp[i]);
+                else
+                    max_gone = fmax(max_gone, imp[i]);
             CHECK_MSG(max_gone <= min_kept, "block %d: a removed %s outranks a kept one", l, mlp ? "channel" : "group");
             free(kept);
         }
@@ -242,7 +250,8 @@ int main(int argc, char **argv) {
     dp_llama_state_init(&sd, &m, NULL, N, T, L, 0, 0, &err);
     dp_llama_forward(&m, NULL, &map, &sd, ids, &err);
     double dd = 0;
-    for (int64_t i = 0; i < (int64_t)N * T * c->vocab_size; i++) dd = fmax(dd, fabs((double)sd.logits[i] - sb.logits[i]));
+    for (int64_t i = 0; i < (int64_t)N * T * c->vocab_size; i++)
+        dd = fmax(dd, fabs((double)sd.logits[i] - sb.logits[i]));
     CHECK(dd > 1e-3 * r);
     dp_llama_state_free(&sa);
     dp_llama_state_free(&sb);

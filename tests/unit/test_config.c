@@ -5,14 +5,10 @@
 #include "depthprune/config.h"
 
 static const dp_cfg_spec k_spec[] = {
-    {"run.dir", DP_CFG_STRING, "runs/x", NULL, ""},
-    {"run.seed", DP_CFG_INT, "1234", NULL, ""},
-    {"device", DP_CFG_STRING, "cpu", "cpu,cuda", ""},
-    {"train.lr", DP_CFG_FLOAT, "1e-4", NULL, ""},
-    {"train.kd.on", DP_CFG_BOOL, "false", NULL, ""},
-    {"train.modules", DP_CFG_STRING_LIST, "q,k,v", NULL, ""},
-    {"prune.protect", DP_CFG_INT_LIST, NULL, NULL, ""},
-    {"model.path", DP_CFG_STRING, NULL, NULL, ""},
+    {"run.dir", DP_CFG_STRING, "runs/x", NULL, ""},     {"run.seed", DP_CFG_INT, "1234", NULL, ""},
+    {"device", DP_CFG_STRING, "cpu", "cpu,cuda", ""},   {"train.lr", DP_CFG_FLOAT, "1e-4", NULL, ""},
+    {"train.kd.on", DP_CFG_BOOL, "false", NULL, ""},    {"train.modules", DP_CFG_STRING_LIST, "q,k,v", NULL, ""},
+    {"prune.protect", DP_CFG_INT_LIST, NULL, NULL, ""}, {"model.path", DP_CFG_STRING, NULL, NULL, ""},
 };
 #define N_SPEC ((int)(sizeof k_spec / sizeof k_spec[0]))
 

@@ -51,7 +51,7 @@ static void test_bf16_f16(void) {
     }
     CHECK(dp_f16_to_f32(0x3c00) == 1.0f);
     CHECK(dp_f16_to_f32(0x0001) == 5.9604644775390625e-08f);
-    CHECK(dp_f32_to_f16(65520.0f) == 0x7c00);  /* rounds to inf */
+    CHECK(dp_f32_to_f16(65520.0f) == 0x7c00); /* rounds to inf */
     CHECK(dp_f32_to_f16(65504.0f) == 0x7bff);
     CHECK(dp_f32_to_bf16(1.00390625f) == 0x3f80); /* tie to even */
     CHECK(dp_f32_to_bf16(1.01171875f) == 0x3f82);
@@ -85,10 +85,17 @@ static void test_atomic_write(void) {
 /* Python's str.capitalize() and strip() (expected values printed by CPython 3.11) */
 static void test_py_str(void) {
     static const char *const cases[][2] = {
-        {"\xc7\x86ungla then", "\xc7\x85ungla then"},                     /* dz digraph: title case, not upper */
-        {"\xc3\xa9" "CLAIRS AND \xc3\x96L", "\xc3\x89" "clairs and \xc3\xb6l"},     /* Latin-1 */
-        {"\xce\xa3\xce\x9f\xce\xa6\xce\x9f\xce\xa3  said", "\xce\xa3\xce\xbf\xcf\x86\xce\xbf\xcf\x82  said"}, /* final sigma */
-        {"\xc3\x9ftra\xc3\x9f" "e", "Sstra\xc3\x9f" "e"},                    /* sharp s titles to "Ss" */
+        {"\xc7\x86ungla then", "\xc7\x85ungla then"}, /* dz digraph: title case, not upper */
+        {"\xc3\xa9"
+         "CLAIRS AND \xc3\x96L",
+         "\xc3\x89"
+         "clairs and \xc3\xb6l"}, /* Latin-1 */
+        {"\xce\xa3\xce\x9f\xce\xa6\xce\x9f\xce\xa3  said",
+         "\xce\xa3\xce\xbf\xcf\x86\xce\xbf\xcf\x82  said"}, /* final sigma */
+        {"\xc3\x9ftra\xc3\x9f"
+         "e",
+         "Sstra\xc3\x9f"
+         "e"}, /* sharp s titles to "Ss" */
         {"\xc4\xb0STANBUL", "\xc4\xb0stanbul"},
         {"the LADY Stands Up", "The lady stands up"},
         {"", ""},

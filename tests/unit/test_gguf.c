@@ -15,7 +15,9 @@ typedef struct {
     size_t n;
 } buf;
 
-static void u8(buf *x, uint8_t v) { x->b[x->n++] = v; }
+static void u8(buf *x, uint8_t v) {
+    x->b[x->n++] = v;
+}
 static void u32(buf *x, uint32_t v) {
     for (int i = 0; i < 4; i++) u8(x, (uint8_t)(v >> (8 * i)));
 }
@@ -29,9 +31,39 @@ static void str(buf *x, const char *s) {
 }
 
 enum {
-    OK_V3, OK_V2, SHORT, MAGIC, VER1, VER4, MANY_T, MANY_KV, KEY_PAST_EOF, KEY_NOT_UTF8, KEY_EMPTY, VALUE_TYPE,
-    ARRAY_ELEM_TYPE, ARRAY_HUGE, ARRAY_DEEP, DUP_KEY, ALIGN_48, ALIGN_U64, ALIGN_0, DUP_TENSOR, EMPTY_NAME, DIMS_0,
-    DIMS_5, EXTENT_0, TTYPE, ROW, MISALIGNED, PAST_EOF, OVERLAP, TRUNC_INFO, VALUE_NOT_UTF8, VALUE_TRUNC, N_VARIANTS
+    OK_V3,
+    OK_V2,
+    SHORT,
+    MAGIC,
+    VER1,
+    VER4,
+    MANY_T,
+    MANY_KV,
+    KEY_PAST_EOF,
+    KEY_NOT_UTF8,
+    KEY_EMPTY,
+    VALUE_TYPE,
+    ARRAY_ELEM_TYPE,
+    ARRAY_HUGE,
+    ARRAY_DEEP,
+    DUP_KEY,
+    ALIGN_48,
+    ALIGN_U64,
+    ALIGN_0,
+    DUP_TENSOR,
+    EMPTY_NAME,
+    DIMS_0,
+    DIMS_5,
+    EXTENT_0,
+    TTYPE,
+    ROW,
+    MISALIGNED,
+    PAST_EOF,
+    OVERLAP,
+    TRUNC_INFO,
+    VALUE_NOT_UTF8,
+    VALUE_TRUNC,
+    N_VARIANTS
 };
 
 static const struct {
@@ -156,7 +188,8 @@ static void build(int v, buf *x) {
     u32(x, v == DIMS_0 ? 0 : v == DIMS_5 ? 5 : 1);
     if (v == DIMS_5)
         for (int i = 0; i < 5; i++) u64(x, 1);
-    else u64(x, v == EXTENT_0 ? 0 : 4);
+    else
+        u64(x, v == EXTENT_0 ? 0 : 4);
     u32(x, v == TTYPE ? 99 : 0);
     u64(x, 0);
     if (v == TRUNC_INFO) {
@@ -197,7 +230,8 @@ static void test_variants(void) {
             CHECK_EQ_INT(f.alignment, 32);
             const char *s;
             uint64_t len;
-            CHECK(dp_gguf_get_str(&f, "general.architecture", &s, &len, &err) == DP_OK && len == 5 && !memcmp(s, "llama", 5));
+            CHECK(dp_gguf_get_str(&f, "general.architecture", &s, &len, &err) == DP_OK && len == 5 &&
+                  !memcmp(s, "llama", 5));
             const dp_gguf_tensor *w = dp_gguf_find_tensor(&f, "w");
             CHECK(w && w->type == DP_GGML_Q8_0 && w->ne[0] == 32 && w->ne[1] == 2 && w->n_bytes == 68);
             float y[64];

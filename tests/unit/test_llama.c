@@ -34,8 +34,8 @@ static double check_rel(const char *what, const float *got, const float *ref, in
         if (fabs((double)ref[i]) > rmax) rmax = fabs((double)ref[i]);
     }
     double rel = dmax / rmax;
-    CHECK_MSG(rel <= tol, "%s: max|diff|/max|ref| = %.3g > %.1g (worst element %lld: got %.9g ref %.9g)", what,
-              rel, tol, (long long)at, (double)got[at], (double)ref[at]);
+    CHECK_MSG(rel <= tol, "%s: max|diff|/max|ref| = %.3g > %.1g (worst element %lld: got %.9g ref %.9g)", what, rel,
+              tol, (long long)at, (double)got[at], (double)ref[at]);
     return rel;
 }
 
@@ -85,8 +85,8 @@ static void free_fixture(fixture *fx) {
 }
 
 /* forward + mean CE + backward; returns the loss */
-static double train_step(fixture *fx, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s,
-                         dp_llama_view *g, dp_lora *lg) {
+static double train_step(fixture *fx, const dp_lora *lora, const dp_layer_map *map, dp_llama_state *s, dp_llama_view *g,
+                         dp_lora *lg) {
     dp_err err;
     if (dp_llama_forward(&fx->m, lora, map, s, fx->tok, &err)) {
         fprintf(stderr, "%s\n", err.msg);
@@ -109,8 +109,8 @@ static void test_dense(const char *variant) {
     dp_llama_state s;
     dp_err err;
     CHECK(dp_llama_state_init(&s, m, NULL, fx.B, fx.T, map.n, DP_STATE_TRAIN, 0, &err) == DP_OK);
-    CHECK(s.n_bytes == dp_llama_state_bytes(m, NULL, fx.B, fx.T, map.n, DP_STATE_TRAIN) -
-                           (size_t)map.n * sizeof(dp_llama_acts));
+    CHECK(s.n_bytes ==
+          dp_llama_state_bytes(m, NULL, fx.B, fx.T, map.n, DP_STATE_TRAIN) - (size_t)map.n * sizeof(dp_llama_acts));
     float *gmem = dp_calloc((size_t)m->n_elems, sizeof(float), "grads");
     dp_llama_view g;
     dp_llama_view_of(m, gmem, &g);
@@ -129,8 +129,8 @@ static void test_dense(const char *variant) {
         double r = check_rel(what, gmem + p->offset, ref_f32(&fx.ref, name, p->n_elems), p->n_elems, 1e-4);
         if (r > worst_grad) worst_grad = r;
     }
-    printf("%s: logits rel %.2g, loss %.9g vs %.9g, worst gradient rel %.2g over %d tensors\n", variant,
-           worst_logit, loss, (double)ref_loss, worst_grad, m->n_params);
+    printf("%s: logits rel %.2g, loss %.9g vs %.9g, worst gradient rel %.2g over %d tensors\n", variant, worst_logit,
+           loss, (double)ref_loss, worst_grad, m->n_params);
 
     /* recomputation gives the same gradients bit for bit */
     dp_llama_state s2;

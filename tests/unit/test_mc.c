@@ -18,10 +18,10 @@ static dp_mc_doc parse_ok(const char *task, const char *row) {
 }
 
 static void expect(const dp_mc_doc *d, int i, const char *ctx, const char *cont) {
-    CHECK_MSG(i < d->n && !strcmp(d->context[i], ctx), "context %d: got '%s', want '%s'", i, i < d->n ? d->context[i] : "",
-              ctx);
-    CHECK_MSG(i < d->n && !strcmp(d->cont[i], cont), "continuation %d: got '%s', want '%s'", i, i < d->n ? d->cont[i] : "",
-              cont);
+    CHECK_MSG(i < d->n && !strcmp(d->context[i], ctx), "context %d: got '%s', want '%s'", i,
+              i < d->n ? d->context[i] : "", ctx);
+    CHECK_MSG(i < d->n && !strcmp(d->cont[i], cont), "continuation %d: got '%s', want '%s'", i,
+              i < d->n ? d->cont[i] : "", cont);
 }
 
 static void bad(const char *task, const char *row, int code, const char *needle) {
@@ -39,16 +39,20 @@ int main(void) {
     expect(&d, 1, "Cats purr.\nQuestion: do cats purr?\nAnswer:", " yes");
     CHECK_EQ_INT(d.label, 1);
     dp_mc_doc_free(&d);
-    d = parse_ok("piqa", "{\"goal\": \"Open a jar\", \"sol1\": \"Twist the lid.\", \"sol2\": \"Eat the lid.\", \"label\": 0}");
+    d = parse_ok("piqa",
+                 "{\"goal\": \"Open a jar\", \"sol1\": \"Twist the lid.\", \"sol2\": \"Eat the lid.\", \"label\": 0}");
     expect(&d, 1, "Question: Open a jar\nAnswer:", " Eat the lid.");
     CHECK_EQ_INT(d.label, 0);
     dp_mc_doc_free(&d);
-    d = parse_ok("hellaswag",
-                 "{\"activity_label\": \"Home and Garden\", \"ctx_a\": \"[header] How to grow tomatoes [title] Pick a "
-                 "sunny spot.\", \"ctx_b\": \"you SHOULD water [step] daily\", \"endings\": [\" Water them [substeps] at "
-                 "night.  \", \"Use a [title] shovel.\"], \"label\": \"1\"}");
-    expect(&d, 0, "Home and Garden: How to grow tomatoes. Pick a sunny spot. You should water daily", " Water them at night.");
-    expect(&d, 1, "Home and Garden: How to grow tomatoes. Pick a sunny spot. You should water daily", " Use a. shovel.");
+    d = parse_ok(
+        "hellaswag",
+        "{\"activity_label\": \"Home and Garden\", \"ctx_a\": \"[header] How to grow tomatoes [title] Pick a "
+        "sunny spot.\", \"ctx_b\": \"you SHOULD water [step] daily\", \"endings\": [\" Water them [substeps] at "
+        "night.  \", \"Use a [title] shovel.\"], \"label\": \"1\"}");
+    expect(&d, 0, "Home and Garden: How to grow tomatoes. Pick a sunny spot. You should water daily",
+           " Water them at night.");
+    expect(&d, 1, "Home and Garden: How to grow tomatoes. Pick a sunny spot. You should water daily",
+           " Use a. shovel.");
     CHECK_EQ_INT(d.label, 1);
     CHECK(d.norm_len[0] == (double)strlen("Water them at night."));
     dp_mc_doc_free(&d);
@@ -58,8 +62,9 @@ int main(void) {
     expect(&d, 1, "The trophy did not fit in the suitcase because the suitcase", " was too big.");
     CHECK_EQ_INT(d.label, 0);
     dp_mc_doc_free(&d);
-    d = parse_ok("arc_easy", "{\"question\": \"Which is a gas?\", \"choices\": {\"text\": [\"ice\", \"steam\"], \"label\": "
-                             "[\"A\", \"B\"]}, \"answerKey\": \"B\"}");
+    d = parse_ok("arc_easy",
+                 "{\"question\": \"Which is a gas?\", \"choices\": {\"text\": [\"ice\", \"steam\"], \"label\": "
+                 "[\"A\", \"B\"]}, \"answerKey\": \"B\"}");
     expect(&d, 0, "Question: Which is a gas?\nAnswer:", " ice");
     CHECK_EQ_INT(d.label, 1);
     dp_mc_doc_free(&d);
@@ -98,9 +103,9 @@ int main(void) {
     dp_mc_doc docs[4];
     dp_mc_req req[8];
     int64_t first[4];
-    double ll[8] = {-1.0, -2.0, /* acc 0, norm: -1/1 vs -2/4 -> 1 */
-                    -3.0, -1.0, /* acc 1, norm: -3 vs -0.25 -> 1 */
-                    -2.0, -2.0, /* tie: acc 0 (first maximum), norm 1 */
+    double ll[8] = {-1.0, -2.0,  /* acc 0, norm: -1/1 vs -2/4 -> 1 */
+                    -3.0, -1.0,  /* acc 1, norm: -3 vs -0.25 -> 1 */
+                    -2.0, -2.0,  /* tie: acc 0 (first maximum), norm 1 */
                     -1.0, -8.0}; /* acc 0, norm: -1 vs -2 -> 0 */
     int labels[4] = {0, 1, 1, 1};
     for (int i = 0; i < 4; i++) {

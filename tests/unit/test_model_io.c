@@ -34,23 +34,25 @@ static void make_model(const char *dir, const char *config, const char *drop_nam
     int n = 0;
     static uint16_t pool[200000];
     size_t used = 0;
-    int64_t shapes[9][2] = {{C, 0}, {NH * HD, C}, {NKV * HD, C}, {NKV * HD, C}, {C, NH * HD}, {C, 0}, {F, C}, {F, C}, {C, F}};
+    int64_t shapes[9][2] = {{C, 0}, {NH * HD, C}, {NKV * HD, C}, {NKV * HD, C}, {C, NH * HD},
+                            {C, 0}, {F, C},       {F, C},        {C, F}};
     char names[3 + L * 9 + 1][96];
-#define ADD(nm, d0, d1)                                                                            \
-    do {                                                                                           \
-        snprintf(names[n], sizeof names[n], "%s", nm);                                             \
-        if (!drop_name || strcmp(drop_name, names[n])) {                                           \
-            e[n].name = names[n];                                                                  \
-            e[n].dtype = DP_DTYPE_BF16;                                                            \
-            e[n].ndim = (d1) ? 2 : 1;                                                              \
-            e[n].shape[0] = d0;                                                                    \
-            e[n].shape[1] = d1;                                                                    \
-            size_t cnt = (size_t)(d0) * (size_t)((d1) ? (d1) : 1);                                 \
-            for (size_t q = 0; q < cnt; q++) pool[used + q] = dp_f32_to_bf16((float)((used + q) % 113) / 50.0f - 1.0f); \
-            e[n].data = pool + used;                                                               \
-            used += cnt;                                                                           \
-            n++;                                                                                   \
-        }                                                                                          \
+#define ADD(nm, d0, d1)                                                                                                \
+    do {                                                                                                               \
+        snprintf(names[n], sizeof names[n], "%s", nm);                                                                 \
+        if (!drop_name || strcmp(drop_name, names[n])) {                                                               \
+            e[n].name = names[n];                                                                                      \
+            e[n].dtype = DP_DTYPE_BF16;                                                                                \
+            e[n].ndim = (d1) ? 2 : 1;                                                                                  \
+            e[n].shape[0] = d0;                                                                                        \
+            e[n].shape[1] = d1;                                                                                        \
+            size_t cnt = (size_t)(d0) * (size_t)((d1) ? (d1) : 1);                                                     \
+            for (size_t q = 0; q < cnt; q++)                                                                           \
+                pool[used + q] = dp_f32_to_bf16((float)((used + q) % 113) / 50.0f - 1.0f);                             \
+            e[n].data = pool + used;                                                                                   \
+            used += cnt;                                                                                               \
+            n++;                                                                                                       \
+        }                                                                                                              \
     } while (0)
     ADD("model.embed_tokens.weight", V, C);
     ADD("model.norm.weight", C, 0);
@@ -82,8 +84,8 @@ static int open_all(const char *dir, dp_llama_config *c, dp_st_model *m, dp_err 
     return rc;
 }
 
-static void expect_model_error(const char *root, const char *name, const char *config, const char *drop,
-                               int extra, const char *needle) {
+static void expect_model_error(const char *root, const char *name, const char *config, const char *drop, int extra,
+                               const char *needle) {
     char dir[256];
     snprintf(dir, sizeof dir, "%s/%s", root, name);
     make_model(dir, config, drop, extra);
@@ -112,12 +114,13 @@ static char *replace(const char *s, const char *from, const char *to) {
 static void test_config_spellings(void) {
     dp_llama_config c;
     dp_err err;
-    const char *v5 = "{\"architectures\": [\"MistralForCausalLM\"], \"hidden_size\": 16, \"intermediate_size\": 24,"
-                     " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 1,"
-                     " \"head_dim\": 8, \"vocab_size\": 40, \"eos_token_id\": [128001, 128008, 128009],"
-                     " \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0,"
-                     " \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192},"
-                     " \"dtype\": \"bfloat16\", \"tie_word_embeddings\": true, \"sliding_window\": 4096}";
+    const char *v5 =
+        "{\"architectures\": [\"MistralForCausalLM\"], \"hidden_size\": 16, \"intermediate_size\": 24,"
+        " \"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 1,"
+        " \"head_dim\": 8, \"vocab_size\": 40, \"eos_token_id\": [128001, 128008, 128009],"
+        " \"rope_parameters\": {\"rope_type\": \"llama3\", \"rope_theta\": 500000.0, \"factor\": 8.0,"
+        " \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192},"
+        " \"dtype\": \"bfloat16\", \"tie_word_embeddings\": true, \"sliding_window\": 4096}";
     CHECK_MSG(dp_llama_config_parse(v5, strlen(v5), "v5.json", &c, &err) == DP_OK, "%s", err.msg);
     CHECK(c.rope_type == DP_ROPE_LLAMA3 && c.rope_theta == 500000.0 && c.rope_factor == 8.0);
     CHECK_EQ_INT(c.rope_original_max_position_embeddings, 8192);
@@ -127,8 +130,9 @@ static void test_config_spellings(void) {
     CHECK(c.tie_word_embeddings == 1 && !strcmp(c.torch_dtype, "bfloat16"));
     CHECK_EQ_INT(c.sliding_window, 4096);
     dp_llama_config_free(&c);
-    const char *legacy = "{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1,"
-                         " \"num_attention_heads\": 2, \"vocab_size\": 4, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}";
+    const char *legacy =
+        "{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1,"
+        " \"num_attention_heads\": 2, \"vocab_size\": 4, \"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.0}}";
     CHECK_MSG(dp_llama_config_parse(legacy, strlen(legacy), "legacy.json", &c, &err) == DP_OK, "%s", err.msg);
     CHECK(c.rope_type == DP_ROPE_LINEAR && c.rope_factor == 2.0 && c.n_kv_heads == 2 && c.head_dim == 4);
     CHECK(!strcmp(c.architecture, "LlamaForCausalLM"));
@@ -137,12 +141,24 @@ static void test_config_spellings(void) {
         {"{\"architectures\": [\"GPT2LMHeadModel\"]}", "'GPT2LMHeadModel' is not supported"},
         {"[1]", "not a JSON object"},
         {"{\"model_type\": \"llama\", \"hidden_size\": 8}", "missing required field 'intermediate_size'"},
-        {"{\"model_type\": \"llama\", \"hidden_size\": 8.5, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 4}", "'hidden_size' must be an integer"},
-        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 3, \"num_key_value_heads\": 2, \"vocab_size\": 4}", "multiple of num_key_value_heads"},
-        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 4, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2}}", "'yarn' is not supported"},
-        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 4, \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}}", "llama3 rope scaling needs"},
-        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, \"num_attention_heads\": 2, \"vocab_size\": 4, \"hidden_act\": \"gelu\"}", "silu"},
-        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 0, \"num_attention_heads\": 2, \"vocab_size\": 4}", "must be positive"},
+        {"{\"model_type\": \"llama\", \"hidden_size\": 8.5, \"intermediate_size\": 8, \"num_hidden_layers\": 1, "
+         "\"num_attention_heads\": 2, \"vocab_size\": 4}",
+         "'hidden_size' must be an integer"},
+        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, "
+         "\"num_attention_heads\": 3, \"num_key_value_heads\": 2, \"vocab_size\": 4}",
+         "multiple of num_key_value_heads"},
+        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, "
+         "\"num_attention_heads\": 2, \"vocab_size\": 4, \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2}}",
+         "'yarn' is not supported"},
+        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, "
+         "\"num_attention_heads\": 2, \"vocab_size\": 4, \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8}}",
+         "llama3 rope scaling needs"},
+        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 1, "
+         "\"num_attention_heads\": 2, \"vocab_size\": 4, \"hidden_act\": \"gelu\"}",
+         "silu"},
+        {"{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 8, \"num_hidden_layers\": 0, "
+         "\"num_attention_heads\": 2, \"vocab_size\": 4}",
+         "must be positive"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         int rc = dp_llama_config_parse(bad[i][0], strlen(bad[i][0]), "bad.json", &c, &err);
@@ -170,7 +186,11 @@ int main(void) {
     /* export without blocks 1 and 2, as F32, sharded */
     snprintf(out, sizeof out, "%s/pruned", root);
     int64_t keep[2] = {0, 3};
-    dp_export_opts o = {.keep = keep, .n_keep = 2, .dtype = DP_DTYPE_F32, .max_shard_bytes = 4000, .provenance = "{\"removed_blocks\": [1, 2], \"criterion\": \"ppl\"}"};
+    dp_export_opts o = {.keep = keep,
+                        .n_keep = 2,
+                        .dtype = DP_DTYPE_F32,
+                        .max_shard_bytes = 4000,
+                        .provenance = "{\"removed_blocks\": [1, 2], \"criterion\": \"ppl\"}"};
     CHECK_MSG(dp_export_model(src, &c, &m, out, &o, &err) == DP_OK, "%s", err.msg);
     dp_llama_config c2;
     dp_st_model m2;
@@ -215,8 +235,9 @@ int main(void) {
     dp_llama_config_free(&c);
 
     /* weights that do not fit the config */
-    expect_model_error(root, "wrong_hidden", replace(k_config, "\"intermediate_size\": 24", "\"intermediate_size\": 32"),
-                       NULL, 0, "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [24, 16], config implies [32, 16]");
+    expect_model_error(root, "wrong_hidden",
+                       replace(k_config, "\"intermediate_size\": 24", "\"intermediate_size\": 32"), NULL, 0,
+                       "tensor 'model.layers.0.mlp.gate_proj.weight' has shape [24, 16], config implies [32, 16]");
     expect_model_error(root, "wrong_kv", replace(k_config, "\"num_key_value_heads\": 2", "\"num_key_value_heads\": 4"),
                        NULL, 0, "self_attn.k_proj.weight' has shape [8, 16], config implies [16, 16]");
     expect_model_error(root, "missing", k_config, "model.layers.2.self_attn.o_proj.weight", 0,
@@ -225,8 +246,9 @@ int main(void) {
     expect_model_error(root, "extra", k_config, NULL, 1, "unexpected tensor 'model.layers.0.mlp.extra_proj.weight'");
     expect_model_error(root, "fewer_layers", replace(k_config, "\"num_hidden_layers\": 4", "\"num_hidden_layers\": 3"),
                        NULL, 0, "belongs to layer 3 but the config has 3 layers");
-    expect_model_error(root, "tied_differs", replace(k_config, "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true"),
-                       NULL, 0, "lm_head.weight differs");
+    expect_model_error(root, "tied_differs",
+                       replace(k_config, "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": true"), NULL, 0,
+                       "lm_head.weight differs");
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     CHECK(system(cmd) == 0);

@@ -11,14 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../test.h"
 #include "depthprune/core.h"
 #include "depthprune/engine.h"
 #include "depthprune/numerics.h"
 #include "depthprune/ops.h"
-#include "../test.h"
 
 static uint64_t rng = 0x1234;
-static double urand(void) { return (double)dp_xorshift64s_53(&rng) / 9007199254740992.0; } /* [0, 1) */
+static double urand(void) {
+    return (double)dp_xorshift64s_53(&rng) / 9007199254740992.0;
+} /* [0, 1) */
 
 /* the GPU top-k kernel's algorithm, serially */
 static void gpu_topk(int32_t *idx, float *val, const float *logits, int64_t V, int64_t K) {
@@ -120,8 +122,8 @@ static void test_kd(void) {
         int peaked = trial % 3 == 0, dup = trial % 5 == 1;
         for (int i = 0; i < V; i++) z[i] = (float)(urand() * 4.0 - 2.0);
         for (int j = 0; j < K; j++) ix[j] = (int32_t)(j * 37 % V);
-        if (dup) ix[5] = ix[2];                       /* a damaged cache */
-        if (peaked) z[ix[0]] = 120.0f;                /* the student is sure of one kept token */
+        if (dup) ix[5] = ix[2];        /* a damaged cache */
+        if (peaked) z[ix[0]] = 120.0f; /* the student is sure of one kept token */
         for (int j = 0; j < K; j++) tv[j] = (float)(3.0 - 0.4 * j);
         double tl = 0; /* the teacher's lse(logits / T): any consistent value */
         {
@@ -198,7 +200,9 @@ int main(void) {
     test_kd();
     test_online_softmax();
     test_adamw();
-    if (dp_test_failures) fprintf(stderr, "%d check(s) failed\n", dp_test_failures);
-    else printf("numerics: top-k order, KD top-k (peaked, duplicates), online softmax, AdamW: CPU == GPU formulas\n");
+    if (dp_test_failures)
+        fprintf(stderr, "%d check(s) failed\n", dp_test_failures);
+    else
+        printf("numerics: top-k order, KD top-k (peaked, duplicates), online softmax, AdamW: CPU == GPU formulas\n");
     return dp_test_failures ? 1 : 0;
 }

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "depthprune/ops.h"
 #include "../test.h"
+#include "depthprune/ops.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static double urand(void) { /* xorshift64*, uniform in [-1, 1) */
@@ -23,7 +23,9 @@ static double *rnd(int64_t n, double scale) {
     for (int64_t i = 0; i < n; i++) p[i] = urand() * scale;
     return p;
 }
-static double *zeros(int64_t n) { return calloc((size_t)n, sizeof(double)); }
+static double *zeros(int64_t n) {
+    return calloc((size_t)n, sizeof(double));
+}
 
 /* The op under test as a scalar function of its inputs: loss = <out, r>. */
 typedef double (*loss_fn)(void *ctx);
@@ -48,8 +50,8 @@ static void gradcheck(const char *what, loss_fn f, void *ctx, double *x, const d
             at = i;
         }
     }
-    CHECK_MSG(worst <= 1e-6, "%s: worst relative error %.3g at element %lld (gmax %.3g)", what, worst,
-              (long long)at, gmax);
+    CHECK_MSG(worst <= 1e-6, "%s: worst relative error %.3g at element %lld (gmax %.3g)", what, worst, (long long)at,
+              gmax);
 }
 
 static double dot(const double *a, const double *b, int64_t n) {

@@ -22,8 +22,7 @@ static case_t g_cases[64];
 static int g_n = 0;
 
 /* header text + data bytes; hlen_override != 0 replaces the length prefix */
-static void add_case(const char *name, int want, const char *header, size_t data_bytes,
-                     uint64_t hlen_override) {
+static void add_case(const char *name, int want, const char *header, size_t data_bytes, uint64_t hlen_override) {
     size_t hl = strlen(header);
     case_t *c = &g_cases[g_n++];
     c->name = name;
@@ -74,32 +73,45 @@ static void build_corpus(void) {
     add_case("duplicate_name", DP_ST_E_DUPLICATE_NAME,
              "{" T1 ",\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, 0);
     add_case("metadata_not_object", DP_ST_E_METADATA_NOT_OBJECT, "{\"__metadata__\":[1]," T1 "}", 8, 0);
-    add_case("metadata_value_not_string", DP_ST_E_METADATA_NOT_STRING,
-             "{\"__metadata__\":{\"format\":1}," T1 "}", 8, 0);
+    add_case("metadata_value_not_string", DP_ST_E_METADATA_NOT_STRING, "{\"__metadata__\":{\"format\":1}," T1 "}", 8,
+             0);
     add_case("entry_not_object", DP_ST_E_ENTRY_NOT_OBJECT, "{\"a\":[1,2]}", 0, 0);
     add_case("missing_dtype", DP_ST_E_MISSING_FIELD, "{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, 0);
     add_case("missing_shape", DP_ST_E_MISSING_FIELD, "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,8]}}", 8, 0);
     add_case("missing_offsets", DP_ST_E_MISSING_FIELD, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, 0);
-    add_case("unknown_dtype", DP_ST_E_UNKNOWN_DTYPE, "{\"a\":{\"dtype\":\"F31\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, 0);
-    add_case("dtype_not_string", DP_ST_E_UNKNOWN_DTYPE, "{\"a\":{\"dtype\":32,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, 0);
-    add_case("shape_negative", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, 0);
-    add_case("shape_float", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,8]}}", 8, 0);
-    add_case("shape_string", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}", 8, 0);
-    add_case("shape_not_array", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8, 0);
+    add_case("unknown_dtype", DP_ST_E_UNKNOWN_DTYPE, "{\"a\":{\"dtype\":\"F31\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+             8, 0);
+    add_case("dtype_not_string", DP_ST_E_UNKNOWN_DTYPE, "{\"a\":{\"dtype\":32,\"shape\":[2],\"data_offsets\":[0,8]}}",
+             8, 0);
+    add_case("shape_negative", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}",
+             8, 0);
+    add_case("shape_float", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,8]}}", 8,
+             0);
+    add_case("shape_string", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}",
+             8, 0);
+    add_case("shape_not_array", DP_ST_E_BAD_SHAPE, "{\"a\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8,
+             0);
     add_case("rank_too_high", DP_ST_E_RANK_TOO_HIGH,
              "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,2],\"data_offsets\":[0,8]}}", 8, 0);
     add_case("shape_product_overflow", DP_ST_E_SHAPE_OVERFLOW,
              "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,2],\"data_offsets\":[0,8]}}", 8, 0);
     add_case("shape_bytes_overflow", DP_ST_E_SHAPE_OVERFLOW,
              "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,1073741824],\"data_offsets\":[0,8]}}", 8, 0);
-    add_case("offsets_one_value", DP_ST_E_BAD_OFFSETS, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8]}}", 8, 0);
-    add_case("offsets_negative", DP_ST_E_BAD_OFFSETS, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-1,7]}}", 8, 0);
-    add_case("offsets_reversed", DP_ST_E_OFFSETS_REVERSED, "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,0]}}", 8, 0);
-    add_case("size_mismatch", DP_ST_E_SIZE_MISMATCH, "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, 0);
-    add_case("sub_byte_odd_numel", DP_ST_E_MISALIGNED_SLICE, "{\"q\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,2]}}", 2, 0);
-    add_case("not_from_zero", DP_ST_E_NOT_FROM_ZERO, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, 0);
+    add_case("offsets_one_value", DP_ST_E_BAD_OFFSETS, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8]}}",
+             8, 0);
+    add_case("offsets_negative", DP_ST_E_BAD_OFFSETS,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-1,7]}}", 8, 0);
+    add_case("offsets_reversed", DP_ST_E_OFFSETS_REVERSED,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,0]}}", 8, 0);
+    add_case("size_mismatch", DP_ST_E_SIZE_MISMATCH, "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}",
+             8, 0);
+    add_case("sub_byte_odd_numel", DP_ST_E_MISALIGNED_SLICE,
+             "{\"q\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,2]}}", 2, 0);
+    add_case("not_from_zero", DP_ST_E_NOT_FROM_ZERO,
+             "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, 0);
     add_case("gap", DP_ST_E_GAP, "{" T1 ",\"b\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[12,20]}}", 20, 0);
-    add_case("overlap", DP_ST_E_OVERLAP, "{" T1 ",\"b\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[4,12]}}", 12, 0);
+    add_case("overlap", DP_ST_E_OVERLAP, "{" T1 ",\"b\":{\"dtype\":\"F16\",\"shape\":[2,2],\"data_offsets\":[4,12]}}",
+             12, 0);
     add_case("truncated_data", DP_ST_E_TRUNCATED, "{" T1 "," T2 "}", 12, 0);
     add_case("trailing_bytes_polyglot", DP_ST_E_TRAILING_BYTES, "{" T1 "}", 9, 0);
 }

@@ -8,6 +8,10 @@
 #include "depthprune/ops.h"
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
-static void blas_init_once(void) { openblas_set_num_threads(1); }
+static void blas_init_once(void) {
+    openblas_set_num_threads(1);
+}
 
-void dp_cpu_blas_init(void) { pthread_once(&g_once, blas_init_once); }
+void dp_cpu_blas_init(void) {
+    pthread_once(&g_once, blas_init_once);
+}

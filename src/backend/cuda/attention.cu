@@ -64,9 +64,9 @@ static __global__ void attention_forward_kernel(bf16 *out, float *lse, const bf1
 }
 
 /* dq_t = scale * sum_s p_ts (dout_t . v_s - D_t) k_s,  D_t = dout_t . out_t */
-static __global__ void attention_dq_kernel(bf16 *dq, float *dsum, const bf16 *dout, const bf16 *out,
-                                           const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int64_t B,
-                                           int64_t T, int64_t NH, int64_t NKV, int64_t HD) {
+static __global__ void attention_dq_kernel(bf16 *dq, float *dsum, const bf16 *dout, const bf16 *out, const float *lse,
+                                           const bf16 *q, const bf16 *k, const bf16 *v, int64_t B, int64_t T,
+                                           int64_t NH, int64_t NKV, int64_t HD) {
     int64_t row = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (row >= B * NH * T) return;
@@ -98,9 +98,9 @@ static __global__ void attention_dq_kernel(bf16 *dq, float *dsum, const bf16 *do
 }
 
 /* dv_s = sum_{h in group, t >= s} p_ts dout_t;  dk_s = scale * sum p_ts (dout_t . v_s - D_t) q_t */
-static __global__ void attention_dkv_kernel(bf16 *dk, bf16 *dv, const float *dsum, const bf16 *dout,
-                                            const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int64_t B,
-                                            int64_t T, int64_t NH, int64_t NKV, int64_t HD) {
+static __global__ void attention_dkv_kernel(bf16 *dk, bf16 *dv, const float *dsum, const bf16 *dout, const float *lse,
+                                            const bf16 *q, const bf16 *k, const bf16 *v, int64_t B, int64_t T,
+                                            int64_t NH, int64_t NKV, int64_t HD) {
     int64_t row = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5); /* (b*NKV + kh)*T + s */
     int lane = threadIdx.x & 31;
     if (row >= B * NKV * T) return;
@@ -139,12 +139,13 @@ static __global__ void attention_dkv_kernel(bf16 *dk, bf16 *dv, const float *dsu
 
 static void check_shapes(int64_t NH, int64_t NKV, int64_t HD) {
     if (HD > 32 * MAXE || HD <= 0) dp_fatal("attention: head dim %lld outside 1..%d", (long long)HD, 32 * MAXE);
-    if (NKV <= 0 || NH % NKV) dp_fatal("attention: %lld heads not a multiple of %lld kv heads", (long long)NH, (long long)NKV);
+    if (NKV <= 0 || NH % NKV)
+        dp_fatal("attention: %lld heads not a multiple of %lld kv heads", (long long)NH, (long long)NKV);
 }
 
 extern "C" void dp_cuda_attention_forward(dp_bf16 *out, float *lse, const dp_bf16 *q, const dp_bf16 *k,
-                                          const dp_bf16 *v, int64_t B, int64_t T, int64_t NH, int64_t NKV,
-                                          int64_t HD, dp_stream s) {
+                                          const dp_bf16 *v, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
+                                          dp_stream s) {
     check_shapes(NH, NKV, HD);
     int64_t rows = B * NH * T;
     if (rows <= 0) return;
@@ -155,18 +156,18 @@ extern "C" void dp_cuda_attention_forward(dp_bf16 *out, float *lse, const dp_bf1
 
 extern "C" void dp_cuda_attention_backward(dp_bf16 *dq, dp_bf16 *dk, dp_bf16 *dv, float *dsum, const dp_bf16 *dout,
                                            const dp_bf16 *out, const float *lse, const dp_bf16 *q, const dp_bf16 *k,
-                                           const dp_bf16 *v, int64_t B, int64_t T, int64_t NH, int64_t NKV,
-                                           int64_t HD, dp_stream s) {
+                                           const dp_bf16 *v, int64_t B, int64_t T, int64_t NH, int64_t NKV, int64_t HD,
+                                           dp_stream s) {
     check_shapes(NH, NKV, HD);
     int64_t rows = B * NH * T, krows = B * NKV * T;
     if (rows <= 0) return;
     attention_dq_kernel<<<dp_grid(rows, WARPS), 32 * WARPS, 0, s>>>(
-        (bf16 *)dq, dsum, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
-        (const bf16 *)v, B, T, NH, NKV, HD);
-    DP_CHECK_LAUNCH();
-    attention_dkv_kernel<<<dp_grid(krows, WARPS), 32 * WARPS, 0, s>>>(
-        (bf16 *)dk, (bf16 *)dv, dsum, (const bf16 *)dout, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
+        (bf16 *)dq, dsum, (const bf16 *)dout, (const bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v,
         B, T, NH, NKV, HD);
+    DP_CHECK_LAUNCH();
+    attention_dkv_kernel<<<dp_grid(krows, WARPS), 32 * WARPS, 0, s>>>((bf16 *)dk, (bf16 *)dv, dsum, (const bf16 *)dout,
+                                                                      lse, (const bf16 *)q, (const bf16 *)k,
+                                                                      (const bf16 *)v, B, T, NH, NKV, HD);
     DP_CHECK_LAUNCH();
 }
 
@@ -215,16 +216,20 @@ extern "C" void dp_cuda_kv_store(dp_bf16 *kc, dp_bf16 *vc, const dp_bf16 *k, con
                                  int64_t NKV, int64_t HD, int64_t Tcap, int64_t pos0, dp_stream s) {
     int64_t n = B * T * NKV * HD;
     if (n <= 0) return;
-    if (pos0 + T > Tcap) dp_fatal("KV cache: positions %lld..%lld beyond its %lld", (long long)pos0, (long long)(pos0 + T), (long long)Tcap);
+    if (pos0 + T > Tcap)
+        dp_fatal("KV cache: positions %lld..%lld beyond its %lld", (long long)pos0, (long long)(pos0 + T),
+                 (long long)Tcap);
     cache_store_kernel<<<dp_grid(n, 256), 256, 0, s>>>((bf16 *)kc, (bf16 *)vc, (const bf16 *)k, (const bf16 *)v, B, T,
                                                        NKV, HD, Tcap, pos0);
     DP_CHECK_LAUNCH();
 }
 
-extern "C" void dp_cuda_attention_decode(dp_bf16 *out, const dp_bf16 *q, const dp_bf16 *kc, const dp_bf16 *vc, int64_t B,
-                                         int64_t NH, int64_t NKV, int64_t HD, int64_t Tcap, int64_t len, dp_stream s) {
+extern "C" void dp_cuda_attention_decode(dp_bf16 *out, const dp_bf16 *q, const dp_bf16 *kc, const dp_bf16 *vc,
+                                         int64_t B, int64_t NH, int64_t NKV, int64_t HD, int64_t Tcap, int64_t len,
+                                         dp_stream s) {
     check_shapes(NH, NKV, HD);
-    if (len < 1 || len > Tcap) dp_fatal("decode attention: length %lld outside 1..%lld", (long long)len, (long long)Tcap);
+    if (len < 1 || len > Tcap)
+        dp_fatal("decode attention: length %lld outside 1..%lld", (long long)len, (long long)Tcap);
     attention_decode_kernel<<<dp_grid(B * NH, WARPS), 32 * WARPS, 0, s>>>(
         (bf16 *)out, (const bf16 *)q, (const bf16 *)kc, (const bf16 *)vc, B, NH, NKV, HD, Tcap, len);
     DP_CHECK_LAUNCH();

@@ -11,16 +11,15 @@
 #include "depthprune/core.h"
 #include "depthprune/cuda_ops.h"
 
-#define DP_CHECK_CUDA(call)                                                                        \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) dp_fatal("CUDA: %s (%s)", cudaGetErrorString(e_), #call);            \
+#define DP_CHECK_CUDA(call)                                                                                            \
+    do {                                                                                                               \
+        cudaError_t e_ = (call);                                                                                       \
+        if (e_ != cudaSuccess) dp_fatal("CUDA: %s (%s)", cudaGetErrorString(e_), #call);                               \
     } while (0)
-#define DP_CHECK_CUBLAS(call)                                                                      \
-    do {                                                                                           \
-        cublasStatus_t e_ = (call);                                                                \
-        if (e_ != CUBLAS_STATUS_SUCCESS)                                                           \
-            dp_fatal("cuBLAS: %s (%d) in %s", cublasGetStatusString(e_), (int)e_, #call);          \
+#define DP_CHECK_CUBLAS(call)                                                                                          \
+    do {                                                                                                               \
+        cublasStatus_t e_ = (call);                                                                                    \
+        if (e_ != CUBLAS_STATUS_SUCCESS) dp_fatal("cuBLAS: %s (%d) in %s", cublasGetStatusString(e_), (int)e_, #call); \
     } while (0)
 /* after a kernel launch: launch-configuration errors surface here; with
  * DP_CUDA_SYNC=1 in the environment (debugging) the device is synchronised
@@ -31,10 +30,18 @@ void dp_cuda_after_launch(const char *file, int line);
 
 typedef __nv_bfloat16 bf16;
 
-static __device__ __forceinline__ float ld(const bf16 *p, int64_t i) { return __bfloat162float(p[i]); }
-static __device__ __forceinline__ float ld(const float *p, int64_t i) { return p[i]; }
-static __device__ __forceinline__ void st(bf16 *p, int64_t i, float x) { p[i] = __float2bfloat16_rn(x); }
-static __device__ __forceinline__ void st(float *p, int64_t i, float x) { p[i] = x; }
+static __device__ __forceinline__ float ld(const bf16 *p, int64_t i) {
+    return __bfloat162float(p[i]);
+}
+static __device__ __forceinline__ float ld(const float *p, int64_t i) {
+    return p[i];
+}
+static __device__ __forceinline__ void st(bf16 *p, int64_t i, float x) {
+    p[i] = __float2bfloat16_rn(x);
+}
+static __device__ __forceinline__ void st(float *p, int64_t i, float x) {
+    p[i] = x;
+}
 
 static __device__ __forceinline__ float warp_sum(float x) {
     for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
@@ -70,6 +77,8 @@ static __device__ float block_max(float x, float *sh) {
     return warp_max(x);
 }
 
-static inline unsigned dp_grid(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+static inline unsigned dp_grid(int64_t n, int threads) {
+    return (unsigned)((n + threads - 1) / threads);
+}
 
 #endif

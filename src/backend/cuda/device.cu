@@ -6,7 +6,9 @@
 #include "common.cuh"
 #include "depthprune/backend.h"
 
-extern "C" int dp_cuda_built(void) { return 1; }
+extern "C" int dp_cuda_built(void) {
+    return 1;
+}
 
 /* > 0: devices; 0: no GPU here (no driver library, or the driver sees no
  * device): skip; -1: a driver is there but CUDA cannot start (a driver older
@@ -21,11 +23,15 @@ extern "C" int dp_cuda_device_count(dp_err *err) {
         int rt = 0;
         cudaRuntimeGetVersion(&rt);
         if (!h)
-            dp_err_set(err, DP_E_DEVICE, "no NVIDIA driver on this machine (libcuda.so.1 not found; the CUDA %d.%d "
-                       "runtime needs one)", rt / 1000, rt % 1000 / 10);
+            dp_err_set(err, DP_E_DEVICE,
+                       "no NVIDIA driver on this machine (libcuda.so.1 not found; the CUDA %d.%d "
+                       "runtime needs one)",
+                       rt / 1000, rt % 1000 / 10);
         else if (rc == cudaErrorInsufficientDriver)
-            dp_err_set(err, DP_E_DEVICE, "the NVIDIA driver is older than the CUDA %d.%d runtime this depthprune "
-                       "was built with", rt / 1000, rt % 1000 / 10);
+            dp_err_set(err, DP_E_DEVICE,
+                       "the NVIDIA driver is older than the CUDA %d.%d runtime this depthprune "
+                       "was built with",
+                       rt / 1000, rt % 1000 / 10);
         else
             dp_err_set(err, DP_E_DEVICE, "no GPU visible (driver present; CUDA_VISIBLE_DEVICES=%s)",
                        getenv("CUDA_VISIBLE_DEVICES") ? getenv("CUDA_VISIBLE_DEVICES") : "unset");
@@ -45,13 +51,16 @@ void dp_cuda_after_launch(const char *file, int line) {
     if (sync < 0) sync = getenv("DP_CUDA_SYNC") && atoi(getenv("DP_CUDA_SYNC")) > 0;
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess && sync) e = cudaDeviceSynchronize();
-    if (e != cudaSuccess) dp_fatal("CUDA: %s in the kernel launched at %s:%d%s", cudaGetErrorString(e), file, line,
-                                   sync ? " (DP_CUDA_SYNC=1)" : " (set DP_CUDA_SYNC=1 to pin down asynchronous faults)");
+    if (e != cudaSuccess)
+        dp_fatal("CUDA: %s in the kernel launched at %s:%d%s", cudaGetErrorString(e), file, line,
+                 sync ? " (DP_CUDA_SYNC=1)" : " (set DP_CUDA_SYNC=1 to pin down asynchronous faults)");
 }
 
 /* ---- device memory, copies, streams and the cuBLAS handle ---- */
 
-extern "C" void dp_cuda_set_device(int dev) { DP_CHECK_CUDA(cudaSetDevice(dev)); }
+extern "C" void dp_cuda_set_device(int dev) {
+    DP_CHECK_CUDA(cudaSetDevice(dev));
+}
 
 extern "C" void dp_cuda_describe(int dev, char *buf, size_t n) {
     cudaDeviceProp p;
@@ -93,8 +102,10 @@ extern "C" void dp_cuda_memset0(void *p, size_t n_bytes, dp_stream s) {
     DP_CHECK_CUDA(cudaMemsetAsync(p, 0, n_bytes, s));
 }
 extern "C" void dp_cuda_sync(dp_stream s) {
-    if (s) DP_CHECK_CUDA(cudaStreamSynchronize(s));
-    else DP_CHECK_CUDA(cudaDeviceSynchronize());
+    if (s)
+        DP_CHECK_CUDA(cudaStreamSynchronize(s));
+    else
+        DP_CHECK_CUDA(cudaDeviceSynchronize());
 }
 extern "C" dp_blas dp_cuda_blas_create(dp_stream s) {
     cublasHandle_t h;

@@ -28,13 +28,15 @@ static __global__ void dropout_backward_kernel(float *dinp, const float *g, cons
     if (!dropped(keys[n], l, k, i, thresh)) dinp[j] += g[j] * inv;
 }
 
-static uint64_t threshold(double p) { return p >= 1.0 ? UINT64_MAX : (uint64_t)(p * 18446744073709551616.0); }
+static uint64_t threshold(double p) {
+    return p >= 1.0 ? UINT64_MAX : (uint64_t)(p * 18446744073709551616.0);
+}
 
 extern "C" void dp_cuda_lora_dropout(dp_bf16 *dst, const dp_bf16 *src, const uint64_t *keys, int l, int k, int64_t N,
                                      int64_t IN, double p, dp_stream s) {
     if (N * IN <= 0) return;
-    dropout_kernel<<<dp_grid(N * IN, 256), 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, keys, l, k, N, IN,
-                                                        threshold(p), (float)(1.0 / (1.0 - p)));
+    dropout_kernel<<<dp_grid(N * IN, 256), 256, 0, s>>>((bf16 *)dst, (const bf16 *)src, keys, l, k, N, IN, threshold(p),
+                                                        (float)(1.0 / (1.0 - p)));
     DP_CHECK_LAUNCH();
 }
 

@@ -9,8 +9,7 @@ static __global__ void embed_forward_kernel(float *out, const int32_t *tok, cons
     out[i] = __bfloat162float(wte[(int64_t)tok[n] * C + c]);
 }
 
-static __global__ void embed_backward_kernel(float *dwte, const float *dout, const int32_t *tok, int64_t N,
-                                             int64_t C) {
+static __global__ void embed_backward_kernel(float *dwte, const float *dout, const int32_t *tok, int64_t N, int64_t C) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N * C) return;
     int64_t n = i / C, c = i % C;

@@ -13,9 +13,10 @@
 /* the kept-token bitmap of a KD row lives in shared memory: V/8 bytes */
 #define KEEP_MAX_WORDS ((40 * 1024) / 4)
 
-static __global__ void __launch_bounds__(HEAD_THREADS) head_row_kernel(float *ce, float *kd, bf16 *dlog, const float *logits, const int32_t *targets,
-                                       const int32_t *tidx, const float *tval, const float *tlse, int64_t K,
-                                       float alpha, float temp, float gscale, int64_t V, int64_t r0) {
+static __global__ void __launch_bounds__(HEAD_THREADS)
+    head_row_kernel(float *ce, float *kd, bf16 *dlog, const float *logits, const int32_t *targets, const int32_t *tidx,
+                    const float *tval, const float *tlse, int64_t K, float alpha, float temp, float gscale, int64_t V,
+                    int64_t r0) {
     __shared__ float shf[32];
     __shared__ double shd[32];
     int64_t rr = blockIdx.x, n = r0 + rr;
@@ -120,7 +121,9 @@ static __global__ void __launch_bounds__(HEAD_THREADS) head_row_kernel(float *ce
     }
 }
 
-static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
+static size_t align256(size_t x) {
+    return (x + 255) & ~(size_t)255;
+}
 
 extern "C" size_t dp_cuda_head_scratch_bytes(int64_t chunk, int64_t V) {
     return align256((size_t)(chunk * V) * sizeof(float)) + align256((size_t)(chunk * V) * sizeof(dp_bf16));
@@ -142,9 +145,9 @@ extern "C" void dp_cuda_head_loss(dp_blas h, float *ce, float *kd, float *dh, fl
     for (int64_t r0 = 0; r0 < N; r0 += a->chunk) {
         int64_t rows = N - r0 < a->chunk ? N - r0 : a->chunk;
         dp_cuda_matmul_forward(h, logits, 1, hid + r0 * C, w, rows, C, V, 1.0f, 0.0f);
-        head_row_kernel<<<(unsigned)rows, HEAD_THREADS, keep_bytes, s>>>(ce, kd, dh ? (bf16 *)dlog : NULL, logits, a->targets,
-                                                                a->tidx, a->tval, a->tlse, a->K, a->alpha, a->temp,
-                                                                a->gscale, V, r0);
+        head_row_kernel<<<(unsigned)rows, HEAD_THREADS, keep_bytes, s>>>(ce, kd, dh ? (bf16 *)dlog : NULL, logits,
+                                                                         a->targets, a->tidx, a->tval, a->tlse, a->K,
+                                                                         a->alpha, a->temp, a->gscale, V, r0);
         DP_CHECK_LAUNCH();
         if (dh) dp_cuda_matmul_backward(h, dh + r0 * C, 0.0f, dw, dlog, hid + r0 * C, w, rows, C, V, 1.0f);
     }
@@ -174,8 +177,9 @@ static __device__ void block_argmax(float *v, int64_t *i, float *shv, int64_t *s
     }
 }
 
-static __global__ void __launch_bounds__(HEAD_THREADS) topk_row_kernel(int32_t *tidx, float *tval, float *tlse, float *logits, int64_t K, float temp,
-                                       int64_t V, int64_t r0) {
+static __global__ void __launch_bounds__(HEAD_THREADS)
+    topk_row_kernel(int32_t *tidx, float *tval, float *tlse, float *logits, int64_t K, float temp, int64_t V,
+                    int64_t r0) {
     __shared__ float shf[32];
     __shared__ double shd[32];
     __shared__ int64_t shi[32];
@@ -208,11 +212,11 @@ static __global__ void __launch_bounds__(HEAD_THREADS) topk_row_kernel(int32_t *
 }
 
 extern "C" void dp_cuda_head_topk(dp_blas h, int32_t *tidx, float *tval, float *tlse, void *scratch, const dp_bf16 *hid,
-                                  const dp_bf16 *w, int64_t N, int64_t C, int64_t V, int64_t K, float temp, int64_t chunk,
-                                  dp_stream s) {
+                                  const dp_bf16 *w, int64_t N, int64_t C, int64_t V, int64_t K, float temp,
+                                  int64_t chunk, dp_stream s) {
     if (K < 1 || K > V || !(temp > 0) || chunk < 1)
-        dp_fatal("teacher top-k: K=%lld (V=%lld), temperature %g, chunk %lld", (long long)K, (long long)V,
-                 (double)temp, (long long)chunk);
+        dp_fatal("teacher top-k: K=%lld (V=%lld), temperature %g, chunk %lld", (long long)K, (long long)V, (double)temp,
+                 (long long)chunk);
     float *logits = (float *)scratch;
     for (int64_t r0 = 0; r0 < N; r0 += chunk) {
         int64_t rows = N - r0 < chunk ? N - r0 : chunk;

@@ -47,7 +47,9 @@ static __global__ void column_sum_kernel(float *dw, const float *part, int64_t P
     dw[c] += acc;
 }
 
-static int64_t parts(int64_t N) { return N < NORM_PARTS ? N : NORM_PARTS; }
+static int64_t parts(int64_t N) {
+    return N < NORM_PARTS ? N : NORM_PARTS;
+}
 
 extern "C" void dp_cuda_rmsnorm_forward(dp_bf16 *out, float *rstd, const float *inp, const dp_bf16 *w, int64_t N,
                                         int64_t C, float eps, dp_stream s) {
@@ -61,14 +63,13 @@ extern "C" size_t dp_cuda_rmsnorm_scratch_bytes(int64_t N, int64_t C) {
     return (size_t)(parts(N) * C) * sizeof(float);
 }
 
-extern "C" void dp_cuda_rmsnorm_backward(float *dinp, float *dw, float *scratch, const float *dout,
-                                         const float *inp, const dp_bf16 *w, const float *rstd, int64_t N,
-                                         int64_t C, dp_stream s) {
+extern "C" void dp_cuda_rmsnorm_backward(float *dinp, float *dw, float *scratch, const float *dout, const float *inp,
+                                         const dp_bf16 *w, const float *rstd, int64_t N, int64_t C, dp_stream s) {
     if (N <= 0) return;
     int64_t P = parts(N);
     if (dw) dp_cuda_memset0(scratch, (size_t)(P * C) * sizeof(float), s);
-    rmsnorm_backward_kernel<<<(unsigned)P, NORM_THREADS, 0, s>>>(dinp, dw ? scratch : NULL, dout, inp,
-                                                                 (const bf16 *)w, rstd, N, C);
+    rmsnorm_backward_kernel<<<(unsigned)P, NORM_THREADS, 0, s>>>(dinp, dw ? scratch : NULL, dout, inp, (const bf16 *)w,
+                                                                 rstd, N, C);
     DP_CHECK_LAUNCH();
     if (dw) {
         column_sum_kernel<<<dp_grid(C, 256), 256, 0, s>>>(dw, scratch, P, C);

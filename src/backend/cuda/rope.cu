@@ -3,8 +3,8 @@
  * (row, head, pair). */
 #include "common.cuh"
 
-static __global__ void rope_kernel(bf16 *x, const float *cosb, const float *sinb, int64_t B, int64_t T,
-                                   int64_t NH, int64_t HD, int64_t pos0, float sign) {
+static __global__ void rope_kernel(bf16 *x, const float *cosb, const float *sinb, int64_t B, int64_t T, int64_t NH,
+                                   int64_t HD, int64_t pos0, float sign) {
     int64_t h = HD / 2, i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * T * NH * h) return;
     int64_t j = i % h, row = i / h; /* row = (b*T + t)*NH + head */
@@ -16,8 +16,8 @@ static __global__ void rope_kernel(bf16 *x, const float *cosb, const float *sinb
     st(v, j + h, x2 * cs + x1 * sn);
 }
 
-extern "C" void dp_cuda_rope_forward(dp_bf16 *x, const float *cosb, const float *sinb, int64_t B, int64_t T,
-                                     int64_t NH, int64_t HD, int64_t pos0, dp_stream s) {
+extern "C" void dp_cuda_rope_forward(dp_bf16 *x, const float *cosb, const float *sinb, int64_t B, int64_t T, int64_t NH,
+                                     int64_t HD, int64_t pos0, dp_stream s) {
     int64_t n = B * T * NH * (HD / 2);
     if (n <= 0) return;
     rope_kernel<<<dp_grid(n, 256), 256, 0, s>>>((bf16 *)x, cosb, sinb, B, T, NH, HD, pos0, 1.0f);

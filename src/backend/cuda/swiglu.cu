@@ -19,8 +19,7 @@ static __global__ void swiglu_backward_kernel(bf16 *dgate, bf16 *dup, const bf16
     st(dup, i, d * g * sg);
 }
 
-extern "C" void dp_cuda_swiglu_forward(dp_bf16 *out, const dp_bf16 *gate, const dp_bf16 *up, int64_t n,
-                                       dp_stream s) {
+extern "C" void dp_cuda_swiglu_forward(dp_bf16 *out, const dp_bf16 *gate, const dp_bf16 *up, int64_t n, dp_stream s) {
     if (n <= 0) return;
     swiglu_forward_kernel<<<dp_grid(n, 256), 256, 0, s>>>((bf16 *)out, (const bf16 *)gate, (const bf16 *)up, n);
     DP_CHECK_LAUNCH();
