@@ -20,8 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     dp_config_init(&c, dp_config_schema, dp_config_schema_len);
     dp_err err;
     if (dp_config_load_yaml(&c, path, &err) == DP_OK) {
-        (void)dp_config_str(&c, "run.dir", NULL);
-        (void)dp_config_int(&c, "calib.samples", 0);
+        (void)dp_config_str(&c, "run.dir");
+        (void)dp_config_int(&c, "calib.samples");
     }
     dp_config_free(&c);
     unlink(path);

@@ -58,13 +58,19 @@ int dp_config_set(dp_config *c, const char *assignment, const char *origin, dp_e
 /* Error naming the key if it has no value. */
 int dp_config_require(const dp_config *c, const char *key, dp_err *err);
 
+/* 1 when the key was set (config file, --set or a flag bound to it). */
 int dp_config_has(const dp_config *c, const char *key);
-/* Getters: the key must exist in the schema with that type (else fatal, a
- * programming error); an unset key returns fallback. */
-int64_t dp_config_int(const dp_config *c, const char *key, int64_t fallback);
-double dp_config_float(const dp_config *c, const char *key, double fallback);
-int dp_config_bool(const dp_config *c, const char *key, int fallback);
-const char *dp_config_str(const dp_config *c, const char *key, const char *fallback);
+/* 1 when the key is set or the schema gives it a default. */
+int dp_config_has_value(const dp_config *c, const char *key);
+/* Getters: the value, else the schema's default: the schema is the one
+ * source of defaults (no call site repeats one). The key must exist with
+ * that type; a number or flag read with neither value nor default is a
+ * programming error (fatal: check dp_config_has_value first). A string
+ * without either is NULL. */
+int64_t dp_config_int(const dp_config *c, const char *key);
+double dp_config_float(const dp_config *c, const char *key);
+int dp_config_bool(const dp_config *c, const char *key);
+const char *dp_config_str(const dp_config *c, const char *key);
 /* Lists: number of items, and item i as text. */
 int dp_config_list_len(const dp_config *c, const char *key);
 const char *dp_config_list_item(const dp_config *c, const char *key, int i);

@@ -61,7 +61,7 @@ int dp_cli_tasks_load(const dp_app *app, const char *tok_dir, const char *spec, 
     memset(t, 0, sizeof *t);
     dp_tokenizer *tok = NULL;
     int rc = dp_tokenizer_load(tok_dir, &tok, err);
-    int add_bos = dp_config_bool(&app->cfg, "eval.mc_bos", 0);
+    int add_bos = dp_config_bool(&app->cfg, "eval.mc_bos");
     char *buf = dp_strdup(spec, "eval");
     int64_t cap = 0;
     for (char *save = NULL, *it = strtok_r(buf, ",", &save); it && !rc; it = strtok_r(NULL, ",", &save)) {
@@ -174,11 +174,10 @@ static int run_eval(dp_app *app) {
         rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
     else if (!ppl_s && !task_s)
         rc = dp_err_set(&err, DP_E_USAGE, "give --ppl NAME=FILE and/or --task NAME=FILE");
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--limit", dp_config_int(&app->cfg, "eval.limit", 0), &limit, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "eval.batch", 4), &batch, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--limit", dp_config_int(&app->cfg, "eval.limit"), &limit, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "eval.batch"), &batch, &err);
     if (!rc && (limit < 0 || batch < 1)) rc = dp_err_set(&err, DP_E_USAGE, "--limit must be >= 0 and --batch >= 1");
-    char *outp = out ? dp_strdup(out, "path")
-                     : dp_path_join(dp_config_str(&app->cfg, "run.dir", "runs/default"), "results.json");
+    char *outp = out ? dp_strdup(out, "path") : dp_path_join(dp_config_str(&app->cfg, "run.dir"), "results.json");
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_llama m;
     memset(&m, 0, sizeof m);
@@ -191,9 +190,9 @@ static int run_eval(dp_app *app) {
     if (!rc && map.n == 0) rc = dp_err_set(&err, DP_E_USAGE, "--drop removes every block");
     /* perplexity sets */
     dp_ppl_opts po = {.device = app->device,
-                      .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128),
+                      .seq_len = dp_config_int(&app->cfg, "eval.seq_len"),
                       .batch = batch,
-                      .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window", 0)};
+                      .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window")};
     char *pname[16] = {0}, *ppath[16] = {0};
     double pppl[16];
     int64_t ptok[16];
@@ -244,12 +243,12 @@ static int run_eval(dp_app *app) {
         for (int64_t i = 0; i < n_drop; i++) cJSON_AddItemToArray(dl, cJSON_CreateNumber((double)drop[i]));
         cJSON *pr = cJSON_AddObjectToObject(o, "protocol");
         cJSON_AddNumberToObject(pr, "ppl_seq_len", (double)po.seq_len);
-        cJSON_AddStringToObject(
-            pr, "ppl_bos", po.bos_per_window ? "per window" : dp_config_str(&app->cfg, "tokenizer.add_bos", "auto"));
+        cJSON_AddStringToObject(pr, "ppl_bos",
+                                po.bos_per_window ? "per window" : dp_config_str(&app->cfg, "tokenizer.add_bos"));
         cJSON_AddStringToObject(
             pr, "mc_mode",
             "lm-evaluation-harness loglikelihood (context + ' ' + choice; continuation = whole[len(context):])");
-        cJSON_AddBoolToObject(pr, "mc_bos", dp_config_bool(&app->cfg, "eval.mc_bos", 0));
+        cJSON_AddBoolToObject(pr, "mc_bos", dp_config_bool(&app->cfg, "eval.mc_bos"));
         cJSON_AddStringToObject(pr, "target_delimiter", " ");
         cJSON *pp = cJSON_AddObjectToObject(o, "ppl");
         for (int i = 0; i < np; i++) {

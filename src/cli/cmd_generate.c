@@ -39,7 +39,7 @@ static int sampling_opts(const dp_app *app, const dp_cmd *cmd, dp_gen_opts *o, d
     if (!rc) rc = dp_cli_opt_double(app, cmd, "--temperature", 0, &o->temperature, err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--top-k", 0, &k, err);
     if (!rc) rc = dp_cli_opt_double(app, cmd, "--top-p", 1, &o->top_p, err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seed", dp_config_int(&app->cfg, "run.seed", 1234), &seed, err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seed", dp_config_int(&app->cfg, "run.seed"), &seed, err);
     if (rc) return rc;
     if (mx < 1 || k < 0 || o->temperature < 0 || !(o->top_p > 0 && o->top_p <= 1))
         return dp_err_set(err, DP_E_USAGE, "need --max-new >= 1, --top-k >= 0, --temperature >= 0, 0 < --top-p <= 1");
@@ -177,8 +177,8 @@ static int run_bench(dp_app *app) {
     if (!rc && app->mpi.size > 1) rc = dp_err_set(&err, DP_E_USAGE, "bench-generate runs on one process (no mpirun)");
     if (rc) return dp_cli_fail(app, &err);
     const char *outp = dp_cli_get(app, cmd, "--out");
-    char *out = outp ? dp_strdup(outp, "cli")
-                     : dp_path_join(dp_config_str(&app->cfg, "run.dir", "runs/default"), "bench_generate.json");
+    char *out =
+        outp ? dp_strdup(outp, "cli") : dp_path_join(dp_config_str(&app->cfg, "run.dir"), "bench_generate.json");
 
     char *list = dp_strdup(models, "cli");
     cJSON *root = cJSON_CreateObject(), *res = cJSON_CreateArray();

@@ -270,7 +270,7 @@ static int run_tokenize(dp_app *app) {
         dp_tokenizer_free(tok);
         return 0;
     }
-    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos", "auto");
+    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos");
     int add = strcmp(bos_policy, "false") != 0 && !dp_cli_get(app, cmd, "--no-bos");
     char *in;
     size_t n;
@@ -447,11 +447,11 @@ static int run_export(dp_app *app) {
         return dp_cli_fail(app, &err);
     }
     long long shard = 0;
-    int rc = dp_cli_opt_int(app, cmd, "--max-shard-bytes",
-                            dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000LL), &shard, &err);
+    int rc =
+        dp_cli_opt_int(app, cmd, "--max-shard-bytes", dp_config_int(&app->cfg, "export.max_shard_bytes"), &shard, &err);
     if (!rc && shard <= 0) rc = dp_err_set(&err, DP_E_USAGE, "--max-shard-bytes must be positive");
     const char *dtype_s = dp_cli_get(app, cmd, "--dtype");
-    if (!dtype_s) dtype_s = dp_config_str(&app->cfg, "export.dtype", "auto");
+    if (!dtype_s) dtype_s = dp_config_str(&app->cfg, "export.dtype");
     const char *format = dp_cli_get(app, cmd, "--format");
     int as_gguf = format && !strcmp(format, "gguf");
     if (!rc && format && !as_gguf && strcmp(format, "hf"))

@@ -51,7 +51,7 @@ int dp_cli_ppl_windows(const dp_app *app, const char *model_dir, const char *tex
     int64_t n_ids = 0;
     int rc = DP_OK;
     if (mpi->rank == 0)
-        rc = read_ids(model_dir, text, dp_config_str(&app->cfg, "tokenizer.add_bos", "auto"), &ids, &n_ids, &bos, err);
+        rc = read_ids(model_dir, text, dp_config_str(&app->cfg, "tokenizer.add_bos"), &ids, &n_ids, &bos, err);
     rc = dp_mpi_agree(mpi, rc, err);
     if (rc == DP_OK) {
         int64_t hdr[2] = {n_ids, bos};
@@ -77,20 +77,20 @@ static int run_ppl(dp_app *app) {
     dp_err_clear(&err);
     const char *dir = dp_cli_model_path(app, cmd);
     const char *text = dp_cli_get(app, cmd, "--text");
-    if (!text) text = dp_config_str(&app->cfg, "eval.text", NULL);
+    if (!text) text = dp_config_str(&app->cfg, "eval.text");
     long long seq_len, batch;
     int rc = DP_OK;
     if (!dir)
         rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
     else if (!text)
         rc = dp_err_set(&err, DP_E_USAGE, "--text FILE is required");
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seq-len", dp_config_int(&app->cfg, "eval.seq_len", 128), &seq_len, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "eval.batch", 4), &batch, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seq-len", dp_config_int(&app->cfg, "eval.seq_len"), &seq_len, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "eval.batch"), &batch, &err);
     if (rc) return dp_cli_fail(app, &err);
     dp_ppl_opts o = {.seq_len = seq_len,
                      .batch = batch,
                      .bos_per_window = dp_cli_get(app, cmd, "--bos-per-window") != NULL ||
-                                       dp_config_bool(&app->cfg, "eval.bos_per_window", 0),
+                                       dp_config_bool(&app->cfg, "eval.bos_per_window"),
                      .allow_long = dp_cli_get(app, cmd, "--allow-long-seq") != NULL,
                      .progress = !dp_cli_get(app, cmd, "--json"),
                      .device = app->device};

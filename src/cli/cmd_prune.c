@@ -102,8 +102,8 @@ static int run_prune(dp_app *app) {
     const char *calib = dp_cli_get(app, cmd, "--calib");
     const char *ratio_s = dp_cli_get(app, cmd, "--ratio"), *remove_s = dp_cli_get(app, cmd, "--remove");
     const char *heal_data = dp_cli_get(app, cmd, "--heal-data");
-    if (!sched) sched = dp_config_str(&app->cfg, "prune.schedule", "one-shot");
-    if (!run) run = dp_config_str(&app->cfg, "run.dir", "runs/default");
+    if (!sched) sched = dp_config_str(&app->cfg, "prune.schedule");
+    if (!run) run = dp_config_str(&app->cfg, "run.dir");
     int iterative = !strcmp(sched, "iterative");
     long long N = 0, T = 0, batch = 0, pf = 0, pl = 0, heal = 0, K = 0;
     if (!dir)
@@ -123,13 +123,12 @@ static int run_prune(dp_app *app) {
     else if (!iterative && (dp_cli_get(app, cmd, "--heal-steps") || heal_data || calib))
         rc = dp_err_set(&err, DP_E_USAGE, "--heal-steps, --heal-data and --calib apply to --schedule iterative");
     if (!crit) crit = "ppl";
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--samples", dp_config_int(&app->cfg, "calib.samples", 10), &N, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seq-len", dp_config_int(&app->cfg, "calib.seq_len", 128), &T, &err);
-    if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "score.batch", 10), &batch, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--samples", dp_config_int(&app->cfg, "calib.samples"), &N, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--seq-len", dp_config_int(&app->cfg, "calib.seq_len"), &T, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "score.batch"), &batch, &err);
     if (!rc)
-        rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "score.protect_first", 0), &pf, &err);
-    if (!rc)
-        rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "score.protect_last", 0), &pl, &err);
+        rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "score.protect_first"), &pf, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "score.protect_last"), &pl, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--heal-steps", 0, &heal, &err);
     if (!rc && remove_s) rc = dp_cli_opt_int(app, cmd, "--remove", 0, &K, &err);
     double ratio = 0;
@@ -207,8 +206,8 @@ static int run_prune(dp_app *app) {
             if (!calib)
                 rc = dp_err_set(&err, DP_E_USAGE, "%s has no calib.h5: give --calib FILE (or run `score` there)", run);
             else
-                rc = dp_cli_calibrate(app, dir, &m, mhash, calib, dp_config_str(&app->cfg, "calib.field", NULL), N, T,
-                                      (uint64_t)dp_config_int(&app->cfg, "run.seed", 1234), batch, run, &err);
+                rc = dp_cli_calibrate(app, dir, &m, mhash, calib, dp_config_str(&app->cfg, "calib.field"), N, T,
+                                      (uint64_t)dp_config_int(&app->cfg, "run.seed"), batch, run, &err);
         }
         dp_free(cp);
         if (!rc && heal > 0) { /* healing data and settings as for retrain (train.*, lora.*) */
@@ -225,7 +224,7 @@ static int run_prune(dp_app *app) {
                            .protect_first = (int)pf,
                            .protect_last = (int)pl,
                            .remove = (int)K,
-                           .progress = !dp_config_bool(&app->cfg, "run.quiet", 0),
+                           .progress = !dp_config_bool(&app->cfg, "run.quiet"),
                            .heal_steps = heal,
                            .heal_data = &hd,
                            .heal_idx = hidx,
@@ -279,12 +278,11 @@ static int run_prune(dp_app *app) {
         snprintf(prov, sizeof prov,
                  "{\"source_layers\": %d, \"schedule\": \"%s\", \"criterion\": \"%s\", \"version\": \"%s\"}", L, sched,
                  iterative ? "ppl" : crit, DP_VERSION_STRING);
-        const char *dtype_s = dp_config_str(&app->cfg, "export.dtype", "auto");
+        const char *dtype_s = dp_config_str(&app->cfg, "export.dtype");
         dp_export_opts eo = {.keep = keep,
                              .n_keep = nk,
                              .dtype = strcmp(dtype_s, "auto") ? dp_dtype_from_name(dtype_s) : -1,
-                             .max_shard_bytes =
-                                 (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
+                             .max_shard_bytes = (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes"),
                              .provenance = prov,
                              .finish = write_prune_json,
                              .finish_ctx = &po};

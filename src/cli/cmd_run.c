@@ -209,16 +209,16 @@ static int run_pipeline(dp_app *app) {
     int rc = DP_OK;
     const char *model = dp_cli_model_path(app, cmd);
     const char *run = dp_cli_get(app, cmd, "--run");
-    if (!run) run = dp_config_str(&app->cfg, "run.dir", "runs/default");
-    const char *calib = dp_config_str(&app->cfg, "calib.path", NULL);
-    const char *data = dp_config_str(&app->cfg, "train.data", NULL);
-    const char *crit = dp_config_str(&app->cfg, "prune.criterion", "ppl");
-    const char *sched = dp_config_str(&app->cfg, "prune.schedule", "one-shot");
-    const char *ppl_sets = dp_config_str(&app->cfg, "eval.ppl", NULL);
-    const char *tasks = dp_config_str(&app->cfg, "eval.tasks", NULL);
-    int retrain = dp_config_bool(&app->cfg, "pipeline.retrain", 1) && data;
-    int kd = retrain && dp_config_bool(&app->cfg, "pipeline.kd", 0);
-    double ratio = dp_config_float(&app->cfg, "prune.ratio", 0.2);
+    if (!run) run = dp_config_str(&app->cfg, "run.dir");
+    const char *calib = dp_config_str(&app->cfg, "calib.path");
+    const char *data = dp_config_str(&app->cfg, "train.data");
+    const char *crit = dp_config_str(&app->cfg, "prune.criterion");
+    const char *sched = dp_config_str(&app->cfg, "prune.schedule");
+    const char *ppl_sets = dp_config_str(&app->cfg, "eval.ppl");
+    const char *tasks = dp_config_str(&app->cfg, "eval.tasks");
+    int retrain = dp_config_bool(&app->cfg, "pipeline.retrain") && data;
+    int kd = retrain && dp_config_bool(&app->cfg, "pipeline.kd");
+    double ratio = dp_config_float(&app->cfg, "prune.ratio");
     if (!model)
         rc = dp_err_set(&err, DP_E_USAGE, "--model DIR (or model.path) is required");
     else if (!calib)

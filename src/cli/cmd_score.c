@@ -30,13 +30,14 @@ static const dp_cli_opt k_score_opts[] = {
     {NULL, NULL, NULL, NULL},
 };
 
-static int opt_or_cfg(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, long long def,
-                      long long *out, dp_err *err) {
-    return dp_cli_opt_int(app, cmd, opt, dp_config_int(&app->cfg, key, def), out, err);
+/* an unbound flag over the config key's value (the schema's default when unset) */
+static int opt_or_cfg(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, long long *out,
+                      dp_err *err) {
+    return dp_cli_opt_int(app, cmd, opt, dp_config_int(&app->cfg, key), out, err);
 }
 
 int dp_cli_stream_weights(const dp_app *app) {
-    const char *v = dp_config_str(&app->cfg, "score.stream_weights", "auto");
+    const char *v = dp_config_str(&app->cfg, "score.stream_weights");
     return !strcmp(v, "on") ? 1 : !strcmp(v, "off") ? 0 : -1;
 }
 
@@ -46,7 +47,7 @@ int dp_cli_calibrate(const dp_app *app, const char *dir, const dp_llama *m, uint
     const dp_mpi *mpi = &app->mpi;
     int rc = DP_OK;
     /* calibration samples: rank 0 draws them, everyone receives them */
-    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos", "auto");
+    const char *bos_policy = dp_config_str(&app->cfg, "tokenizer.add_bos");
     dp_calib_opts co = {.samples = N, .seq_len = T, .seed = seed, .bos_id = -1, .field = field};
     size_t cl = strlen(calib);
     if (!co.field && cl > 6 && !strcmp(calib + cl - 6, ".jsonl")) co.field = "text";
@@ -78,7 +79,7 @@ int dp_cli_calibrate(const dp_app *app, const char *dir, const dp_llama *m, uint
         }
         DP_CHECK_MPI(MPI_Bcast(ids, (int)(N * T), MPI_INT32_T, 0, mpi->comm));
         DP_CHECK_MPI(MPI_Bcast(src, (int)(N * 2), MPI_INT64_T, 0, mpi->comm));
-        rc = dp_calibrate(mpi, m, mhash, ids, src, &co, run, batch, !dp_config_bool(&app->cfg, "run.quiet", 0),
+        rc = dp_calibrate(mpi, m, mhash, ids, src, &co, run, batch, !dp_config_bool(&app->cfg, "run.quiet"),
                           app->device, dp_cli_stream_weights(app), err);
     }
     dp_free(ids);
@@ -151,28 +152,28 @@ static int run_score(dp_app *app) {
     dp_err_clear(&err);
     const char *dir = dp_cli_model_path(app, cmd);
     const char *calib = dp_cli_get(app, cmd, "--calib");
-    if (!calib) calib = dp_config_str(&app->cfg, "calib.path", NULL);
+    if (!calib) calib = dp_config_str(&app->cfg, "calib.path");
     const char *run = dp_cli_get(app, cmd, "--run");
-    if (!run) run = dp_config_str(&app->cfg, "run.dir", "runs/default");
+    if (!run) run = dp_config_str(&app->cfg, "run.dir");
     const char *crit_s = dp_cli_get(app, cmd, "--criterion");
-    if (!crit_s) crit_s = dp_config_str(&app->cfg, "score.criteria", "ppl");
+    if (!crit_s) crit_s = dp_config_str(&app->cfg, "score.criteria");
     const char *field = dp_cli_get(app, cmd, "--calib-field");
-    if (!field) field = dp_config_str(&app->cfg, "calib.field", NULL);
+    if (!field) field = dp_config_str(&app->cfg, "calib.field");
     long long N = 0, T = 0, seed = 0, batch = 0, pf = 0, pl = 0, boot = 0, kill = 0;
     int rc = DP_OK;
     if (!dir)
         rc = dp_err_set(&err, DP_E_USAGE, "--model DIR is required");
     else if (!calib)
         rc = dp_err_set(&err, DP_E_USAGE, "--calib FILE is required");
-    if (!rc) rc = opt_or_cfg(app, cmd, "--samples", "calib.samples", 10, &N, &err);
-    if (!rc) rc = opt_or_cfg(app, cmd, "--seq-len", "calib.seq_len", 128, &T, &err);
-    if (!rc) rc = opt_or_cfg(app, cmd, "--seed", "run.seed", 1234, &seed, &err);
-    if (!rc) rc = opt_or_cfg(app, cmd, "--batch", "score.batch", 10, &batch, &err);
-    if (!rc) rc = opt_or_cfg(app, cmd, "--protect-first", "score.protect_first", 0, &pf, &err);
-    if (!rc) rc = opt_or_cfg(app, cmd, "--protect-last", "score.protect_last", 0, &pl, &err);
-    if (!rc) rc = opt_or_cfg(app, cmd, "--bootstrap", "score.bootstrap", 0, &boot, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--samples", "calib.samples", &N, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--seq-len", "calib.seq_len", &T, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--seed", "run.seed", &seed, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--batch", "score.batch", &batch, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--protect-first", "score.protect_first", &pf, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--protect-last", "score.protect_last", &pl, &err);
+    if (!rc) rc = opt_or_cfg(app, cmd, "--bootstrap", "score.bootstrap", &boot, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--fault-kill-after-round", 0, &kill, &err);
-    double ratio = dp_config_float(&app->cfg, "score.ratio", 0.2);
+    double ratio = dp_config_float(&app->cfg, "score.ratio");
     const char *rs = dp_cli_get(app, cmd, "--ratio");
     if (!rc && rs) {
         char *end;
@@ -206,7 +207,7 @@ static int run_score(dp_app *app) {
         rc = dp_err_set(&err, DP_E_RANGE, "--seq-len %lld exceeds max_position_embeddings %lld", T,
                         (long long)m.cfg.max_position_embeddings);
 
-    int progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
+    int progress = !dp_config_bool(&app->cfg, "run.quiet");
     uint64_t mhash = rc ? 0 : dp_llama_hash(&m);
     if (!rc) rc = dp_cli_calibrate(app, dir, &m, mhash, calib, field, N, T, (uint64_t)seed, batch, run, &err);
     dp_score_opts so = {.run_dir = run,

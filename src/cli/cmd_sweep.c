@@ -147,7 +147,7 @@ static int build_grid(const dp_app *app, int L, sweep_cfg **out, int *n_out, dp_
             }
         }
     }
-    if (n > 0 && dp_config_bool(&app->cfg, "sweep.dense", 0)) { /* the unpruned reference row */
+    if (n > 0 && dp_config_bool(&app->cfg, "sweep.dense")) { /* the unpruned reference row */
         if (n == cap) v = dp_realloc(v, (size_t)(cap *= 2) * sizeof *v, "sweep");
         sweep_cfg *c = &v[n++];
         memset(c, 0, sizeof *c);
@@ -234,8 +234,8 @@ static int width_model(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int K,
                        dp_err *err) {
     const dp_llama *m = x->dense;
     int L = (int)m->cfg.n_layers;
-    int pf = (int)dp_config_int(&x->app->cfg, "width.protect_first", 4),
-        pl = (int)dp_config_int(&x->app->cfg, "width.protect_last", 2);
+    int pf = (int)dp_config_int(&x->app->cfg, "width.protect_first"),
+        pl = (int)dp_config_int(&x->app->cfg, "width.protect_last");
     if (pf + pl >= L)
         return dp_err_set(err, DP_E_CONFIG, "width.protect_first %d + width.protect_last %d leave none of %d blocks",
                           pf, pl, L);
@@ -313,8 +313,8 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
                            .model_hash = x->mhash,
                            .batch = x->batch,
                            .remove = K,
-                           .protect_first = (int)dp_config_int(&x->app->cfg, "score.protect_first", 0),
-                           .protect_last = (int)dp_config_int(&x->app->cfg, "score.protect_last", 0)};
+                           .protect_first = (int)dp_config_int(&x->app->cfg, "score.protect_first"),
+                           .protect_last = (int)dp_config_int(&x->app->cfg, "score.protect_last")};
         rc = dp_prune_iterative(g, x->work, &io, removed, ppl_after, &dense_ppl, err);
     }
     rc = dp_mpi_agree(g, rc, err);
@@ -714,15 +714,15 @@ static int run_sweep(dp_app *app) {
     int rc = DP_OK;
     const char *dir = dp_cli_model_path(app, cmd);
     const char *run = dp_cli_get(app, cmd, "--run");
-    if (!run) run = dp_config_str(&app->cfg, "run.dir", "runs/default");
+    if (!run) run = dp_config_str(&app->cfg, "run.dir");
     const char *only = dp_cli_get(app, cmd, "--only");
-    long long kill_after = 0, gsize = dp_config_int(&app->cfg, "sweep.group_size", 1);
+    long long kill_after = 0, gsize = dp_config_int(&app->cfg, "sweep.group_size");
     if (!dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR (or model.path) is required");
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--fault-kill-after", 0, &kill_after, &err);
     int listing = dp_cli_get(app, cmd, "--list") != NULL;
     if (!rc && (gsize < 1 || (!listing && mpi->size % gsize)))
         rc = dp_err_set(&err, DP_E_CONFIG, "sweep.group_size %lld must divide the %d ranks", gsize, mpi->size);
-    const char *calib = dp_config_str(&app->cfg, "calib.path", NULL);
+    const char *calib = dp_config_str(&app->cfg, "calib.path");
     if (!rc && !calib && !listing) rc = dp_err_set(&err, DP_E_CONFIG, "calib.path (calibration text) is required");
     rc = dp_mpi_agree(mpi, rc, &err);
     dp_llama dense, work;
@@ -775,11 +775,11 @@ static int run_sweep(dp_app *app) {
     sweep_ctx x = {.app = app, .run = run, .model_dir = dir, .dense = &dense, .work = &work, .skipped = skipped.p};
     x.mhash = rc ? 0 : dp_llama_hash(&dense);
     snprintf(x.mh, sizeof x.mh, "%016llx", (unsigned long long)x.mhash);
-    x.batch = dp_config_int(&app->cfg, "score.batch", 10);
-    int64_t N = dp_config_int(&app->cfg, "calib.samples", 10), T = dp_config_int(&app->cfg, "calib.seq_len", 128);
+    x.batch = dp_config_int(&app->cfg, "score.batch");
+    int64_t N = dp_config_int(&app->cfg, "calib.samples"), T = dp_config_int(&app->cfg, "calib.seq_len");
     if (!rc)
-        rc = dp_cli_calibrate(app, dir, &dense, x.mhash, calib, dp_config_str(&app->cfg, "calib.field", NULL), N, T,
-                              (uint64_t)dp_config_int(&app->cfg, "run.seed", 1234), x.batch, run, &err);
+        rc = dp_cli_calibrate(app, dir, &dense, x.mhash, calib, dp_config_str(&app->cfg, "calib.field"), N, T,
+                              (uint64_t)dp_config_int(&app->cfg, "run.seed"), x.batch, run, &err);
     const char *crit[32];
     int n_crit = 0, need_train = 0, need_cache = 0;
     for (int i = 0; i < n; i++) {
@@ -810,10 +810,10 @@ static int run_sweep(dp_app *app) {
                             .model_hash = x.mhash,
                             .batch = x.batch,
                             .stream_weights = dp_cli_stream_weights(app),
-                            .protect_first = (int)dp_config_int(&app->cfg, "score.protect_first", 0),
-                            .protect_last = (int)dp_config_int(&app->cfg, "score.protect_last", 0),
+                            .protect_first = (int)dp_config_int(&app->cfg, "score.protect_first"),
+                            .protect_last = (int)dp_config_int(&app->cfg, "score.protect_last"),
                             .ratio = 0.2,
-                            .progress = !dp_config_bool(&app->cfg, "run.quiet", 0)};
+                            .progress = !dp_config_bool(&app->cfg, "run.quiet")};
         rc = dp_score(mpi, &dense, crit, n_crit, &so, &err);
     } else if (!rc && n_crit) {
         dp_log0("sweep: reusing %s", sp);
@@ -824,11 +824,11 @@ static int run_sweep(dp_app *app) {
     dp_train_opts to;
     dp_train_opts_default(&to);
     if (!rc && need_train) {
-        const char *dp = dp_config_str(&app->cfg, "train.data", NULL);
+        const char *dp = dp_config_str(&app->cfg, "train.data");
         if (!dp) rc = dp_err_set(&err, DP_E_CONFIG, "train.data is required for retraining configurations");
         rc = dp_mpi_agree(mpi, rc, &err);
         if (!rc) rc = dp_cli_train_setup(app, dir, dp, &data, &to, &err);
-        long long vs = dp_config_int(&app->cfg, "train.val_size", 2000);
+        long long vs = dp_config_int(&app->cfg, "train.val_size");
         if (!rc && vs >= data.n)
             rc = dp_err_set(&err, DP_E_CONFIG, "train.val_size %lld leaves no training examples", vs);
         if (!rc) {
@@ -843,22 +843,22 @@ static int run_sweep(dp_app *app) {
         char *tc = dp_path_join(run, "teacher.h5");
         if (!dp_file_exists(tc))
             rc = dp_teacher_cache_build(mpi, app->device, &dense, x.mhash, &data,
-                                        dp_config_int(&app->cfg, "train.cache_topk", 64), to.kd_temp, to.micro_batch,
-                                        tc, 0, &err);
+                                        dp_config_int(&app->cfg, "train.cache_topk"), to.kd_temp, to.micro_batch, tc, 0,
+                                        &err);
         else
             dp_log0("sweep: reusing %s", tc);
         dp_free(tc);
     }
     /* evaluation sets: eval.text as "eval" */
-    const char *et = dp_config_str(&app->cfg, "eval.text", NULL);
+    const char *et = dp_config_str(&app->cfg, "eval.text");
     x.po = (dp_ppl_opts){.device = app->device,
-                         .seq_len = dp_config_int(&app->cfg, "eval.seq_len", 128),
-                         .batch = dp_config_int(&app->cfg, "eval.batch", 4),
-                         .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window", 0)};
+                         .seq_len = dp_config_int(&app->cfg, "eval.seq_len"),
+                         .batch = dp_config_int(&app->cfg, "eval.batch"),
+                         .bos_per_window = dp_config_bool(&app->cfg, "eval.bos_per_window")};
     eval_set ev[1];
     memset(ev, 0, sizeof ev);
     if (!rc && et) {
-        snprintf(ev[0].name, sizeof ev[0].name, "%s", dp_config_str(&app->cfg, "sweep.eval_name", "eval"));
+        snprintf(ev[0].name, sizeof ev[0].name, "%s", dp_config_str(&app->cfg, "sweep.eval_name"));
         rc = dp_cli_ppl_windows(app, dir, et, &x.po, &ev[0].win, &ev[0].n_win, &err);
         x.ev = ev;
         x.n_ev = rc ? 0 : 1;
@@ -866,9 +866,9 @@ static int run_sweep(dp_app *app) {
     dp_cli_tasks tasks;
     memset(&tasks, 0, sizeof tasks);
     x.tasks = &tasks;
-    const char *tspec = dp_config_str(&app->cfg, "eval.tasks", NULL);
+    const char *tspec = dp_config_str(&app->cfg, "eval.tasks");
     if (!rc && tspec) {
-        rc = dp_cli_tasks_load(app, dir, tspec, dp_config_int(&app->cfg, "eval.limit", 0), 0,
+        rc = dp_cli_tasks_load(app, dir, tspec, dp_config_int(&app->cfg, "eval.limit"), 0,
                                dense.cfg.max_position_embeddings, &tasks, &err);
         rc = dp_mpi_agree(mpi, rc, &err);
     }

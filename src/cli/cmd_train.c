@@ -14,57 +14,56 @@
 #include "depthprune/train.h"
 
 static const dp_cli_opt k_retrain_opts[] = {
-    {"--student", "DIR", "the model to retrain (HF directory, e.g. a pruned export)", NULL},
-    {"--teacher", "DIR", "dense teacher for online KD", NULL},
-    {"--teacher-cache", "FILE", "teacher cache from `depthprune teacher-cache` (instead of --teacher)", NULL},
-    {"--data", "FILE", "training data: Alpaca JSON/JSONL, or text", NULL},
-    {"--data-format", "F", "alpaca | text | jsonl-text (default: alpaca for .json/.jsonl, else text)", NULL},
-    {"--method", "M", "lora | full (default lora)", NULL},
-    {"--kd-alpha", "A", "KD weight: A * T^2 KL + (1 - A) CE (default 0.5 with a teacher)", NULL},
-    {"--kd-temp", "T", "KD temperature (default 1)", NULL},
-    {"--kd-topk", "K", "online KD on the teacher's top-K tokens (default 0: full vocabulary)", NULL},
+    {"--student", "DIR", "the model to retrain (HF directory, e.g. a pruned export)", "model.path"},
+    {"--teacher", "DIR", "dense teacher for online KD", "train.teacher"},
+    {"--teacher-cache", "FILE", "teacher cache from `depthprune teacher-cache` (instead of --teacher)",
+     "train.teacher_cache"},
+    {"--data", "FILE", "training data: Alpaca JSON/JSONL, or text", "train.data"},
+    {"--data-format", "F", "alpaca | text | jsonl-text (default: alpaca for .json/.jsonl, else text)",
+     "train.data_format"},
+    {"--method", "M", "lora | full (default lora)", "train.method"},
+    {"--kd-alpha", "A", "KD weight: A * T^2 KL + (1 - A) CE (default 0.5 with a teacher)", "train.kd_alpha"},
+    {"--kd-temp", "T", "KD temperature (default 1)", "train.kd_temp"},
+    {"--kd-topk", "K", "online KD on the teacher's top-K tokens (default 0: full vocabulary)", "train.kd_topk"},
     {"--no-kd", NULL, "plain cross-entropy even with a teacher", NULL},
     {"--run", "DIR", "run directory: log, checkpoints, plots (default run.dir)", "run.dir"},
-    {"--out", "DIR", "output: merged HF model (+ adapter/ for LoRA); must not exist", NULL},
-    {"--lr", "X", "peak learning rate (default 1e-4)", NULL},
-    {"--epochs", "N", "epochs (default 2)", NULL},
-    {"--max-steps", "N", "train for N optimizer steps in total, overriding --epochs (as HF's max_steps)", NULL},
-    {"--pause-after", "N", "checkpoint and stop after N steps in total, writing no output (a rerun continues)", NULL},
-    {"--global-batch", "N", "examples per optimizer step (default 64)", NULL},
-    {"--micro-batch", "N", "examples per forward on each rank (default 4)", NULL},
-    {"--cutoff", "N", "max tokens per example (default 256)", NULL},
-    {"--val-size", "N", "held-out validation examples (default 2000)", NULL},
+    {"--out", "DIR", "output: merged HF model (+ adapter/ for LoRA); must not exist", "train.out"},
+    {"--lr", "X", "peak learning rate (default 1e-4)", "train.lr"},
+    {"--epochs", "N", "epochs (default 2)", "train.epochs"},
+    {"--max-steps", "N", "train for N optimizer steps in total, overriding --epochs (as HF's max_steps)",
+     "train.max_steps"},
+    {"--pause-after", "N", "checkpoint and stop after N steps in total, writing no output (a rerun continues)",
+     "train.pause_after"},
+    {"--global-batch", "N", "examples per optimizer step (default 64)", "train.global_batch"},
+    {"--micro-batch", "N", "examples per forward on each rank (default 4)", "train.micro_batch"},
+    {"--cutoff", "N", "max tokens per example (default 256)", "train.cutoff"},
+    {"--val-size", "N", "held-out validation examples (default 2000)", "train.val_size"},
     {"--seed", "S", "seed (default run.seed)", "run.seed"},
-    {"--lora-r", "R", "LoRA rank (default 8)", NULL},
+    {"--lora-r", "R", "LoRA rank (default 8)", "lora.r"},
     {"--fault-nan-step", "K", "testing: inject a NaN gradient at iteration K", NULL},
     {"--fault-nan-rank", "R", "testing: the rank that injects it (default 0)", NULL},
     {NULL, NULL, NULL, NULL},
 };
 
-static int get_float(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, double def, double *out,
-                     dp_err *err) {
-    *out = dp_config_float(&app->cfg, key, def);
-    const char *s = opt && cmd ? dp_cli_get(app, cmd, opt) : NULL;
-    if (!s) return DP_OK;
-    char *end;
-    *out = strtod(s, &end);
-    if (!*s || *end) return dp_err_set(err, DP_E_USAGE, "%s expects a number, got '%s'", opt, s);
+/* An option bound to a config key: the flag's value is already the key's
+ * (main.c applies it after --config/--set), so these read the key, whose
+ * default is the schema's; opt without a key (testing flags) parses the flag
+ * with def. */
+static int get_float(const dp_app *app, const char *key, double *out) {
+    *out = dp_config_float(&app->cfg, key);
     return DP_OK;
 }
 
 static int get_int(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, long long def,
                    long long *out, dp_err *err) {
-    long long d = key ? dp_config_int(&app->cfg, key, def) : def;
-    if (!opt || !cmd) {
-        *out = d;
-        return DP_OK;
-    }
-    return dp_cli_opt_int(app, cmd, opt, d, out, err);
+    *out = key ? dp_config_int(&app->cfg, key) : def;
+    if (key || !opt || !cmd) return DP_OK; /* without cmd: the config alone (healing inside other commands) */
+    return dp_cli_opt_int(app, cmd, opt, def, out, err);
 }
 
-static const char *str_opt(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key, const char *def) {
+static const char *str_opt(const dp_app *app, const dp_cmd *cmd, const char *opt, const char *key) {
     const char *s = opt && cmd ? dp_cli_get(app, cmd, opt) : NULL;
-    return s ? s : dp_config_str(&app->cfg, key, def);
+    return s ? s : dp_config_str(&app->cfg, key);
 }
 
 static const char *default_format(const char *data) {
@@ -117,11 +116,11 @@ static int data_opts(const dp_app *app, const dp_cmd *cmd, dp_data_opts *o, dp_e
     long long cut = 0;
     int rc = get_int(app, cmd, "--cutoff", "train.cutoff", 256, &cut, err);
     o->cutoff = cut;
-    o->train_on_inputs = dp_config_bool(&app->cfg, "train.train_on_inputs", 0);
-    o->add_eos = dp_config_bool(&app->cfg, "train.add_eos", 1);
-    const char *bos = dp_config_str(&app->cfg, "tokenizer.add_bos", "auto");
+    o->train_on_inputs = dp_config_bool(&app->cfg, "train.train_on_inputs");
+    o->add_eos = dp_config_bool(&app->cfg, "train.add_eos");
+    const char *bos = dp_config_str(&app->cfg, "tokenizer.add_bos");
     o->add_bos = !strcmp(bos, "true") ? 1 : !strcmp(bos, "false") ? 0 : -1;
-    o->field = dp_config_str(&app->cfg, "train.text_field", NULL);
+    o->field = dp_config_str(&app->cfg, "train.text_field");
     if (!rc && (cut < 2 || cut > 1000000)) rc = dp_err_set(err, DP_E_USAGE, "--cutoff must be in [2, 1000000]");
     return rc;
 }
@@ -161,29 +160,30 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
     dp_train_opts o = *op;
     long long li = 0;
     int rc = DP_OK;
-    const char *method = str_opt(app, cmd, "--method", "train.method", "lora");
-    const char *sched = dp_config_str(&app->cfg, "train.schedule", "cosine");
-    const char *targets = dp_config_str(&app->cfg, "lora.targets", "all");
+    const char *method = str_opt(app, cmd, "--method", "train.method");
+    const char *sched = dp_config_str(&app->cfg, "train.schedule");
+    const char *targets = dp_config_str(&app->cfg, "lora.targets");
     int no_kd = cmd && dp_cli_get(app, cmd, "--no-kd") != NULL;
     if (!rc && strcmp(method, "lora") && strcmp(method, "full"))
         rc = dp_err_set(err, DP_E_USAGE, "--method must be lora or full, got '%s'", method);
     o.method = !strcmp(method, "full") ? DP_TRAIN_FULL : DP_TRAIN_LORA;
     if (!rc) rc = dp_lora_parse_targets(targets, &o.lora_targets, err);
-    if (!rc) rc = get_float(app, cmd, "--lr", "train.lr", 1e-4, &o.lr, err);
-    if (!rc) rc = get_float(app, cmd, "--kd-temp", "train.kd_temp", 1.0, &o.kd_temp, err);
+    if (!rc) rc = get_float(app, "train.lr", &o.lr);
+    if (!rc) rc = get_float(app, "train.kd_temp", &o.kd_temp);
     double kd_def = (teacher_dir || cache) && !no_kd ? 0.5 : 0.0;
-    if (!rc) rc = get_float(app, cmd, "--kd-alpha", "train.kd_alpha", kd_def, &o.kd_alpha, err);
+    /* no schema default: 0.5 with a teacher, else 0 */
+    o.kd_alpha = dp_config_has(&app->cfg, "train.kd_alpha") ? dp_config_float(&app->cfg, "train.kd_alpha") : kd_def;
     if (no_kd) o.kd_alpha = 0;
     if (!rc && o.kd_alpha > 0 && !teacher_dir && !cache)
         rc = dp_err_set(err, DP_E_USAGE, "--kd-alpha > 0 needs --teacher DIR or --teacher-cache FILE (or --no-kd)");
-    if (!rc) rc = get_float(app, NULL, NULL, "lora.alpha", 16, &o.lora_alpha, err);
-    if (!rc) rc = get_float(app, NULL, NULL, "lora.dropout", 0.05, &o.lora_dropout, err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.min_lr_ratio", 0.0, &o.min_lr_ratio, err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.beta1", 0.9, &o.beta1, err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.beta2", 0.999, &o.beta2, err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.eps", 1e-8, &o.eps, err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.weight_decay", 0.0, &o.weight_decay, err);
-    if (!rc) rc = get_float(app, NULL, NULL, "train.clip", 1.0, &o.clip, err);
+    if (!rc) rc = get_float(app, "lora.alpha", &o.lora_alpha);
+    if (!rc) rc = get_float(app, "lora.dropout", &o.lora_dropout);
+    if (!rc) rc = get_float(app, "train.min_lr_ratio", &o.min_lr_ratio);
+    if (!rc) rc = get_float(app, "train.beta1", &o.beta1);
+    if (!rc) rc = get_float(app, "train.beta2", &o.beta2);
+    if (!rc) rc = get_float(app, "train.eps", &o.eps);
+    if (!rc) rc = get_float(app, "train.weight_decay", &o.weight_decay);
+    if (!rc) rc = get_float(app, "train.clip", &o.clip);
 #define INT_OPT(opt, key, def, field)                                                                                  \
     if (!rc) {                                                                                                         \
         rc = get_int(app, cmd, opt, key, def, &li, err);                                                               \
@@ -210,7 +210,7 @@ static int train_opts(const dp_app *app, const dp_cmd *cmd, const char *teacher_
     if (!rc) rc = get_int(app, cmd, "--val-size", "train.val_size", 2000, val_size, err);
     o.seed = (uint64_t)seed;
     o.teacher_cache = cache;
-    o.progress = !dp_config_bool(&app->cfg, "run.quiet", 0);
+    o.progress = !dp_config_bool(&app->cfg, "run.quiet");
     o.device = app->device;
     o.sched = !strcmp(sched, "linear")     ? DP_SCHED_LINEAR
               : !strcmp(sched, "constant") ? DP_SCHED_CONSTANT
@@ -237,7 +237,7 @@ int dp_cli_train_setup(const dp_app *app, const char *tok_dir, const char *data_
     int rc = train_opts(app, NULL, NULL, NULL, o, &vs, err);
     if (!rc) rc = data_opts(app, NULL, &dopt, err);
     rc = dp_mpi_agree(&app->mpi, rc, err);
-    const char *format = dp_config_str(&app->cfg, "train.data_format", NULL);
+    const char *format = dp_config_str(&app->cfg, "train.data_format");
     if (!rc) rc = load_data(app, tok_dir, data_path, format ? format : default_format(data_path), &dopt, d, err);
     return rc;
 }
@@ -248,13 +248,13 @@ static int run_retrain(dp_app *app) {
     dp_err err;
     dp_err_clear(&err);
     int rc = DP_OK;
-    const char *student_dir = str_opt(app, cmd, "--student", "model.path", NULL);
-    const char *teacher_dir = str_opt(app, cmd, "--teacher", "train.teacher", NULL);
-    const char *cache = str_opt(app, cmd, "--teacher-cache", "train.teacher_cache", NULL);
-    const char *data_path = str_opt(app, cmd, "--data", "train.data", NULL);
-    const char *run = str_opt(app, cmd, "--run", "run.dir", "runs/default");
-    const char *out = str_opt(app, cmd, "--out", "train.out", NULL);
-    const char *method = str_opt(app, cmd, "--method", "train.method", "lora");
+    const char *student_dir = str_opt(app, cmd, "--student", "model.path");
+    const char *teacher_dir = str_opt(app, cmd, "--teacher", "train.teacher");
+    const char *cache = str_opt(app, cmd, "--teacher-cache", "train.teacher_cache");
+    const char *data_path = str_opt(app, cmd, "--data", "train.data");
+    const char *run = str_opt(app, cmd, "--run", "run.dir");
+    const char *out = str_opt(app, cmd, "--out", "train.out");
+    const char *method = str_opt(app, cmd, "--method", "train.method");
     if (!student_dir)
         rc = dp_err_set(&err, DP_E_USAGE, "--student DIR is required");
     else if (!data_path)
@@ -263,7 +263,7 @@ static int run_retrain(dp_app *app) {
         rc = dp_err_set(&err, DP_E_USAGE, "--out DIR is required");
     else if (teacher_dir && cache)
         rc = dp_err_set(&err, DP_E_USAGE, "give --teacher or --teacher-cache, not both");
-    const char *format = str_opt(app, cmd, "--data-format", "train.data_format", NULL);
+    const char *format = str_opt(app, cmd, "--data-format", "train.data_format");
     if (!rc && !format) format = default_format(data_path);
 
     dp_train_opts o;
@@ -323,7 +323,7 @@ static int run_retrain(dp_app *app) {
         /* the output: merged model (+ PEFT adapter), written by rank 0 */
         if (mpi->rank == 0) {
             if (o.method == DP_TRAIN_LORA) dp_lora_merge(&student, &lora);
-            const char *dtype_s = dp_config_str(&app->cfg, "export.dtype", "auto");
+            const char *dtype_s = dp_config_str(&app->cfg, "export.dtype");
             int dtype = strcmp(dtype_s, "auto") ? dp_dtype_from_name(dtype_s) : stored_dtype(student_dir);
             dp_st_entry *e = dp_calloc((size_t)student.n_params, sizeof *e, "export");
             for (int i = 0; i < student.n_params; i++) {
@@ -348,8 +348,7 @@ static int run_retrain(dp_app *app) {
             adapter_ctx ac = {&lora, &student, &map, student_dir, o.lora_dropout};
             dp_export_opts eo = {.keep = NULL,
                                  .dtype = dtype,
-                                 .max_shard_bytes =
-                                     (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
+                                 .max_shard_bytes = (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes"),
                                  .provenance = prov,
                                  .mem = e,
                                  .n_mem = student.n_params,
@@ -386,12 +385,12 @@ const dp_cmd dp_cmd_retrain = {
     0};
 
 static const dp_cli_opt k_tc_opts[] = {
-    {"--teacher", "DIR", "the dense teacher (HF directory)", NULL},
-    {"--data", "FILE", "training data, as for retrain", NULL},
-    {"--data-format", "F", "alpaca | text | jsonl-text", NULL},
-    {"--cutoff", "N", "max tokens per example (default 256; must match retrain)", NULL},
-    {"--topk", "K", "teacher logits kept per token (default 64)", NULL},
-    {"--kd-temp", "T", "temperature of the stored log-sum-exp (default 1; must match retrain)", NULL},
+    {"--teacher", "DIR", "the dense teacher (HF directory)", "train.teacher"},
+    {"--data", "FILE", "training data, as for retrain", "train.data"},
+    {"--data-format", "F", "alpaca | text | jsonl-text", "train.data_format"},
+    {"--cutoff", "N", "max tokens per example (default 256; must match retrain)", "train.cutoff"},
+    {"--topk", "K", "teacher logits kept per token (default 64)", "train.cache_topk"},
+    {"--kd-temp", "T", "temperature of the stored log-sum-exp (default 1; must match retrain)", "train.kd_temp"},
     {"--batch", "N", "examples per forward (default 4)", NULL},
     {"--out", "FILE", "the cache (HDF5); default RUNDIR/teacher.h5", NULL},
     {"--run", "DIR", "run directory (default run.dir)", "run.dir"},
@@ -404,10 +403,10 @@ static int run_teacher_cache(dp_app *app) {
     dp_err err;
     dp_err_clear(&err);
     int rc = DP_OK;
-    const char *tdir = str_opt(app, cmd, "--teacher", "train.teacher", NULL);
-    const char *data_path = str_opt(app, cmd, "--data", "train.data", NULL);
-    const char *run = str_opt(app, cmd, "--run", "run.dir", "runs/default");
-    const char *format = str_opt(app, cmd, "--data-format", "train.data_format", NULL);
+    const char *tdir = str_opt(app, cmd, "--teacher", "train.teacher");
+    const char *data_path = str_opt(app, cmd, "--data", "train.data");
+    const char *run = str_opt(app, cmd, "--run", "run.dir");
+    const char *format = str_opt(app, cmd, "--data-format", "train.data_format");
     if (!tdir)
         rc = dp_err_set(&err, DP_E_USAGE, "--teacher DIR is required");
     else if (!data_path)
@@ -416,8 +415,8 @@ static int run_teacher_cache(dp_app *app) {
     long long K = 0, batch = 0;
     double temp = 1;
     if (!rc) rc = get_int(app, cmd, "--topk", "train.cache_topk", 64, &K, &err);
-    if (!rc) rc = get_int(app, cmd, "--batch", "train.micro_batch", 4, &batch, &err);
-    if (!rc) rc = get_float(app, cmd, "--kd-temp", "train.kd_temp", 1.0, &temp, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--batch", dp_config_int(&app->cfg, "train.micro_batch"), &batch, &err);
+    if (!rc) rc = get_float(app, "train.kd_temp", &temp);
     if (!rc && (K < 1 || batch < 1)) rc = dp_err_set(&err, DP_E_USAGE, "--topk and --batch must be >= 1");
     dp_data_opts dopt;
     memset(&dopt, 0, sizeof dopt);
@@ -436,7 +435,7 @@ static int run_teacher_cache(dp_app *app) {
     if (!rc) rc = load_data(app, tdir, data_path, format, &dopt, &d, &err);
     if (!rc)
         rc = dp_teacher_cache_build(mpi, app->device, &t, dp_llama_hash(&t), &d, K, temp, batch, path,
-                                    !dp_config_bool(&app->cfg, "run.quiet", 0), &err);
+                                    !dp_config_bool(&app->cfg, "run.quiet"), &err);
     if (!rc && mpi->rank == 0)
         printf("teacher cache: %s (%lld examples, %lld tokens, top-%lld)\n", path, (long long)d.n,
                (long long)d.off[d.n], K);

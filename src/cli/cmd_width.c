@@ -55,12 +55,11 @@ static int run_width(dp_app *app) {
     double ratio = -1;
     /* --samples, --seq-len and --seed set calib.samples, calib.seq_len and run.seed (main.c); the
      * sample length defaults to LLM-Pruner's 64 unless configured */
-    N = dp_config_int(&app->cfg, "calib.samples", 10);
-    T = dp_config_int(&app->cfg, "calib.seq_len", 64);
-    seed = dp_config_int(&app->cfg, "run.seed", 1234);
-    int rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "width.protect_first", 4), &pf, &err);
-    if (!rc)
-        rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "width.protect_last", 2), &pl, &err);
+    N = dp_config_int(&app->cfg, "calib.samples");
+    T = dp_config_has(&app->cfg, "calib.seq_len") ? dp_config_int(&app->cfg, "calib.seq_len") : 64; /* LLM-Pruner */
+    seed = dp_config_int(&app->cfg, "run.seed");
+    int rc = dp_cli_opt_int(app, cmd, "--protect-first", dp_config_int(&app->cfg, "width.protect_first"), &pf, &err);
+    if (!rc) rc = dp_cli_opt_int(app, cmd, "--protect-last", dp_config_int(&app->cfg, "width.protect_last"), &pl, &err);
     if (!rc) rc = dp_cli_opt_int(app, cmd, "--match-params", 0, &match_n, &err);
     if (!rc) rc = dp_cli_opt_double(app, cmd, "--ratio", -1, &ratio, &err);
     int crit = dp_width_crit_parse(crit_s ? crit_s : "param_first");
@@ -118,7 +117,7 @@ static int run_width(dp_app *app) {
                                 .seq_len = T,
                                 .seed = (uint64_t)seed,
                                 .bos_id = dp_tokenizer_adds_bos(tok) ? dp_tokenizer_bos_id(tok) : -1,
-                                .field = dp_config_str(&app->cfg, "calib.field", NULL)};
+                                .field = dp_config_str(&app->cfg, "calib.field")};
             rc = dp_calib_sample(tok, text, n, &co, &ids, &src, &err);
         }
         dp_free(text);
@@ -180,8 +179,7 @@ static int run_width(dp_app *app) {
                  "{\"width_pruned\": true, \"criterion\": \"%s\", \"ratio\": %.6g, \"version\": \"%s\"}",
                  crit_s ? crit_s : "param_first", ratio, DP_VERSION_STRING);
         dp_export_opts eo = {.dtype = emb ? (int)emb->dtype : -1,
-                             .max_shard_bytes =
-                                 (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes", 5000000000ll),
+                             .max_shard_bytes = (uint64_t)dp_config_int(&app->cfg, "export.max_shard_bytes"),
                              .provenance = prov,
                              .mem = ent,
                              .n_mem = n_ent,

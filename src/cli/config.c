@@ -330,30 +330,39 @@ int dp_config_require(const dp_config *c, const char *key, dp_err *err) {
     return DP_OK;
 }
 
-int64_t dp_config_int(const dp_config *c, const char *key, int64_t fallback) {
-    int idx = key_of_type(c, key, DP_CFG_INT);
-    int64_t v = fallback;
-    if (c->values[idx].is_set) parse_int(c->values[idx].text, &v);
+int dp_config_has_value(const dp_config *c, const char *key) {
+    int idx = find_key(c, key);
+    return idx >= 0 && (c->values[idx].is_set || c->spec[idx].default_value);
+}
+
+/* the text of a key's value, else of its schema default (NULL: neither) */
+static const char *text_of(const dp_config *c, const char *key, dp_cfg_type t, int need) {
+    int idx = key_of_type(c, key, t);
+    const char *v = c->values[idx].is_set ? c->values[idx].text : c->spec[idx].default_value;
+    if (!v && need) dp_fatal("config key '%s' has no value and no default (check dp_config_has_value)", key);
     return v;
 }
 
-double dp_config_float(const dp_config *c, const char *key, double fallback) {
-    int idx = key_of_type(c, key, DP_CFG_FLOAT);
-    double v = fallback;
-    if (c->values[idx].is_set) parse_float(c->values[idx].text, &v);
+int64_t dp_config_int(const dp_config *c, const char *key) {
+    int64_t v = 0;
+    if (parse_int(text_of(c, key, DP_CFG_INT, 1), &v)) dp_fatal("config key '%s': bad default", key);
     return v;
 }
 
-int dp_config_bool(const dp_config *c, const char *key, int fallback) {
-    int idx = key_of_type(c, key, DP_CFG_BOOL);
-    int v = fallback;
-    if (c->values[idx].is_set) parse_bool(c->values[idx].text, &v);
+double dp_config_float(const dp_config *c, const char *key) {
+    double v = 0;
+    if (parse_float(text_of(c, key, DP_CFG_FLOAT, 1), &v)) dp_fatal("config key '%s': bad default", key);
     return v;
 }
 
-const char *dp_config_str(const dp_config *c, const char *key, const char *fallback) {
-    int idx = key_of_type(c, key, DP_CFG_STRING);
-    return c->values[idx].is_set ? c->values[idx].text : fallback;
+int dp_config_bool(const dp_config *c, const char *key) {
+    int v = 0;
+    if (parse_bool(text_of(c, key, DP_CFG_BOOL, 1), &v)) dp_fatal("config key '%s': bad default", key);
+    return v;
+}
+
+const char *dp_config_str(const dp_config *c, const char *key) {
+    return text_of(c, key, DP_CFG_STRING, 0);
 }
 
 int dp_config_list_len(const dp_config *c, const char *key) {

@@ -93,7 +93,7 @@ int dp_cli_opt_double(const dp_app *app, const dp_cmd *cmd, const char *name, do
 
 const char *dp_cli_model_path(const dp_app *app, const dp_cmd *cmd) {
     const char *dir = dp_cli_get(app, cmd, "--model");
-    return dir ? dir : dp_config_str(&app->cfg, "model.path", NULL);
+    return dir ? dir : dp_config_str(&app->cfg, "model.path");
 }
 
 int dp_cli_fail(const dp_app *app, const dp_err *err) {
@@ -174,7 +174,7 @@ static int parse_args(dp_app *app, const dp_cmd *cmd, int argc, char **argv, int
             if (rc) err->code = DP_E_USAGE; /* a bad option value is a usage error (exit 2) */
             dp_free(kv);
         }
-        if (rc == DP_OK && dp_config_bool(&app->cfg, "run.quiet", 0)) dp_log_set_quiet(1);
+        if (rc == DP_OK && dp_config_bool(&app->cfg, "run.quiet")) dp_log_set_quiet(1);
     }
     dp_free(sets);
     return rc;
@@ -213,7 +213,7 @@ int main(int argc, char **argv) {
         if (app.mpi.rank == 0) print_cmd_help(cmd, stdout);
     } else if (rc != DP_OK) {
         code = dp_cli_fail(&app, &err);
-    } else if ((rc = dp_device_parse(dp_config_str(&app.cfg, "device", "cpu"), &app.device, &err)) != DP_OK ||
+    } else if ((rc = dp_device_parse(dp_config_str(&app.cfg, "device"), &app.device, &err)) != DP_OK ||
                (rc = dp_backend_check(dp_device_name(app.device), &err)) != DP_OK) {
         code = dp_cli_fail(&app, &err); /* after the config was checked, before any work */
     } else if (app.device == DP_DEVICE_CUDA && cmd->cpu_only) {
@@ -224,7 +224,7 @@ int main(int argc, char **argv) {
         code = dp_cli_fail(&app, &err);
     } else {
         /* the watchdog: a rank stuck waiting on a stopped or lost peer leaves by itself */
-        long long wd = dp_config_int(&app.cfg, "run.watchdog", 1800);
+        long long wd = dp_config_int(&app.cfg, "run.watchdog");
         const char *wenv = getenv("DP_WATCHDOG");
         if (wenv && *wenv) wd = atoll(wenv);
         if (app.mpi.size > 1 && wd > 0 && (rc = dp_watchdog_start((double)wd, &err)) != DP_OK)

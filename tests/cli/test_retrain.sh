@@ -148,7 +148,7 @@ expect_exit 1 "line 2: not a JSON object" "$DP" retrain --student "$M" --data "$
 expect_exit 1 "already exists" "$DP" "${ARGS[@]}" --run "$T/x.run" --out "$T/a.out"
 expect_exit 1 "must be a multiple of ranks" "$DP" "${ARGS[@]}" --global-batch 7 --run "$T/x.run" --out "$T/x"
 expect_exit 1 "leaves no training examples" "$DP" "${ARGS[@]}" --val-size 500 --run "$T/x.run" --out "$T/x"
-expect_exit 2 "--method must be lora or full" "$DP" "${ARGS[@]}" --method qlora --run "$T/x.run" --out "$T/x"
+expect_exit 2 "--method: key 'train.method' must be one of {lora,full}" "$DP" "${ARGS[@]}" --method qlora --run "$T/x.run" --out "$T/x"
 expect_exit 2 "needs --teacher DIR or --teacher-cache" "$DP" "${ARGS[@]}" --kd-alpha 0.5 --run "$T/x.run" --out "$T/x"
 expect_exit 1 "built at temperature 2" "$DP" "${ARGS[@]}" --teacher-cache "$T/tc.h5" --run "$T/x.run2" --out "$T/x"
 expect_exit 1 "different configuration" "$DP" "${ARGS[@]}" --lr 5e-4 --run "$T/a" --out "$T/x"

@@ -49,9 +49,9 @@ int main(void) {
 
     /* defaults */
     dp_config_init(&c, k_spec, N_SPEC);
-    CHECK(strcmp(dp_config_str(&c, "run.dir", NULL), "runs/x") == 0);
-    CHECK_EQ_INT(dp_config_int(&c, "run.seed", 0), 1234);
-    CHECK(dp_config_float(&c, "train.lr", 0) == 1e-4);
+    CHECK(strcmp(dp_config_str(&c, "run.dir"), "runs/x") == 0);
+    CHECK_EQ_INT(dp_config_int(&c, "run.seed"), 1234);
+    CHECK(dp_config_float(&c, "train.lr") == 1e-4);
     CHECK_EQ_INT(dp_config_list_len(&c, "train.modules"), 3);
     CHECK(!dp_config_has(&c, "model.path"));
     CHECK(dp_config_require(&c, "model.path", &err) == DP_E_CONFIG);
@@ -62,10 +62,10 @@ int main(void) {
     CHECK(load("run:\n  seed: 7\n  dir: out/a\ntrain.lr: 3e-4\ntrain:\n  kd:\n    on: yes\n"
                "  modules: [gate, up]\nprune:\n  protect:\n    - 0\n    - -1\nmodel:\n  path:\n",
                &c, &err) == DP_OK);
-    CHECK_EQ_INT(dp_config_int(&c, "run.seed", 0), 7);
-    CHECK(strcmp(dp_config_str(&c, "run.dir", NULL), "out/a") == 0);
-    CHECK(dp_config_float(&c, "train.lr", 0) == 3e-4);
-    CHECK(dp_config_bool(&c, "train.kd.on", 0) == 1);
+    CHECK_EQ_INT(dp_config_int(&c, "run.seed"), 7);
+    CHECK(strcmp(dp_config_str(&c, "run.dir"), "out/a") == 0);
+    CHECK(dp_config_float(&c, "train.lr") == 3e-4);
+    CHECK(dp_config_bool(&c, "train.kd.on") == 1);
     CHECK_EQ_INT(dp_config_list_len(&c, "train.modules"), 2);
     CHECK(strcmp(dp_config_list_item(&c, "train.modules", 1), "up") == 0);
     CHECK_EQ_INT(dp_config_list_len(&c, "prune.protect"), 2);
@@ -74,12 +74,12 @@ int main(void) {
 
     /* overrides */
     CHECK(dp_config_set(&c, "run.seed=99", "--set", &err) == DP_OK);
-    CHECK_EQ_INT(dp_config_int(&c, "run.seed", 0), 99);
+    CHECK_EQ_INT(dp_config_int(&c, "run.seed"), 99);
     CHECK(dp_config_set(&c, "prune.protect=[1, 2, 3]", "--set", &err) == DP_OK);
     CHECK_EQ_INT(dp_config_list_len(&c, "prune.protect"), 3);
     CHECK(dp_config_set(&c, "run.seed=abc", "--set", &err) == DP_E_CONFIG);
     CHECK(strstr(err.msg, "run.seed") && strstr(err.msg, "integer"));
-    CHECK_EQ_INT(dp_config_int(&c, "run.seed", 0), 99); /* a failed set changes nothing */
+    CHECK_EQ_INT(dp_config_int(&c, "run.seed"), 99); /* a failed set changes nothing */
     CHECK(dp_config_set(&c, "nope.key=1", "--set", &err) == DP_E_CONFIG);
     CHECK(strstr(err.msg, "unknown key 'nope.key'"));
     CHECK(dp_config_set(&c, "device=tpu", "--set", &err) == DP_E_CONFIG);
@@ -96,9 +96,9 @@ int main(void) {
     dp_config c2;
     dp_config_init(&c2, k_spec, N_SPEC);
     CHECK_MSG(dp_config_load_yaml(&c2, dump_path, &err) == DP_OK, "%s", err.msg);
-    CHECK_EQ_INT(dp_config_int(&c2, "run.seed", 0), 99);
+    CHECK_EQ_INT(dp_config_int(&c2, "run.seed"), 99);
     CHECK_EQ_INT(dp_config_list_len(&c2, "prune.protect"), 3);
-    CHECK(dp_config_bool(&c2, "train.kd.on", 0) == 1);
+    CHECK(dp_config_bool(&c2, "train.kd.on") == 1);
     dp_config_free(&c2);
     dp_config_free(&c);
 
