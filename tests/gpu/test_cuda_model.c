@@ -21,6 +21,7 @@
 #include "depthprune/llama_cuda.h"
 #include "depthprune/ops.h"
 #include "depthprune/tensor.h"
+#include "gpu_test.h"
 
 static int g_fail = 0;
 
@@ -303,15 +304,7 @@ static void gen_case(const char *name) {
 int main(void) {
     dp_err err;
     dp_err_clear(&err);
-    int n_dev = dp_cuda_device_count(&err);
-    if (n_dev == 0) {
-        printf("SKIPPED: no GPU (%s)\n", err.msg);
-        return 77;
-    }
-    if (n_dev < 0) { /* a driver is there: CUDA failing to start is a failure */
-        fprintf(stderr, "FAIL: CUDA cannot start: %s\n", err.msg);
-        return 1;
-    }
+    dp_gpu_test_require();
     dp_cuda_set_device(0);
     const int64_t drop1[] = {1};
     run("llama_gqa", NULL, 0);

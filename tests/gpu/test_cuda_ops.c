@@ -21,6 +21,7 @@
 #include "depthprune/cuda_ops.h"
 #include "depthprune/ops.h"
 #include "depthprune/tensor.h"
+#include "gpu_test.h"
 
 static int g_fail = 0;
 static uint64_t g_rng = 0x5eed;
@@ -379,15 +380,7 @@ static void test_adamw(void) {
 int main(void) {
     dp_err err;
     dp_err_clear(&err);
-    int n_dev = dp_cuda_device_count(&err);
-    if (n_dev == 0) {
-        printf("SKIPPED: no GPU (%s)\n", err.msg);
-        return 77;
-    }
-    if (n_dev < 0) { /* a driver is there: CUDA failing to start is a failure */
-        fprintf(stderr, "FAIL: CUDA cannot start: %s\n", err.msg);
-        return 1;
-    }
+    dp_gpu_test_require();
     dp_cuda_set_device(0);
     dp_blas h = dp_cuda_blas_create(NULL);
     test_matmul(h);
