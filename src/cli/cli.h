@@ -36,7 +36,8 @@ typedef struct dp_cmd {
     const dp_cli_opt *opts; /* terminated by {NULL} */
     int uses_config;        /* accepts --config/--set */
     int (*run)(dp_app *app);
-    int cpu_only; /* computes on the CPU reference engine by design (refuses --device cuda) */
+    int cpu_only;   /* computes on the CPU reference engine by design (refuses --device cuda) */
+    int plans_only; /* reads --device without opening it (plan: a GPU job planned on a login node) */
 } dp_cmd;
 
 /* Value of a parsed option (NULL if absent; "1" for a given flag). */
@@ -108,6 +109,7 @@ double dp_cli_tasks_average(const dp_cli_tasks *t);
 void dp_cli_tasks_free(dp_cli_tasks *t);
 
 extern const dp_cmd dp_cmd_config;
+extern const dp_cmd dp_cmd_plan;
 extern const dp_cmd dp_cmd_generate;
 extern const dp_cmd dp_cmd_width_prune;
 extern const dp_cmd dp_cmd_bench_generate;

@@ -361,4 +361,5 @@ const dp_cmd dp_cmd_eval = {
     k_eval_opts,
     1,
     run_eval,
+    0,
     0};

@@ -131,6 +131,7 @@ const dp_cmd dp_cmd_generate = {"generate",
                                 k_gen_opts,
                                 1,
                                 run_generate,
+                                0,
                                 0};
 
 /* ---------------- bench-generate ---------------- */
@@ -367,4 +368,5 @@ const dp_cmd dp_cmd_bench_generate = {
     k_bench_opts,
     1,
     run_bench,
+    0,
     0};

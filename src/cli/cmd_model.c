@@ -91,7 +91,7 @@ static int run_info(dp_app *app) {
 }
 
 const dp_cmd dp_cmd_info = {
-    "info", "print a JSON summary of an HF model directory", "--model DIR", k_info_opts, 1, run_info, 0};
+    "info", "print a JSON summary of an HF model directory", "--model DIR", k_info_opts, 1, run_info, 0, 0};
 
 /* ---- tokenize ---- */
 static const dp_cli_opt k_tok_opts[] = {
@@ -344,6 +344,7 @@ const dp_cmd dp_cmd_tokenize = {"tokenize",
                                 k_tok_opts,
                                 1,
                                 run_tokenize,
+                                0,
                                 0};
 
 /* ---- export ---- */
@@ -519,4 +520,5 @@ const dp_cmd dp_cmd_export = {
     k_export_opts,
     1,
     run_export,
+    0,
     0};

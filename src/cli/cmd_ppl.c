@@ -144,6 +144,7 @@ const dp_cmd dp_cmd_ppl = {
     k_ppl_opts,
     1,
     run_ppl,
+    0,
     0};
 
 /* ---- logits: the fp32 logits of one token sequence (for oracle checks) ---- */
@@ -226,4 +227,5 @@ const dp_cmd dp_cmd_logits = {
     k_logits_opts,
     0,
     run_logits,
-    1};
+    1,
+    0};

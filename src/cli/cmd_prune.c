@@ -361,4 +361,5 @@ const dp_cmd dp_cmd_prune = {
     k_prune_opts,
     1,
     run_prune,
+    0,
     0};

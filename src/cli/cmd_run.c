@@ -385,4 +385,5 @@ const dp_cmd dp_cmd_run = {
     k_run_opts,
     1,
     run_pipeline,
+    0,
     0};

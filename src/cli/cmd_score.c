@@ -250,4 +250,5 @@ const dp_cmd dp_cmd_score = {
     k_score_opts,
     1,
     run_score,
+    0,
     0};

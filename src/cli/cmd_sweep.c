@@ -952,4 +952,5 @@ const dp_cmd dp_cmd_sweep = {
     k_sweep_opts,
     1,
     run_sweep,
+    0,
     0};

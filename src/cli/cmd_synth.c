@@ -176,4 +176,5 @@ const dp_cmd dp_cmd_synth = {
     k_synth_opts,
     0,
     run_synth,
+    0,
     0};

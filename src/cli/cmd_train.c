@@ -382,6 +382,7 @@ const dp_cmd dp_cmd_retrain = {
     k_retrain_opts,
     1,
     run_retrain,
+    0,
     0};
 
 static const dp_cli_opt k_tc_opts[] = {
@@ -452,4 +453,5 @@ const dp_cmd dp_cmd_teacher_cache = {
     k_tc_opts,
     1,
     run_teacher_cache,
+    0,
     0};

@@ -211,4 +211,5 @@ const dp_cmd dp_cmd_width_prune = {
     k_width_opts,
     1,
     run_width,
+    0,
     0};

@@ -13,7 +13,7 @@
 static const dp_cmd *const k_cmds[] = {
     &dp_cmd_run,    &dp_cmd_info,     &dp_cmd_tokenize,       &dp_cmd_ppl,   &dp_cmd_logits,  &dp_cmd_eval,
     &dp_cmd_score,  &dp_cmd_prune,    &dp_cmd_width_prune,    &dp_cmd_sweep, &dp_cmd_retrain, &dp_cmd_teacher_cache,
-    &dp_cmd_export, &dp_cmd_generate, &dp_cmd_bench_generate, &dp_cmd_synth, &dp_cmd_config};
+    &dp_cmd_export, &dp_cmd_generate, &dp_cmd_bench_generate, &dp_cmd_synth, &dp_cmd_config,  &dp_cmd_plan};
 static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
 
 static const dp_cli_opt k_common_opts[] = {
@@ -214,7 +214,7 @@ int main(int argc, char **argv) {
     } else if (rc != DP_OK) {
         code = dp_cli_fail(&app, &err);
     } else if ((rc = dp_device_parse(dp_config_str(&app.cfg, "device"), &app.device, &err)) != DP_OK ||
-               (rc = dp_backend_check(dp_device_name(app.device), &err)) != DP_OK) {
+               (!cmd->plans_only && (rc = dp_backend_check(dp_device_name(app.device), &err)) != DP_OK)) {
         code = dp_cli_fail(&app, &err); /* after the config was checked, before any work */
     } else if (app.device == DP_DEVICE_CUDA && cmd->cpu_only) {
         dp_err_set(&err, DP_E_USAGE,

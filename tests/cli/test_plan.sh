@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `depthprune plan`: the CPU memory it predicts for score and eval (ppl)
+# within 20% of the peak RSS those commands reach on a 78M-parameter
+# synthetic model (the loading peak dominates: fp32 weights + the mapped
+# bf16 files + the process's libraries); a GPU job's config plans without a
+# GPU; a stage that cannot fit says so, names a fix and exits 1; bad input.
+# usage: test_plan.sh DEPTHPRUNE SRC_DIR
+set -u
+DP=$(realpath "$1"); SRC=$(cd "$2" && pwd)
+. "$SRC/cli/lib.sh"
+ROOT="$SRC/.."
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+expect_exit 0 "" "$DP" synth --out "$T/m" --tokenizer "$ROOT/models/tiny-brown" --layers 4 --hidden 768 --heads 12 \
+  --intermediate 2048 --seed 3
+python3 - "$ROOT/data/brown-cloze.jsonl" "$T/text.txt" <<'PY'
+import json, sys
+with open(sys.argv[2], "w") as f:
+    for l in open(sys.argv[1]):
+        r = json.loads(l)
+        f.write(r["context"] + " " + r["choices"][r["label"]] + "\n\n")
+PY
+peak() { # peak RSS (bytes) of a command
+  python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)' "$@"
+}
+plan=$("$DP" plan --model "$T/m" --set eval.batch=4 --set eval.seq_len=128 --set calib.samples=10 \
+  --set calib.seq_len=64 --json) || fail "plan failed: $plan"
+ppl=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 4 --quiet) || fail "ppl failed"
+score=$(peak "$DP" score --model "$T/m" --calib "$T/text.txt" --criterion ppl --samples 10 --seq-len 64 \
+  --run "$T/s" --quiet) || fail "score failed"
+python3 - "$plan" "$ppl" "$score" <<'PY' || fail "plan's memory differs from the measured peak by more than 20%"
+import json, sys
+plan = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[1])["stages"]}
+ok = True
+for stage, measured in (("eval", float(sys.argv[2])), ("score", float(sys.argv[3]))):
+    rel = abs(plan[stage] - measured) / measured
+    print("plan %-6s %.0f MiB, measured peak RSS %.0f MiB, %.1f%% (tol 20%%)" % (stage, plan[stage] / 2**20,
+          measured / 2**20, 100 * rel))
+    ok = ok and rel <= 0.2
+sys.exit(0 if ok else 1)
+PY
+# a GPU job planned here without a GPU; a limit it cannot meet names the stage and a fix (exit 1)
+expect_exit 0 "per GPU" "$DP" plan --model "$T/m" --device cuda --ranks 8
+expect_exit 1 "fix:" "$DP" plan --model "$T/m" --host-mem 0.1
+expect_exit 2 "--model DIR (or model.path) is required" "$DP" plan
+expect_exit 1 "config.json" "$DP" plan --model "$T/nothing"
+expect_exit 2 "--ranks" "$DP" plan --model "$T/m" --ranks 0
+finish
