@@ -13,11 +13,11 @@
  * allocations. Time: FLOPs over the measured fp32 GEMM rate of this machine
  * (CPU) or --gpu-tflops (GPU), at the stated efficiency. */
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,10 +43,14 @@ typedef struct stage_plan {
     char detail[256], fix[256];
 } stage_plan;
 
-static double gib(double b) { return b / 1073741824.0; }
+static double gib(double b) {
+    return b / 1073741824.0;
+}
 
 /* this machine's memory (bytes) */
-static double host_bytes(void) { return (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE); }
+static double host_bytes(void) {
+    return (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGE_SIZE);
+}
 
 static double own_rss(void) {
     struct rusage ru;
@@ -62,8 +66,8 @@ static double gpu_bytes(const dp_llama_config *c, int64_t n_elems, int64_t B, in
            V = (double)c->vocab_size, chunk = N < 1024 ? N : 1024;
     double block = (double)dp_llama_layer_param_count(c, 0);
     double w = 2.0 * (streaming ? (double)n_elems - c->n_layers * block + block : (double)n_elems);
-    double acts = N * C * 4 * 2 + N * (C + 2 * QD + 2 * KD + 3 * F) * 2 + N * (QD / c->head_dim + 1) * 4 + N * 8 +
-                  chunk * V * 6;
+    double acts =
+        N * C * 4 * 2 + N * (C + 2 * QD + 2 * KD + 3 * F) * 2 + N * (QD / c->head_dim + 1) * 4 + N * 8 + chunk * V * 6;
     double tr = 0;
     if (train) { /* saved block inputs, the backward's buffers, adapters (bf16 + fp32 gradients) */
         double W = F > QD ? F : QD;
@@ -118,8 +122,10 @@ static int run_plan(dp_app *app) {
     double limit = gpu ? gpu_mem * 1073741824.0 : (host > 0 ? host * 1073741824.0 : host_bytes() / (double)ranks);
     double base = own_rss(); /* MPI, HDF5, BLAS (and CUDA) as loaded: every rank's floor */
     double rate = 0, bw = 0;
-    if (gpu) rate = gpu_tf * 1e12;
-    else dp_engine_ceilings(DP_DEVICE_CPU, c->hidden_size, c->intermediate_size, &bw, &rate);
+    if (gpu)
+        rate = gpu_tf * 1e12;
+    else
+        dp_engine_ceilings(DP_DEVICE_CPU, c->hidden_size, c->intermediate_size, &bw, &rate);
     double speed = rate * eff * (double)ranks; /* flop/s of the job */
     double wbytes = gpu ? 2.0 * P : 4.0 * P;   /* CPU: fp32 in memory whatever the file's dtype */
     double C = (double)c->hidden_size;
@@ -145,16 +151,17 @@ static int run_plan(dp_app *app) {
         s->stage = "score";
         double calib = (double)(L + 1) * (double)share * (double)T * C * 4.0;
         double cand = ceil((double)L / (double)ranks) * (double)N * (double)T * C * 4.0;
-        double state =
-            gpu ? gpu_bytes(c, (int64_t)P, sb, T, L, 0, 0, 0, 0) - wbytes
-                : (double)dp_llama_state_bytes(&m, NULL, sb < N ? sb : N, T, L, DP_STATE_NLL_ONLY);
+        double state = gpu ? gpu_bytes(c, (int64_t)P, sb, T, L, 0, 0, 0, 0) - wbytes
+                           : (double)dp_llama_state_bytes(&m, NULL, sb < N ? sb : N, T, L, DP_STATE_NLL_ONLY);
         s->mem = wbytes + (calib > cand ? calib : cand) + state + (gpu ? 0 : base);
         s->flops = 2.0 * P * (double)(N * T) + 2.0 * block * (double)(N * T) * L * (L - 1) / 2.0;
         snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, block inputs %.2f GiB, activations %.2f GiB",
                  gib(wbytes), gib(calib > cand ? calib : cand), gib(state));
-        if (gpu) snprintf(s->fix, sizeof s->fix, "--set score.stream_weights=on (weights %.2f GiB -> %.2f GiB)",
-                          gib(wbytes), gib(wbytes - 2.0 * block * (L - 1)));
-        else snprintf(s->fix, sizeof s->fix, "more ranks (block inputs shrink per rank) or fewer calib.samples");
+        if (gpu)
+            snprintf(s->fix, sizeof s->fix, "--set score.stream_weights=on (weights %.2f GiB -> %.2f GiB)", gib(wbytes),
+                     gib(wbytes - 2.0 * block * (L - 1)));
+        else
+            snprintf(s->fix, sizeof s->fix, "more ranks (block inputs shrink per rank) or fewer calib.samples");
     }
     /* prune: one-shot reads the scores; iterative keeps every block input and re-scores after each removal */
     {
@@ -194,8 +201,9 @@ static int run_plan(dp_app *app) {
             dp_llama_config_free(&m.cfg);
             return dp_cli_fail(app, &err);
         }
-        double state = gpu ? gpu_bytes(c, (int64_t)(P - (double)K * block), mb, cut, kept, 1, (int64_t)lora, full, 0) - sw
-                           : (double)dp_llama_state_bytes(&m, full ? NULL : &lo, mb, cut, kept, DP_STATE_TRAIN);
+        double state =
+            gpu ? gpu_bytes(c, (int64_t)(P - (double)K * block), mb, cut, kept, 1, (int64_t)lora, full, 0) - sw
+                : (double)dp_llama_state_bytes(&m, full ? NULL : &lo, mb, cut, kept, DP_STATE_TRAIN);
         s->mem = sw + state + opt + (gpu ? 0 : base) + (full ? 4.0 * trainable : 4.0 * trainable);
         double tokens_per_step = (double)dp_config_int(cfg, "train.global_batch") * (double)cut;
         s->flops = (full ? 6.0 : 4.0) * (P - (double)K * block) * tokens_per_step; /* per optimizer step */
@@ -213,14 +221,14 @@ static int run_plan(dp_app *app) {
                            : (double)dp_llama_state_bytes(&m, NULL, eb, et, L, DP_STATE_NLL_ONLY);
         s->mem = wbytes + state + (gpu ? 0 : base);
         s->flops = 0;
-        snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, state %.2f GiB (eval.batch %lld x %lld)",
-                 gib(wbytes), gib(state), (long long)eb, (long long)et);
+        snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, state %.2f GiB (eval.batch %lld x %lld)", gib(wbytes),
+                 gib(state), (long long)eb, (long long)et);
         snprintf(s->fix, sizeof s->fix, "a smaller eval.batch");
     }
     for (int i = 0; i < 5; i++) {
         st[i].seconds = st[i].flops / speed;
         if (st[i].mem > 0 && !gpu && st[i].mem < load) st[i].mem = load; /* the load is the peak */
-        if (!gpu && wbytes + base > limit) /* the weights alone: no stage setting helps */
+        if (!gpu && wbytes + base > limit)                               /* the weights alone: no stage setting helps */
             snprintf(st[i].fix, sizeof st[i].fix,
                      "the fp32 weights alone need %.1f GiB on every rank: --device cuda (bf16), or ranks with more "
                      "memory (they are replicated per rank)",
@@ -261,8 +269,8 @@ static int run_plan(dp_app *app) {
                gpu ? "assumed" : "measured GEMM", rate / 1e9, eff * 100);
         printf("%-22s %12s %6s %12s %10s  %s\n", "stage", "mem/rank GiB", "fits", "TFLOP", "time s", "what");
         for (int i = 0; i < 5; i++) {
-            printf("%-22s %12.2f %6s %12.3f %10.1f  %s\n", st[i].stage, gib(st[i].mem), st[i].mem <= limit ? "yes" : "NO",
-                   st[i].flops / 1e12, st[i].seconds, st[i].detail);
+            printf("%-22s %12.2f %6s %12.3f %10.1f  %s\n", st[i].stage, gib(st[i].mem),
+                   st[i].mem <= limit ? "yes" : "NO", st[i].flops / 1e12, st[i].seconds, st[i].detail);
             if (st[i].mem > limit) printf("%-22s fix: %s\n", "", st[i].fix);
         }
     }
@@ -270,6 +278,11 @@ static int run_plan(dp_app *app) {
     return all_fit ? 0 : 1;
 }
 
-const dp_cmd dp_cmd_plan = {"plan", "memory, FLOPs and time of every stage of the configured job, before it runs",
+const dp_cmd dp_cmd_plan = {"plan",
+                            "memory, FLOPs and time of every stage of the configured job, before it runs",
                             "--config FILE [--model DIR] [--ranks N] [--host-mem GiB | --gpu-mem GiB] [--json]",
-                            k_plan_opts, 1, run_plan, 0, 1};
+                            k_plan_opts,
+                            1,
+                            run_plan,
+                            0,
+                            1};
