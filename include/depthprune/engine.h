@@ -145,8 +145,9 @@ int dp_engine_gen_open(dp_engine_gen *g, dp_device dev, const dp_llama *m, const
 int dp_engine_generate(dp_engine_gen *g, const int32_t *prompts, int64_t B, int64_t P, const dp_gen_opts *o,
                        int32_t *out, dp_gen_stats *st, dp_err *err);
 void dp_engine_gen_close(dp_engine_gen *g);
-/* The device's ceilings for speed floors: copy bandwidth (bytes/s) and
- * GEMM throughput (flop/s) of its matmul path at C x F (or larger). */
+/* The device's ceilings for speed floors: copy bandwidth (bytes/s; NULL:
+ * not measured) and GEMM throughput (flop/s) of its matmul path at C x F (or
+ * larger). */
 void dp_engine_ceilings(dp_device dev, int64_t C, int64_t F, double *bandwidth, double *gemm);
 
 /* Each row's top-K of logits (N, V) (descending, ties to the lower index)

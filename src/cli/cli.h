@@ -60,6 +60,11 @@ int dp_cli_calibrate(const dp_app *app, const char *model_dir, const struct dp_l
                      const char *calib, const char *field, int64_t N, int64_t T, uint64_t seed, int64_t batch,
                      const char *run, dp_err *err);
 
+/* Collective. Prints the plan of the configured job (cmd_plan.c) on rank 0;
+ * on the CPU, a stage that cannot fit in this machine's memory per rank is
+ * an error (DP_E_RANGE) before any work. */
+int dp_cli_plan_check(const dp_app *app, const char *model_dir, dp_err *err);
+
 /* score.stream_weights as 1 (on), 0 (off) or -1 (auto) */
 int dp_cli_stream_weights(const dp_app *app);
 

@@ -18,4 +18,5 @@ const dp_cmd dp_cmd_config = {
     1,
     run,
     0,
+    0,
 };

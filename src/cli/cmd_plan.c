@@ -94,38 +94,27 @@ static double file_bytes(const char *dir, double fallback) {
     return total > 0 ? total : fallback;
 }
 
-static int run_plan(dp_app *app) {
-    const dp_cmd *cmd = &dp_cmd_plan;
+/* Computes and prints (rank 0) the plan of the configured job; *fits: every
+ * stage that runs fits. Errors: the model's config. */
+static int plan_job(const dp_app *app, const char *dir, long long ranks, double host, double gpu_mem, double gpu_tf,
+                    double eff, int json, int *fits, dp_err *err) {
     const dp_mpi *mpi = &app->mpi;
-    dp_err err;
-    dp_err_clear(&err);
     const dp_config *cfg = &app->cfg;
-    const char *dir = dp_cli_model_path(app, cmd);
-    long long ranks = 0;
-    double host = 0, gpu_mem = 80, gpu_tf = 700, eff = 0.6;
-    int rc = dp_cli_opt_int(app, cmd, "--ranks", mpi->size, &ranks, &err);
-    if (!rc) rc = dp_cli_opt_double(app, cmd, "--host-mem", 0, &host, &err);
-    if (!rc) rc = dp_cli_opt_double(app, cmd, "--gpu-mem", 80, &gpu_mem, &err);
-    if (!rc) rc = dp_cli_opt_double(app, cmd, "--gpu-tflops", 700, &gpu_tf, &err);
-    if (!rc) rc = dp_cli_opt_double(app, cmd, "--efficiency", 0.6, &eff, &err);
-    if (!rc && !dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR (or model.path) is required");
-    if (!rc && (ranks < 1 || host < 0 || gpu_mem <= 0 || gpu_tf <= 0 || !(eff > 0 && eff <= 1)))
-        rc = dp_err_set(&err, DP_E_USAGE, "need --ranks >= 1, sizes > 0, 0 < --efficiency <= 1");
     dp_llama m;
     memset(&m, 0, sizeof m);
-    if (!rc) rc = dp_llama_config_load(dir, &m.cfg, &err);
-    if (rc) return dp_cli_fail(app, &err);
+    int rc = dp_llama_config_load(dir, &m.cfg, err);
+    if (rc) return rc;
     const dp_llama_config *c = &m.cfg;
     int gpu = app->device == DP_DEVICE_CUDA;
     double P = (double)dp_llama_param_count(c), block = (double)dp_llama_layer_param_count(c, 0);
     int L = (int)c->n_layers;
     double limit = gpu ? gpu_mem * 1073741824.0 : (host > 0 ? host * 1073741824.0 : host_bytes() / (double)ranks);
     double base = own_rss(); /* MPI, HDF5, BLAS (and CUDA) as loaded: every rank's floor */
-    double rate = 0, bw = 0;
+    double rate = 0;
     if (gpu)
         rate = gpu_tf * 1e12;
     else
-        dp_engine_ceilings(DP_DEVICE_CPU, c->hidden_size, c->intermediate_size, &bw, &rate);
+        dp_engine_ceilings(DP_DEVICE_CPU, c->hidden_size, c->intermediate_size, NULL, &rate);
     double speed = rate * eff * (double)ranks; /* flop/s of the job */
     double wbytes = gpu ? 2.0 * P : 4.0 * P;   /* CPU: fp32 in memory whatever the file's dtype */
     double C = (double)c->hidden_size;
@@ -197,14 +186,16 @@ static int run_plan(dp_app *app) {
         memset(&lo, 0, sizeof lo);
         lo.rank = r;
         lo.dropout = dp_config_float(cfg, "lora.dropout");
-        if (!full && dp_lora_parse_targets(dp_config_str(cfg, "lora.targets"), &lo.targets, &err)) {
+        if (!full && (rc = dp_lora_parse_targets(dp_config_str(cfg, "lora.targets"), &lo.targets, err))) {
             dp_llama_config_free(&m.cfg);
-            return dp_cli_fail(app, &err);
+            return rc;
         }
         double state =
             gpu ? gpu_bytes(c, (int64_t)(P - (double)K * block), mb, cut, kept, 1, (int64_t)lora, full, 0) - sw
                 : (double)dp_llama_state_bytes(&m, full ? NULL : &lo, mb, cut, kept, DP_STATE_TRAIN);
-        s->mem = sw + state + opt + (gpu ? 0 : base) + (full ? 4.0 * trainable : 4.0 * trainable);
+        int retrains = dp_config_bool(cfg, "pipeline.retrain") && dp_config_str(cfg, "train.data");
+        s->mem = retrains ? sw + state + opt + (gpu ? 0 : base) + 4.0 * trainable : 0;
+        if (!retrains) s->stage = "retrain (off)";
         double tokens_per_step = (double)dp_config_int(cfg, "train.global_batch") * (double)cut;
         s->flops = (full ? 6.0 : 4.0) * (P - (double)K * block) * tokens_per_step; /* per optimizer step */
         snprintf(s->detail, sizeof s->detail,
@@ -236,7 +227,7 @@ static int run_plan(dp_app *app) {
     }
     int all_fit = 1;
     for (int i = 0; i < 5; i++) all_fit &= st[i].mem <= limit;
-    if (mpi->rank == 0 && dp_cli_get(app, cmd, "--json")) {
+    if (mpi->rank == 0 && json) {
         cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "stages");
         cJSON_AddStringToObject(root, "model", dir);
         cJSON_AddStringToObject(root, "device", dp_device_name(app->device));
@@ -275,7 +266,40 @@ static int run_plan(dp_app *app) {
         }
     }
     dp_llama_config_free(&m.cfg);
-    return all_fit ? 0 : 1;
+    *fits = all_fit;
+    return DP_OK;
+}
+
+int dp_cli_plan_check(const dp_app *app, const char *model_dir, dp_err *err) {
+    int fits = 1;
+    int rc = plan_job(app, model_dir, app->mpi.size, 0, 80, 700, 0.6, 0, &fits, err);
+    if (!rc && !fits && app->device == DP_DEVICE_CPU) /* the CPU plan is checked against measured peaks (cli_plan) */
+        rc = dp_err_set(err, DP_E_RANGE,
+                        "a stage of this job needs more memory per rank than this machine has (the plan above names "
+                        "the stage and a fix; `depthprune plan --help` for the limits)");
+    return rc;
+}
+
+static int run_plan(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_plan;
+    dp_err err;
+    dp_err_clear(&err);
+    const char *dir = dp_cli_model_path(app, cmd);
+    long long ranks = 0;
+    double host = 0, gpu_mem = 80, gpu_tf = 700, eff = 0.6;
+    int rc = dp_cli_opt_int(app, cmd, "--ranks", app->mpi.size, &ranks, &err);
+    if (!rc) rc = dp_cli_opt_double(app, cmd, "--host-mem", 0, &host, &err);
+    if (!rc) rc = dp_cli_opt_double(app, cmd, "--gpu-mem", 80, &gpu_mem, &err);
+    if (!rc) rc = dp_cli_opt_double(app, cmd, "--gpu-tflops", 700, &gpu_tf, &err);
+    if (!rc) rc = dp_cli_opt_double(app, cmd, "--efficiency", 0.6, &eff, &err);
+    if (!rc && !dir) rc = dp_err_set(&err, DP_E_USAGE, "--model DIR (or model.path) is required");
+    if (!rc && (ranks < 1 || host < 0 || gpu_mem <= 0 || gpu_tf <= 0 || !(eff > 0 && eff <= 1)))
+        rc = dp_err_set(&err, DP_E_USAGE, "need --ranks >= 1, sizes > 0, 0 < --efficiency <= 1");
+    int fits = 1;
+    if (!rc)
+        rc = plan_job(app, dir, ranks, host, gpu_mem, gpu_tf, eff, dp_cli_get(app, cmd, "--json") != NULL, &fits, &err);
+    if (rc) return dp_cli_fail(app, &err);
+    return fits ? 0 : 1;
 }
 
 const dp_cmd dp_cmd_plan = {"plan",

@@ -226,6 +226,9 @@ static int run_pipeline(dp_app *app) {
     else if (!ppl_sets && !tasks)
         rc = dp_err_set(&err, DP_E_CONFIG, "give eval.ppl (NAME=FILE,...) and/or eval.tasks");
     if (rc) return dp_cli_fail(app, &err);
+    /* the plan first: a stage that cannot fit stops the job now, not hours in */
+    rc = dp_mpi_agree(mpi, dp_cli_plan_check(app, model, &err), &err);
+    if (rc) return dp_cli_fail(app, &err);
     if (mpi->rank == 0) rc = dp_mkdir_p(run, &err);
     rc = dp_mpi_agree(mpi, rc, &err);
     if (rc) return dp_cli_fail(app, &err);

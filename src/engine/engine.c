@@ -472,7 +472,7 @@ static double cpu_gemm(int64_t C, int64_t F) {
 }
 
 static void cpu_ceilings(int64_t C, int64_t F, double *bandwidth, double *gemm) {
-    *bandwidth = cpu_bandwidth();
+    if (bandwidth) *bandwidth = cpu_bandwidth();
     *gemm = cpu_gemm(C, F);
 }
 
