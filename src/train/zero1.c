@@ -9,31 +9,33 @@ void dp_shard_range(int64_t n, int rank, int size, int64_t *s0, int64_t *s1) {
     *s1 = n * (rank + 1) / size;
 }
 
-void dp_reduce_to_owners(const dp_mpi *mpi, float *g, int64_t n) {
+/* op(x + c, cnt, owner) over every owner's shard of x in MPI-sized chunks, owners in rank order */
+static void owner_chunks(const dp_mpi *mpi, float *x, int64_t n, void (*op)(const dp_mpi *, float *, int, int)) {
     if (mpi->size == 1) return;
     for (int r = 0; r < mpi->size; r++) {
         int64_t s0, s1;
         dp_shard_range(n, r, mpi->size, &s0, &s1);
-        for (int64_t c = s0; c < s1; c += MPI_CHUNK) {
-            int cnt = (int)(s1 - c < MPI_CHUNK ? s1 - c : MPI_CHUNK);
-            if (mpi->rank == r)
-                DP_CHECK_MPI(MPI_Reduce(MPI_IN_PLACE, g + c, cnt, MPI_FLOAT, MPI_SUM, r, mpi->comm));
-            else
-                DP_CHECK_MPI(MPI_Reduce(g + c, NULL, cnt, MPI_FLOAT, MPI_SUM, r, mpi->comm));
-        }
+        for (int64_t c = s0; c < s1; c += MPI_CHUNK) op(mpi, x + c, (int)(s1 - c < MPI_CHUNK ? s1 - c : MPI_CHUNK), r);
     }
 }
 
+static void reduce_op(const dp_mpi *mpi, float *x, int cnt, int owner) {
+    if (mpi->rank == owner)
+        DP_CHECK_MPI(MPI_Reduce(MPI_IN_PLACE, x, cnt, MPI_FLOAT, MPI_SUM, owner, mpi->comm));
+    else
+        DP_CHECK_MPI(MPI_Reduce(x, NULL, cnt, MPI_FLOAT, MPI_SUM, owner, mpi->comm));
+}
+
+static void bcast_op(const dp_mpi *mpi, float *x, int cnt, int owner) {
+    DP_CHECK_MPI(MPI_Bcast(x, cnt, MPI_FLOAT, owner, mpi->comm));
+}
+
+void dp_reduce_to_owners(const dp_mpi *mpi, float *g, int64_t n) {
+    owner_chunks(mpi, g, n, reduce_op);
+}
+
 void dp_bcast_from_owners(const dp_mpi *mpi, float *p, int64_t n) {
-    if (mpi->size == 1) return;
-    for (int r = 0; r < mpi->size; r++) {
-        int64_t s0, s1;
-        dp_shard_range(n, r, mpi->size, &s0, &s1);
-        for (int64_t c = s0; c < s1; c += MPI_CHUNK) {
-            int cnt = (int)(s1 - c < MPI_CHUNK ? s1 - c : MPI_CHUNK);
-            DP_CHECK_MPI(MPI_Bcast(p + c, cnt, MPI_FLOAT, r, mpi->comm));
-        }
-    }
+    owner_chunks(mpi, p, n, bcast_op);
 }
 
 void dp_shard_update(const dp_ckpt_vec *c, const float *g, const dp_llama *m, const dp_train_opts *o, double lr,
