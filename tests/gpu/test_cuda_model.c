@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "depthprune/backend.h"
+#include "depthprune/engine.h"
 #include "depthprune/generate.h"
 #include "depthprune/llama_cuda.h"
 #include "depthprune/ops.h"
@@ -301,6 +302,106 @@ static void gen_case(const char *name) {
     dp_llama_free(&m);
 }
 
+/* Several optimizer steps through dp_engine on both devices, as the trainer
+ * runs them: 2 micro-batches per step (accumulation; the second shorter, as
+ * T < Tmax and B < Bmax come from the trainer), KD on top-k rows of a peaked
+ * teacher, LoRA dropout, gradients flushed, AdamW on the host, parameters
+ * changed. After every step: the losses (3e-3 relative) and every trainable
+ * value (max |diff| / max |cpu| <= 5e-2: bf16 activations compound over
+ * steps). LoRA: 5 steps; full-parameter: 3. */
+static void engine_steps(const char *name, int full, int steps) {
+    dp_llama m, mg;
+    dp_err err;
+    dp_layer_map map;
+    load_bf16(name, &m, &map, &err);
+    dp_llama_clone(&mg, &m);
+    const int64_t B = 2, T = 16, K = 8, V = m.cfg.vocab_size;
+    dp_lora lc, lg;
+    memset(&lc, 0, sizeof lc), memset(&lg, 0, sizeof lg);
+    if (!full) {
+        unsigned all = 0;
+        if (dp_lora_parse_targets("all", &all, &err) || dp_lora_init(&lc, &m, &map, 4, 8, all, &err) ||
+            dp_lora_init(&lg, &mg, &map, 4, 8, all, &err))
+            dp_fatal("%s", err.msg);
+        dp_lora_init_random(&lc, &m, 5);
+        dp_lora_init_random(&lg, &mg, 5);
+        lc.dropout = lg.dropout = 0.1;
+    }
+    dp_engine_plan p = {.B = B, .T = T, .allow_long = 1, .train = 1, .lora = full ? NULL : &lc, .full = full, .K = K};
+    dp_engine ec, eg;
+    if (dp_engine_open(&ec, DP_DEVICE_CPU, &m, &p, &err)) dp_fatal("%s", err.msg);
+    p.lora = full ? NULL : &lg;
+    if (dp_engine_open(&eg, DP_DEVICE_CUDA, &mg, &p, &err)) dp_fatal("%s", err.msg);
+    float *pc = full ? m.mem : lc.mem, *pg = full ? mg.mem : lg.mem;
+    int64_t n = full ? m.n_elems : lc.n_elems;
+    float *mc = calloc((size_t)n, 4), *vc = calloc((size_t)n, 4), *mgm = calloc((size_t)n, 4),
+          *vg = calloc((size_t)n, 4);
+    int32_t *tok = malloc((size_t)(B * T) * 4), *tgt = malloc((size_t)(B * T) * 4),
+            *tidx = malloc((size_t)(B * T * K) * 4);
+    float *tval = malloc((size_t)(B * T * K) * 4), *tlse = malloc((size_t)(B * T) * 4);
+    uint64_t *keys = malloc((size_t)(B * T) * 8), st = 99;
+    double worst_loss = 0, worst_w = 0;
+    for (int step = 1; step <= steps; step++) {
+        dp_engine_zero_grad(&ec), dp_engine_zero_grad(&eg);
+        double ce[2] = {0, 0}, kd[2] = {0, 0};
+        for (int mi = 0; mi < 2; mi++) {
+            int64_t b = mi ? 1 : B, t = mi ? T - 5 : T; /* the second micro-batch shorter and narrower */
+            for (int64_t i = 0; i < b * t; i++) {
+                tok[i] = (int32_t)(dp_splitmix64(&st) % (uint64_t)V);
+                keys[i] = dp_splitmix64(&st);
+            }
+            dp_llama_next_targets(tgt, tok, b, t);
+            for (int64_t r = 0; r < b * t; r++) { /* a peaked teacher: row r's first entry holds most of the mass */
+                double s = 0;
+                for (int64_t j = 0; j < K; j++) {
+                    tidx[r * K + j] = (int32_t)((r * 7 + j * 13) % V);
+                    tval[r * K + j] = j ? (float)(1.0 - 0.1 * j) : 12.0f;
+                    s += exp(tval[r * K + j] / 2.0);
+                }
+                tlse[r] = (float)log(s + 1.0); /* plus the mass outside the kept set */
+            }
+            dp_micro x = {.tokens = tok,
+                          .targets = tgt,
+                          .keys = full ? NULL : keys,
+                          .B = b,
+                          .T = t,
+                          .tidx = tidx,
+                          .tval = tval,
+                          .tlse = tlse,
+                          .alpha = 0.5,
+                          .temp = 2.0,
+                          .gscale = 1.0 / 40,
+                          .backward = 1};
+            if (dp_engine_micro(&ec, &map, &x, &ce[0], &kd[0], &err) ||
+                dp_engine_micro(&eg, &map, &x, &ce[1], &kd[1], &err))
+                dp_fatal("%s", err.msg);
+        }
+        dp_engine_grad_flush(&ec), dp_engine_grad_flush(&eg);
+        dp_adamw_update(pc, ec.grad, mc, vc, n, 1e-3, 0.9, 0.999, 1e-8, 0.0, step);
+        dp_adamw_update(pg, eg.grad, mgm, vg, n, 1e-3, 0.9, 0.999, 1e-8, 0.0, step);
+        dp_engine_params_changed(&ec), dp_engine_params_changed(&eg);
+        double rl = fmax(fabs(ce[1] - ce[0]) / fabs(ce[0]), fabs(kd[1] - kd[0]) / fabs(kd[0]));
+        double mx = 0, ref = 0;
+        for (int64_t i = 0; i < n; i++) {
+            mx = fmax(mx, fabs((double)pg[i] - pc[i]));
+            ref = fmax(ref, fabs((double)pc[i]));
+        }
+        worst_loss = fmax(worst_loss, rl);
+        worst_w = fmax(worst_w, mx / ref);
+        if (!(rl <= 3e-3) || !(mx / ref <= 5e-2) || !isfinite(ce[1] + kd[1])) {
+            printf("%-12s %s step %d: losses rel %.2e, trainable values %.2e  FAILED\n", name, full ? "full" : "LoRA",
+                   step, rl, mx / ref);
+            g_fail = 1;
+        }
+    }
+    printf("%-12s %s %d engine steps: losses within %.2e (tol 3e-3), trainable values within %.2e (tol 5e-2)\n", name,
+           full ? "full" : "LoRA", steps, worst_loss, worst_w);
+    dp_engine_close(&ec), dp_engine_close(&eg);
+    free(mc), free(vc), free(mgm), free(vg), free(tok), free(tgt), free(tidx), free(tval), free(tlse), free(keys);
+    if (!full) dp_lora_free(&lc), dp_lora_free(&lg);
+    dp_llama_free(&m), dp_llama_free(&mg);
+}
+
 int main(void) {
     dp_err err;
     dp_err_clear(&err);
@@ -319,6 +420,8 @@ int main(void) {
     full_case("llama_tied");
     gen_case("llama_gqa");
     gen_case("llama_tied");
+    engine_steps("llama_gqa", 0, 5);
+    engine_steps("llama_tied", 1, 3);
     printf(g_fail ? "test_cuda_model: FAILED\n" : "test_cuda_model: GPU engine matches the CPU engine\n");
     return g_fail;
 }
