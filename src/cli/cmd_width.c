@@ -19,7 +19,7 @@ static const dp_cli_opt k_width_opts[] = {
     {"--model", "DIR", "HF model directory", "model.path"},
     {"--calib", "FILE", "calibration text or JSONL (LLM-Pruner: BookCorpus); not needed for l1, l2, random", NULL},
     {"--calib-field", "NAME", "JSONL field holding the text (default text)", "calib.field"},
-    {"--samples", "N", "calibration samples (default 10)", "calib.samples"},
+    {"--samples", "N", "calibration samples", "calib.samples"},
     {"--seq-len", "T", "tokens per sample (default 64)", "calib.seq_len"},
     {"--seed", "S", "sampling seed (default run.seed)", "run.seed"},
     {"--criterion", "C", "param_first (default), param_second, param_mix, l1, l2, random", NULL},

@@ -43,6 +43,9 @@ static void print_opt(const dp_cli_opt *o, int w, FILE *out) {
     char left[128];
     snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
     fprintf(out, "  %-*s  %s", w, left, o->help);
+    for (int i = 0; o->key && !strstr(o->help, "default") && i < dp_config_schema_len; i++)
+        if (!strcmp(dp_config_schema[i].key, o->key) && dp_config_schema[i].default_value)
+            fprintf(out, " (default %s)", dp_config_schema[i].default_value); /* the schema's: the one source */
     if (o->key) fprintf(out, " [%s]", o->key);
     fputc('\n', out);
 }
