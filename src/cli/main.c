@@ -216,15 +216,16 @@ int main(int argc, char **argv) {
         if (app.mpi.rank == 0) print_cmd_help(cmd, stdout);
     } else if (rc != DP_OK) {
         code = dp_cli_fail(&app, &err);
-    } else if ((rc = dp_device_parse(dp_config_str(&app.cfg, "device"), &app.device, &err)) != DP_OK ||
-               (!cmd->plans_only && (rc = dp_backend_check(dp_device_name(app.device), &err)) != DP_OK)) {
-        code = dp_cli_fail(&app, &err); /* after the config was checked, before any work */
+    } else if ((rc = dp_device_parse(dp_config_str(&app.cfg, "device"), &app.device, &err)) != DP_OK) {
+        code = dp_cli_fail(&app, &err);
     } else if (app.device == DP_DEVICE_CUDA && cmd->cpu_only) {
         dp_err_set(&err, DP_E_USAGE,
                    "'depthprune %s' computes on the CPU reference engine (it is what other devices "
                    "are checked against); drop --device cuda",
                    cmd->name);
         code = dp_cli_fail(&app, &err);
+    } else if (!cmd->plans_only && (rc = dp_backend_check(dp_device_name(app.device), &err)) != DP_OK) {
+        code = dp_cli_fail(&app, &err); /* after the config was checked, before any work */
     } else {
         /* the watchdog: a rank stuck waiting on a stopped or lost peer leaves by itself */
         long long wd = dp_config_int(&app.cfg, "run.watchdog");

@@ -51,6 +51,15 @@ expect_exit 1 "must be one of {cpu,cuda}" "$DP" config --device tpu
 # no GPU here: a clear message, never a crash
 if ! nvidia-smi >/dev/null 2>&1; then
   expect_exit 1 "--device cuda" "$DP" config --device cuda
+  # every computing command takes --device cuda and names what is missing, before any work
+  for c in run sweep prune eval teacher-cache width-prune score retrain ppl generate bench-generate; do
+    expect_exit 1 "--device cuda: " "$DP" "$c" --device cuda
+  done
+  # logits is the CPU reference by design; plan reads --device without a GPU
+  if "$DP" --version | grep -q "CUDA backend: built"; then
+    expect_exit 2 "computes on the CPU reference engine" "$DP" logits --device cuda --model x --ids 1 --out y
+  fi
+  expect_exit 2 "--model DIR (or model.path) is required" "$DP" plan --device cuda
 fi
 
 # model commands: bad input gives one clear error
