@@ -194,7 +194,8 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
             gpu ? gpu_bytes(c, (int64_t)(P - (double)K * block), mb, cut, kept, 1, (int64_t)lora, full, 0) - sw
                 : (double)dp_llama_state_bytes(&m, full ? NULL : &lo, mb, cut, kept, DP_STATE_TRAIN);
         int retrains = dp_config_bool(cfg, "pipeline.retrain") && dp_config_str(cfg, "train.data");
-        s->mem = retrains ? sw + state + opt + (gpu ? 0 : base) + 4.0 * trainable : 0;
+        double adapters = full ? 0 : 4.0 * trainable; /* LoRA's own fp32 values; full training's are in sw */
+        s->mem = retrains ? sw + state + opt + (gpu ? 0 : base) + adapters : 0;
         if (!retrains) s->stage = "retrain (off)";
         double tokens_per_step = (double)dp_config_int(cfg, "train.global_batch") * (double)cut;
         s->flops = (full ? 6.0 : 4.0) * (P - (double)K * block) * tokens_per_step; /* per optimizer step */
