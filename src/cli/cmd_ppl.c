@@ -15,7 +15,7 @@
 static const dp_cli_opt k_ppl_opts[] = {
     {"--model", "DIR", "HF model directory", "model.path"},
     {"--text", "FILE", "UTF-8 text file (e.g. WikiText2 test split joined by blank lines)", "eval.text"},
-    {"--seq-len", "N", "tokens per window (default eval.seq_len = 128)", NULL},
+    {"--seq-len", "N", "tokens per window (default eval.seq_len)", NULL},
     {"--batch", "N", "windows per forward (default eval.batch = 4)", "eval.batch"},
     {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7", NULL},
     {"--bos-per-window", NULL, "prepend BOS to every window instead of once to the text", NULL},
@@ -23,52 +23,6 @@ static const dp_cli_opt k_ppl_opts[] = {
     {"--json", NULL, "print one JSON object", NULL},
     {NULL, NULL, NULL, NULL},
 };
-
-/* Rank 0: the text's token ids (no special tokens) and the BOS id to use. */
-static int read_ids(const char *model_dir, const char *text_path, const char *bos_policy, int32_t **ids, int64_t *n_ids,
-                    int32_t *bos, dp_err *err) {
-    dp_tokenizer *tok = NULL;
-    char *text = NULL;
-    size_t n = 0;
-    int rc = dp_tokenizer_load(model_dir, &tok, err);
-    if (rc == DP_OK) rc = dp_read_file(text_path, &text, &n, err);
-    if (rc == DP_OK) rc = dp_tokenizer_encode(tok, text, n, 0, ids, n_ids, err);
-    if (rc == DP_OK) {
-        *bos = strcmp(bos_policy, "false") ? dp_tokenizer_bos_id(tok) : -1;
-        if (!strcmp(bos_policy, "true") && *bos < 0)
-            rc = dp_err_set(err, DP_E_CONFIG, "tokenizer.add_bos is true but the tokenizer has no BOS token");
-    }
-    dp_free(text);
-    dp_tokenizer_free(tok);
-    return rc;
-}
-
-int dp_cli_ppl_windows(const dp_app *app, const char *model_dir, const char *text, const dp_ppl_opts *o, int32_t **win,
-                       int64_t *n_win, dp_err *err) {
-    const dp_mpi *mpi = &app->mpi;
-    /* text -> ids on rank 0, then to everyone */
-    int32_t *ids = NULL, bos = -1;
-    int64_t n_ids = 0;
-    int rc = DP_OK;
-    if (mpi->rank == 0)
-        rc = read_ids(model_dir, text, dp_config_str(&app->cfg, "tokenizer.add_bos"), &ids, &n_ids, &bos, err);
-    rc = dp_mpi_agree(mpi, rc, err);
-    if (rc == DP_OK) {
-        int64_t hdr[2] = {n_ids, bos};
-        DP_CHECK_MPI(MPI_Bcast(hdr, 2, MPI_INT64_T, 0, mpi->comm));
-        n_ids = hdr[0];
-        bos = (int32_t)hdr[1];
-        if (mpi->rank != 0) ids = dp_malloc((size_t)(n_ids ? n_ids : 1) * sizeof(int32_t), "ppl ids");
-        for (int64_t off = 0; off < n_ids; off += 1 << 30) { /* MPI counts are int */
-            int cnt = (int)(n_ids - off < (1 << 30) ? n_ids - off : (1 << 30));
-            DP_CHECK_MPI(MPI_Bcast(ids + off, cnt, MPI_INT32_T, 0, mpi->comm));
-        }
-        rc = dp_ppl_windows(ids, n_ids, bos, o, win, n_win, err);
-        if (rc) dp_err_prefix(err, "%s", text);
-    }
-    dp_free(ids);
-    return rc;
-}
 
 static int run_ppl(dp_app *app) {
     const dp_cmd *cmd = &dp_cmd_ppl;
@@ -109,7 +63,8 @@ static int run_ppl(dp_app *app) {
 
     int32_t *win = NULL;
     int64_t n_win = 0;
-    if (rc == DP_OK) rc = dp_cli_ppl_windows(app, dir, text, &o, &win, &n_win, &err);
+    dp_pipe p = dp_cli_pipe(app);
+    if (rc == DP_OK) rc = dp_pipe_ppl_windows(&p, dir, text, &o, &win, &n_win, &err);
     dp_ppl_result r;
     if (rc == DP_OK) {
         dp_log0("ppl: %lld windows of %lld tokens, batch %lld, %d blocks of %lld, %d rank(s)", (long long)n_win,

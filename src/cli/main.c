@@ -1,6 +1,7 @@
 /* The depthprune command: global options, subcommand dispatch and help.
  * Runs as an MPI singleton without mpirun and as N ranks under mpirun/srun;
  * errors in input are printed once (rank 0) and give a non-zero exit. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,16 @@ static int opt_width(const dp_cli_opt *o) {
 static void print_opt(const dp_cli_opt *o, int w, FILE *out) {
     char left[128];
     snprintf(left, sizeof left, "%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
-    fprintf(out, "  %-*s  %s", w, left, o->help);
+    const char *d = strstr(o->help, "(default "), *e = d ? strchr(d, ')') : NULL;
+    int k = -1; /* "(default KEY)": an unbound flag whose default is a config key's */
+    for (int i = 0; e && i < dp_config_schema_len; i++)
+        if (strlen(dp_config_schema[i].key) == (size_t)(e - d - 9) &&
+            !strncmp(dp_config_schema[i].key, d + 9, e - d - 9))
+            k = i;
+    if (k >= 0 && dp_config_schema[k].default_value)
+        fprintf(out, "  %-*s  %.*s = %s%s", w, left, (int)(e - o->help), o->help, dp_config_schema[k].default_value, e);
+    else
+        fprintf(out, "  %-*s  %s", w, left, o->help);
     for (int i = 0; o->key && !strstr(o->help, "default") && i < dp_config_schema_len; i++)
         if (!strcmp(dp_config_schema[i].key, o->key) && dp_config_schema[i].default_value)
             fprintf(out, " (default %s)", dp_config_schema[i].default_value); /* the schema's: the one source */
@@ -92,6 +102,34 @@ int dp_cli_opt_double(const dp_app *app, const dp_cmd *cmd, const char *name, do
     if (!*v || *end || !isfinite(x)) return dp_err_set(err, DP_E_USAGE, "%s expects a number, got '%s'", name, v);
     *out = x;
     return DP_OK;
+}
+
+int dp_cli_flag_i64(const dp_app *app, const dp_cmd *cmd, const char *name, int64_t *v, dp_err *err) {
+    long long x = 0;
+    int rc = dp_cli_opt_int(app, cmd, name, *v, &x, err);
+    if (!rc) *v = x;
+    return rc;
+}
+
+int dp_cli_flag_int(const dp_app *app, const dp_cmd *cmd, const char *name, int *v, dp_err *err) {
+    long long x = 0;
+    int rc = dp_cli_opt_int(app, cmd, name, *v, &x, err);
+    if (!rc && (x < INT_MIN || x > INT_MAX)) rc = dp_err_set(err, DP_E_USAGE, "%s is out of range", name);
+    if (!rc) *v = (int)x;
+    return rc;
+}
+
+int dp_cli_flag_f64(const dp_app *app, const dp_cmd *cmd, const char *name, double *v, dp_err *err) {
+    return dp_cli_opt_double(app, cmd, name, *v, v, err);
+}
+
+void dp_cli_flag_str(const dp_app *app, const dp_cmd *cmd, const char *name, const char **v) {
+    const char *s = dp_cli_get(app, cmd, name);
+    if (s) *v = s;
+}
+
+dp_pipe dp_cli_pipe(const dp_app *app) {
+    return (dp_pipe){.mpi = &app->mpi, .cfg = &app->cfg, .device = app->device};
 }
 
 const char *dp_cli_model_path(const dp_app *app, const dp_cmd *cmd) {
