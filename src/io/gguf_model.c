@@ -12,6 +12,7 @@
 #include "depthprune/export.h"
 #include "depthprune/gguf.h"
 #include "depthprune/hfconfig.h"
+#include "depthprune/strmap.h"
 #include "depthprune/tensor.h"
 
 /* GGUF tensor name suffix -> HF name suffix, for block tensors */
@@ -51,6 +52,70 @@ static void permute_rows(float *w, int64_t rows, int64_t cols, int64_t n_head, i
 }
 
 /* GPT-2's byte-level alphabet: byte b -> code point */
+/* Llama-3.1-style RoPE scaling ("llama3") travels in GGUF as a tensor,
+ * rope_freqs.weight: one divisor per rotary pair, as llama.cpp's converter
+ * computes it (convert_hf_to_gguf.py, LlamaModel.generate_extra_tensors):
+ * 1 for short wavelengths, factor for long ones, 1 / ((1 - s) / factor + s)
+ * in between, over fp32 base frequencies. */
+static void rope_llama3_factors(int64_t hd, double theta, double factor, double lo, double hi, double old, double *r) {
+    for (int64_t j = 0; j < hd / 2; j++) {
+        float f = 1.0f / powf((float)theta, (float)(2 * j) / (float)hd);
+        double wavelen = 2 * M_PI / f;
+        if (wavelen < old / hi)
+            r[j] = 1;
+        else if (wavelen > old / lo)
+            r[j] = factor;
+        else {
+            double smooth = (old / wavelen - lo) / (hi - lo);
+            r[j] = 1 / ((1 - smooth) / factor + smooth);
+        }
+    }
+}
+
+/* The llama3 parameters behind stored divisors r. They are defined up to
+ * one common scale of (original context, low, high), so low_freq_factor is
+ * taken as 1 (Llama 3.1 and 3.2's value); the interpolated pairs (at least
+ * two) fix the rest: 1/r = (1 - s)/factor + s with s linear in 1/wavelength.
+ * The result must reproduce every stored divisor. */
+static int rope_llama3_params(const dp_gguf *f, const float *r, int64_t hd, double theta, double *factor, double *hi,
+                              double *old, dp_err *err) {
+    int64_t half = hd / 2, n_mid = 0;
+    double fac = 1, sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (int64_t j = 0; j < half; j++) {
+        if (!(r[j] >= 1 && isfinite(r[j])))
+            return dp_err_set(err, DP_E_FORMAT, "%s: rope_freqs.weight[%lld] = %g (RoPE divisors are >= 1)", f->path,
+                              (long long)j, (double)r[j]);
+        fac = r[j] > fac ? r[j] : fac;
+    }
+    *factor = fac;
+    if (fac == 1) return DP_OK; /* no scaling */
+    for (int64_t j = 0; j < half; j++) {
+        if (fabs(r[j] - 1) <= 1e-6 || fabs(r[j] - fac) <= 1e-6 * fac) continue;
+        float fr = 1.0f / powf((float)theta, (float)(2 * j) / (float)hd);
+        double x = fr / (2 * M_PI), y = (1 / r[j] - 1 / fac) / (1 - 1 / fac); /* y = s = a x + b */
+        sx += x, sy += y, sxx += x * x, sxy += x * y, n_mid++;
+    }
+    double det = n_mid * sxx - sx * sx;
+    if (n_mid < 2 || !(fabs(det) > 0))
+        return dp_err_set(err, DP_E_UNSUPPORTED,
+                          "%s: rope_freqs.weight has %lld interpolated pairs; the llama3 scaling parameters need 2",
+                          f->path, (long long)n_mid);
+    double a = (n_mid * sxy - sx * sy) / det, b = (sy - a * sx) / n_mid; /* s = (old x - 1) / (hi - 1) */
+    *hi = 1 - 1 / b;
+    *old = round(-a / b);
+    *hi = round(*hi * 1e6) / 1e6;
+    double *chk = dp_malloc((size_t)half * sizeof(double), "gguf"), worst = 0;
+    rope_llama3_factors(hd, theta, fac, 1, *hi, *old, chk);
+    for (int64_t j = 0; j < half; j++) worst = fmax(worst, fabs(chk[j] - r[j]) / r[j]);
+    dp_free(chk);
+    if (!(*hi > 1) || !(*old >= 1) || !(worst <= 1e-5))
+        return dp_err_set(err, DP_E_UNSUPPORTED,
+                          "%s: rope_freqs.weight is not llama3 RoPE scaling (best fit: factor %g, high_freq_factor %g, "
+                          "original context %g, off by %.2g)",
+                          f->path, fac, *hi, *old, worst);
+    return DP_OK;
+}
+
 static uint32_t byte_char(int b) {
     if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return (uint32_t)b;
     int n = 0;
@@ -85,29 +150,106 @@ static char *byte_level_spelling(const char *s, uint64_t n) {
     return o;
 }
 
+/* ---- SentencePiece vocabularies ("llama"): merges recovered from the scores ---- */
+
+typedef struct {
+    int32_t l, r, ll, lr; /* ids and lengths in code points */
+    float score;
+    int64_t seq;
+} spm_merge;
+
+static int64_t cp_len(const char *s, uint64_t n) {
+    int64_t k = 0;
+    for (uint64_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+static int by_ids(const void *a, const void *b) {
+    const spm_merge *x = a, *y = b;
+    return x->l != y->l ? (x->l < y->l ? -1 : 1) : x->r != y->r ? (x->r < y->r ? -1 : 1) : 0;
+}
+
+/* best first: score, then longer left, then longer right, then as listed (a stable reverse sort) */
+static int by_priority(const void *a, const void *b) {
+    const spm_merge *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->ll != y->ll) return x->ll > y->ll ? -1 : 1;
+    if (x->lr != y->lr) return x->lr > y->lr ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* transformers' generate_merges(vocab, vocab_scores) (tokenization_utils_base.py), which its
+ * GGUF loader applies to a SentencePiece vocabulary: every split of a token into two
+ * tokens, the splits of one token ordered by (left id, right id), then all of them best
+ * first by (score, left length, right length). */
+static spm_merge *spm_merges(const char **tok, const uint64_t *tl, const float *score, uint64_t nt, int64_t *n_out) {
+    dp_strmap map;
+    dp_strmap_init(&map, (size_t)nt);
+    for (uint64_t i = 0; i < nt; i++) dp_strmap_put(&map, tok[i], (size_t)tl[i], (int64_t)i);
+    int64_t n = 0, cap = 1024;
+    spm_merge *m = dp_malloc((size_t)cap * sizeof *m, "gguf");
+    for (uint64_t i = 0; i < nt; i++) {
+        int64_t first = 0;
+        if (!dp_strmap_get(&map, tok[i], (size_t)tl[i], &first) || (uint64_t)first != i) continue; /* a repeat */
+        int64_t start = n;
+        for (uint64_t k = 1; k < tl[i]; k++) {
+            if (((unsigned char)tok[i][k] & 0xC0) == 0x80) continue; /* inside a code point */
+            int64_t a, b;
+            if (!dp_strmap_get(&map, tok[i], (size_t)k, &a) ||
+                !dp_strmap_get(&map, tok[i] + k, (size_t)(tl[i] - k), &b))
+                continue;
+            if (n == cap) m = dp_realloc(m, (size_t)(cap *= 2) * sizeof *m, "gguf");
+            m[n++] = (spm_merge){.l = (int32_t)a,
+                                 .r = (int32_t)b,
+                                 .ll = (int32_t)cp_len(tok[i], k),
+                                 .lr = (int32_t)cp_len(tok[i] + k, tl[i] - k),
+                                 .score = score[i]};
+        }
+        qsort(m + start, (size_t)(n - start), sizeof *m, by_ids);
+    }
+    for (int64_t k = 0; k < n; k++) m[k].seq = k;
+    qsort(m, (size_t)n, sizeof *m, by_priority);
+    dp_strmap_free(&map);
+    *n_out = n;
+    return m;
+}
+
 /* tokenizer.json (+ tokenizer_config.json) as transformers builds them from a GGUF
- * (integrations/gguf: byte_level_tokenizer + add_gguf_special_tokens). */
+ * (integrations/gguf: byte-level BPE for "gpt2", LlamaTokenizer with merges recovered from
+ * the scores for "llama", then add_gguf_special_tokens). */
 static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp_err *err) {
     const char *model;
     uint64_t ml;
     int rc = dp_gguf_get_str(f, "tokenizer.ggml.model", &model, &ml, err);
     if (rc) return rc;
-    if (ml != 4 || memcmp(model, "gpt2", 4))
+    int spm = ml == 5 && !memcmp(model, "llama", 5);
+    if (!spm && (ml != 4 || memcmp(model, "gpt2", 4)))
         return dp_err_set(err, DP_E_UNSUPPORTED,
-                          "%s: tokenizer.ggml.model '%.*s': only byte-level BPE ('gpt2') GGUF "
-                          "tokenizers are converted so far",
+                          "%s: tokenizer.ggml.model '%.*s': byte-level BPE ('gpt2') and SentencePiece ('llama') GGUF "
+                          "tokenizers are converted",
                           f->path, (int)ml, model);
     const char **tok = NULL, **mer = NULL;
     uint64_t *tl = NULL, *mlen = NULL, nt = 0, nm = 0;
     rc = dp_gguf_str_array(f, "tokenizer.ggml.tokens", &tok, &tl, &nt, err);
-    if (!rc) rc = dp_gguf_str_array(f, "tokenizer.ggml.merges", &mer, &mlen, &nm, err);
+    if (!rc && !spm) rc = dp_gguf_str_array(f, "tokenizer.ggml.merges", &mer, &mlen, &nm, err);
     const dp_gguf_kv *tt = dp_gguf_find(f, "tokenizer.ggml.token_type");
+    const dp_gguf_kv *sc = dp_gguf_find(f, "tokenizer.ggml.scores");
     if (!rc && tt && (tt->type != DP_GGUF_ARRAY || tt->elem_type != DP_GGUF_I32 || tt->n != nt))
         rc = dp_err_set(err, DP_E_FORMAT, "%s: tokenizer.ggml.token_type is not an i32 array of one entry per token",
+                        f->path);
+    if (!rc && spm && (!sc || sc->type != DP_GGUF_ARRAY || sc->elem_type != DP_GGUF_F32 || sc->n != nt))
+        rc = dp_err_set(err, DP_E_FORMAT,
+                        "%s: a SentencePiece ('llama') tokenizer needs tokenizer.ggml.scores, an f32 array of one "
+                        "entry per token",
                         f->path);
     if (rc) {
         dp_free(tok), dp_free(tl), dp_free(mer), dp_free(mlen);
         return rc;
+    }
+    float *scores = NULL;
+    if (spm) {
+        scores = dp_malloc((size_t)(nt ? nt : 1) * sizeof(float), "gguf");
+        memcpy(scores, sc->data, (size_t)nt * sizeof(float)); /* little-endian f32, as the file */
     }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "version", "1.0");
@@ -116,16 +258,25 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
     cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
     cJSON_AddNullToObject(root, "normalizer");
     cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
-    cJSON_AddStringToObject(pre, "type", "ByteLevel");
-    cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
-    cJSON_AddBoolToObject(pre, "trim_offsets", 1);
-    cJSON_AddBoolToObject(pre, "use_regex", 1);
-    int64_t add_bos = 0, bos = -1, eos = -1;
+    if (spm) { /* transformers' LlamaTokenizer: Metaspace, prefix on the first segment, no split */
+        cJSON_AddStringToObject(pre, "type", "Metaspace");
+        cJSON_AddStringToObject(pre, "replacement", "\xe2\x96\x81");
+        cJSON_AddStringToObject(pre, "prepend_scheme", "first");
+        cJSON_AddBoolToObject(pre, "split", 0);
+    } else {
+        cJSON_AddStringToObject(pre, "type", "ByteLevel");
+        cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
+        cJSON_AddBoolToObject(pre, "trim_offsets", 1);
+        cJSON_AddBoolToObject(pre, "use_regex", 1);
+    }
+    int64_t add_bos = spm, bos = -1, eos = -1, unk = -1; /* a SentencePiece vocabulary adds BOS unless it says not */
     dp_gguf_get_int(f, "tokenizer.ggml.add_bos_token", &add_bos, 0, err);
     dp_gguf_get_int(f, "tokenizer.ggml.bos_token_id", &bos, 0, err);
     dp_gguf_get_int(f, "tokenizer.ggml.eos_token_id", &eos, 0, err);
+    dp_gguf_get_int(f, "tokenizer.ggml.unknown_token_id", &unk, 0, err);
     if (bos >= (int64_t)nt) bos = -1;
     if (eos >= (int64_t)nt) eos = -1;
+    if (unk >= (int64_t)nt) unk = -1;
     cJSON *post = cJSON_AddObjectToObject(root, "post_processor");
     cJSON_AddStringToObject(post, "type", "TemplateProcessing");
     cJSON *single = cJSON_AddArrayToObject(post, "single");
@@ -150,22 +301,46 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
         cJSON_AddItemToArray(tks, cJSON_CreateString(bos_s));
     }
     cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
-    cJSON_AddStringToObject(dec, "type", "ByteLevel");
-    cJSON_AddBoolToObject(dec, "add_prefix_space", 1);
-    cJSON_AddBoolToObject(dec, "trim_offsets", 1);
-    cJSON_AddBoolToObject(dec, "use_regex", 1);
+    if (spm) { /* "\u2581" -> " ", byte pieces -> bytes, fuse, strip the first space */
+        cJSON_AddStringToObject(dec, "type", "Sequence");
+        cJSON *ds = cJSON_AddArrayToObject(dec, "decoders"), *d;
+        cJSON_AddItemToArray(ds, d = cJSON_CreateObject());
+        cJSON_AddStringToObject(d, "type", "Replace");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(d, "pattern"), "String", "\xe2\x96\x81");
+        cJSON_AddStringToObject(d, "content", " ");
+        cJSON_AddItemToArray(ds, d = cJSON_CreateObject());
+        cJSON_AddStringToObject(d, "type", "ByteFallback");
+        cJSON_AddItemToArray(ds, d = cJSON_CreateObject());
+        cJSON_AddStringToObject(d, "type", "Fuse");
+        cJSON_AddItemToArray(ds, d = cJSON_CreateObject());
+        cJSON_AddStringToObject(d, "type", "Strip");
+        cJSON_AddStringToObject(d, "content", " ");
+        cJSON_AddNumberToObject(d, "start", 1);
+        cJSON_AddNumberToObject(d, "stop", 0);
+    } else {
+        cJSON_AddStringToObject(dec, "type", "ByteLevel");
+        cJSON_AddBoolToObject(dec, "add_prefix_space", 1);
+        cJSON_AddBoolToObject(dec, "trim_offsets", 1);
+        cJSON_AddBoolToObject(dec, "use_regex", 1);
+    }
     cJSON *m = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(m, "type", "BPE");
     cJSON_AddNullToObject(m, "dropout");
-    cJSON_AddNullToObject(m, "unk_token");
+    char *unk_s = NULL; /* SentencePiece: LlamaTokenizer's "<unk>" when the vocabulary has it */
+    for (uint64_t i = 0; spm && i < nt && !unk_s; i++)
+        if (tl[i] == 5 && !memcmp(tok[i], "<unk>", 5)) unk_s = dp_strdup("<unk>", "gguf");
+    if (unk_s)
+        cJSON_AddStringToObject(m, "unk_token", unk_s);
+    else
+        cJSON_AddNullToObject(m, "unk_token");
     cJSON_AddNullToObject(m, "continuing_subword_prefix"); /* "" in transformers: the same */
     cJSON_AddNullToObject(m, "end_of_word_suffix");
-    cJSON_AddBoolToObject(m, "fuse_unk", 0);
-    cJSON_AddBoolToObject(m, "byte_fallback", 0);
+    cJSON_AddBoolToObject(m, "fuse_unk", spm);
+    cJSON_AddBoolToObject(m, "byte_fallback", spm);
     cJSON_AddBoolToObject(m, "ignore_merges", 0);
     cJSON *vocab = cJSON_AddObjectToObject(m, "vocab");
     for (uint64_t i = 0; i < nt; i++) {
-        char *sp = byte_level_spelling(tok[i], tl[i]);
+        char *sp = spm ? dp_strndup(tok[i], (size_t)tl[i], "gguf") : byte_level_spelling(tok[i], tl[i]);
         if (!cJSON_GetObjectItemCaseSensitive(vocab, sp)) cJSON_AddNumberToObject(vocab, sp, (double)i);
         dp_free(sp);
         int32_t type = tt ? (int32_t)((uint32_t)tt->data[4 * i] | (uint32_t)tt->data[4 * i + 1] << 8 |
@@ -174,7 +349,7 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
         /* 3 = control: special (if spelled in the byte alphabet); 4 = user-defined: added, not special */
         if (type == 3 || type == 4) {
             char *raw = dp_strndup(tok[i], (size_t)tl[i], "gguf"), *s2 = byte_level_spelling(tok[i], tl[i]);
-            int spelled = !strcmp(raw, s2);
+            int spelled = spm || !strcmp(raw, s2);
             if (type == 4 || spelled) {
                 cJSON *a = cJSON_CreateObject();
                 cJSON_AddNumberToObject(a, "id", (double)i);
@@ -196,6 +371,21 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
         cJSON_AddItemToArray(merges, cJSON_CreateString(s));
         dp_free(s);
     }
+    if (spm) { /* ["left", "right"]: SentencePiece pieces may hold spaces */
+        int64_t n_sm = 0;
+        spm_merge *sm = spm_merges(tok, tl, scores, nt, &n_sm);
+        for (int64_t k = 0; k < n_sm; k++) {
+            cJSON *pair = cJSON_CreateArray();
+            char *a = dp_strndup(tok[sm[k].l], (size_t)tl[sm[k].l], "gguf"),
+                 *b = dp_strndup(tok[sm[k].r], (size_t)tl[sm[k].r], "gguf");
+            cJSON_AddItemToArray(pair, cJSON_CreateString(a));
+            cJSON_AddItemToArray(pair, cJSON_CreateString(b));
+            cJSON_AddItemToArray(merges, pair);
+            dp_free(a);
+            dp_free(b);
+        }
+        dp_free(sm);
+    }
     char *text = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     *tok_json = dp_strdup(text, "gguf");
@@ -209,13 +399,20 @@ static int build_tokenizer(const dp_gguf *f, char **tok_json, char **tok_cfg, dp
         cJSON_AddStringToObject(c, "eos_token", s);
         dp_free(s);
     }
+    if (unk >= 0) {
+        char *s = dp_strndup(tok[unk], (size_t)tl[unk], "gguf");
+        cJSON_AddStringToObject(c, "unk_token", s);
+        dp_free(s);
+    }
     cJSON_AddBoolToObject(c, "clean_up_tokenization_spaces", 0);
-    cJSON_AddStringToObject(c, "tokenizer_class", "PreTrainedTokenizerFast");
+    cJSON_AddStringToObject(c, "tokenizer_class", spm ? "LlamaTokenizer" : "PreTrainedTokenizerFast");
     text = cJSON_Print(c);
     cJSON_Delete(c);
     *tok_cfg = dp_strdup(text, "gguf");
     free(text);
     dp_free(bos_s);
+    dp_free(unk_s);
+    dp_free(scores);
     dp_free(tok), dp_free(tl), dp_free(mer), dp_free(mlen);
     return DP_OK;
 }
@@ -255,9 +452,19 @@ static int build_config(const dp_gguf *f, int64_t vocab, int tied, const char *t
             rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: llama.rope.scaling.type '%.*s' (none and linear are converted)",
                             f->path, (int)sl, s);
     }
-    if (!rc && dp_gguf_find_tensor(f, "rope_freqs.weight"))
-        rc = dp_err_set(err, DP_E_UNSUPPORTED,
-                        "%s: rope_freqs.weight (Llama-3.1-style RoPE factors) is not converted yet", f->path);
+    const dp_gguf_tensor *rf = rc ? NULL : dp_gguf_find_tensor(f, "rope_freqs.weight");
+    double l3_factor = 1, l3_hi = 0, l3_old = 0;
+    if (rf && factor > 0)
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: both linear RoPE scaling and rope_freqs.weight", f->path);
+    else if (rf && (rf->n_dims != 1 || rf->ne[0] != HD / 2 || HD % 2))
+        rc = dp_err_set(err, DP_E_FORMAT, "%s: rope_freqs.weight has %lld values, head_dim %lld needs %lld", f->path,
+                        (long long)rf->n_elems, (long long)HD, (long long)(HD / 2));
+    if (!rc && rf) {
+        float *r = dp_malloc((size_t)rf->n_elems * sizeof(float), "gguf");
+        dp_ggml_dequantize(rf->type, rf->data, r, rf->n_elems);
+        rc = rope_llama3_params(f, r, HD, theta, &l3_factor, &l3_hi, &l3_old, err);
+        dp_free(r);
+    }
     if (rc) return rc;
     cJSON *c = cJSON_CreateObject();
     cJSON *a = cJSON_AddArrayToObject(c, "architectures");
@@ -276,6 +483,13 @@ static int build_config(const dp_gguf *f, int64_t vocab, int tied, const char *t
         cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
         cJSON_AddStringToObject(rs, "rope_type", "linear");
         cJSON_AddNumberToObject(rs, "factor", factor);
+    } else if (l3_factor > 1) {
+        cJSON *rs = cJSON_AddObjectToObject(c, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+        cJSON_AddNumberToObject(rs, "factor", l3_factor);
+        cJSON_AddNumberToObject(rs, "low_freq_factor", 1.0);
+        cJSON_AddNumberToObject(rs, "high_freq_factor", l3_hi);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", l3_old);
     }
     cJSON_AddNumberToObject(c, "vocab_size", (double)vocab);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", tied);
@@ -340,6 +554,7 @@ int dp_gguf_export_hf(const char *gguf_path, const char *out_dir, int dtype, uin
     for (int64_t i = 0; i < f.n_tensors && !rc; i++) {
         const dp_gguf_tensor *t = &f.tensors[i];
         char name[160];
+        if (!strcmp(t->name, "rope_freqs.weight")) continue; /* in config.json's rope_scaling */
         if (!hf_name(t->name, name, sizeof name)) {
             rc = dp_err_set(err, DP_E_UNSUPPORTED, "%s: tensor '%s' has no LLaMA counterpart", gguf_path, t->name);
             break;
@@ -456,6 +671,7 @@ static void quantize_q8_0(const float *x, uint8_t *y, int64_t n) {
 
 /* HF name -> GGUF name (inverse of hf_name) */
 static int gguf_name(const char *hf, char *out, size_t n) {
+    if (!strcmp(hf, "rope_freqs.weight")) return snprintf(out, n, "rope_freqs.weight"), 1;
     if (!strcmp(hf, "model.embed_tokens.weight")) return snprintf(out, n, "token_embd.weight"), 1;
     if (!strcmp(hf, "model.norm.weight")) return snprintf(out, n, "output_norm.weight"), 1;
     if (!strcmp(hf, "lm_head.weight")) return snprintf(out, n, "output.weight"), 1;
@@ -466,6 +682,57 @@ static int gguf_name(const char *hf, char *out, size_t n) {
     return 0;
 }
 
+/* A SentencePiece-style BPE vocabulary as llama.cpp's "llama" model: a token's score is
+ * minus the rank of the first merge that makes it, so recovering merges from the scores
+ * best first (what llama.cpp's and transformers' readers do) gives back the merge order;
+ * tokens no merge makes score -1e9 (single characters have no split and never merge into
+ * anything by score). Byte pieces <0xXX> are BYTE tokens (6), as in gguf's LlamaHfVocab. */
+static int spm_scores(const cJSON *model, const char **tok, int32_t *ttype, int64_t V, float **score_out,
+                      int64_t *unk_id, dp_err *err) {
+    dp_strmap map;
+    dp_strmap_init(&map, (size_t)V);
+    for (int64_t i = 0; i < V; i++) dp_strmap_put(&map, tok[i], strlen(tok[i]), i);
+    float *score = dp_malloc((size_t)V * sizeof(float), "gguf");
+    for (int64_t i = 0; i < V; i++) {
+        score[i] = -1e9f;
+        unsigned hx;
+        char tail;
+        if (ttype[i] == 1 && strlen(tok[i]) == 6 && sscanf(tok[i], "<0x%2X%c", &hx, &tail) == 2 && tail == '>')
+            ttype[i] = 6;
+    }
+    const cJSON *m;
+    int64_t rank = 0;
+    char buf[1024];
+    int rc = DP_OK;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(model, "merges")) {
+        const char *a = NULL, *b = NULL;
+        size_t la = 0, lb = 0;
+        if (cJSON_IsString(m)) { /* "a b" */
+            const char *sp = strchr(m->valuestring, ' ');
+            if (sp) a = m->valuestring, la = (size_t)(sp - a), b = sp + 1, lb = strlen(b);
+        } else if (cJSON_IsString(cJSON_GetArrayItem(m, 0)) && cJSON_IsString(cJSON_GetArrayItem(m, 1))) {
+            a = cJSON_GetArrayItem(m, 0)->valuestring, b = cJSON_GetArrayItem(m, 1)->valuestring;
+            la = strlen(a), lb = strlen(b);
+        }
+        if (!a || la + lb >= sizeof buf) {
+            rc = dp_err_set(err, DP_E_FORMAT, "tokenizer.json: merge %lld is not a pair of tokens", (long long)rank);
+            break;
+        }
+        memcpy(buf, a, la);
+        memcpy(buf + la, b, lb);
+        int64_t id;
+        if (dp_strmap_get(&map, buf, la + lb, &id) && score[id] == -1e9f) score[id] = (float)-rank;
+        rank++;
+    }
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    int64_t id;
+    if (cJSON_IsString(u) && dp_strmap_get(&map, u->valuestring, strlen(u->valuestring), &id)) *unk_id = id;
+    dp_strmap_free(&map);
+    if (rc) dp_free(score), score = NULL;
+    *score_out = score;
+    return rc;
+}
+
 int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *tokenizer_json, size_t tok_len,
                         const char *const *names, const float *const *data, const int64_t (*shape)[2], int n, int type,
                         const char *model_name, dp_err *err) {
@@ -473,8 +740,31 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
         return dp_err_set(err, DP_E_USAGE, "GGUF output type must be F32, F16, BF16 or Q8_0");
     if (c->width_varies)
         return dp_err_set(err, DP_E_UNSUPPORTED, "a width-pruned model (per-block sizes) cannot be written as GGUF");
-    if (c->rope_type == DP_ROPE_LLAMA3)
-        return dp_err_set(err, DP_E_UNSUPPORTED, "llama3 RoPE scaling is not written to GGUF yet");
+    /* llama3 RoPE scaling: one more tensor, rope_freqs.weight, as llama.cpp's converter writes it */
+    const char **names2 = NULL;
+    const float **data2 = NULL;
+    int64_t(*shape2)[2] = NULL;
+    float *freqs = NULL;
+    if (c->rope_type == DP_ROPE_LLAMA3) {
+        int64_t half = c->head_dim / 2;
+        double *r = dp_malloc((size_t)half * sizeof(double), "gguf");
+        freqs = dp_malloc((size_t)half * sizeof(float), "gguf");
+        rope_llama3_factors(c->head_dim, c->rope_theta, c->rope_factor, c->rope_low_freq_factor,
+                            c->rope_high_freq_factor, (double)c->rope_original_max_position_embeddings, r);
+        for (int64_t j = 0; j < half; j++) freqs[j] = (float)r[j];
+        dp_free(r);
+        names2 = dp_malloc((size_t)(n + 1) * sizeof *names2, "gguf");
+        data2 = dp_malloc((size_t)(n + 1) * sizeof *data2, "gguf");
+        shape2 = dp_malloc((size_t)(n + 1) * sizeof *shape2, "gguf");
+        memcpy(names2, names, (size_t)n * sizeof *names2);
+        memcpy(data2, data, (size_t)n * sizeof *data2);
+        memcpy(shape2, shape, (size_t)n * sizeof *shape2);
+        names2[n] = "rope_freqs.weight";
+        data2[n] = freqs;
+        shape2[n][0] = half;
+        shape2[n][1] = 0;
+        names = names2, data = data2, shape = (const int64_t(*)[2])shape2, n++;
+    }
     /* the tokenizer: byte-level BPE vocabularies are written as llama.cpp's "gpt2" model */
     cJSON *tj = cJSON_ParseWithLength(tokenizer_json, tok_len);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(tj, "model");
@@ -484,17 +774,21 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
     char *pre_text = pre ? cJSON_PrintUnformatted(pre) : NULL;
     int byte_level = pre_text && strstr(pre_text, "\"ByteLevel\"") != NULL;
     free(pre_text);
+    /* SentencePiece-style BPE (byte fallback, Llama 2): llama.cpp's "llama" model, which has
+     * scores instead of merges */
+    int spm = !byte_level && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     int rc = DP_OK;
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
         rc = dp_err_set(err, DP_E_FORMAT, "tokenizer.json: no BPE model with vocab and merges");
-    else if (!byte_level)
+    else if (!byte_level && !spm)
         rc = dp_err_set(err, DP_E_UNSUPPORTED,
-                        "only byte-level BPE tokenizers are written to GGUF so far (this one "
-                        "is SentencePiece-style)");
-    int64_t V = c->vocab_size;
+                        "tokenizer.json is neither byte-level BPE nor SentencePiece-style BPE (byte_fallback): "
+                        "no GGUF tokenizer model for it");
+    int64_t V = c->vocab_size, unk_id = -1;
     const char **tok = NULL;
     int32_t *ttype = NULL;
     char **pads = NULL;
+    float *score = NULL;
     if (!rc) {
         tok = dp_calloc((size_t)V, sizeof *tok, "gguf");
         ttype = dp_calloc((size_t)V, sizeof *ttype, "gguf");
@@ -520,6 +814,7 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
                 tok[i] = pads[i];
                 ttype[i] = 5;
             }
+        if (spm) rc = spm_scores(model, tok, ttype, V, &score, &unk_id, err);
     }
     char *tmp = NULL;
     FILE *fp = NULL;
@@ -536,7 +831,8 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
         w_bytes(&w, "GGUF", 4);
         w_u32(&w, 3);
         w_u64(&w, (uint64_t)n);
-        int n_kv = 22 + (c->rope_type == DP_ROPE_LINEAR ? 2 : 0) + (c->bos_token_id >= 0) + (c->n_eos > 0);
+        int n_kv =
+            22 + (c->rope_type == DP_ROPE_LINEAR ? 2 : 0) + (c->bos_token_id >= 0) + (c->n_eos > 0) + (unk_id >= 0);
         w_u64(&w, (uint64_t)n_kv);
         kv_str(&w, "general.architecture", "llama");
         kv_str(&w, "general.name", model_name ? model_name : "depthprune");
@@ -563,7 +859,7 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
             kv_str(&w, "llama.rope.scaling.type", "linear");
             kv_f32(&w, "llama.rope.scaling.factor", (float)c->rope_factor);
         }
-        kv_str(&w, "tokenizer.ggml.model", "gpt2");
+        kv_str(&w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
         /* tokens, token types, merges */
         w_str(&w, "tokenizer.ggml.tokens");
         w_u32(&w, DP_GGUF_ARRAY);
@@ -575,12 +871,21 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
         w_u32(&w, DP_GGUF_I32);
         w_u64(&w, (uint64_t)V);
         for (int64_t i = 0; i < V; i++) w_u32(&w, (uint32_t)ttype[i]);
-        w_str(&w, "tokenizer.ggml.merges");
-        w_u32(&w, DP_GGUF_ARRAY);
-        w_u32(&w, DP_GGUF_STRING);
-        w_u64(&w, (uint64_t)n_merges);
-        const cJSON *m;
-        cJSON_ArrayForEach(m, merges) {
+        if (spm) {
+            w_str(&w, "tokenizer.ggml.scores");
+            w_u32(&w, DP_GGUF_ARRAY);
+            w_u32(&w, DP_GGUF_F32);
+            w_u64(&w, (uint64_t)V);
+            w_bytes(&w, score, (size_t)V * sizeof(float)); /* little-endian hosts only, as the rest */
+            if (unk_id >= 0) kv_u32(&w, "tokenizer.ggml.unknown_token_id", (uint32_t)unk_id);
+        } else {
+            w_str(&w, "tokenizer.ggml.merges");
+            w_u32(&w, DP_GGUF_ARRAY);
+            w_u32(&w, DP_GGUF_STRING);
+            w_u64(&w, (uint64_t)n_merges);
+        }
+        const cJSON *m, *bpe_merges = spm ? NULL : merges;
+        cJSON_ArrayForEach(m, bpe_merges) {
             if (cJSON_IsString(m)) {
                 w_str(&w, m->valuestring);
             } else { /* ["a", "b"] */
@@ -664,6 +969,11 @@ int dp_gguf_write_llama(const char *path, const dp_llama_config *c, const char *
     dp_free(tok);
     dp_free(ttype);
     dp_free(tmp);
+    dp_free(names2);
+    dp_free(data2);
+    dp_free(shape2);
+    dp_free(freqs);
+    dp_free(score);
     cJSON_Delete(tj);
     return rc;
 }

@@ -874,7 +874,8 @@ static void encode_segment(const dp_tokenizer *t, const char *text, size_t n, in
                 size_t start = b.n;
                 int prepend = s->prepend_scheme == PREPEND_ALWAYS ||
                               (s->prepend_scheme == PREPEND_FIRST && first_segment && p.off[k] == 0);
-                if (prepend && p.len[k] && strncmp(a.p + p.off[k], s->replacement, rl) != 0)
+                /* as tokenizers: spaces are replaced first, so a leading space is the replacement */
+                if (prepend && p.len[k] && a.p[p.off[k]] != ' ' && strncmp(a.p + p.off[k], s->replacement, rl) != 0)
                     dp_buf_put(&b, s->replacement, rl);
                 for (size_t j = 0; j < p.len[k]; j++) {
                     char c = a.p[p.off[k] + j];

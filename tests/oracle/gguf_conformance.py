@@ -9,6 +9,9 @@ tests/requirements.txt).
 2. SmolLM2-135M-Instruct (Q4_1 + Q8_0, scripts/smollm2.sh): the same bit-exact dequantization
    for all 272 tensors, logits within 1e-4 per row of transformers' (from_pretrained with
    gguf_file=...), and the token ids of transformers' GGUF tokenizer over Brown sentences.
+3. Llama-3.1-style RoPE scaling (rope_freqs.weight) written and read back (check_llama3_rope).
+4. A SentencePiece-style vocabulary (llama.cpp's "llama" model) written and read back
+   (check_spm_tokenizer).
 
 usage: python gguf_conformance.py DEPTHPRUNE ASSETS_DIR SMOLLM2_DIR WORKDIR
 """
@@ -197,6 +200,133 @@ def synthetic_gguf(path):
     w.close()
 
 
+def llama3_rope_factors(cfg):
+    """rope_freqs.weight as llama.cpp's converter computes it (convert_hf_to_gguf.py,
+    LlamaModel.generate_extra_tensors, llama.cpp PR #8676), written out here as the oracle."""
+    import math
+    rs = cfg["rope_scaling"]
+    dim = cfg["head_dim"]
+    freqs = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, lo, hi, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+    out = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / hi:
+            out.append(1)
+        elif wavelen > old / lo:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - lo) / (hi - lo)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def check_llama3_rope(hf):
+    """Llama-3.1-style RoPE scaling through GGUF: SmolLM2's weights under rope_scaling llama3
+    (factor 8, low 1, high 4, original 8192: Llama 3.1's values; head_dim 64 and theta 1e5 give
+    3 interpolated pairs). The written rope_freqs.weight == the converter's formula; reading the
+    file back recovers the same rope_scaling, and its logits over 600 positions == transformers'
+    on the source directory (and differ from plain RoPE's, so the scaling is seen)."""
+    src = os.path.join(WORK, "l3-src")
+    os.makedirs(src)
+    cfg = json.load(open(os.path.join(hf, "config.json")))
+    cfg.pop("rope_parameters", None)
+    cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                           "original_max_position_embeddings": 8192}
+    cfg.setdefault("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"])
+    cfg.setdefault("rope_theta", 100000.0)
+    for f in os.listdir(hf):
+        if f != "config.json":
+            os.symlink(os.path.join(hf, f), os.path.join(src, f))
+    json.dump(cfg, open(os.path.join(src, "config.json"), "w"), indent=1)
+    g = os.path.join(WORK, "l3", "smollm2-llama3rope.gguf")
+    os.makedirs(os.path.dirname(g))
+    dp("export", "--quiet", "--model", src, "--out", g, "--format", "gguf", "--dtype", "F32")
+    r = gguf.GGUFReader(g)
+    t = [x for x in r.tensors if x.name == "rope_freqs.weight"]
+    want = llama3_rope_factors(cfg)
+    got = np.asarray(t[0].data, dtype=np.float32).reshape(-1) if t else None
+    good = got is not None and got.shape == want.shape and np.allclose(got, want, rtol=1e-7, atol=0)
+    (ok if good else fail)("llama3 RoPE: written rope_freqs.weight (%d pairs, %d interpolated) == llama.cpp's converter "
+                           "formula%s" % (want.size, int(((want > 1) & (want < 8)).sum()),
+                                          "" if good else ": %r vs %r" % (got, want)))
+    back = os.path.join(WORK, "l3-back")
+    dp("export", "--quiet", "--from-gguf", g, "--out", back)
+    rs = json.load(open(os.path.join(back, "config.json"))).get("rope_scaling") or {}
+    same = rs.get("rope_type") == "llama3" and all(abs(rs.get(k, -1) - v) < 1e-9 for k, v in cfg["rope_scaling"].items()
+                                                    if k != "rope_type")
+    (ok if same else fail)("llama3 RoPE: read back from rope_freqs.weight as rope_scaling %s" % json.dumps(rs))
+    ids = [(i * 7919 + 13) % 49152 for i in range(600)]
+    m = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager")
+    with torch.no_grad():
+        ref = m(torch.tensor([ids])).logits[0]
+    cfg_plain = dict(cfg)
+    cfg_plain.pop("rope_scaling")
+    plain_dir = os.path.join(WORK, "l3-plain")
+    os.makedirs(plain_dir)
+    for f in os.listdir(src):
+        if f != "config.json":
+            os.symlink(os.path.join(hf, f), os.path.join(plain_dir, f))
+    json.dump(cfg_plain, open(os.path.join(plain_dir, "config.json"), "w"), indent=1)
+    out = os.path.join(WORK, "logits-l3.safetensors")
+    dp("logits", "--quiet", "--model", back, "--ids", ",".join(map(str, ids)), "--out", out)
+    with safe_open(out, "pt") as f:
+        got = f.get_tensor("logits")
+    dp("logits", "--quiet", "--model", plain_dir, "--ids", ",".join(map(str, ids)), "--out", out)
+    with safe_open(out, "pt") as f:
+        plain = f.get_tensor("logits")
+    e, e_plain = row_rel_err(got, ref), row_rel_err(plain, ref)
+    (ok if e <= RTOL and e_plain > 10 * RTOL else fail)(
+        "llama3 RoPE: logits of the model read back from GGUF vs transformers on the source (600 positions): "
+        "max row-relative error %.2e (<= %.0e); plain RoPE would be off by %.2e" % (e, RTOL, e_plain))
+
+
+def check_spm_tokenizer(lines):
+    """A SentencePiece-style tokenizer (the embedded tiny model's Llama 2 vocabulary) through
+    GGUF: depthprune writes llama.cpp's "llama" model (scores, no merges); transformers'
+    GGUF tokenizer, which recovers merges from the scores, gives the source tokenizer's ids;
+    depthprune reading the file back gives them too; token texts and types are gguf
+    LlamaHfVocab's; the model's logits from the file (transformers) == depthprune's."""
+    from pathlib import Path
+    from gguf.vocab import LlamaHfVocab
+    tiny = os.path.join(HERE, "..", "..", "models", "tiny-brown")
+    g = os.path.join(WORK, "spm", "tiny-brown.gguf")
+    os.makedirs(os.path.dirname(g))
+    dp("export", "--quiet", "--model", tiny, "--out", g, "--format", "gguf", "--dtype", "F32")
+    r = gguf.GGUFReader(g)
+    model = bytes(r.fields["tokenizer.ggml.model"].parts[-1]).decode()
+    toks = [bytes(r.fields["tokenizer.ggml.tokens"].parts[i]) for i in r.fields["tokenizer.ggml.tokens"].data]
+    types = [int(r.fields["tokenizer.ggml.token_type"].parts[i][0]) for i in r.fields["tokenizer.ggml.token_type"].data]
+    ref = list(LlamaHfVocab(Path(tiny)).all_tokens())
+    same = model == "llama" and [t for t, _, _ in ref] == toks and [int(k) for _, _, k in ref] == types
+    (ok if same else fail)("SentencePiece vocabulary written as GGUF model %r: %d tokens and their types == gguf "
+                           "LlamaHfVocab's" % (model, len(toks)))
+    src = transformers.AutoTokenizer.from_pretrained(tiny)
+    d, name = os.path.split(g)
+    tg = transformers.AutoTokenizer.from_pretrained(d, gguf_file=name)
+    want = [src(l).input_ids for l in lines]
+    got = [tg(l).input_ids for l in lines]
+    diff = [i for i, (a, b) in enumerate(zip(got, want)) if a != b]
+    (ok if not diff else fail)("SentencePiece GGUF: transformers' tokenizer from the written file (merges recovered "
+                               "from our scores) == the source tokenizer on %d lines%s" % (
+                                   len(lines), "" if not diff else "; first difference at %d" % diff[0]))
+    back = os.path.join(WORK, "spm-back")
+    dp("export", "--quiet", "--from-gguf", g, "--out", back)
+    inp = os.path.join(WORK, "spm-lines.jsonl")
+    with open(inp, "w", encoding="utf-8") as f:
+        for l in lines:
+            f.write(json.dumps(l, ensure_ascii=False) + "\n")
+    out = subprocess.run([DP, "tokenize", "--quiet", "--model", back, "--jsonl"], stdin=open(inp), capture_output=True,
+                         text=True, check=True).stdout
+    ours = [list(map(int, x.split())) for x in out.splitlines()]
+    diff = [i for i, (a, b) in enumerate(zip(ours, got)) if a != b]
+    (ok if len(ours) == len(got) and not diff else fail)(
+        "SentencePiece GGUF read by depthprune (merges from scores): ids == transformers' GGUF tokenizer on %d lines%s" % (
+            len(lines), "" if not diff else "; first difference at %d: %r vs %r" % (diff[0], ours[diff[0]][:12],
+                                                                                    got[diff[0]][:12])))
+    check_logits("written F32 GGUF of the tiny model (SentencePiece vocabulary)", g, tiny, [i % 32000 for i in IDS])
+
+
 def main():
     if os.path.isdir(WORK):
         shutil.rmtree(WORK)
@@ -259,6 +389,8 @@ def main():
                     np.array_equal(f1.get_tensor(k), f2.get_tensor(k)) for k in f1.keys())
             (ok if same else fail)("GGUF round trip: export --format gguf then --from-gguf == export --drop 20, bit for bit")
 
+    check_llama3_rope(hf)
+
     nm = subprocess.run(["bash", os.path.join(SCRIPTS, "assets.sh"), ASSETS], check=True, capture_output=True,
                         text=True).stdout.split()[-1]
     lines = []
@@ -269,6 +401,7 @@ def main():
                 ws = [x.rsplit("/", 1)[0] for x in l.split()]
                 if ws:
                     lines.append(" ".join(ws))
+    check_spm_tokenizer(lines + ["Numbers 12345 and café, naïve — “quotes”", "  two  spaces\tand a tab"])
     lines.append("Numbers 12345 and café, naïve — “quotes” <|im_start|>user\nHi<|im_end|>")
     inp = os.path.join(WORK, "lines.jsonl")
     with open(inp, "w", encoding="utf-8") as f:
