@@ -20,6 +20,10 @@ typedef enum { DP_ROPE_DEFAULT = 0, DP_ROPE_LINEAR, DP_ROPE_LLAMA3 } dp_rope_typ
 
 #define DP_MAX_LAYERS 256
 
+/* A sub-layer left out of a kept block: its attention and/or its MLP adds nothing to the
+ * residual stream (x + attn(ln(x)) becomes x). */
+enum { DP_SKIP_ATTN = 1, DP_SKIP_MLP = 2 };
+
 typedef struct dp_llama_config {
     char architecture[64]; /* "LlamaForCausalLM" */
     char model_type[32];   /* "llama", "mistral" */
@@ -44,6 +48,11 @@ typedef struct dp_llama_config {
      * such a model; depthprune can. */
     int width_varies;
     int64_t layer_heads[DP_MAX_LAYERS], layer_kv_heads[DP_MAX_LAYERS], layer_inter[DP_MAX_LAYERS];
+    /* Sub-layers removed from a block (DP_SKIP_ATTN | DP_SKIP_MLP): a sub-layer-pruned export
+     * keeps the block with that sub-layer's output projection (o_proj / down_proj) zero, so
+     * it loads anywhere, and lists it in config.json's "depthprune": {"skip_attn": [..],
+     * "skip_mlp": [..]} so depthprune skips the compute. */
+    unsigned char layer_skip[DP_MAX_LAYERS];
     char *json_text; /* the file as read, for export */
 } dp_llama_config;
 

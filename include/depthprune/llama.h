@@ -78,11 +78,20 @@ void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v);
 typedef struct dp_layer_map {
     int n;
     int layer[DP_MAX_LAYERS];
+    unsigned char skip[DP_MAX_LAYERS]; /* by block index (not map position): DP_SKIP_ATTN | DP_SKIP_MLP */
 } dp_layer_map;
 
+/* Every block, nothing skipped. */
 void dp_layer_map_all(dp_layer_map *map, int n_layers);
 /* Removes blocks; errors on indices out of range or duplicates. */
 int dp_layer_map_drop(dp_layer_map *map, int n_layers, const int64_t *drop, int64_t n_drop, dp_err *err);
+/* Skips a sub-layer (what: DP_SKIP_ATTN or DP_SKIP_MLP) of the listed blocks; errors on
+ * indices out of range or duplicates. A block whose attention and MLP are both skipped
+ * is the identity (use dp_layer_map_drop to remove it). */
+int dp_layer_map_skip(dp_layer_map *map, int n_layers, const int64_t *blocks, int64_t n, int what, dp_err *err);
+/* The model's own map: every block, with the sub-layers its config.json says are skipped
+ * (depthprune.skip_attn / skip_mlp, written by a sub-layer-pruned export). */
+void dp_layer_map_model(dp_layer_map *map, const dp_llama_config *c);
 
 /* ---- LoRA adapters (PEFT layout): W x + (alpha/r) B (A x) ---- */
 typedef struct dp_lora {

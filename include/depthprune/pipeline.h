@@ -36,6 +36,7 @@ typedef struct dp_score_job {
     uint64_t seed;
     int protect_first, protect_last;
     double ratio;               /* bootstrap's fraction removed */
+    int units;                  /* 0: blocks, 1: sub-layers (score.units) */
     int fault_kill_after_round; /* testing (0: off) */
 } dp_score_job;
 void dp_score_job_init(const dp_config *cfg, dp_score_job *j);
@@ -81,9 +82,10 @@ int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_
 /* ---- eval: perplexity sets and zero-shot tasks -> RESULTS.json ---- */
 typedef struct dp_eval_job {
     const char *model, *out;
-    const char *ppl;   /* "NAME=FILE,..." or NULL */
-    const char *tasks; /* "NAME=FILE,..." or NULL */
-    const char *drop;  /* blocks removed through the layer map, or NULL */
+    const char *ppl;                  /* "NAME=FILE,..." or NULL */
+    const char *tasks;                /* "NAME=FILE,..." or NULL */
+    const char *drop;                 /* blocks removed through the layer map, or NULL */
+    const char *drop_attn, *drop_mlp; /* sub-layers skipped through the layer map, or NULL */
     const char *dump_requests;
     int64_t limit, batch;
     int skip_bad;
@@ -143,13 +145,21 @@ int dp_pipe_train_setup(const dp_pipe *p, const char *tok_dir, const char *data_
                         dp_train_opts *o, dp_err *err);
 /* The text's perplexity windows on every rank (rank 0 reads and tokenizes
  * with the model directory's tokenizer, then broadcasts). */
-int dp_pipe_ppl_windows(const dp_pipe *p, const char *model_dir, const char *text, const dp_ppl_opts *o,
-                        int32_t **win, int64_t *n_win, dp_err *err);
-/* The removal order (unprotected blocks, least important first) of
- * criterion crit in a scores.json, checked against the model hash (hex)
- * and block count; *file_hash: a hash of the file's bytes. Not collective. */
-int dp_pipe_read_order(const char *path, const char *crit, const char *want_hash, int L, int **order, int *n_order,
-                       uint64_t *file_hash, dp_err *err);
+int dp_pipe_ppl_windows(const dp_pipe *p, const char *model_dir, const char *text, const dp_ppl_opts *o, int32_t **win,
+                        int64_t *n_win, dp_err *err);
+/* The removal order (unprotected units, least important first) of criterion crit in a
+ * scores.json, checked against the model hash (hex) and block count; *units: 0 for block
+ * scores, 1 for sub-layer scores (unit 2l: block l's attention, 2l + 1: its MLP; with
+ * units NULL, sub-layer scores are an error); *file_hash: a hash of the file's bytes.
+ * Not collective. */
+int dp_pipe_read_order(const char *path, const char *crit, const char *want_hash, int L, int *units, int **order,
+                       int *n_order, uint64_t *file_hash, dp_err *err);
+
+/* The model's layer map (dp_layer_map_model) with the blocks of `drop` removed and the
+ * attention / MLP sub-layers of `drop_attn` / `drop_mlp` skipped (comma lists of block
+ * indices, each may be NULL); errors name the flag. */
+int dp_pipe_layer_map(const dp_llama_config *c, const char *drop, const char *drop_attn, const char *drop_mlp,
+                      dp_layer_map *map, dp_err *err);
 
 /* Zero-shot tasks loaded for evaluation (eval and sweep). */
 #define DP_PIPE_MAX_TASKS 16
@@ -168,8 +178,8 @@ typedef struct dp_tasks {
  * first `limit` documents of each (0: all), tokenized with tok_dir's
  * tokenizer for a window of max_len. Malformed lines: an error naming the
  * line, or (skip_bad) skipped and counted. Not collective. */
-int dp_tasks_load(const dp_pipe *p, const char *tok_dir, const char *spec, int64_t limit, int skip_bad,
-                  int64_t max_len, dp_tasks *t, dp_err *err);
+int dp_tasks_load(const dp_pipe *p, const char *tok_dir, const char *spec, int64_t limit, int skip_bad, int64_t max_len,
+                  dp_tasks *t, dp_err *err);
 /* Collective over mpi: log-likelihoods and metrics of every task. */
 int dp_tasks_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_tasks *t,
                  int64_t batch, dp_err *err);

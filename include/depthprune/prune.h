@@ -83,6 +83,7 @@ typedef struct dp_score_opts {
     int stop_on_signal;         /* SIGUSR1/SIGTERM (dp_train_install_signals): stop after a PPL round, DP_E_STOPPED */
     dp_device device;           /* the engine's device */
     int stream_weights;         /* cuda: -1 auto, 0 off, 1 on (see score.stream_weights) */
+    int units;                  /* 0: blocks; 1: sub-layers (attention and MLP of block l: units 2l, 2l + 1) */
 } dp_score_opts;
 
 /* Collective. Runs (or reuses, when RUNDIR/calib.h5 matches model and

@@ -20,6 +20,8 @@ static const dp_cli_opt k_eval_opts[] = {
     {"--limit", "N", "first N documents of each task (default all)", "eval.limit"},
     {"--skip-bad", NULL, "skip malformed task lines (reported) instead of refusing the run", NULL},
     {"--drop", "LIST", "blocks to remove through the layer map", NULL},
+    {"--drop-attn", "LIST", "blocks whose attention sub-layer is skipped through the layer map", NULL},
+    {"--drop-mlp", "LIST", "blocks whose MLP sub-layer is skipped through the layer map", NULL},
     {"--batch", "N", "requests / windows per forward (default eval.batch)", "eval.batch"},
     {"--out", "FILE", "RESULTS.json (default RUNDIR/results.json)", NULL},
     {"--dump-requests", "FILE",
@@ -37,6 +39,8 @@ static int run_eval(dp_app *app) {
     dp_cli_flag_str(app, cmd, "--ppl", &j.ppl); /* over eval.ppl and eval.tasks */
     dp_cli_flag_str(app, cmd, "--task", &j.tasks);
     j.drop = dp_cli_get(app, cmd, "--drop");
+    j.drop_attn = dp_cli_get(app, cmd, "--drop-attn");
+    j.drop_mlp = dp_cli_get(app, cmd, "--drop-mlp");
     j.dump_requests = dp_cli_get(app, cmd, "--dump-requests");
     j.skip_bad = dp_cli_get(app, cmd, "--skip-bad") != NULL;
     const char *out = dp_cli_get(app, cmd, "--out");

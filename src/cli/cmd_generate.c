@@ -60,6 +60,9 @@ static const dp_cli_opt k_gen_opts[] = {
     {"--top-p", "P", "nucleus sampling mass (default 1: off)", NULL},
     {"--seed", "S", "sampling seed (default run.seed)", "run.seed"},
     {"--ids", NULL, "print the new token ids (one line) instead of the text", NULL},
+    {"--drop", "LIST", "blocks to remove through the layer map", NULL},
+    {"--drop-attn", "LIST", "blocks whose attention sub-layer is skipped", NULL},
+    {"--drop-mlp", "LIST", "blocks whose MLP sub-layer is skipped", NULL},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -90,8 +93,9 @@ static int run_generate(dp_app *app) {
     dp_gen_stats st;
     if (!rc) {
         o.eos_id = dp_tokenizer_eos_id(tok);
-        dp_layer_map_all(&map, (int)m.cfg.n_layers);
-        rc = dp_engine_gen_open(&g, app->device, &m, &map, 1, n, n + o.max_new, 0, &err);
+        rc = dp_pipe_layer_map(&m.cfg, dp_cli_get(app, cmd, "--drop"), dp_cli_get(app, cmd, "--drop-attn"),
+                               dp_cli_get(app, cmd, "--drop-mlp"), &map, &err);
+        if (!rc) rc = dp_engine_gen_open(&g, app->device, &m, &map, 1, n, n + o.max_new, 0, &err);
         opened = rc == DP_OK;
     }
     if (!rc) {
@@ -207,13 +211,15 @@ static int run_bench(dp_app *app) {
             cJSON_AddNumberToObject(root, "gemm_GFLOPs", gemm / 1e9);
         }
         dp_layer_map map;
-        dp_layer_map_all(&map, (int)c->n_layers);
+        dp_layer_map_model(&map, c);
         int64_t C = c->hidden_size, HD = c->head_dim, V = c->vocab_size;
         double mat_w = 0, qd_sum = 0, kd_sum = 0, head_w = (double)(V * C); /* summed over blocks (own sizes) */
-        for (int l = 0; l < map.n; l++) {
+        for (int l = 0; l < map.n; l++) { /* a skipped sub-layer's weights are not read */
+            int64_t qd = c->layer_heads[l] * HD, kd = c->layer_kv_heads[l] * HD;
             mat_w += (double)(dp_llama_layer_param_count(c, l) - 2 * C);
-            qd_sum += (double)(c->layer_heads[l] * HD);
-            kd_sum += (double)(c->layer_kv_heads[l] * HD);
+            if (map.skip[l] & DP_SKIP_ATTN) mat_w -= (double)(2 * C * qd + 2 * C * kd);
+            if (map.skip[l] & DP_SKIP_MLP) mat_w -= (double)(3 * C * c->layer_inter[l]);
+            if (!(map.skip[l] & DP_SKIP_ATTN)) qd_sum += (double)qd, kd_sum += (double)kd;
         }
         double wbytes = (mat_w + 2.0 * C * map.n + head_w + C) * esz; /* read per step */
         const char *name = strrchr(dir, '/') && strrchr(dir, '/')[1] ? strrchr(dir, '/') + 1 : dir;

@@ -353,6 +353,9 @@ static const dp_cli_opt k_export_opts[] = {
     {"--from-gguf", "FILE", "instead of --model: convert a LLaMA GGUF (llama.cpp) file to an HF directory", NULL},
     {"--out", "DIR", "output directory (must not exist)", NULL},
     {"--drop", "I,J,..", "blocks to remove (original indices)", NULL},
+    {"--drop-attn", "I,J,..", "blocks whose attention is removed: o_proj written as zeros, listed in config.json",
+     NULL},
+    {"--drop-mlp", "I,J,..", "blocks whose MLP is removed: down_proj written as zeros, listed in config.json", NULL},
     {"--dtype", "F32|F16|BF16|Q8_0", "dtype of the written weights (default: as stored; Q8_0 for GGUF only)", NULL},
     {"--format", "hf|gguf", "hf: an HF directory (default); gguf: one llama.cpp GGUF file at --out", NULL},
     {"--max-shard-bytes", "N", "shard size limit (default 5000000000)", NULL},
@@ -383,6 +386,11 @@ static int export_gguf(dp_app *app, const dp_cmd *cmd, const char *dir, const ch
         char *tj = NULL, *tp = dp_path_join(dir, "tokenizer.json");
         size_t tl = 0;
         if (!rc) rc = dp_read_file(tp, &tj, &tl, &err);
+        dp_layer_map skips; /* removed sub-layers (config.json's lists and the flags): zero projections */
+        if (!rc)
+            rc = dp_pipe_layer_map(&m.cfg, NULL, dp_cli_get(app, cmd, "--drop-attn"),
+                                   dp_cli_get(app, cmd, "--drop-mlp"), &skips, &err);
+        float *zeros = NULL;
         const char **names = dp_calloc((size_t)m.n_params + 1, sizeof *names, "export");
         char **owned = dp_calloc((size_t)m.n_params + 1, sizeof *owned, "export");
         const float **data = dp_calloc((size_t)m.n_params + 1, sizeof *data, "export");
@@ -405,6 +413,14 @@ static int export_gguf(dp_app *app, const dp_cmd *cmd, const char *dir, const ch
                 names[n] = p->name;
             }
             data[n] = m.mem + p->offset;
+            if (p->block >= 0 && (((skips.skip[p->block] & DP_SKIP_ATTN) && strstr(p->name, "self_attn.o_proj")) ||
+                                  ((skips.skip[p->block] & DP_SKIP_MLP) && strstr(p->name, "mlp.down_proj")))) {
+                if (!zeros)
+                    zeros = dp_calloc((size_t)(m.cfg.hidden_size * m.cfg.intermediate_size +
+                                               m.cfg.hidden_size * m.cfg.n_heads * m.cfg.head_dim),
+                                      sizeof(float), "export");
+                data[n] = zeros;
+            }
             shape[n][0] = p->rows;
             shape[n][1] = p->cols;
             n++;
@@ -427,6 +443,7 @@ static int export_gguf(dp_app *app, const dp_cmd *cmd, const char *dir, const ch
         dp_free(tj);
         dp_free(tp);
         dp_free(drop);
+        dp_free(zeros);
         if (m.mem) dp_llama_free(&m);
     }
     rc = dp_mpi_agree(&app->mpi, rc, &err);
@@ -466,8 +483,10 @@ static int run_export(dp_app *app) {
         if (dtype != DP_DTYPE_F32 && dtype != DP_DTYPE_F16 && dtype != DP_DTYPE_BF16)
             rc = dp_err_set(&err, DP_E_USAGE, "--dtype must be F32, F16 or BF16, got '%s'", dtype_s);
     }
-    if (!rc && gguf && dp_cli_get(app, cmd, "--drop"))
-        rc = dp_err_set(&err, DP_E_USAGE, "--drop applies to --model; convert the GGUF first, then export with --drop");
+    if (!rc && gguf &&
+        (dp_cli_get(app, cmd, "--drop") || dp_cli_get(app, cmd, "--drop-attn") || dp_cli_get(app, cmd, "--drop-mlp")))
+        rc = dp_err_set(&err, DP_E_USAGE,
+                        "--drop, --drop-attn and --drop-mlp apply to --model; convert the GGUF first, then export");
     if (rc) return dp_cli_fail(app, &err);
     if (gguf) {
         if (app->mpi.rank == 0) {
@@ -483,6 +502,12 @@ static int run_export(dp_app *app) {
     const char *drop_s = dp_cli_get(app, cmd, "--drop");
     if (!rc && drop_s) rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, &err);
     if (!rc && n_drop >= m.cfg.n_layers) rc = dp_err_set(&err, DP_E_RANGE, "--drop removes every block");
+    if (!rc) { /* removed sub-layers: zero projections + skip lists (dp_export_model) */
+        dp_layer_map map;
+        rc = dp_pipe_layer_map(&m.cfg, NULL, dp_cli_get(app, cmd, "--drop-attn"), dp_cli_get(app, cmd, "--drop-mlp"),
+                               &map, &err);
+        for (int64_t l = 0; !rc && l < m.cfg.n_layers; l++) m.cfg.layer_skip[l] = map.skip[l];
+    }
     if (app->mpi.rank == 0 && !rc) {
         keep = dp_malloc(sizeof(int64_t) * (size_t)m.cfg.n_layers, "export");
         int64_t nk = 0, di = 0;

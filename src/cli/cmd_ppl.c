@@ -18,6 +18,8 @@ static const dp_cli_opt k_ppl_opts[] = {
     {"--seq-len", "N", "tokens per window (default eval.seq_len)", NULL},
     {"--batch", "N", "windows per forward (default eval.batch = 4)", "eval.batch"},
     {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7", NULL},
+    {"--drop-attn", "LIST", "blocks whose attention sub-layer is skipped through the layer map", NULL},
+    {"--drop-mlp", "LIST", "blocks whose MLP sub-layer is skipped through the layer map", NULL},
     {"--bos-per-window", NULL, "prepend BOS to every window instead of once to the text", NULL},
     {"--allow-long-seq", NULL, "allow --seq-len above max_position_embeddings", NULL},
     {"--json", NULL, "print one JSON object", NULL},
@@ -54,12 +56,8 @@ static int run_ppl(dp_app *app) {
     rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, &err), &err);
     if (rc) return dp_cli_fail(app, &err);
     dp_layer_map map;
-    dp_layer_map_all(&map, (int)m.cfg.n_layers);
-    int64_t *drop = NULL, n_drop = 0;
-    const char *drop_s = dp_cli_get(app, cmd, "--drop");
-    if (drop_s && (rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, &err)) == DP_OK)
-        rc = dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err);
-    if (rc == DP_OK && map.n == 0) rc = dp_err_set(&err, DP_E_USAGE, "--drop removes every block");
+    rc = dp_pipe_layer_map(&m.cfg, dp_cli_get(app, cmd, "--drop"), dp_cli_get(app, cmd, "--drop-attn"),
+                           dp_cli_get(app, cmd, "--drop-mlp"), &map, &err);
 
     int32_t *win = NULL;
     int64_t n_win = 0;
@@ -77,17 +75,29 @@ static int run_ppl(dp_app *app) {
                    "\"bos_per_window\": %s, \"dropped\": [",
                    r.ppl, r.nll, (long long)r.tokens, (long long)r.windows, (long long)o.seq_len,
                    o.bos_per_window ? "true" : "false");
-            for (int64_t i = 0; i < n_drop; i++) printf("%s%lld", i ? ", " : "", (long long)drop[i]);
+            int first = 1;
+            for (int l = 0; l < m.cfg.n_layers; l++) { /* the blocks not in the map */
+                int in = 0;
+                for (int i = 0; i < map.n; i++) in |= map.layer[i] == l;
+                if (!in) printf("%s%d", first ? "" : ", ", l), first = 0;
+            }
+            const char *keys[2] = {"skipped_attn", "skipped_mlp"};
+            for (int k = 0; k < 2; k++) {
+                printf("], \"%s\": [", keys[k]);
+                first = 1;
+                for (int l = 0; l < m.cfg.n_layers; l++)
+                    if (map.skip[l] & (k ? DP_SKIP_MLP : DP_SKIP_ATTN)) printf("%s%d", first ? "" : ", ", l), first = 0;
+            }
             printf("]}\n");
         } else {
+            const char *drop_s = dp_cli_get(app, cmd, "--drop");
             printf("ppl %.4f (mean nll %.6f over %lld tokens in %lld windows of %lld%s%s%s)\n", r.ppl, r.nll,
                    (long long)r.tokens, (long long)r.windows, (long long)o.seq_len,
-                   o.bos_per_window ? ", BOS per window" : "", n_drop ? ", dropped blocks " : "", n_drop ? drop_s : "");
+                   o.bos_per_window ? ", BOS per window" : "", drop_s ? ", dropped blocks " : "", drop_s ? drop_s : "");
         }
         fflush(stdout);
     }
     dp_free(win);
-    dp_free(drop);
     dp_llama_free(&m);
     return rc ? dp_cli_fail(app, &err) : 0;
 }
@@ -107,6 +117,8 @@ static const dp_cli_opt k_logits_opts[] = {
     {"--model", "DIR", "HF model directory", "model.path"},
     {"--ids", "I,J,..", "token ids of one sequence (no BOS is added)", NULL},
     {"--drop", "LIST", "blocks to remove through the layer map, e.g. 3,7", NULL},
+    {"--drop-attn", "LIST", "blocks whose attention sub-layer is skipped", NULL},
+    {"--drop-mlp", "LIST", "blocks whose MLP sub-layer is skipped", NULL},
     {"--out", "FILE", "output safetensors: \"logits\" F32 (T, V) and \"ids\" I32 (T)", NULL},
     {NULL, NULL, NULL, NULL},
 };
@@ -122,7 +134,7 @@ static int run_logits(dp_app *app) {
         rc = dp_err_set(&err, DP_E_USAGE, "--model DIR, --ids LIST and --out FILE are required");
     dp_llama m;
     memset(&m, 0, sizeof m);
-    int64_t *ids64 = NULL, *drop = NULL, n_ids = 0, n_drop = 0;
+    int64_t *ids64 = NULL, n_ids = 0;
     int32_t *ids = NULL;
     dp_llama_state s;
     memset(&s, 0, sizeof s);
@@ -147,9 +159,9 @@ static int run_logits(dp_app *app) {
             if (rc == DP_OK && n_ids == 0) rc = dp_err_set(&err, DP_E_USAGE, "--ids is empty");
         }
         dp_layer_map map;
-        if (rc == DP_OK) dp_layer_map_all(&map, (int)m.cfg.n_layers);
-        if (rc == DP_OK && drop_s && (rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, &err)) == DP_OK)
-            rc = dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err);
+        if (rc == DP_OK)
+            rc = dp_pipe_layer_map(&m.cfg, drop_s, dp_cli_get(app, cmd, "--drop-attn"),
+                                   dp_cli_get(app, cmd, "--drop-mlp"), &map, &err);
         if (rc == DP_OK) rc = dp_llama_state_init(&s, &m, NULL, 1, n_ids, map.n, 0, 0, &err);
         if (rc == DP_OK) {
             ids = dp_malloc((size_t)n_ids * sizeof *ids, "logits ids");
@@ -170,7 +182,6 @@ static int run_logits(dp_app *app) {
     dp_llama_state_free(&s);
     dp_free(ids);
     dp_free(ids64);
-    dp_free(drop);
     dp_llama_free(&m);
     return rc ? dp_cli_fail(app, &err) : 0;
 }

@@ -22,6 +22,7 @@ static const dp_cli_opt k_score_opts[] = {
     {"--protect-last", "B", "keep the last B blocks out of the order (default score.protect_last)", NULL},
     {"--bootstrap", "R", "bootstrap replicates over calibration samples (default score.bootstrap)", NULL},
     {"--ratio", "X", "fraction of blocks to remove, for the bootstrap (default score.ratio)", NULL},
+    {"--units", "U", "block | sublayer: candidates are whole blocks, or each block's attention and MLP", "score.units"},
     {"--run", "DIR", "run directory (default run.dir)", "run.dir"},
     {"--fault-kill-after-round", "K", "testing: rank 1 kills itself after PPL round K", NULL},
     {NULL, NULL, NULL, NULL},
@@ -49,7 +50,8 @@ static int run_score(dp_app *app) {
 const dp_cmd dp_cmd_score = {
     "score",
     "rank every block by importance (PPL, Taylor, magnitude, block influence) across MPI ranks",
-    "--model DIR --calib FILE --criterion ppl,taylor+ [--samples 10 --seq-len 128 --seed S] --run RUNDIR",
+    "--model DIR --calib FILE --criterion ppl,taylor+ [--units block|sublayer] [--samples 10 --seq-len 128] --run "
+    "RUNDIR",
     k_score_opts,
     1,
     run_score,

@@ -1,5 +1,6 @@
 /* HF model directory export (see export.h). */
 #include "depthprune/export.h"
+#include "depthprune/llama.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -111,20 +112,40 @@ static char *export_config(const dp_llama_config *c, const int64_t *keep, int64_
         }
     }
     cJSON_DeleteItemFromObjectCaseSensitive(root, "depthprune");
+    cJSON *dpb = NULL;
     if (provenance) {
-        cJSON *p = cJSON_Parse(provenance);
-        if (!p) {
+        dpb = cJSON_Parse(provenance);
+        if (!dpb) {
             cJSON_Delete(root);
             dp_err_set(err, DP_E_FORMAT, "provenance is not valid JSON");
             return NULL;
         }
-        cJSON_AddItemToObject(root, "depthprune", p);
     }
+    for (int k = 0; k < 2; k++) { /* the removed sub-layers, by block index of the export */
+        int what = k ? DP_SKIP_MLP : DP_SKIP_ATTN, any = 0;
+        for (int64_t i = 0; i < n_layers; i++) any |= c->layer_skip[keep ? keep[i] : i] & what;
+        if (!any) continue;
+        if (!dpb) dpb = cJSON_CreateObject();
+        cJSON *a = cJSON_AddArrayToObject(dpb, k ? "skip_mlp" : "skip_attn");
+        for (int64_t i = 0; i < n_layers; i++)
+            if (c->layer_skip[keep ? keep[i] : i] & what) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)i));
+    }
+    if (dpb) cJSON_AddItemToObject(root, "depthprune", dpb);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     char *out = dp_strdup(text, "config");
     free(text);
     return out;
+}
+
+/* An entry's data replaced by zeros of its dtype and shape (owned by *owned). */
+static void zero_entry(dp_st_entry *e, void **owned) {
+    int64_t numel = 1;
+    for (int d = 0; d < e->ndim; d++) numel *= e->shape[d];
+    void *z = dp_calloc((size_t)numel * dp_dtype_size(e->dtype) + 1, 1, "export");
+    dp_free(*owned);
+    *owned = z;
+    e->data = z;
 }
 
 static const char *torch_name(int dtype) {
@@ -169,6 +190,14 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
             snprintf(dst_name, sizeof dst_name, "model.layers.%lld.%s", (long long)k, dp_llama_block_suffix[s]);
         }
         if (pass < 3) snprintf(dst_name, sizeof dst_name, "%s", src_name);
+        /* a removed sub-layer: its output projection is written as zeros (the same function) */
+        int zeroed = 0;
+        if (pass >= 3) {
+            int64_t k = (pass - 3) / DP_LLAMA_BLOCK_TENSORS, orig = o->keep ? o->keep[k] : k;
+            int s = (pass - 3) % DP_LLAMA_BLOCK_TENSORS;
+            zeroed = (s == DP_BT_O && (c->layer_skip[orig] & DP_SKIP_ATTN)) ||
+                     (s == DP_BT_DOWN && (c->layer_skip[orig] & DP_SKIP_MLP));
+        }
         const dp_st_entry *me = NULL;
         for (int i = 0; i < o->n_mem; i++)
             if (!strcmp(o->mem[i].name, src_name)) me = &o->mem[i];
@@ -190,6 +219,7 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
                 owned[n] = conv;
                 e[n].data = conv;
             }
+            if (zeroed) zero_entry(&e[n], &owned[n]);
             n++;
             continue;
         }
@@ -215,6 +245,7 @@ int dp_export_model(const char *src_dir, const dp_llama_config *c, const dp_st_m
             owned[n] = conv;
             e[n].data = conv;
         }
+        if (zeroed) zero_entry(&e[n], &owned[n]);
         n++;
     }
     if (rc == DP_OK) rc = dp_st_write_model(tmp, e, n, o->max_shard_bytes ? o->max_shard_bytes : 5000000000ull, err);

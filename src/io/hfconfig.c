@@ -220,6 +220,26 @@ int dp_llama_config_parse(const char *text, size_t len, const char *path, dp_lla
         if (rc) goto done;
         c->width_varies = 1;
     }
+    const cJSON *dpb = cJSON_GetObjectItemCaseSensitive(root, "depthprune");
+    for (int k = 0; k < 2 && cJSON_IsObject(dpb); k++) { /* sub-layers a pruned export left out */
+        const char *key = k ? "skip_mlp" : "skip_attn";
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(dpb, key);
+        if (!arr || cJSON_IsNull(arr)) continue;
+        if (!cJSON_IsArray(arr)) {
+            rc = dp_err_set(err, DP_E_FORMAT, "%s: depthprune.%s must be a list of block indices", path, key);
+            goto done;
+        }
+        for (const cJSON *e = arr->child; e; e = e->next) {
+            if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < 0 ||
+                e->valuedouble >= (double)c->n_layers) {
+                rc = dp_err_set(err, DP_E_FORMAT, "%s: depthprune.%s holds %s, not a block index in 0..%lld", path, key,
+                                cJSON_IsNumber(e) ? "a number out of range" : "a non-number",
+                                (long long)c->n_layers - 1);
+                goto done;
+            }
+            c->layer_skip[(int64_t)e->valuedouble] |= (unsigned char)(k ? DP_SKIP_MLP : DP_SKIP_ATTN);
+        }
+    }
     c->json_text = dp_malloc(len + 1, "config");
     memcpy(c->json_text, text, len);
     c->json_text[len] = '\0';

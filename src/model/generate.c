@@ -95,22 +95,51 @@ static void mm(float *out, const float *inp, const float *w, int64_t N, int64_t 
         dp_matmul_forward(out, inp, w, N, IN, OUT);
 }
 
+static void attention(dp_gen *g, int l, int64_t Bn, int64_t Tn, int64_t pos0, float *kc, float *vc);
+
 /* Runs Tn new positions (pos0..) of Bn sequences through the mapped blocks:
  * g->x (Bn*Tn, C) in, out. */
 static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
     const dp_llama *m = g->m;
     const dp_llama_config *c = &m->cfg;
-    int64_t N = Bn * Tn, C = c->hidden_size, HD = c->head_dim, T = g->T, half = HD / 2,
-            rep = c->n_heads / c->n_kv_heads;
-    float scale = (float)(1.0 / sqrt((double)HD));
+    int64_t N = Bn * Tn, C = c->hidden_size, HD = c->head_dim, T = g->T;
     for (int bi = 0; bi < g->map->n; bi++) {
         dp_heartbeat();
         int l = g->map->layer[bi];
-        int64_t F = c->layer_inter[l], NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], QD = NH * HD, KD = NKV * HD;
+        int64_t F = c->layer_inter[l];
         float *const *w = m->w.blk[l];
         /* each block's cache is sized for the global kv heads (the widest block) */
         float *kc = g->kc + (int64_t)bi * g->B * c->n_kv_heads * T * HD,
               *vc = g->vc + (int64_t)bi * g->B * c->n_kv_heads * T * HD;
+        int skip = g->map->skip[l];
+        if (skip & DP_SKIP_ATTN) { /* a removed attention: h = x, nothing cached */
+            memcpy(g->h, g->x, (size_t)(N * C) * sizeof(float));
+        } else {
+            attention(g, l, Bn, Tn, pos0, kc, vc);
+        }
+        if (skip & DP_SKIP_MLP) { /* a removed MLP: out = h */
+            memcpy(g->x, g->h, (size_t)(N * C) * sizeof(float));
+            continue;
+        }
+        dp_rmsnorm_forward(g->ln, NULL, g->h, w[DP_BT_MLP_NORM], N, C, c->rms_norm_eps);
+        mm(g->gate, g->ln, w[DP_BT_GATE], N, C, F);
+        mm(g->up, g->ln, w[DP_BT_UP], N, C, F);
+        dp_swiglu_forward(g->gate, g->gate, g->up, N * F);
+        mm(g->x, g->gate, w[DP_BT_DOWN], N, F, C);
+        dp_add_forward(g->x, g->x, g->h, N * C);
+    }
+}
+
+/* h = x + o_proj(attention over the cache) of block l, appending k/v at pos0.. */
+static void attention(dp_gen *g, int l, int64_t Bn, int64_t Tn, int64_t pos0, float *kc, float *vc) {
+    const dp_llama *m = g->m;
+    const dp_llama_config *c = &m->cfg;
+    int64_t N = Bn * Tn, C = c->hidden_size, HD = c->head_dim, T = g->T, half = HD / 2,
+            rep = c->n_heads / c->n_kv_heads;
+    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], QD = NH * HD, KD = NKV * HD;
+    float *const *w = m->w.blk[l];
+    float scale = (float)(1.0 / sqrt((double)HD));
+    {
         dp_rmsnorm_forward(g->ln, NULL, g->x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
         mm(g->q, g->ln, w[DP_BT_Q], N, C, QD);
         mm(g->k, g->ln, w[DP_BT_K], N, C, KD);
@@ -159,12 +188,6 @@ static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
                 }
         mm(g->h, g->ao, w[DP_BT_O], N, QD, C);
         dp_add_forward(g->h, g->h, g->x, N * C);
-        dp_rmsnorm_forward(g->ln, NULL, g->h, w[DP_BT_MLP_NORM], N, C, c->rms_norm_eps);
-        mm(g->gate, g->ln, w[DP_BT_GATE], N, C, F);
-        mm(g->up, g->ln, w[DP_BT_UP], N, C, F);
-        dp_swiglu_forward(g->gate, g->gate, g->up, N * F);
-        mm(g->x, g->gate, w[DP_BT_DOWN], N, F, C);
-        dp_add_forward(g->x, g->x, g->h, N * C);
     }
 }
 

@@ -161,8 +161,27 @@ void dp_llama_free(dp_llama *m) {
 /* ---------------- layer map ---------------- */
 
 void dp_layer_map_all(dp_layer_map *map, int n_layers) {
+    memset(map, 0, sizeof *map);
     map->n = n_layers;
     for (int i = 0; i < n_layers; i++) map->layer[i] = i;
+}
+
+void dp_layer_map_model(dp_layer_map *map, const dp_llama_config *c) {
+    dp_layer_map_all(map, (int)c->n_layers);
+    for (int l = 0; l < c->n_layers; l++) map->skip[l] = c->layer_skip[l];
+}
+
+int dp_layer_map_skip(dp_layer_map *map, int n_layers, const int64_t *blocks, int64_t n, int what, dp_err *err) {
+    char seen[DP_MAX_LAYERS] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        if (blocks[i] < 0 || blocks[i] >= n_layers)
+            return dp_err_set(err, DP_E_RANGE, "block %lld does not exist (the model has blocks 0..%d)",
+                              (long long)blocks[i], n_layers - 1);
+        if (seen[blocks[i]]) return dp_err_set(err, DP_E_USAGE, "block %lld is listed twice", (long long)blocks[i]);
+        seen[blocks[i]] = 1;
+    }
+    for (int64_t i = 0; i < n; i++) map->skip[blocks[i]] |= (unsigned char)what;
+    return DP_OK;
 }
 
 int dp_layer_map_drop(dp_layer_map *map, int n_layers, const int64_t *drop, int64_t n_drop, dp_err *err) {
@@ -382,14 +401,40 @@ static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *
     }
 }
 
-static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x, float *out,
-                          dp_llama_acts *a) {
+static void block_attention(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
+                            dp_llama_acts *a, int64_t N, int64_t C, int64_t NH, int64_t NKV, int64_t HD, int64_t QD,
+                            int64_t KD, float *const *w);
+
+static void block_forward(const dp_llama *m, const dp_lora *lora, int l, int skip, dp_llama_state *s, const float *x,
+                          float *out, dp_llama_acts *a) {
     dp_heartbeat();
     const dp_llama_config *c = &m->cfg;
     int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
     int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
     float *const *w = m->w.blk[l];
-    /* h = x + o_proj(attn(rope(q_proj(ln1(x))), rope(k_proj(..)), v_proj(..))) */
+    if (skip & DP_SKIP_ATTN) { /* h = x */
+        memcpy(a->res2, x, (size_t)(N * C) * sizeof(float));
+    } else {
+        block_attention(m, lora, l, s, x, a, N, C, NH, NKV, HD, QD, KD, w);
+    }
+    if (skip & DP_SKIP_MLP) { /* out = h */
+        memcpy(out, a->res2, (size_t)(N * C) * sizeof(float));
+        return;
+    }
+    /* out = h + down_proj(silu(gate_proj(ln2(h))) * up_proj(ln2(h))) */
+    dp_rmsnorm_forward(a->ln2, a->rstd2, a->res2, w[DP_BT_MLP_NORM], N, C, c->rms_norm_eps);
+    linear(m, lora, l, DP_BT_GATE, a->gate, a->ln2, a, s, C, F);
+    linear(m, lora, l, DP_BT_UP, a->up, a->ln2, a, s, C, F);
+    dp_swiglu_forward(a->h, a->gate, a->up, N * F);
+    linear(m, lora, l, DP_BT_DOWN, out, a->h, a, s, F, C);
+    dp_add_forward(out, out, a->res2, N * C);
+}
+
+/* h = x + o_proj(attn(rope(q_proj(ln1(x))), rope(k_proj(..)), v_proj(..))) into a->res2 */
+static void block_attention(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
+                            dp_llama_acts *a, int64_t N, int64_t C, int64_t NH, int64_t NKV, int64_t HD, int64_t QD,
+                            int64_t KD, float *const *w) {
+    const dp_llama_config *c = &m->cfg;
     dp_rmsnorm_forward(a->ln1, a->rstd1, x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
     linear(m, lora, l, DP_BT_Q, a->q, a->ln1, a, s, C, QD);
     linear(m, lora, l, DP_BT_K, a->k, a->ln1, a, s, C, KD);
@@ -399,13 +444,6 @@ static void block_forward(const dp_llama *m, const dp_lora *lora, int l, dp_llam
     dp_attention_forward(a->ao, a->att, a->q, a->k, a->v, s->B, s->T, NH, NKV, HD);
     linear(m, lora, l, DP_BT_O, a->res2, a->ao, a, s, QD, C);
     dp_add_forward(a->res2, a->res2, x, N * C);
-    /* out = h + down_proj(silu(gate_proj(ln2(h))) * up_proj(ln2(h))) */
-    dp_rmsnorm_forward(a->ln2, a->rstd2, a->res2, w[DP_BT_MLP_NORM], N, C, c->rms_norm_eps);
-    linear(m, lora, l, DP_BT_GATE, a->gate, a->ln2, a, s, C, F);
-    linear(m, lora, l, DP_BT_UP, a->up, a->ln2, a, s, C, F);
-    dp_swiglu_forward(a->h, a->gate, a->up, N * F);
-    linear(m, lora, l, DP_BT_DOWN, out, a->h, a, s, F, C);
-    dp_add_forward(out, out, a->res2, N * C);
 }
 
 static dp_llama_acts *acts_for(dp_llama_state *s, int i) {
@@ -416,7 +454,8 @@ void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_la
                              int from, int to) {
     int64_t NC = s->N * m->cfg.hidden_size;
     for (int i = from; i < to; i++)
-        block_forward(m, lora, map->layer[i], s, s->x + i * NC, s->x + (i + 1) * NC, acts_for(s, i));
+        block_forward(m, lora, map->layer[i], map->skip[map->layer[i]], s, s->x + i * NC, s->x + (i + 1) * NC,
+                      acts_for(s, i));
 }
 
 void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at) {
@@ -502,16 +541,10 @@ static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k
     }
 }
 
-/* s->dres holds dL/d(block output) on entry and dL/d(block input) on exit. */
-static void block_backward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, const float *x,
-                           dp_llama_acts *a, dp_llama_view *g, dp_lora *lg) {
-    dp_heartbeat();
-    const dp_llama_config *c = &m->cfg;
-    int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
-    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
-    float *const *w = m->w.blk[l];
-    float *dn1 = g ? g->blk[l][DP_BT_ATTN_NORM] : NULL, *dn2 = g ? g->blk[l][DP_BT_MLP_NORM] : NULL;
-    /* MLP */
+/* the MLP half of block_backward: s->dres from d(out) to d(h) */
+static void block_mlp_backward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, dp_llama_acts *a,
+                               dp_llama_view *g, dp_lora *lg, int64_t N, int64_t C, int64_t F, float *const *w,
+                               float *dn2) {
     zero(s->dh, N * F);
     linear_backward(m, lora, l, DP_BT_DOWN, s, s->dh, s->dres, a->h, a, g, lg, F, C);
     zero(s->dgate, N * F);
@@ -521,6 +554,20 @@ static void block_backward(const dp_llama *m, const dp_lora *lora, int l, dp_lla
     linear_backward(m, lora, l, DP_BT_GATE, s, s->dln, s->dgate, a->ln2, a, g, lg, C, F);
     linear_backward(m, lora, l, DP_BT_UP, s, s->dln, s->dup, a->ln2, a, g, lg, C, F);
     dp_rmsnorm_backward(s->dres, dn2, s->dln, a->res2, w[DP_BT_MLP_NORM], a->rstd2, N, C);
+}
+
+/* s->dres holds dL/d(block output) on entry and dL/d(block input) on exit. */
+static void block_backward(const dp_llama *m, const dp_lora *lora, int l, int skip, dp_llama_state *s, const float *x,
+                           dp_llama_acts *a, dp_llama_view *g, dp_lora *lg) {
+    dp_heartbeat();
+    const dp_llama_config *c = &m->cfg;
+    int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
+    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    float *const *w = m->w.blk[l];
+    float *dn1 = g ? g->blk[l][DP_BT_ATTN_NORM] : NULL, *dn2 = g ? g->blk[l][DP_BT_MLP_NORM] : NULL;
+    /* a skipped sub-layer is the identity: d(its input) = d(its output), dres as it is */
+    if (!(skip & DP_SKIP_MLP)) block_mlp_backward(m, lora, l, s, a, g, lg, N, C, F, w, dn2);
+    if (skip & DP_SKIP_ATTN) return;
     /* attention */
     zero(s->dao, N * QD);
     linear_backward(m, lora, l, DP_BT_O, s, s->dao, s->dres, a->ao, a, g, lg, QD, C);
@@ -556,8 +603,8 @@ void dp_llama_backward_hook(const dp_llama *m, const dp_lora *lora, const dp_lay
         int l = map->layer[i];
         dp_llama_acts *a = acts_for(s, i);
         if (s->flags & DP_STATE_RECOMPUTE) /* this block's activations, again, from its saved input */
-            block_forward(m, lora, l, s, s->x + i * NC, s->x + (i + 1) * NC, a);
-        block_backward(m, lora, l, s, s->x + i * NC, a, grads, lgrads);
+            block_forward(m, lora, l, map->skip[l], s, s->x + i * NC, s->x + (i + 1) * NC, a);
+        block_backward(m, lora, l, map->skip[l], s, s->x + i * NC, a, grads, lgrads);
         if (after_block) after_block(l, ctx);
     }
     if (grads && grads->embed) dp_embed_backward(grads->embed, s->dres, tokens, N, C);

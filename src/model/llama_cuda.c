@@ -328,14 +328,32 @@ typedef struct kv_cache {
  * save (training): rstd1/rstd2, res2 (the residual after attention) and ln2
  * are kept for the backward. With kv (generation): k/v go to the cache and
  * a decoding step attends over it. */
-static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys, const kv_cache *kv) {
+static void block_attention(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys, const kv_cache *kv);
+
+static void block(dp_cuda_llama *g, int l, int skip, int64_t B, int save, int use_keys, const kv_cache *kv) {
     dp_heartbeat();
     const dp_llama_config *c = &g->m->cfg;
     int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
-    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
     float *const *w = g->m->w.blk[l];
     float eps = (float)c->rms_norm_eps;
     dp_bf16 *ln2 = save ? g->ln2 : g->ln;
+    if (!(skip & DP_SKIP_ATTN)) block_attention(g, l, B, save, use_keys, kv); /* skipped: x stays */
+    if (save) dp_cuda_d2d(g->res2, g->x, (size_t)(N * C) * sizeof(float), NULL);
+    if (skip & DP_SKIP_MLP) return;
+    dp_cuda_rmsnorm_forward(ln2, save ? g->rstd2 : NULL, g->x, wp(g, w[DP_BT_MLP_NORM]), N, C, eps, NULL);
+    linear(g, l, DP_BT_GATE, g->gate, 0, ln2, N, C, F, use_keys);
+    linear(g, l, DP_BT_UP, g->up, 0, ln2, N, C, F, use_keys);
+    dp_cuda_swiglu_forward(g->h, g->gate, g->up, N * F, NULL);
+    linear(g, l, DP_BT_DOWN, g->x, 1, g->h, N, F, C, use_keys);
+}
+
+/* x <- x + attn(ln1(x)) of block l (the first half of block()) */
+static void block_attention(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys, const kv_cache *kv) {
+    const dp_llama_config *c = &g->m->cfg;
+    int64_t T = g->T, N = B * T, C = c->hidden_size;
+    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    float *const *w = g->m->w.blk[l];
+    float eps = (float)c->rms_norm_eps;
     dp_cuda_rmsnorm_forward(g->ln, save ? g->rstd1 : NULL, g->x, wp(g, w[DP_BT_ATTN_NORM]), N, C, eps, NULL);
     linear(g, l, DP_BT_Q, g->q, 0, g->ln, N, C, QD, use_keys);
     linear(g, l, DP_BT_K, g->k, 0, g->ln, N, C, KD, use_keys);
@@ -351,23 +369,18 @@ static void block(dp_cuda_llama *g, int l, int64_t B, int save, int use_keys, co
         dp_cuda_attention_forward(g->ao, g->lse, g->q, g->k, g->v, B, T, NH, NKV, HD, NULL);
     }
     linear(g, l, DP_BT_O, g->x, 1, g->ao, N, QD, C, use_keys);
-    if (save) dp_cuda_d2d(g->res2, g->x, (size_t)(N * C) * sizeof(float), NULL);
-    dp_cuda_rmsnorm_forward(ln2, save ? g->rstd2 : NULL, g->x, wp(g, w[DP_BT_MLP_NORM]), N, C, eps, NULL);
-    linear(g, l, DP_BT_GATE, g->gate, 0, ln2, N, C, F, use_keys);
-    linear(g, l, DP_BT_UP, g->up, 0, ln2, N, C, F, use_keys);
-    dp_cuda_swiglu_forward(g->h, g->gate, g->up, N * F, NULL);
-    linear(g, l, DP_BT_DOWN, g->x, 1, g->h, N, F, C, use_keys);
 }
 
 /* Gradient of block l: g->dx holds d(out) on entry, d(in) on return.
  * The block is recomputed from its saved input xin first. */
-static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys, float *gbase,
+static void block_mlp_backward(dp_cuda_llama *g, int l, int64_t B, int use_keys, float *const *dw);
+static void block_attention_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys,
+                                     float *const *dw);
+
+static void block_backward(dp_cuda_llama *g, int l, int skip, const float *xin, int64_t B, int use_keys, float *gbase,
                            int64_t base_off) {
     const dp_llama_config *c = &g->m->cfg;
-    int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
-    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
-    float *const *w = g->m->w.blk[l];
-    dp_blas h = g->blas;
+    int64_t N = B * g->T, C = c->hidden_size;
     /* base-weight gradients, when gbase is set: tensor k of this block at
      * gbase + (its offset - base_off) (block-local for Taylor, global for
      * full-parameter training) */
@@ -377,8 +390,25 @@ static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B,
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) dw[k] = gbase + (p0[k].offset - base_off);
     }
     dp_cuda_d2d(g->x, xin, (size_t)(N * C) * sizeof(float), NULL);
-    block(g, l, B, 1, use_keys, NULL);
-    /* MLP: out = res2 + down(silu(gate) * up), gate/up = W ln2(res2) */
+    block(g, l, skip, B, 1, use_keys, NULL);
+    /* a skipped sub-layer is the identity: d(its input) = d(its output) */
+    if (skip & DP_SKIP_MLP) {
+        dp_cuda_d2d(g->dx2, g->dx, (size_t)(N * C) * sizeof(float), NULL);
+    } else {
+        block_mlp_backward(g, l, B, use_keys, dw);
+    }
+    if (!(skip & DP_SKIP_ATTN)) block_attention_backward(g, l, xin, B, use_keys, dw);
+    float *t = g->dx;
+    g->dx = g->dx2;
+    g->dx2 = t;
+}
+
+/* MLP: out = res2 + down(silu(gate) * up), gate/up = W ln2(res2); g->dx = d(out) -> g->dx2 = d(res2) */
+static void block_mlp_backward(dp_cuda_llama *g, int l, int64_t B, int use_keys, float *const *dw) {
+    const dp_llama_config *c = &g->m->cfg;
+    int64_t T = g->T, N = B * T, C = c->hidden_size, F = c->layer_inter[l];
+    float *const *w = g->m->w.blk[l];
+    dp_blas h = g->blas;
     dp_cuda_f32_to_bf16(g->g16, g->dx, N * C, NULL);
     dp_cuda_matmul_backward(h, g->dwide, 0.0f, dw[DP_BT_DOWN], g->g16, g->h, wp(g, w[DP_BT_DOWN]), N, F, C, 1.0f);
     linear_lora_backward(g, l, DP_BT_DOWN, g->dwide, g->g16, g->h, N, F, C, use_keys);
@@ -391,7 +421,16 @@ static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B,
     dp_cuda_d2d(g->dx2, g->dx, (size_t)(N * C) * sizeof(float), NULL);
     dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_MLP_NORM], g->norm_scratch, g->dwide, g->res2, wp(g, w[DP_BT_MLP_NORM]),
                              g->rstd2, N, C, NULL);
-    /* attention: res2 = x + o(attn(rope(q), rope(k), v)), q/k/v = W ln1(x) */
+}
+
+/* attention: res2 = x + o(attn(rope(q), rope(k), v)), q/k/v = W ln1(x); g->dx2 = d(res2) -> d(x) */
+static void block_attention_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B, int use_keys,
+                                     float *const *dw) {
+    const dp_llama_config *c = &g->m->cfg;
+    int64_t T = g->T, N = B * T, C = c->hidden_size;
+    int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
+    float *const *w = g->m->w.blk[l];
+    dp_blas h = g->blas;
     dp_cuda_f32_to_bf16(g->g16, g->dx2, N * C, NULL);
     dp_cuda_matmul_backward(h, g->dwide, 0.0f, dw[DP_BT_O], g->g16, g->ao, wp(g, w[DP_BT_O]), N, QD, C, 1.0f);
     linear_lora_backward(g, l, DP_BT_O, g->dwide, g->g16, g->ao, N, QD, C, use_keys);
@@ -408,14 +447,11 @@ static void block_backward(dp_cuda_llama *g, int l, const float *xin, int64_t B,
     linear_lora_backward(g, l, DP_BT_V, g->dwide, g->dv, g->ln, N, C, KD, use_keys);
     dp_cuda_rmsnorm_backward(g->dx2, dw[DP_BT_ATTN_NORM], g->norm_scratch, g->dwide, xin, wp(g, w[DP_BT_ATTN_NORM]),
                              g->rstd1, N, C, NULL);
-    float *t = g->dx;
-    g->dx = g->dx2;
-    g->dx2 = t;
 }
 
 void dp_cuda_llama_blocks(dp_cuda_llama *g, const dp_layer_map *map, int from, int to, int64_t B) {
     check_b(g, B);
-    for (int i = from; i < to; i++) block(g, map->layer[i], B, 0, 0, NULL);
+    for (int i = from; i < to; i++) block(g, map->layer[i], map->skip[map->layer[i]], B, 0, 0, NULL);
 }
 
 double dp_cuda_llama_head_nll(dp_cuda_llama *g, const int32_t *targets, float *nll, int64_t B) {
@@ -535,7 +571,7 @@ int dp_cuda_llama_teacher_topk(dp_cuda_llama *t, const dp_layer_map *map, const 
     t->T = T;
     int rc = dp_cuda_llama_embed(t, tokens, B, err);
     if (rc) return rc;
-    for (int i = 0; i < map->n; i++) block(t, map->layer[i], B, 0, 0, NULL);
+    for (int i = 0; i < map->n; i++) block(t, map->layer[i], map->skip[map->layer[i]], B, 0, 0, NULL);
     int64_t N = B * T, C = c->hidden_size;
     dp_cuda_rmsnorm_forward(t->ln, NULL, t->x, wp(t, t->m->w.norm), N, C, (float)c->rms_norm_eps, NULL);
     dp_cuda_head_topk(t->blas, tidx, tval, tlse, t->head_scratch, t->ln, wp(t, t->m->w.head), N, C, c->vocab_size, K,
@@ -575,7 +611,7 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
     int64_t stride = g->Bmax * g->Tmax * C;
     for (int i = 0; i < map->n; i++) {
         if (mb->backward) dp_cuda_d2d(g->xs + i * stride, g->x, NC, NULL);
-        block(g, map->layer[i], B, 0, use_keys, NULL);
+        block(g, map->layer[i], map->skip[map->layer[i]], B, 0, use_keys, NULL);
     }
     if (mb->backward) dp_cuda_d2d(g->xs + (int64_t)map->n * stride, g->x, NC, NULL);
     /* head: final norm, chunked logits, CE (+ KD), d(final norm output) */
@@ -621,9 +657,9 @@ int dp_cuda_llama_train_micro(dp_cuda_llama *g, const dp_layer_map *map, const d
             dp_cuda_memset0(g->wg, nb * sizeof(float), NULL);
         }
         if (gf)
-            block_backward(g, l, g->xs + i * stride, B, use_keys, gf, 0);
+            block_backward(g, l, map->skip[l], g->xs + i * stride, B, use_keys, gf, 0);
         else
-            block_backward(g, l, g->xs + i * stride, B, use_keys, wgrad ? g->wg : NULL,
+            block_backward(g, l, map->skip[l], g->xs + i * stride, B, use_keys, wgrad ? g->wg : NULL,
                            g->m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset);
         if (wgrad) {
             dp_cuda_sync(NULL);
@@ -678,7 +714,7 @@ static void gen_forward(dp_cuda_gen *cg, int64_t B, int64_t T, int64_t pos0) {
         int l = cg->map->layer[i];
         int64_t KD = c->layer_kv_heads[l] * HD;
         kv_cache kv = {cg->kc + per, cg->vc + per, cg->Tcap, pos0};
-        block(g, l, B, 0, 0, &kv);
+        block(g, l, cg->map->skip[l], B, 0, 0, &kv);
         per += (size_t)(cg->B * KD * cg->Tcap);
     }
     /* the last position of each sequence, gathered into x2 */

@@ -38,11 +38,10 @@ int dp_pipe_eval(const dp_pipe *p, const dp_eval_job *j, dp_err *err) {
     memset(&m, 0, sizeof m);
     if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, err), err);
     dp_layer_map map;
-    dp_layer_map_all(&map, rc ? 0 : (int)m.cfg.n_layers);
+    dp_layer_map_model(&map, &m.cfg);
     int64_t *drop = NULL, n_drop = 0;
-    if (!rc && drop_s && !(rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, err)))
-        rc = dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, err);
-    if (!rc && map.n == 0) rc = dp_err_set(err, DP_E_USAGE, "--drop removes every block");
+    if (!rc) rc = dp_pipe_layer_map(&m.cfg, drop_s, j->drop_attn, j->drop_mlp, &map, err);
+    if (!rc && drop_s) rc = dp_parse_block_list(drop_s, m.cfg.n_layers, &drop, &n_drop, err);
     /* perplexity sets */
     dp_ppl_opts po = {.device = p->device,
                       .seq_len = dp_config_int(p->cfg, "eval.seq_len"),
@@ -81,8 +80,7 @@ int dp_pipe_eval(const dp_pipe *p, const dp_eval_job *j, dp_err *err) {
     dp_tasks t;
     memset(&t, 0, sizeof t);
     if (!rc && task_s) {
-        rc = dp_tasks_load(p, dir, task_s, limit, j->skip_bad,
-                               m.cfg.max_position_embeddings, &t, err);
+        rc = dp_tasks_load(p, dir, task_s, limit, j->skip_bad, m.cfg.max_position_embeddings, &t, err);
         rc = dp_mpi_agree(mpi, rc, err);
         if (!rc) rc = dp_tasks_run(mpi, p->device, &m, &map, &t, batch, err);
     }
@@ -96,6 +94,11 @@ int dp_pipe_eval(const dp_pipe *p, const dp_eval_job *j, dp_err *err) {
         cJSON_AddStringToObject(o, "tokenizer_hash", h);
         cJSON *dl = cJSON_AddArrayToObject(o, "dropped");
         for (int64_t i = 0; i < n_drop; i++) cJSON_AddItemToArray(dl, cJSON_CreateNumber((double)drop[i]));
+        cJSON *sa = cJSON_AddArrayToObject(o, "skipped_attn"), *sm = cJSON_AddArrayToObject(o, "skipped_mlp");
+        for (int l = 0; l < m.cfg.n_layers; l++) {
+            if (map.skip[l] & DP_SKIP_ATTN) cJSON_AddItemToArray(sa, cJSON_CreateNumber(l));
+            if (map.skip[l] & DP_SKIP_MLP) cJSON_AddItemToArray(sm, cJSON_CreateNumber(l));
+        }
         cJSON *pr = cJSON_AddObjectToObject(o, "protocol");
         cJSON_AddNumberToObject(pr, "ppl_seq_len", (double)po.seq_len);
         cJSON_AddStringToObject(pr, "ppl_bos",
@@ -208,4 +211,3 @@ int dp_pipe_eval(const dp_pipe *p, const dp_eval_job *j, dp_err *err) {
     dp_llama_free(&m);
     return rc;
 }
-

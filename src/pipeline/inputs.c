@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "depthprune/export.h"
 #include "depthprune/safetensors.h"
 #include "depthprune/tokenizer.h"
 #include "internal.h"
@@ -84,7 +85,7 @@ const char *dp_pipe_data_format(const char *data) {
 
 /* Rank 0 tokenizes; every rank receives the examples. */
 int dp_pipe_load_data(const dp_pipe *p, const char *tok_dir, const char *path, const char *format,
-                     const dp_data_opts *dopt, dp_train_data *d, dp_err *err) {
+                      const dp_data_opts *dopt, dp_train_data *d, dp_err *err) {
     const dp_mpi *mpi = p->mpi;
     int rc = DP_OK;
     memset(d, 0, sizeof *d);
@@ -206,7 +207,8 @@ int dp_pipe_train_setup(const dp_pipe *p, const char *tok_dir, const char *data_
     if (!rc) rc = dp_pipe_data_opts(p, &dopt, err);
     rc = dp_mpi_agree(p->mpi, rc, err);
     const char *format = dp_config_str(p->cfg, "train.data_format");
-    if (!rc) rc = dp_pipe_load_data(p, tok_dir, data_path, format ? format : dp_pipe_data_format(data_path), &dopt, d, err);
+    if (!rc)
+        rc = dp_pipe_load_data(p, tok_dir, data_path, format ? format : dp_pipe_data_format(data_path), &dopt, d, err);
     return rc;
 }
 
@@ -230,7 +232,7 @@ static int read_ids(const char *model_dir, const char *text_path, const char *bo
 }
 
 int dp_pipe_ppl_windows(const dp_pipe *p, const char *model_dir, const char *text, const dp_ppl_opts *o, int32_t **win,
-                       int64_t *n_win, dp_err *err) {
+                        int64_t *n_win, dp_err *err) {
     const dp_mpi *mpi = p->mpi;
     /* text -> ids on rank 0, then to everyone */
     int32_t *ids = NULL, bos = -1;
@@ -258,8 +260,8 @@ int dp_pipe_ppl_windows(const dp_pipe *p, const char *model_dir, const char *tex
 
 /* The one-shot removal order of crit in scores.json (unprotected blocks,
  * least important first). */
-int dp_pipe_read_order(const char *path, const char *crit, const char *want_hash, int L, int **order, int *n_order,
-                      uint64_t *file_hash, dp_err *err) {
+int dp_pipe_read_order(const char *path, const char *crit, const char *want_hash, int L, int *units, int **order,
+                       int *n_order, uint64_t *file_hash, dp_err *err) {
     char *text = NULL;
     size_t n = 0;
     int rc = dp_read_file(path, &text, &n, err);
@@ -271,6 +273,8 @@ int dp_pipe_read_order(const char *path, const char *crit, const char *want_hash
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "criteria"), crit);
     const cJSON *ord = cJSON_GetObjectItemCaseSensitive(c, "order");
+    const cJSON *unit = cJSON_GetObjectItemCaseSensitive(root, "unit");
+    int sub = cJSON_IsString(unit) && !strcmp(unit->valuestring, "sublayer"), U = sub ? 2 * L : L;
     if (!root || !cJSON_IsObject(root))
         rc = dp_err_set(err, DP_E_FORMAT, "%s: not a JSON object", path);
     else if (!cJSON_IsString(mh) || !cJSON_IsNumber(layers))
@@ -282,14 +286,18 @@ int dp_pipe_read_order(const char *path, const char *crit, const char *want_hash
         rc = dp_err_set(err, DP_E_MISMATCH, "%s scores %g blocks, the model has %d", path, layers->valuedouble, L);
     else if (!cJSON_IsArray(ord))
         rc = dp_err_set(err, DP_E_USAGE, "%s has no criterion '%s'", path, crit);
+    else if (sub && !units)
+        rc =
+            dp_err_set(err, DP_E_USAGE, "%s scores sub-layers (score --units sublayer); this needs block scores", path);
+    if (units) *units = sub;
     if (!rc) {
         *n_order = cJSON_GetArraySize(ord);
         *order = dp_malloc((size_t)(*n_order + 1) * sizeof(int), "order");
         int i = 0;
         const cJSON *it;
         cJSON_ArrayForEach(it, ord) {
-            int b = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < L ? (int)it->valuedouble : -1;
-            if (b < 0 || b >= L)
+            int b = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < U ? (int)it->valuedouble : -1;
+            if (b < 0 || b >= U)
                 rc = dp_err_set(err, DP_E_FORMAT, "%s: order of %s holds a bad block index", path, crit);
             (*order)[i++] = b;
         }
@@ -323,8 +331,8 @@ void dp_tasks_free(dp_tasks *t) {
     memset(t, 0, sizeof *t);
 }
 
-int dp_tasks_load(const dp_pipe *p, const char *tok_dir, const char *spec, int64_t limit, int skip_bad,
-                      int64_t max_len, dp_tasks *t, dp_err *err) {
+int dp_tasks_load(const dp_pipe *p, const char *tok_dir, const char *spec, int64_t limit, int skip_bad, int64_t max_len,
+                  dp_tasks *t, dp_err *err) {
     memset(t, 0, sizeof *t);
     dp_tokenizer *tok = NULL;
     int rc = dp_tokenizer_load(tok_dir, &tok, err);
@@ -403,7 +411,7 @@ int dp_tasks_load(const dp_pipe *p, const char *tok_dir, const char *spec, int64
 }
 
 int dp_tasks_run(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const dp_layer_map *map, dp_tasks *t,
-                     int64_t batch, dp_err *err) {
+                 int64_t batch, dp_err *err) {
     int rc = dp_mc_run(mpi, dev, m, map, t->req, t->n_req, batch, err);
     for (int k = 0; k < t->n && !rc; k++) dp_mc_score(t->docs[k], t->n_docs[k], t->req, t->first[k], &t->metrics[k]);
     return rc;
@@ -463,4 +471,22 @@ dp_st_entry *dp_pipe_model_entries(const dp_llama *m) {
                              .data = m->mem + w->offset};
     }
     return e;
+}
+
+int dp_pipe_layer_map(const dp_llama_config *c, const char *drop, const char *drop_attn, const char *drop_mlp,
+                      dp_layer_map *map, dp_err *err) {
+    dp_layer_map_model(map, c);
+    const char *lists[3] = {drop, drop_attn, drop_mlp}, *flags[3] = {"--drop", "--drop-attn", "--drop-mlp"};
+    int rc = DP_OK;
+    for (int k = 0; k < 3 && !rc; k++) {
+        if (!lists[k]) continue;
+        int64_t *v = NULL, n = 0;
+        rc = dp_parse_block_list(lists[k], c->n_layers, &v, &n, err);
+        if (!rc && k == 0) rc = dp_layer_map_drop(map, (int)c->n_layers, v, n, err);
+        if (!rc && k > 0) rc = dp_layer_map_skip(map, (int)c->n_layers, v, n, k == 1 ? DP_SKIP_ATTN : DP_SKIP_MLP, err);
+        if (rc) dp_err_prefix(err, "%s", flags[k]);
+        dp_free(v);
+    }
+    if (!rc && map->n == 0) rc = dp_err_set(err, DP_E_USAGE, "--drop removes every block");
+    return rc;
 }

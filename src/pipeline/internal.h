@@ -25,6 +25,10 @@ struct cJSON *dp_pipe_read_json(const char *path);
 /* Collective: any rank asked to stop (a signal)? */
 int dp_pipe_stop_requested(const dp_mpi *mpi);
 
+/* RUNDIR/agreement.md (+ agreement.png, a heat map of Kendall's tau) when two or more
+ * criteria were scored in json_path: how much the rankings agree (Kendall's tau-b, top-k
+ * overlap), printed too. Rank 0. */
+void dp_pipe_report_agreement(const char *run, const char *json_path);
 /* The dtype a model directory stores its weights in (export "auto"). */
 int dp_pipe_stored_dtype(const char *dir);
 /* The model's f32 weights as export entries (free the array, not the data). */

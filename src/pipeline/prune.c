@@ -69,53 +69,87 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
     memset(&m, 0, sizeof m);
     if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, err), err);
     int L = rc ? 0 : (int)m.cfg.n_layers;
-    if (!rc && K <= 0) K = lround(ratio * L);
-    if (!rc && (K < 1 || K >= L))
-        rc = dp_err_set(err, DP_E_USAGE,
-                        "removing %lld of %d blocks (%s) is not possible: remove at least 1 and keep at least 1",
-                        (long long)K, L, j->remove > 0 ? "--remove" : "--ratio");
     uint64_t mhash = rc ? 0 : dp_llama_hash(&m);
     char mh[17];
     snprintf(mh, sizeof mh, "%016llx", (unsigned long long)mhash);
-    int *removed = dp_calloc((size_t)(L + 1), sizeof(int), "prune");
-    double *ppl_after = dp_calloc((size_t)(L + 1), sizeof(double), "prune");
+    int *removed = dp_calloc((size_t)(2 * L + 1), sizeof(int), "prune");
+    double *ppl_after = dp_calloc((size_t)(2 * L + 1), sizeof(double), "prune");
     double dense_ppl = NAN;
     uint64_t scores_hash = 0;
-    int have_ppl = 0;
+    int have_ppl = 0, units = 0; /* units: one-shot from sub-layer scores */
+    int *order = NULL, n_order = 0;
+    int64_t n_units = 0; /* sub-layers removed (units), in order, in removed[] */
+    unsigned char skip[DP_MAX_LAYERS] = {0};
     char *scores_dir = NULL;
     if (!rc && !iterative) {
-        int *order = NULL, n_order = 0;
-        if (mpi->rank == 0) rc = dp_pipe_read_order(scores, crit, mh, L, &order, &n_order, &scores_hash, err);
+        if (mpi->rank == 0) rc = dp_pipe_read_order(scores, crit, mh, L, &units, &order, &n_order, &scores_hash, err);
         rc = dp_mpi_agree(mpi, rc, err);
         if (!rc) {
-            DP_CHECK_MPI(MPI_Bcast(&n_order, 1, MPI_INT, 0, mpi->comm));
+            int hdr[2] = {n_order, units};
+            DP_CHECK_MPI(MPI_Bcast(hdr, 2, MPI_INT, 0, mpi->comm));
+            n_order = hdr[0], units = hdr[1];
             if (mpi->rank != 0) order = dp_malloc((size_t)(n_order + 1) * sizeof(int), "order");
             DP_CHECK_MPI(MPI_Bcast(order, n_order, MPI_INT, 0, mpi->comm));
-            if (K > n_order)
-                rc = dp_err_set(err, DP_E_USAGE, "removing %lld blocks but %s ranks only %d unprotected candidates",
-                                   (long long)K,
-                                crit, n_order);
         }
-        for (int k = 0; !rc && k < K; k++) removed[k] = order[k];
-        dp_free(order);
-        /* the PPL after each removal, when the scores' run directory has the calibration */
+    }
+    if (!rc && units) {
+        /* sub-layers in the order of the scores: --remove K of them, or (--ratio) as many as remove the
+         * parameters of round(ratio L) blocks, the nearest count */
+        int64_t target = 0, got = 0;
+        for (int b = 0; b < (int)lround(ratio * L) && b < L; b++) target += dp_llama_layer_param_count(&m.cfg, b);
+        for (int k = 0; k < n_order && (K > 0 ? n_units < K : got < target); k++) {
+            int u = order[k], b = u / 2;
+            int64_t up = 0;
+            for (int t = u % 2 ? DP_BT_O + 1 : 0; t < (u % 2 ? DP_LLAMA_BLOCK_TENSORS : DP_BT_O + 1); t++)
+                up += m.params[1 + b * DP_LLAMA_BLOCK_TENSORS + t].n_elems;
+            if (K <= 0 && got + up - target > target - got) break; /* nearer without it */
+            removed[n_units++] = u;
+            got += up;
+            skip[b] |= (unsigned char)(u % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
+        }
+        int whole = 0;
+        for (int b = 0; b < L; b++) whole += skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP);
+        if (n_units < 1 || (K > 0 && n_units < K) || whole >= L)
+            rc = dp_err_set(err, DP_E_USAGE,
+                            "removing %lld sub-layers is not possible with %d unprotected candidates (keep at least "
+                            "one block)",
+                            (long long)(K > 0 ? K : n_units), n_order);
+    } else if (!rc) {
+        if (K <= 0) K = lround(ratio * L);
+        if (K < 1 || K >= L)
+            rc = dp_err_set(err, DP_E_USAGE,
+                            "removing %lld of %d blocks (%s) is not possible: remove at least 1 and keep at least 1",
+                            (long long)K, L, j->remove > 0 ? "--remove" : "--ratio");
+        else if (!iterative && K > n_order)
+            rc = dp_err_set(err, DP_E_USAGE, "removing %lld blocks but %s ranks only %d unprotected candidates",
+                            (long long)K, crit, n_order);
+        for (int k = 0; !rc && !iterative && k < K; k++) removed[k] = order[k];
+    }
+    dp_free(order);
+    if (!rc && !iterative) { /* the PPL after each removal, when the scores' run directory has the calibration */
         scores_dir = dp_path_dirname(scores);
         char *cp = dp_path_join(scores_dir, "calib.h5");
         int have_calib = dp_file_exists(cp);
         dp_free(cp);
-        if (!rc && have_calib) {
+        if (have_calib) {
             dp_layer_map map;
             dp_layer_map_all(&map, L);
             rc = dp_prune_map_ppl(mpi, p->device, &m, &map, scores_dir, mhash, batch, &dense_ppl, err);
-            for (int k = 0; !rc && k < K; k++) {
-                int64_t drop = removed[k];
-                rc = dp_layer_map_drop(&map, L, &drop, 1, err);
-                if (!rc)
-                    rc = dp_prune_map_ppl(mpi, p->device, &m, &map, scores_dir, mhash, batch, &ppl_after[k], err);
+            for (int k = 0; !rc && k < (units ? n_units : K); k++) {
+                int64_t b = units ? removed[k] / 2 : removed[k];
+                if (units) map.skip[b] |= (unsigned char)(removed[k] % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
+                if (!units || map.skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP)) rc = dp_layer_map_drop(&map, L, &b, 1, err);
+                if (!rc) rc = dp_prune_map_ppl(mpi, p->device, &m, &map, scores_dir, mhash, batch, &ppl_after[k], err);
             }
             have_ppl = !rc;
         }
     }
+    if (units) { /* the blocks both of whose sub-layers went are removed whole */
+        K = 0;
+        for (int b = 0; b < L; b++)
+            if (skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP)) removed[n_units + K++] = b;
+    }
+    int *blocks_gone = removed + (units ? n_units : 0);
     dp_train_data hd;
     memset(&hd, 0, sizeof hd);
     int64_t *hidx = NULL;
@@ -163,11 +197,15 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
         int nk = 0;
         for (int l = 0; l < L; l++) {
             int gone = 0;
-            for (int k = 0; k < K; k++) gone |= removed[k] == l;
+            for (int k = 0; k < K; k++) gone |= blocks_gone[k] == l;
             if (!gone) keep[nk] = l, kept[nk++] = l;
         }
         int64_t before = m.n_elems, after = before;
-        for (int k = 0; k < K; k++) after -= dp_llama_layer_param_count(&m.cfg, removed[k]);
+        for (int k = 0; k < K; k++) after -= dp_llama_layer_param_count(&m.cfg, blocks_gone[k]);
+        for (int b = 0; units && b < L; b++) /* a removed sub-layer's projection is zero: its weights count as gone */
+            for (int t = 0; t < DP_LLAMA_BLOCK_TENSORS && skip[b] != (DP_SKIP_ATTN | DP_SKIP_MLP); t++)
+                if ((t <= DP_BT_O && (skip[b] & DP_SKIP_ATTN)) || (t > DP_BT_O && (skip[b] & DP_SKIP_MLP)))
+                    after -= m.params[1 + b * DP_LLAMA_BLOCK_TENSORS + t].n_elems;
         cJSON *jo = cJSON_CreateObject();
         cJSON_AddStringToObject(jo, "schedule", sched);
         cJSON_AddStringToObject(jo, "criterion", iterative ? "ppl" : crit);
@@ -175,7 +213,22 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
         cJSON_AddStringToObject(jo, "model_hash", mh);
         cJSON_AddNumberToObject(jo, "layers_before", L);
         cJSON_AddNumberToObject(jo, "layers_after", nk);
-        cJSON_AddItemToObject(jo, "removed", cJSON_CreateIntArray(removed, (int)K));
+        cJSON_AddItemToObject(jo, "removed", cJSON_CreateIntArray(blocks_gone, (int)K));
+        if (units) {
+            cJSON_AddStringToObject(jo, "unit", "sublayer");
+            cJSON *ru = cJSON_AddArrayToObject(jo, "removed_units");
+            for (int64_t k = 0; k < n_units; k++) {
+                char un[32];
+                snprintf(un, sizeof un, "%s.%d", removed[k] % 2 ? "mlp" : "attn", removed[k] / 2);
+                cJSON_AddItemToArray(ru, cJSON_CreateString(un));
+            }
+            for (int k2 = 0; k2 < 2; k2++) {
+                cJSON *a = cJSON_AddArrayToObject(jo, k2 ? "skip_mlp" : "skip_attn");
+                for (int b = 0; b < L; b++)
+                    if (skip[b] != (DP_SKIP_ATTN | DP_SKIP_MLP) && (skip[b] & (k2 ? DP_SKIP_MLP : DP_SKIP_ATTN)))
+                        cJSON_AddItemToArray(a, cJSON_CreateNumber(b));
+            }
+        }
         cJSON_AddItemToObject(jo, "kept", cJSON_CreateIntArray(kept, nk));
         cJSON_AddNumberToObject(jo, "params_before", (double)before);
         cJSON_AddNumberToObject(jo, "params_after", (double)after);
@@ -191,7 +244,7 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
         }
         if (have_ppl) {
             cJSON_AddNumberToObject(jo, "dense_ppl", dense_ppl);
-            cJSON_AddItemToObject(jo, "ppl_after", cJSON_CreateDoubleArray(ppl_after, (int)K));
+            cJSON_AddItemToObject(jo, "ppl_after", cJSON_CreateDoubleArray(ppl_after, (int)(units ? n_units : K)));
         }
         cJSON_AddStringToObject(jo, "version", DP_VERSION_STRING);
         char *jtext = cJSON_Print(jo);
@@ -212,6 +265,8 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
         dp_st_entry *mem = NULL;
         dp_st_model st;
         int have_st = 0;
+        for (int b = 0; units && b < L; b++) /* zero projections + skip lists in the export */
+            if (skip[b] != (DP_SKIP_ATTN | DP_SKIP_MLP)) m.cfg.layer_skip[b] |= skip[b];
         if (heal > 0) { /* healed weights: from memory */
             mem = dp_pipe_model_entries(&m);
             eo.mem = mem;
@@ -225,8 +280,12 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
         }
         if (have_st) dp_st_model_close(&st);
         if (!rc) {
-            printf("removed blocks");
-            for (int k = 0; k < K; k++) printf(" %d", removed[k]);
+            printf(units ? "removed sub-layers" : "removed blocks");
+            for (int k = 0; k < (units ? n_units : K); k++)
+                if (units)
+                    printf(" %s.%d", removed[k] % 2 ? "mlp" : "attn", removed[k] / 2);
+                else
+                    printf(" %d", removed[k]);
             printf(" (%s, %s): %d of %d blocks kept, %.1f%% of parameters removed -> %s\n", sched,
                    iterative ? "ppl" : crit, nk, L, 100.0 * (double)(before - after) / (double)before, out);
             if (have_ppl) { /* PPL vs blocks removed */
@@ -235,13 +294,13 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
                 FILE *f = fopen(dat, "w");
                 if (f) {
                     fprintf(f, "0 %.9g\n", dense_ppl);
-                    for (int k = 0; k < K; k++) fprintf(f, "%d %.9g\n", k + 1, ppl_after[k]);
+                    for (int k = 0; k < (units ? n_units : K); k++) fprintf(f, "%d %.9g\n", k + 1, ppl_after[k]);
                     fclose(f);
                     snprintf(t, sizeof t,
-                             "set terminal pngcairo size 800,500\nset output '%s'\nset xlabel 'blocks removed'\n"
+                             "set terminal pngcairo size 800,500\nset output '%s'\nset xlabel '%s removed'\n"
                              "set ylabel 'calibration PPL'\nset logscale y\nset grid\nplot '%s' using 1:2 with "
                              "linespoints title '%s %s'\n",
-                             png, dat, sched, iterative ? "ppl" : crit);
+                             png, units ? "sub-layers" : "blocks", dat, sched, iterative ? "ppl" : crit);
                     dp_gnuplot(t, png);
                 }
                 dp_free(dat);
@@ -262,4 +321,3 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
     dp_llama_free(&m);
     return rc;
 }
-

@@ -93,13 +93,13 @@ int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_
     int64_t *val = NULL, *train = NULL;
     if (!rc) {
         if (val_size >= d.n)
-            rc = dp_err_set(err, DP_E_CONFIG, "--val-size %lld leaves no training examples (%lld in all)", (long long)val_size,
-                            (long long)d.n);
+            rc = dp_err_set(err, DP_E_CONFIG, "--val-size %lld leaves no training examples (%lld in all)",
+                            (long long)val_size, (long long)d.n);
         else
             dp_data_split(d.n, val_size, o.seed, &val, &train);
     }
     dp_layer_map map;
-    dp_layer_map_all(&map, (int)student.cfg.n_layers);
+    dp_layer_map_model(&map, &student.cfg);
     dp_lora lora;
     memset(&lora, 0, sizeof lora);
     dp_train_result res;
@@ -160,7 +160,6 @@ int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_
     return rc;
 }
 
-
 void dp_teacher_job_init(const dp_config *c, dp_teacher_job *j) {
     *j = (dp_teacher_job){.teacher = dp_config_str(c, "train.teacher"),
                           .data = dp_config_str(c, "train.data"),
@@ -207,4 +206,3 @@ int dp_pipe_teacher_cache(const dp_pipe *p, const dp_teacher_job *j, dp_err *err
     dp_llama_free(&t);
     return rc;
 }
-

@@ -164,7 +164,6 @@ int dp_pipe_summary(const char *run, int retrained, dp_err *err) {
     return rc;
 }
 
-
 int dp_pipe_run(const dp_pipe *p, const char *model, const char *run, int *stopped, dp_err *err) {
     const dp_mpi *mpi = p->mpi;
     const dp_config *c = p->cfg;

@@ -66,6 +66,96 @@ static void plot_scores(const char *run, const char *json_path) {
     cJSON_Delete(root);
 }
 
+void dp_pipe_report_agreement(const char *run, const char *json_path) {
+    cJSON *root = dp_pipe_read_json(json_path);
+    const cJSON *crit = cJSON_GetObjectItemCaseSensitive(root, "criteria"), *c;
+    const cJSON *tau = cJSON_GetObjectItemCaseSensitive(root, "kendall_tau"),
+                *ov = cJSON_GetObjectItemCaseSensitive(root, "top_k_overlap"),
+                *k = cJSON_GetObjectItemCaseSensitive(root, "top_k");
+    int n = cJSON_GetArraySize(crit);
+    if (n < 2 || (!tau && !ov)) {
+        cJSON_Delete(root);
+        return;
+    }
+    const char *names[16];
+    int i = 0;
+    cJSON_ArrayForEach(c, crit) if (i < 16) names[i++] = c->string;
+    n = i;
+    dp_buf md = {0}, dat = {0};
+    char t[512];
+    for (int table = 0; table < 2; table++) {
+        const cJSON *src = table ? ov : tau;
+        if (!src) continue;
+        if (table)
+            snprintf(t, sizeof t, "\nOverlap of the %d blocks each criterion removes first (fraction):\n\n| |",
+                     cJSON_IsNumber(k) ? k->valueint : 0);
+        else
+            snprintf(t, sizeof t, "Kendall's tau-b between the criteria's block scores (1: the same ranking):\n\n| |");
+        dp_buf_puts(&md, t);
+        for (int a = 0; a < n; a++) snprintf(t, sizeof t, " %s |", names[a]), dp_buf_puts(&md, t);
+        dp_buf_puts(&md, "\n|---|");
+        for (int a = 0; a < n; a++) dp_buf_puts(&md, "---|");
+        dp_buf_puts(&md, "\n");
+        for (int a = 0; a < n; a++) {
+            snprintf(t, sizeof t, "| %s |", names[a]);
+            dp_buf_puts(&md, t);
+            for (int b = 0; b < n; b++) {
+                char key[160];
+                snprintf(key, sizeof key, "%s/%s", names[a < b ? a : b], names[a < b ? b : a]);
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(src, key);
+                if (a == b)
+                    snprintf(t, sizeof t, " 1 |");
+                else if (cJSON_IsNumber(v))
+                    snprintf(t, sizeof t, " %.2f |", v->valuedouble);
+                else
+                    snprintf(t, sizeof t, " %s |", table ? "" : "(same scores)");
+                dp_buf_puts(&md, t);
+                if (!table) {
+                    snprintf(t, sizeof t, "%d %d %.6f\n", a, b,
+                             a == b              ? 1.0
+                             : cJSON_IsNumber(v) ? v->valuedouble
+                                                 : 1.0);
+                    dp_buf_puts(&dat, t);
+                }
+            }
+            dp_buf_puts(&md, "\n");
+            if (!table) dp_buf_puts(&dat, "\n");
+        }
+    }
+    char *mp = dp_path_join(run, "agreement.md"), *dp = dp_path_join(run, "agreement.dat"),
+         *png = dp_path_join(run, "agreement.png");
+    dp_err e;
+    if (!dp_write_file_atomic(mp, md.p, md.n, &e)) {
+        fputs(md.p, stdout);
+        printf("agreement: %s\n", mp);
+    }
+    if (dat.p && !dp_write_file_atomic(dp, dat.p, dat.n, &e)) {
+        dp_buf sc = {0};
+        snprintf(t, sizeof t,
+                 "set terminal pngcairo size 700,600\nset output '%s'\nset title \"Kendall's tau between criteria\"\n"
+                 "set cbrange [-1:1]\nset palette defined (-1 'blue', 0 'white', 1 'red')\nset xrange [-0.5:%d.5]\n"
+                 "set yrange [%d.5:-0.5]\nset xtics (",
+                 png, n - 1, n - 1);
+        dp_buf_puts(&sc, t);
+        for (int a = 0; a < n; a++) snprintf(t, sizeof t, "%s'%s' %d", a ? ", " : "", names[a], a), dp_buf_puts(&sc, t);
+        dp_buf_puts(&sc, ")\nset ytics (");
+        for (int a = 0; a < n; a++) snprintf(t, sizeof t, "%s'%s' %d", a ? ", " : "", names[a], a), dp_buf_puts(&sc, t);
+        snprintf(
+            t, sizeof t,
+            ")\nplot '%s' using 1:2:3 with image notitle, '' using 1:2:(sprintf('%%.2f', $3)) with labels notitle\n",
+            dp);
+        dp_buf_puts(&sc, t);
+        dp_gnuplot(sc.p, png);
+        dp_free(sc.p);
+    }
+    dp_free(mp);
+    dp_free(dp);
+    dp_free(png);
+    dp_free(md.p);
+    dp_free(dat.p);
+    cJSON_Delete(root);
+}
+
 void dp_score_job_init(const dp_config *c, dp_score_job *j) {
     *j = (dp_score_job){.model = dp_config_str(c, "model.path"),
                         .calib = dp_config_str(c, "calib.path"),
@@ -79,7 +169,8 @@ void dp_score_job_init(const dp_config *c, dp_score_job *j) {
                         .seed = (uint64_t)dp_config_int(c, "run.seed"),
                         .protect_first = (int)dp_config_int(c, "score.protect_first"),
                         .protect_last = (int)dp_config_int(c, "score.protect_last"),
-                        .ratio = dp_config_float(c, "score.ratio")};
+                        .ratio = dp_config_float(c, "score.ratio"),
+                        .units = !strcmp(dp_config_str(c, "score.units"), "sublayer")};
 }
 
 int dp_pipe_score(const dp_pipe *p, const dp_score_job *j, dp_err *err) {
@@ -131,7 +222,8 @@ int dp_pipe_score(const dp_pipe *p, const dp_score_job *j, dp_err *err) {
                         .fault_kill_after_round = j->fault_kill_after_round,
                         .stop_on_signal = 1,
                         .device = p->device,
-                        .stream_weights = dp_pipe_stream_weights(p)};
+                        .stream_weights = dp_pipe_stream_weights(p),
+                        .units = j->units};
     if (!rc) rc = dp_score(mpi, &m, crit, n_crit, &so, err);
     if (rc == DP_E_STOPPED && mpi->rank == 0)
         printf("score: stopped by a signal; finished candidates are kept in %s/scores.progress.h5, run the same "
@@ -141,6 +233,7 @@ int dp_pipe_score(const dp_pipe *p, const dp_score_job *j, dp_err *err) {
         char *jp = dp_path_join(j->run, "scores.json");
         printf("scores: %s\n", jp);
         plot_scores(j->run, jp);
+        dp_pipe_report_agreement(j->run, jp);
         dp_free(jp);
     }
     dp_free(crit_buf);

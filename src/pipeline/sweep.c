@@ -292,7 +292,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         int *order = NULL, n_order = 0;
         uint64_t fh;
         char *sp = dp_path_join(x->run, "scores.json");
-        rc = dp_pipe_read_order(sp, c->crit, x->mh, L, &order, &n_order, &fh, err);
+        rc = dp_pipe_read_order(sp, c->crit, x->mh, L, NULL, &order, &n_order, &fh, err);
         dp_free(sp);
         if (!rc && K > n_order)
             rc = dp_err_set(err, DP_E_CONFIG, "%s: %d blocks to remove, %s ranks %d", c->name, K, c->crit, n_order);
@@ -641,6 +641,19 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         dp_buf_puts(&md, "\nGrid cells not run:\n");
         dp_buf_puts(&md, x->skipped);
     }
+    { /* how much the one-shot criteria agree (score's agreement.md) */
+        char *sj = dp_path_join(x->run, "scores.json"), *ap = dp_path_join(x->run, "agreement.md"), *text = NULL;
+        size_t tn = 0;
+        dp_err e;
+        if (dp_file_exists(sj)) dp_pipe_report_agreement(x->run, sj);
+        if (!dp_read_file(ap, &text, &tn, &e)) {
+            dp_buf_puts(&md, "\n## Agreement between the criteria\n\n");
+            dp_buf_puts(&md, text);
+        }
+        dp_free(text);
+        dp_free(ap);
+        dp_free(sj);
+    }
     const char *names[3] = {"sweep.json", "sweep.md", "sweep.csv"};
     const char *bodies[3] = {js, md.p, csv.p};
     for (int f = 0; f < 3 && !rc; f++) {
@@ -784,7 +797,7 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
             int *o = NULL, no = 0;
             uint64_t fh;
             dp_err e2;
-            if (dp_pipe_read_order(sp, crit[k], x.mh, L, &o, &no, &fh, &e2)) have_scores = 0;
+            if (dp_pipe_read_order(sp, crit[k], x.mh, L, NULL, &o, &no, &fh, &e2)) have_scores = 0;
             dp_free(o);
         }
     }

@@ -35,8 +35,7 @@ void dp_width_job_init(const dp_config *c, dp_width_job *j) {
 
 int dp_pipe_width_prune(const dp_pipe *p, const dp_width_job *j, dp_err *err) {
     const dp_mpi *mpi = p->mpi;
-    const char *dir = j->model, *calib = j->calib, *out = j->out, *crit_s = j->criterion,
-               *match_model = j->match_model;
+    const char *dir = j->model, *calib = j->calib, *out = j->out, *crit_s = j->criterion, *match_model = j->match_model;
     long long N = j->samples, T = j->seq_len, pf = j->protect_first, pl = j->protect_last, match_n = j->match_params;
     uint64_t seed = j->seed;
     double ratio = j->ratio;
@@ -138,8 +137,8 @@ int dp_pipe_width_prune(const dp_pipe *p, const dp_width_job *j, dp_err *err) {
         const dp_st_tensor *emb = have_st ? dp_st_model_find(&st, "model.embed_tokens.weight") : NULL;
         char prov[256];
         snprintf(prov, sizeof prov,
-                 "{\"width_pruned\": true, \"criterion\": \"%s\", \"ratio\": %.6g, \"version\": \"%s\"}",
-                 crit_s, ratio, DP_VERSION_STRING);
+                 "{\"width_pruned\": true, \"criterion\": \"%s\", \"ratio\": %.6g, \"version\": \"%s\"}", crit_s, ratio,
+                 DP_VERSION_STRING);
         dp_export_opts eo = {.dtype = emb ? (int)emb->dtype : -1,
                              .max_shard_bytes = (uint64_t)dp_config_int(p->cfg, "export.max_shard_bytes"),
                              .provenance = prov,
@@ -150,8 +149,8 @@ int dp_pipe_width_prune(const dp_pipe *p, const dp_width_job *j, dp_err *err) {
         if (!rc) rc = dp_export_model(dir, &pc, &st, out, &eo, err);
         if (!rc)
             printf("width-pruned (%s, ratio %.4f, blocks %lld..%lld): %lld -> %lld parameters (%.1f%% removed) -> %s\n",
-                   crit_s, ratio, pf, (long long)(L - pl - 1), (long long)before,
-                   (long long)after, 100.0 * (1.0 - (double)after / (double)before), out);
+                   crit_s, ratio, pf, (long long)(L - pl - 1), (long long)before, (long long)after,
+                   100.0 * (1.0 - (double)after / (double)before), out);
         if (have_st) dp_st_model_close(&st);
         cJSON_free(jt);
         dp_width_entries_free(ent, n_ent);
@@ -165,4 +164,3 @@ int dp_pipe_width_prune(const dp_pipe *p, const dp_width_job *j, dp_err *err) {
     dp_llama_free(&m);
     return rc;
 }
-

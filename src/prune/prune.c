@@ -100,9 +100,9 @@ int dp_prune_map_ppl(const dp_mpi *mpi, dp_device dev, const dp_llama *m, const 
 static int refresh(dp_engine *e, const dp_layer_map *map, const calib_set *c, int from, int embed, float **cache,
                    int64_t batch, dp_err *err) {
     int64_t NTC = c->T * e->m->cfg.hidden_size;
-    dp_layer_map sub;
+    dp_layer_map sub = *map; /* the skips too */
     sub.n = map->n - from;
-    memcpy(sub.layer, map->layer + from, (size_t)sub.n * sizeof(int));
+    memmove(sub.layer, map->layer + from, (size_t)sub.n * sizeof(int));
     int rc = DP_OK;
     for (int64_t a = 0; a < c->N && !rc; a += batch) {
         int64_t nb = a + batch <= c->N ? batch : c->N - a;

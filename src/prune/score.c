@@ -22,8 +22,11 @@
 #include "depthprune/store.h"
 #include "depthprune/train.h"
 
-enum { CRIT_PPL, CRIT_TAYLOR, CRIT_MAG1, CRIT_MAG2, CRIT_BI, N_BASE };
-static const char *const k_base_names[N_BASE] = {"ppl", "taylor", "magnitude", "magnitude-l2", "bi"};
+/* reverse and random are the baselines a criterion has to beat: the last blocks first
+ * (the reverse-order pruning found competitive in 2025), and a seeded random order */
+enum { CRIT_PPL, CRIT_TAYLOR, CRIT_MAG1, CRIT_MAG2, CRIT_BI, CRIT_REVERSE, CRIT_RANDOM, N_BASE };
+static const char *const k_base_names[N_BASE] = {"ppl", "taylor",  "magnitude", "magnitude-l2",
+                                                 "bi",  "reverse", "random"};
 
 /* ---------------- helpers ---------------- */
 
@@ -66,12 +69,13 @@ static void sample_nll(dp_engine *e, const int32_t *tok, int64_t nb, int64_t T, 
     dp_llama_sum_positions(nll, nb, T, out);
 }
 
-/* Deterministic (thread-count independent) sums over a block's tensors;
- * gblock: the block's gradients in block-local layout (Taylor only). */
-static double block_sum(const dp_llama *m, int l, const float *gblock, int kind) {
+/* Deterministic (thread-count independent) sums over block l's tensors k0 .. k1-1 (all of
+ * them, its attention half 0..DP_BT_O or its MLP half); gblock: the block's gradients in
+ * block-local layout (Taylor only). */
+static double block_sum_range(const dp_llama *m, int l, const float *gblock, int kind, int k0, int k1) {
     double total = 0.0;
     int64_t first = m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset;
-    for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
+    for (int k = k0; k < k1; k++) {
         const dp_llama_param *p = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k];
         const float *w = m->mem + p->offset, *g = gblock ? gblock + (p->offset - first) : NULL;
         int64_t n = p->n_elems, chunk = 1 << 16, nc = (n + chunk - 1) / chunk;
@@ -92,6 +96,17 @@ static double block_sum(const dp_llama *m, int l, const float *gblock, int kind)
         dp_free(part);
     }
     return kind == CRIT_MAG2 ? sqrt(total) : total;
+}
+
+static double block_sum(const dp_llama *m, int l, const float *gblock, int kind) {
+    return block_sum_range(m, l, gblock, kind, 0, DP_LLAMA_BLOCK_TENSORS);
+}
+
+/* unit u's sum: block u (per 1), or the attention (u even) or MLP (u odd) of block u / 2 */
+static double unit_sum(const dp_llama *m, int u, int per, const float *gblock, int kind) {
+    if (per == 1) return block_sum(m, u, gblock, kind);
+    return u % 2 ? block_sum_range(m, u / 2, gblock, kind, DP_BT_O + 1, DP_LLAMA_BLOCK_TENSORS)
+                 : block_sum_range(m, u / 2, gblock, kind, 0, DP_BT_O + 1);
 }
 
 /* ---------------- calibrate ---------------- */
@@ -455,6 +470,70 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
     return rc;
 }
 
+/* PPL of every sub-layer candidate: unit u = the attention (u even) or the MLP (u odd) of
+ * block b = u / 2 skipped; its NLL is computed from b's cached input through blocks b..L-1
+ * with that sub-layer skipped, whole by one rank (dealt by cost, as blocks are), so the
+ * scores are the same bit for bit for any rank count. p->nll: (2L, N). No resume file:
+ * a stopped run recomputes. */
+static int ppl_units(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const int32_t *ids, int64_t N, int64_t T,
+                     const dp_score_opts *o, ppl_state *p, int64_t *passes, dp_err *err) {
+    int L = (int)m->cfg.n_layers, U = 2 * L;
+    int64_t NTC = T * m->cfg.hidden_size;
+    int *owner = dp_malloc((size_t)U * sizeof(int), "score"), *round = dp_malloc((size_t)U * sizeof(int), "score");
+    dp_score_assign(U, mpi->size, owner, round);
+    float **hin = dp_calloc((size_t)L, sizeof(float *), "score");
+    int rc = DP_OK;
+    for (int b = 0; b < L && rc == DP_OK; b++) { /* collective reads, in block order */
+        int need = owner[2 * b] == mpi->rank || owner[2 * b + 1] == mpi->rank;
+        if (need) hin[b] = dp_malloc((size_t)(N * NTC) * sizeof(float), "score inputs");
+        char name[32];
+        snprintf(name, sizeof name, "hidden_%03d", b);
+        rc = dp_h5_read_rows(calib, name, DP_DTYPE_F32, 0, need ? N : 0, hin[b], err);
+    }
+    rc = all_ok(mpi, rc, err);
+    dp_engine e;
+    memset(&e, 0, sizeof e);
+    dp_engine_plan plan = {.B = o->batch, .T = T, .local_rank = mpi->local_rank, .stream_weights = 0};
+    if (rc == DP_OK) rc = all_ok(mpi, dp_engine_open(&e, o->device, m, &plan, err), err);
+    int32_t *targets = dp_malloc((size_t)(o->batch * T) * sizeof(int32_t), "score");
+    float *nll = dp_malloc((size_t)(o->batch * T) * sizeof(float), "score");
+    double t0 = dp_time_s();
+    *passes = 0;
+    for (int u = 0; u < U && rc == DP_OK; u++) {
+        if (owner[u] != mpi->rank) continue;
+        int b = u / 2;
+        dp_layer_map map;
+        dp_layer_map_all(&map, L);
+        map.skip[b] = u % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN;
+        for (int64_t a = 0; a < N; a += o->batch) {
+            int64_t nb = a + o->batch <= N ? o->batch : N - a;
+            dp_engine_set_hidden(&e, hin[b] + a * NTC, nb);
+            dp_engine_blocks(&e, &map, b, L, nb);
+            sample_nll(&e, ids + a * T, nb, T, targets, nll, p->nll + (int64_t)u * N + a);
+        }
+        p->done[u] = 1;
+        *passes += L - b;
+        if (o->progress && mpi->rank == 0)
+            dp_log("score ppl (sub-layers): %s.%d done on rank 0, %.1f s", u % 2 ? "mlp" : "attn", b, dp_time_s() - t0);
+    }
+    rc = all_ok(mpi, rc, err);
+    if (rc == DP_OK) { /* only the owner wrote a row: the sums are exact */
+        allreduce_d(mpi, p->nll, (int64_t)U * N);
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, p->done, U, MPI_INT32_T, MPI_SUM, mpi->comm));
+        int64_t sum = *passes;
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_INT64_T, MPI_SUM, mpi->comm));
+        *passes = sum;
+    }
+    dp_engine_close(&e);
+    dp_free(targets);
+    dp_free(nll);
+    for (int b = 0; b < L; b++) dp_free(hin[b]);
+    dp_free(hin);
+    dp_free(owner);
+    dp_free(round);
+    return rc;
+}
+
 /* ---------------- Taylor ----------------
  * One forward+backward of every rank's samples as one batch (recomputing
  * block activations), so each block's weight gradient is complete for this
@@ -466,13 +545,19 @@ typedef struct {
     const dp_llama *m;
     float *gblock; /* one block's gradients, block 0's layout */
     int64_t n_block;
+    int units; /* sublayer: score[2l] attention, score[2l + 1] MLP */
     double *score;
 } taylor_ctx;
 
 static void taylor_block_done(int l, void *p) {
     taylor_ctx *t = p;
     allreduce_f(t->mpi, t->gblock, t->n_block);
-    t->score[l] = block_sum(t->m, l, t->gblock, CRIT_TAYLOR);
+    if (t->units) {
+        t->score[2 * l] = unit_sum(t->m, 2 * l, 2, t->gblock, CRIT_TAYLOR);
+        t->score[2 * l + 1] = unit_sum(t->m, 2 * l + 1, 2, t->gblock, CRIT_TAYLOR);
+    } else {
+        t->score[l] = block_sum(t->m, l, t->gblock, CRIT_TAYLOR);
+    }
     memset(t->gblock, 0, (size_t)t->n_block * sizeof(float));
 }
 
@@ -512,14 +597,14 @@ int dp_block_grads(const dp_mpi *mpi, dp_engine *e, const int32_t *tokens, int64
 }
 
 static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int64_t N, int64_t T, int64_t batch,
-                  double *score, dp_device dev, dp_err *err) {
+                  int units, double *score, dp_device dev, dp_err *err) {
     int L = (int)m->cfg.n_layers;
     int64_t n_block = 0; /* the largest block (blocks of a width-pruned model differ) */
     for (int l = 0; l < L; l++) {
         const dp_llama_param *a = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS], *z = a + DP_LLAMA_BLOCK_TENSORS - 1;
         if (z->offset + z->n_elems - a->offset > n_block) n_block = z->offset + z->n_elems - a->offset;
     }
-    taylor_ctx tc = {.mpi = mpi, .m = m, .n_block = n_block, .score = score};
+    taylor_ctx tc = {.mpi = mpi, .m = m, .n_block = n_block, .units = units, .score = score};
     tc.gblock = dp_calloc((size_t)n_block, sizeof(float), "taylor block grads");
     int64_t s0, s1;
     share(N, batch, mpi->rank, mpi->size, &s0, &s1);
@@ -720,6 +805,9 @@ static void json_array_i(dp_buf *b, const int *v, int n) {
 int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int n_crit, const dp_score_opts *o,
              dp_err *err) {
     int L = (int)m->cfg.n_layers;
+    /* units: blocks, or (sublayer) the attention and the MLP of every block, unit 2l and 2l + 1;
+     * protection counts blocks, so a protected block protects both of its units */
+    int per = o->units ? 2 : 1, U = per * L;
     crit_entry ce[16];
     int want[N_BASE] = {0};
     if (n_crit < 1 || n_crit > 16) return dp_err_set(err, DP_E_USAGE, "give 1 to 16 criteria");
@@ -733,8 +821,9 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
                 ce[c].base = b;
         if (ce[c].base < 0)
             return dp_err_set(err, DP_E_USAGE,
-                              "unknown criterion '%s' (expected ppl, taylor, magnitude, magnitude-l2, bi, with an "
-                              "optional + for the paper's protection of the first 4 and last 2 blocks)",
+                              "unknown criterion '%s' (expected ppl, taylor, magnitude, magnitude-l2, bi, or the "
+                              "baselines reverse and random, with an optional + for the paper's protection of the "
+                              "first 4 and last 2 blocks)",
                               nm);
         snprintf(ce[c].name, sizeof ce[c].name, "%s", nm);
         ce[c].pf = plus ? 4 : o->protect_first;
@@ -748,8 +837,14 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
             return dp_err_set(err, DP_E_USAGE,
                               "%s: removing %d of %d blocks (ratio %g) is impossible with %d protected", nm, k, L,
                               o->ratio, ce[c].pf + ce[c].pl);
+        if (o->units && ce[c].base == CRIT_BI)
+            return dp_err_set(err, DP_E_USAGE,
+                              "bi scores whole blocks (calib.h5 holds block inputs only); with --units sublayer use "
+                              "ppl, taylor, magnitude, magnitude-l2, reverse or random");
         want[ce[c].base] = 1;
     }
+    if (o->units && want[CRIT_PPL] && o->stream_weights == 1)
+        return dp_err_set(err, DP_E_UNSUPPORTED, "--units sublayer does not stream weights (score.stream_weights on)");
     if (o->ratio < 0 || o->ratio >= 1) return dp_err_set(err, DP_E_USAGE, "--ratio must be in [0, 1)");
     if (o->batch < 1) return dp_err_set(err, DP_E_USAGE, "--batch must be at least 1");
 
@@ -772,20 +867,26 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
     double t0 = dp_time_s();
     for (int b = 0; b < N_BASE && rc == DP_OK; b++) {
         if (!want[b]) continue;
-        score[b] = dp_calloc((size_t)L, sizeof(double), "score");
+        score[b] = dp_calloc((size_t)U, sizeof(double), "score");
         if (b == CRIT_PPL) {
-            p.nll = dp_calloc((size_t)(L * N), sizeof(double), "score");
-            p.done = dp_calloc((size_t)L, sizeof(int32_t), "score");
-            rc = ppl_sweep(mpi, m, &calib.h, ids, N, T, o, mh, fch, &p, &passes, err);
-            for (int i = 0; i < L && !rc; i++) {
+            p.nll = dp_calloc((size_t)(U * N), sizeof(double), "score");
+            p.done = dp_calloc((size_t)U, sizeof(int32_t), "score");
+            rc = o->units ? ppl_units(mpi, m, &calib.h, ids, N, T, o, &p, &passes, err)
+                          : ppl_sweep(mpi, m, &calib.h, ids, N, T, o, mh, fch, &p, &passes, err);
+            for (int i = 0; i < U && !rc; i++) {
                 double acc = 0;
                 for (int64_t s = 0; s < N; s++) acc += p.nll[(int64_t)i * N + s];
                 score[b][i] = exp(acc / (double)(N * (T - 1)));
             }
         } else if (b == CRIT_TAYLOR) {
-            rc = taylor(mpi, m, ids, N, T, o->batch, score[b], o->device, err);
+            rc = taylor(mpi, m, ids, N, T, o->batch, o->units, score[b], o->device, err);
         } else if (b == CRIT_MAG1 || b == CRIT_MAG2) {
-            for (int l = 0; l < L; l++) score[b][l] = block_sum(m, l, NULL, b);
+            for (int u = 0; u < U; u++) score[b][u] = unit_sum(m, u, per, NULL, b);
+        } else if (b == CRIT_REVERSE) {
+            for (int u = 0; u < U; u++) score[b][u] = U - 1 - u; /* the last unit is removed first */
+        } else if (b == CRIT_RANDOM) {
+            uint64_t st = 0x5EED0000ULL ^ (uint64_t)atoll(sseed);
+            for (int u = 0; u < U; u++) score[b][u] = (double)(dp_splitmix64(&st) >> 11) * 0x1.0p-53;
         } else if (b == CRIT_BI) {
             bi_sample = dp_calloc((size_t)(L * N), sizeof(double), "score");
             rc = block_influence(mpi, m, &calib.h, N, T, o->batch, bi_sample, err);
@@ -806,20 +907,20 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         double dsum = 0;
         for (int64_t s = 0; s < N; s++) dsum += dense[s];
         double dense_ppl = exp(dsum / (double)(N * (T - 1)));
-        int k = (int)lround(o->ratio * L);
+        int k = (int)lround(o->ratio * U);
         char *h5 = dp_path_join(o->run_dir, "scores.h5"), *h5tmp = dp_path_join(o->run_dir, "scores.h5.tmp");
         dp_h5 out;
         rc = dp_h5_create(&out, h5tmp, MPI_COMM_SELF, err);
         dp_buf js = {0};
         char t[1024];
         dp_buf_puts(&js, "{\"criteria\": {");
-        int64_t shL[1] = {L}, shLN[2] = {L, N};
-        int *order = dp_malloc((size_t)L * sizeof(int), "score");
+        int64_t shL[1] = {U}, shLN[2] = {U, N};
+        int *order = dp_malloc((size_t)U * sizeof(int), "score");
         for (int c = 0; c < n_crit && rc == DP_OK; c++) {
-            int b = ce[c].base, n = rank_blocks(score[b], L, ce[c].pf, ce[c].pl, order);
+            int b = ce[c].base, n = rank_blocks(score[b], U, per * ce[c].pf, per * ce[c].pl, order);
             char nm[128];
             snprintf(nm, sizeof nm, "%.31s_scores", ce[c].name);
-            rc = dp_h5_write_rows(&out, nm, DP_DTYPE_F64, 1, shL, 0, 0, L, score[b], err);
+            rc = dp_h5_write_rows(&out, nm, DP_DTYPE_F64, 1, shL, 0, 0, U, score[b], err);
             int32_t *ord32 = dp_malloc((size_t)(n ? n : 1) * sizeof(int32_t), "score");
             for (int j = 0; j < n; j++) ord32[j] = order[j];
             int64_t shn[1] = {n};
@@ -828,30 +929,30 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
             dp_free(ord32);
             snprintf(t, sizeof t, "%s\"%s\": {\"scores\": ", c ? ", " : "", ce[c].name);
             dp_buf_puts(&js, t);
-            json_array_d(&js, score[b], L);
+            json_array_d(&js, score[b], U);
             dp_buf_puts(&js, ", \"order\": ");
             json_array_i(&js, order, n);
-            int prot[DP_MAX_LAYERS], np = 0;
-            for (int i = 0; i < L; i++)
-                if (i < ce[c].pf || i >= L - ce[c].pl) prot[np++] = i;
+            int prot[2 * DP_MAX_LAYERS], np = 0;
+            for (int i = 0; i < U; i++)
+                if (i / per < ce[c].pf || i / per >= L - ce[c].pl) prot[np++] = i;
             dp_buf_puts(&js, ", \"protected\": ");
             json_array_i(&js, prot, np);
-            const double *per = b == CRIT_PPL ? p.nll : b == CRIT_BI ? bi_sample : NULL;
-            if (per && o->bootstrap > 0) {
-                double *lo = dp_malloc((size_t)L * 3 * sizeof(double), "score"), *hi = lo + L, *pr = lo + 2 * L;
-                bootstrap(per, L, N, T, b == CRIT_PPL, o->bootstrap, 0xB007 + (uint64_t)atoll(sseed), ce[c].pf,
-                          ce[c].pl, k, lo, hi, pr);
+            const double *per_s = b == CRIT_PPL ? p.nll : b == CRIT_BI ? bi_sample : NULL;
+            if (per_s && o->bootstrap > 0) {
+                double *lo = dp_malloc((size_t)U * 3 * sizeof(double), "score"), *hi = lo + U, *pr = lo + 2 * U;
+                bootstrap(per_s, U, N, T, b == CRIT_PPL, o->bootstrap, 0xB007 + (uint64_t)atoll(sseed), per * ce[c].pf,
+                          per * ce[c].pl, k, lo, hi, pr);
                 snprintf(t, sizeof t,
                          ", \"bootstrap\": {\"replicates\": %lld, \"remove\": %d, \"lo95\": ", (long long)o->bootstrap,
                          k);
                 dp_buf_puts(&js, t);
-                json_array_d(&js, lo, L);
+                json_array_d(&js, lo, U);
                 dp_buf_puts(&js, ", \"hi95\": ");
-                json_array_d(&js, hi, L);
+                json_array_d(&js, hi, U);
                 dp_buf_puts(&js, ", \"p_removed\": ");
-                json_array_d(&js, pr, L);
+                json_array_d(&js, pr, U);
                 dp_buf_puts(&js, "}");
-                int64_t sh3[2] = {3, L};
+                int64_t sh3[2] = {3, U};
                 snprintf(nm, sizeof nm, "%.31s_bootstrap", ce[c].name);
                 if (!rc) rc = dp_h5_write_rows(&out, nm, DP_DTYPE_F64, 2, sh3, 0, 0, 3, lo, err);
                 dp_free(lo);
@@ -859,18 +960,40 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
             dp_buf_puts(&js, "}");
         }
         dp_free(order);
-        if (!rc && p.nll) rc = dp_h5_write_rows(&out, "ppl_sample_nll", DP_DTYPE_F64, 2, shLN, 0, 0, L, p.nll, err);
+        if (!rc && p.nll) rc = dp_h5_write_rows(&out, "ppl_sample_nll", DP_DTYPE_F64, 2, shLN, 0, 0, U, p.nll, err);
         if (!rc && bi_sample) rc = dp_h5_write_rows(&out, "bi_sample", DP_DTYPE_F64, 2, shLN, 0, 0, L, bi_sample, err);
         int64_t shN[1] = {N};
         if (!rc) rc = dp_h5_write_rows(&out, "dense_sample_nll", DP_DTYPE_F64, 1, shN, 0, 0, N, dense, err);
         dp_buf_puts(&js, "}");
-        /* agreement between criteria */
+        /* agreement between criteria: Kendall's tau-b of the scores, and the overlap of the k blocks
+         * each would remove first (k = round(ratio L)) */
         int first = 1;
+        int *oa = dp_malloc((size_t)U * sizeof(int), "score"), *ob = dp_malloc((size_t)U * sizeof(int), "score");
+        for (int a = 0; a < n_crit && k > 0; a++)
+            for (int b2 = a + 1; b2 < n_crit; b2++) {
+                if (!strcmp(ce[a].name, ce[b2].name)) continue;
+                int na = rank_blocks(score[ce[a].base], U, per * ce[a].pf, per * ce[a].pl, oa),
+                    nb = rank_blocks(score[ce[b2].base], U, per * ce[b2].pf, per * ce[b2].pl, ob), same = 0;
+                for (int i = 0; i < k && i < na; i++)
+                    for (int j = 0; j < k && j < nb; j++) same += oa[i] == ob[j];
+                snprintf(t, sizeof t, "%s\"%s/%s\": %.6f", first ? ", \"top_k_overlap\": {" : ", ", ce[a].name,
+                         ce[b2].name, (double)same / k);
+                dp_buf_puts(&js, t);
+                first = 0;
+            }
+        if (!first) dp_buf_puts(&js, "}");
+        if (k > 0) {
+            snprintf(t, sizeof t, ", \"top_k\": %d", k);
+            dp_buf_puts(&js, t);
+        }
+        dp_free(oa);
+        dp_free(ob);
+        first = 1;
         for (int a = 0; a < n_crit; a++)
             for (int b2 = a + 1; b2 < n_crit; b2++) {
                 if (ce[a].base == ce[b2].base) continue;
                 snprintf(t, sizeof t, "%s\"%s/%s\": %.6f", first ? ", \"kendall_tau\": {" : ", ", ce[a].name,
-                         ce[b2].name, kendall_tau_b(score[ce[a].base], score[ce[b2].base], L));
+                         ce[b2].name, kendall_tau_b(score[ce[a].base], score[ce[b2].base], U));
                 dp_buf_puts(&js, t);
                 first = 0;
             }
@@ -880,7 +1003,15 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
                  "\"layers\": %d, \"model_hash\": \"%s\"",
                  dense_ppl, (long long)N, (long long)T, sseed, L, mh);
         dp_buf_puts(&js, t);
-        if (want[CRIT_PPL]) { /* the sweep's block passes vs rebuilding the model per candidate */
+        if (o->units) { /* what each score's index is */
+            dp_buf_puts(&js, ", \"unit\": \"sublayer\", \"units\": [");
+            for (int u = 0; u < U; u++) {
+                snprintf(t, sizeof t, "%s\"%s.%d\"", u ? ", " : "", u % 2 ? "mlp" : "attn", u / 2);
+                dp_buf_puts(&js, t);
+            }
+            dp_buf_puts(&js, "]");
+        }
+        if (want[CRIT_PPL] && !o->units) { /* the sweep's block passes vs rebuilding the model per candidate */
             snprintf(t, sizeof t, ", \"ppl_block_passes\": {\"sweep\": %d, \"full_forward_per_candidate\": %d}",
                      L * (L - 1) / 2, L * (L - 1));
             dp_buf_puts(&js, t);

@@ -72,7 +72,7 @@ int dp_teacher_cache_build(const dp_mpi *mpi, dp_device dev, const dp_llama *tea
     float *lse = dp_malloc((size_t)(nrows > 0 ? nrows : 1) * sizeof(float), "teacher cache");
     dp_engine eng;
     dp_layer_map map;
-    dp_layer_map_all(&map, (int)teacher->cfg.n_layers);
+    dp_layer_map_model(&map, &teacher->cfg);
     dp_engine_plan plan = {.B = bsz, .T = tmax, .logits = 1, .local_rank = mpi->local_rank};
     int rc = dp_mpi_agree(mpi, dp_engine_open(&eng, dev, teacher, &plan, err), err);
     if (rc) {

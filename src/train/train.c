@@ -180,7 +180,7 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
 
     dp_lora *L = o->method == DP_TRAIN_LORA ? lora : NULL;
     dp_layer_map tmap;
-    if (kd && teacher) dp_layer_map_all(&tmap, (int)teacher->cfg.n_layers);
+    if (kd && teacher) dp_layer_map_model(&tmap, &teacher->cfg);
     tcache tc;
     memset(&tc, 0, sizeof tc);
     if (!rc && kd && !teacher) rc = dp_tcache_open(&tc, o->teacher_cache, d, o->kd_temp, err);

@@ -79,7 +79,7 @@ echo "not a gguf file, just text" > "$T/x.gguf"
 expect_exit 1 "not a GGUF file (magic is not 'GGUF')" "$DP" export --from-gguf "$T/x.gguf" --out "$T/out"
 expect_exit 1 "cannot open" "$DP" export --from-gguf "$T/missing.gguf" --out "$T/out"
 expect_exit 2 "give either --model DIR or --from-gguf FILE" "$DP" export --model "$T/m" --from-gguf "$T/x.gguf" --out "$T/out"
-expect_exit 2 "--drop applies to --model" "$DP" export --from-gguf "$T/x.gguf" --out "$T/out" --drop 1
+expect_exit 2 "--drop, --drop-attn and --drop-mlp apply to --model" "$DP" export --from-gguf "$T/x.gguf" --out "$T/out" --drop 1
 expect_exit 2 "--format must be hf or gguf" "$DP" export --model "$T/m" --out "$T/out" --format onnx
 expect_exit 2 "--dtype for GGUF must be F32, F16, BF16 or Q8_0" "$DP" export --model "$T/m" --out "$T/o.gguf" --format gguf --dtype Q4_0
 [ ! -e "$T/out" ] && [ ! -e "$T/o.gguf" ] || fail "a failed GGUF export left an output behind"

@@ -53,6 +53,47 @@ expect_exit 0 "(iterative, ppl)" "${MPI[@]}" "$DP" prune --model "$M" --schedule
 grep -qE '"heal_steps":\s*2' "$T/p4/prune.json" || fail "prune.json lacks heal_steps"
 expect_exit 0 '"ppl":' "$DP" ppl --model "$T/p4" --text "$T/brown.txt" --seq-len 64 --json
 
+# ---- sub-layers: attention and MLP of each block as separate candidates ----
+expect_exit 0 "scores:" "${MPI[@]}" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion ppl,taylor --units sublayer \
+  "${C[@]}" --run "$T/su"
+expect_exit 0 "removed sub-layers" "$DP" prune --model "$M" --scores "$T/su/scores.json" --remove 5 --out "$T/ps" --batch 4
+python3 - "$T/su/scores.json" "$T/ps/prune.json" "$T/ps/config.json" <<'PY' || fail "sub-layer pruning output is wrong"
+import json, sys
+s, p, c = (json.load(open(f)) for f in sys.argv[1:4])
+assert s["unit"] == "sublayer" and s["units"][:4] == ["attn.0", "mlp.0", "attn.1", "mlp.1"], s.get("units")
+o = s["criteria"]["ppl"]["order"]
+assert p["removed_units"] == [s["units"][u] for u in o[:5]], (p["removed_units"], o[:5])
+# the first removal's calibration PPL (from the embedding, through the layer map) == its score (from the cached input)
+assert p["ppl_after"][0] == s["criteria"]["ppl"]["scores"][o[0]], (p["ppl_after"][0], s["criteria"]["ppl"]["scores"][o[0]])
+whole = [b for b in range(8) if 2 * b in o[:5] and 2 * b + 1 in o[:5]]
+assert p["removed"] == whole and c["num_hidden_layers"] == 8 - len(whole)
+keep = [b for b in range(8) if b not in whole]
+sa = sorted(keep.index(u // 2) for u in o[:5] if u % 2 == 0 and u // 2 not in whole)
+sm = sorted(keep.index(u // 2) for u in o[:5] if u % 2 == 1 and u // 2 not in whole)
+assert c["depthprune"].get("skip_attn", []) == sa and c["depthprune"].get("skip_mlp", []) == sm, (c["depthprune"], sa, sm)
+print("ok   sub-layer pruning: 5 units removed in score order (%s); export skips %s / %s" % (
+    ", ".join(p["removed_units"]), sa, sm))
+PY
+# the export (zeroed projections, skip lists) == the dense model through the layer map == the export computed
+# through its zeroed weights (skip lists removed): bit for bit
+da=$(python3 -c "import json;p=json.load(open('$T/ps/prune.json'));print(','.join(str(b) for b in p['skip_attn']))")
+dm=$(python3 -c "import json;p=json.load(open('$T/ps/prune.json'));print(','.join(str(b) for b in p['skip_mlp']))")
+dr=$(python3 -c "import json;p=json.load(open('$T/ps/prune.json'));print(','.join(str(b) for b in p['removed']))")
+a=$("$DP" ppl --model "$T/ps" --text "$T/brown.txt" --seq-len 64 --json 2>/dev/null | grep -o '"ppl": [0-9.e+-]*')
+b=$("$DP" ppl --model "$M" ${dr:+--drop $dr} ${da:+--drop-attn $da} ${dm:+--drop-mlp $dm} --text "$T/brown.txt" \
+  --seq-len 64 --json 2>/dev/null | grep -o '"ppl": [0-9.e+-]*')
+cp -r "$T/ps" "$T/psz" && python3 -c "
+import json; f='$T/psz/config.json'; c=json.load(open(f)); c['depthprune'].pop('skip_attn', None)
+c['depthprune'].pop('skip_mlp', None); json.dump(c, open(f, 'w'))"
+z=$("$DP" ppl --model "$T/psz" --text "$T/brown.txt" --seq-len 64 --json 2>/dev/null | grep -o '"ppl": [0-9.e+-]*')
+[ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$z" ] && echo "ok   sub-layer export PPL == layer-map run == zeroed weights ($a)" ||
+  fail "sub-layer export PPL '$a', layer-map run '$b', zeroed weights '$z' differ"
+expect_exit 0 "" "$DP" export --model "$M" --drop-attn 2 --drop-mlp 2,5 --out "$T/ex"
+grep -q '"skip_mlp"' "$T/ex/config.json" || fail "export --drop-mlp wrote no skip list"
+expect_exit 2 "bi scores whole blocks" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion bi --units sublayer \
+  "${C[@]}" --run "$T/su"
+expect_exit 1 "--drop-attn: block list '9': block 9 outside" "$DP" ppl --model "$M" --text "$T/brown.txt" --drop-attn 9
+
 # ---- bad input ----
 expect_exit 2 "keep at least 1" "$DP" prune --model "$M" --scores "$T/s/scores.json" --ratio 0.99 --out "$T/x"
 expect_exit 2 "only 2 unprotected candidates" "$DP" prune --model "$M" --scores "$T/s/scores.json" --criterion ppl+ \

@@ -22,6 +22,44 @@ expect_exit 0 "scores: $T/a/scores.json" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$
 grep -q '"order": \[' "$T/a/scores.json" || fail "no order in scores.json"
 grep -q '"dense_ppl": ' "$T/a/scores.json" || fail "no dense_ppl in scores.json"
 command -v gnuplot >/dev/null && { [ -f "$T/a/scores_ppl.png" ] && [ -f "$T/a/scores_bi.png" ] || fail "no per-criterion score plots"; }
+# agreement between criteria, with the reverse-order and random baselines: Kendall's tau-b and the
+# top-k overlap in scores.json equal a direct O(n^2) count and a set intersection (independent code)
+expect_exit 0 "agreement: $T/agree/agreement.md" "$DP" score --model "$M" --calib "$T/brown.txt" \
+  --criterion ppl,ppl+,bi,reverse,random --samples 8 --seq-len 64 --batch 4 --ratio 0.25 --run "$T/agree"
+python3 - "$T/agree/scores.json" <<'PY' || fail "agreement between criteria is wrong"
+import json, sys
+j = json.load(open(sys.argv[1]))
+c, L, k = j["criteria"], j["layers"], j["top_k"]
+assert c["reverse"]["order"] == list(range(L - 1, -1, -1)), c["reverse"]["order"]
+assert sorted(c["random"]["order"]) == list(range(L)), c["random"]["order"]
+assert c["ppl+"]["order"][0] not in (0, 1, 2, 3, L - 2, L - 1)
+def tau_b(x, y):
+    con = dis = tx = ty = 0
+    for i in range(len(x)):
+        for m in range(i + 1, len(x)):
+            a, b = x[i] - x[m], y[i] - y[m]
+            if a == 0 and b == 0: continue
+            if a == 0: tx += 1
+            elif b == 0: ty += 1
+            elif (a > 0) == (b > 0): con += 1
+            else: dis += 1
+    return (con - dis) / ((con + dis + tx) * (con + dis + ty)) ** 0.5
+names = list(c)
+n_tau = n_ov = 0
+for a in range(len(names)):
+    for b in range(a + 1, len(names)):
+        key = names[a] + "/" + names[b]
+        if key in j["kendall_tau"]:
+            assert abs(j["kendall_tau"][key] - tau_b(c[names[a]]["scores"], c[names[b]]["scores"])) < 1e-6, key
+            n_tau += 1
+        want = len(set(c[names[a]]["order"][:k]) & set(c[names[b]]["order"][:k])) / k
+        assert abs(j["top_k_overlap"][key] - want) < 1e-6, (key, j["top_k_overlap"][key], want)
+        n_ov += 1
+assert n_tau == 9 and n_ov == 10, (n_tau, n_ov)  # ppl/ppl+ share scores: no tau between them
+print("ok   agreement: %d Kendall taus and %d top-%d overlaps equal a direct count; reverse and random orders" % (
+    n_tau, n_ov, k))
+PY
+command -v gnuplot >/dev/null && { [ -s "$T/agree/agreement.png" ] || fail "no agreement heat map"; }
 # bootstrap intervals reach the plot's data: block, score, lo95, hi95 per line
 expect_exit 0 "" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion ppl --samples 8 --seq-len 64 --batch 4 \
   --bootstrap 40 --run "$T/boot"

@@ -37,6 +37,8 @@ expect_exit 0 "| ppl-r0.25-iterative-lora-s1234 | 6 |" "${MPI4[@]}" "$DP" sweep 
 [ "$(tail -n +2 "$T/a/sweep.csv" | wc -l)" = 6 ] || fail "sweep.csv should have 6 rows"
 grep -q '"group":[[:space:]]*1' "$T"/a/configs/*/result.json || fail "group 1 ran nothing"
 grep -q 'cloze (acc)' "$T/a/sweep.md" || fail "no zero-shot column in sweep.md"
+grep -q "^| ppl | 1 | " "$T/a/sweep.md" && grep -q "^## Agreement between the criteria" "$T/a/sweep.md" ||
+  fail "no agreement table of the criteria in sweep.md"
 [ "$(grep -l '"zeroshot_average"' "$T"/a/configs/*/result.json | wc -l)" = 6 ] || fail "zero-shot missing from results"
 command -v gnuplot >/dev/null && { [ -f "$T/a/sweep_ppl.png" ] || fail "no sweep plot"; }
 # the grid cell that is not run (magnitude x iterative) is listed with the reason

@@ -36,12 +36,15 @@ static void load_bf16(const char *name, dp_llama *m, dp_layer_map *map, dp_err *
     dp_layer_map_all(map, (int)m->cfg.n_layers);
 }
 
-static void run(const char *name, const int64_t *drop, int64_t n_drop) {
+/* forward on both engines; skip_attn / skip_mlp: a block whose sub-layer is skipped (-1: none) */
+static void run(const char *name, const int64_t *drop, int64_t n_drop, int skip_attn, int skip_mlp) {
     dp_llama m;
     dp_err err;
     dp_layer_map map;
     load_bf16(name, &m, &map, &err);
     if (n_drop && dp_layer_map_drop(&map, (int)m.cfg.n_layers, drop, n_drop, &err)) dp_fatal("%s", err.msg);
+    if (skip_attn >= 0) map.skip[skip_attn] |= DP_SKIP_ATTN;
+    if (skip_mlp >= 0) map.skip[skip_mlp] |= DP_SKIP_MLP;
     const int64_t B = 3, T = m.cfg.max_position_embeddings < 24 ? m.cfg.max_position_embeddings : 24, N = B * T;
     const int64_t C = m.cfg.hidden_size;
     int32_t *tok = malloc((size_t)N * 4), *tgt = malloc((size_t)N * 4);
@@ -408,10 +411,11 @@ int main(void) {
     dp_gpu_test_require();
     dp_cuda_set_device(0);
     const int64_t drop1[] = {1};
-    run("llama_gqa", NULL, 0);
-    run("llama_gqa", drop1, 1);
-    run("llama_tied", NULL, 0);
-    run("llama_linear", NULL, 0);
+    run("llama_gqa", NULL, 0, -1, -1);
+    run("llama_gqa", drop1, 1, -1, -1);
+    run("llama_gqa", NULL, 0, 0, 2); /* sub-layers skipped through the layer map */
+    run("llama_tied", NULL, 0, -1, -1);
+    run("llama_linear", NULL, 0, -1, -1);
     train_case("llama_gqa", 0, 0.0);
     train_case("llama_gqa", 1, 0.0);
     train_case("llama_tied", 1, 0.1);

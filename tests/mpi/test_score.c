@@ -4,6 +4,7 @@
  *   they are identical for every rank count;
  * - Taylor scores equal a directional finite difference of the loss;
  * - magnitude and block influence equal direct computations;
+ * - sub-layer units: PPL equals the model with that attention or MLP skipped, bit for bit;
  * - bad input: protection leaving no candidate, a calib.h5 from another
  *   model. usage: test_score RUNDIR */
 #include <math.h>
@@ -217,6 +218,38 @@ int main(int argc, char **argv) {
     CHECK(strstr(json, "\"bootstrap\": {\"replicates\": 50") != NULL);
     CHECK(strstr(json, "\"kendall_tau\": {\"ppl/taylor\": ") != NULL);
     dp_free(json);
+
+    /* sub-layers: unit 2l (the attention of block l) and 2l + 1 (its MLP); PPL equals the full
+     * model with that sub-layer skipped through the layer map, bit for bit; Taylor and
+     * magnitude split the block's sums between the halves */
+    const char *ucrit[] = {"ppl", "taylor", "magnitude"};
+    o.units = 1;
+    o.bootstrap = 0;
+    rc = dp_score(&mpi, &m, ucrit, 3, &o, &err);
+    CHECK_MSG(rc == DP_OK, "%s", err.msg);
+    const char *bi_only[] = {"bi"};
+    CHECK(dp_score(&mpi, &m, bi_only, 1, &o, &err) == DP_E_USAGE);
+    o.units = 0;
+    double uppl[2 * DP_MAX_LAYERS], utay[2 * DP_MAX_LAYERS], umag[2 * DP_MAX_LAYERS];
+    CHECK(dp_h5_open(&h, (hp = dp_path_join(run, "scores.h5")), mpi.comm, 0, &err) == DP_OK);
+    CHECK(dp_h5_read_rows(&h, "ppl_scores", DP_DTYPE_F64, 0, 2 * L, uppl, &err) == DP_OK);
+    CHECK(dp_h5_read_rows(&h, "taylor_scores", DP_DTYPE_F64, 0, 2 * L, utay, &err) == DP_OK);
+    CHECK(dp_h5_read_rows(&h, "magnitude_scores", DP_DTYPE_F64, 0, 2 * L, umag, &err) == DP_OK);
+    dp_h5_close(&h);
+    dp_free(hp);
+    for (int u = 0; u < 2 * L; u++) {
+        dp_layer_map map;
+        dp_layer_map_all(&map, L);
+        map.skip[u / 2] = u % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN;
+        double want = exp(loss_of(&m, &map, ids, NULL));
+        CHECK_MSG(memcmp(&want, &uppl[u], sizeof(double)) == 0, "unit %d: ppl %a vs brute force %a", u, uppl[u], want);
+    }
+    for (int l = 0; l < L; l++) {
+        CHECK_MSG(fabs(utay[2 * l] + utay[2 * l + 1] - tay[l]) <= 1e-4 * tay[l], "block %d: taylor halves", l);
+        CHECK_MSG(fabs(umag[2 * l] + umag[2 * l + 1] - mag[l]) <= 1e-12 * mag[l], "block %d: magnitude halves", l);
+        CHECK(utay[2 * l] > 0 && utay[2 * l + 1] > 0);
+    }
+    if (mpi.rank == 0) printf("sub-layer ppl scores equal the skipped-sub-layer model, bit for bit\n");
 
     /* a calib.h5 from another model is refused */
     dp_llama other;

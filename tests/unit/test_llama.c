@@ -300,6 +300,70 @@ static void test_layer_map_vs_export(void) {
     free_fixture(&fx);
 }
 
+/* Sub-layers skipped through the layer map: the loss equals the model whose skipped
+ * projections (o_proj, down_proj) are zero, bit for bit; the skipped sub-layers' weights get
+ * no gradient; the others' gradients equal the zeroed model's (the same function). */
+static void test_skip_sublayers(void) {
+    fixture fx;
+    load_fixture(&fx, "gqa");
+    dp_llama *m = &fx.m;
+    dp_err err;
+    int L = (int)m->cfg.n_layers;
+    dp_layer_map skip, all;
+    dp_layer_map_all(&skip, L);
+    dp_layer_map_all(&all, L);
+    int64_t a1[1] = {1}, m2[2] = {2, 0};
+    CHECK(dp_layer_map_skip(&skip, L, a1, 1, DP_SKIP_ATTN, &err) == DP_OK);
+    CHECK(dp_layer_map_skip(&skip, L, m2, 2, DP_SKIP_MLP, &err) == DP_OK);
+    CHECK(skip.skip[1] == DP_SKIP_ATTN && skip.skip[2] == DP_SKIP_MLP && skip.skip[0] == DP_SKIP_MLP);
+    int64_t dup[2] = {1, 1}, big[1] = {7};
+    CHECK(dp_layer_map_skip(&skip, L, dup, 2, DP_SKIP_ATTN, &err) == DP_E_USAGE);
+    CHECK(dp_layer_map_skip(&skip, L, big, 1, DP_SKIP_ATTN, &err) == DP_E_RANGE);
+    float *g1 = calloc((size_t)m->n_elems, sizeof(float)), *g2 = calloc((size_t)m->n_elems, sizeof(float));
+    dp_llama_view v1, v2;
+    dp_llama_view_of(m, g1, &v1);
+    dp_llama_view_of(m, g2, &v2);
+    dp_llama_state s;
+    CHECK(dp_llama_state_init(&s, m, NULL, fx.B, fx.T, L, DP_STATE_TRAIN, 0, &err) == DP_OK);
+    double l_skip = train_step(&fx, NULL, &skip, &s, &v1, NULL);
+    const dp_llama_param *o1 = &m->params[1 + 1 * DP_LLAMA_BLOCK_TENSORS + DP_BT_O],
+                         *d2 = &m->params[1 + 2 * DP_LLAMA_BLOCK_TENSORS + DP_BT_DOWN],
+                         *d0 = &m->params[1 + 0 * DP_LLAMA_BLOCK_TENSORS + DP_BT_DOWN];
+    const dp_llama_param *zeroed[3] = {o1, d2, d0};
+    for (int k = 0; k < 3; k++) memset(m->mem + zeroed[k]->offset, 0, (size_t)zeroed[k]->n_elems * sizeof(float));
+    double l_zero = train_step(&fx, NULL, &all, &s, &v2, NULL);
+    CHECK_MSG(memcmp(&l_skip, &l_zero, sizeof l_skip) == 0, "skip loss %a vs zeroed-projection loss %a", l_skip,
+              l_zero);
+    /* no gradient into a skipped sub-layer (its norm and projections) */
+    for (int k = DP_BT_ATTN_NORM; k <= DP_BT_O; k++) {
+        const dp_llama_param *q = &m->params[1 + 1 * DP_LLAMA_BLOCK_TENSORS + k];
+        for (int64_t j = 0; j < q->n_elems; j++) CHECK(g1[q->offset + j] == 0.0f);
+    }
+    double worst = 0, gmax = 0;
+    for (int64_t i = 0; i < m->n_elems; i++) {
+        int in_skipped = 0; /* the zeroed model's gradient there is not zero; the rest must agree */
+        for (int k = DP_BT_ATTN_NORM; k <= DP_BT_O; k++) {
+            const dp_llama_param *q = &m->params[1 + 1 * DP_LLAMA_BLOCK_TENSORS + k];
+            in_skipped |= i >= q->offset && i < q->offset + q->n_elems;
+        }
+        for (int b = 0; b < 3; b += 2)
+            for (int k = DP_BT_MLP_NORM; k <= DP_BT_DOWN; k++) {
+                const dp_llama_param *q = &m->params[1 + b * DP_LLAMA_BLOCK_TENSORS + k];
+                in_skipped |= i >= q->offset && i < q->offset + q->n_elems;
+            }
+        if (in_skipped) continue;
+        worst = fmax(worst, fabs((double)g1[i] - (double)g2[i]));
+        gmax = fmax(gmax, fabs((double)g2[i]));
+    }
+    CHECK_MSG(worst <= 1e-6 * gmax, "skip gradients differ from the zeroed model's: %.3g (max %.3g)", worst, gmax);
+    printf("gqa: sub-layers skipped: loss %.8f == zeroed projections' bit for bit, gradients max|diff| %.2g of %.2g\n",
+           l_skip, worst, gmax);
+    dp_llama_state_free(&s);
+    free(g1);
+    free(g2);
+    free_fixture(&fx);
+}
+
 static void test_bad_input(void) {
     fixture fx;
     load_fixture(&fx, "linear");
@@ -342,6 +406,7 @@ int main(void) {
     test_lora("tied");
     test_lora("linear");
     test_layer_map_vs_export();
+    test_skip_sublayers();
     test_bad_input();
     TEST_EXIT();
 }
