@@ -57,6 +57,7 @@ typedef struct dp_prune_job {
     int64_t samples, seq_len, batch, heal_steps;
     uint64_t seed;
     int protect_first, protect_last;
+    int units; /* iterative: 1 = greedy over sub-layers (score.units); one-shot takes the scores' units */
 } dp_prune_job;
 void dp_prune_job_init(const dp_config *cfg, dp_prune_job *j);
 int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err);

@@ -134,7 +134,9 @@ typedef struct dp_iter_opts {
     uint64_t model_hash; /* of the dense model calib.h5 was made with */
     int64_t batch;       /* samples per forward */
     int protect_first, protect_last;
-    int remove; /* K blocks */
+    int remove; /* K blocks (units: K sub-layers) */
+    int units;  /* candidates: 0 blocks; 1 sub-layers (removed[] holds 2l for block l's attention, 2l + 1 its MLP;
+                 * a block whose attention and MLP are both gone leaves the map) */
     int progress;
     dp_device device;
     /* healing between removals (heal_steps > 0): a short training run on

@@ -28,6 +28,8 @@ static const dp_cli_opt k_prune_opts[] = {
     {"--protect-last", "B", "iterative: keep the last B blocks (default score.protect_last)", NULL},
     {"--heal-steps", "N", "iterative: retraining steps after each removal (default 0)", NULL},
     {"--heal-data", "FILE", "iterative: training data for healing (as retrain --data)", NULL},
+    {"--units", "U", "iterative: block | sublayer (greedy over each block's attention and MLP; one-shot: the scores')",
+     "score.units"},
     {NULL, NULL, NULL, NULL},
 };
 

@@ -35,7 +35,8 @@ void dp_prune_job_init(const dp_config *c, dp_prune_job *j) {
                         .batch = dp_config_int(c, "score.batch"),
                         .seed = (uint64_t)dp_config_int(c, "run.seed"),
                         .protect_first = (int)dp_config_int(c, "score.protect_first"),
-                        .protect_last = (int)dp_config_int(c, "score.protect_last")};
+                        .protect_last = (int)dp_config_int(c, "score.protect_last"),
+                        .units = !strcmp(dp_config_str(c, "score.units"), "sublayer")};
 }
 
 int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
@@ -114,6 +115,13 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
                             "removing %lld sub-layers is not possible with %d unprotected candidates (keep at least "
                             "one block)",
                             (long long)(K > 0 ? K : n_units), n_order);
+    } else if (!rc && iterative && j->units) { /* greedy over sub-layers: --remove K of them */
+        units = 1;
+        if (K <= 0)
+            rc = dp_err_set(err, DP_E_USAGE, "iterative sub-layer pruning takes --remove K (sub-layers), not --ratio");
+        else if (K >= 2 * L)
+            rc = dp_err_set(err, DP_E_USAGE, "removing %lld of %d sub-layers is not possible: keep at least 1 block",
+                            (long long)K, 2 * L);
     } else if (!rc) {
         if (K <= 0) K = lround(ratio * L);
         if (K < 1 || K >= L)
@@ -144,12 +152,6 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
             have_ppl = !rc;
         }
     }
-    if (units) { /* the blocks both of whose sub-layers went are removed whole */
-        K = 0;
-        for (int b = 0; b < L; b++)
-            if (skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP)) removed[n_units + K++] = b;
-    }
-    int *blocks_gone = removed + (units ? n_units : 0);
     dp_train_data hd;
     memset(&hd, 0, sizeof hd);
     int64_t *hidx = NULL;
@@ -181,6 +183,7 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
                            .protect_first = j->protect_first,
                            .protect_last = j->protect_last,
                            .remove = (int)K,
+                           .units = units,
                            .progress = !dp_config_bool(p->cfg, "run.quiet"),
                            .heal_steps = heal,
                            .heal_data = &hd,
@@ -190,6 +193,17 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
         if (!rc) rc = dp_prune_iterative(mpi, &m, &io, removed, ppl_after, &dense_ppl, err);
         have_ppl = !rc;
     }
+    if (!rc && iterative && units) { /* the greedy's sub-layers, in removal order */
+        n_units = K;
+        for (int64_t k = 0; k < n_units; k++)
+            skip[removed[k] / 2] |= (unsigned char)(removed[k] % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
+    }
+    if (units) { /* the blocks both of whose sub-layers went are removed whole */
+        K = 0;
+        for (int b = 0; b < L; b++)
+            if (skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP)) removed[n_units + K++] = b;
+    }
+    int *blocks_gone = removed + (units ? n_units : 0);
     /* the output: kept blocks renumbered, prune.json inside, written by rank 0 */
     if (!rc && mpi->rank == 0) {
         int64_t *keep = dp_malloc((size_t)L * sizeof(int64_t), "prune");

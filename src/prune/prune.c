@@ -122,10 +122,10 @@ static int refresh(dp_engine *e, const dp_layer_map *map, const calib_set *c, in
 
 int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, int *removed, double *ppl_after,
                        double *dense_ppl, dp_err *err) {
-    int L = (int)m->cfg.n_layers;
-    if (o->remove < 1 || o->remove > L - o->protect_first - o->protect_last || o->remove >= L)
-        return dp_err_set(err, DP_E_USAGE, "removing %d of %d blocks with %d protected is impossible", o->remove, L,
-                          o->protect_first + o->protect_last);
+    int L = (int)m->cfg.n_layers, per = o->units ? 2 : 1;
+    if (o->remove < 1 || o->remove > per * (L - o->protect_first - o->protect_last) || o->remove >= per * L)
+        return dp_err_set(err, DP_E_USAGE, "removing %d of %d %s with %d blocks protected is impossible", o->remove,
+                          per * L, o->units ? "sub-layers" : "blocks", o->protect_first + o->protect_last);
     if (o->batch < 1) return dp_err_set(err, DP_E_USAGE, "batch must be at least 1");
     dp_calib_file f;
     calib_set c;
@@ -144,50 +144,63 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
     rc = dp_mpi_agree(mpi, rc, err);
     dp_layer_map map;
     dp_layer_map_all(&map, L);
-    double *tot = dp_malloc((size_t)L * sizeof(double), "prune");
-    double *per = dp_malloc((size_t)c.N * sizeof(double), "prune");
-    int *owner = dp_malloc((size_t)L * sizeof(int), "prune"), *round = dp_malloc((size_t)L * sizeof(int), "prune");
+    double *tot = dp_malloc((size_t)(per * L) * sizeof(double), "prune");
+    double *per_s = dp_malloc((size_t)c.N * sizeof(double), "prune");
+    int *owner = dp_malloc((size_t)(per * L) * sizeof(int), "prune"),
+        *round = dp_malloc((size_t)(per * L) * sizeof(int), "prune");
     dp_engine e;
     memset(&e, 0, sizeof e);
     float *nll = NULL;
     if (!rc) rc = open_engine(mpi, o->device, m, o->batch, &c, L, &e, &nll, err);
     double t0 = dp_time_s();
     for (int step = 0; step < o->remove && !rc; step++) {
-        int n = map.n;
-        dp_score_assign(n, mpi->size, owner, round);
-        for (int p = 0; p < n; p++) tot[p] = 0.0;
-        for (int p = 0; p < n && !rc; p++) {
-            int l = map.layer[p];
-            if (l < o->protect_first || l >= L - o->protect_last || owner[p] != mpi->rank) continue;
-            dp_layer_map sub = map; /* without position p: position p now holds what was p+1 */
-            memmove(sub.layer + p, sub.layer + p + 1, (size_t)(n - 1 - p) * sizeof(int));
-            sub.n = n - 1;
+        /* candidates: the kept blocks (position p), or their sub-layers not yet removed (2p, 2p + 1) */
+        int n = map.n, nc = per * n;
+        dp_score_assign(nc, mpi->size, owner, round);
+        for (int q = 0; q < nc; q++) tot[q] = 0.0;
+        for (int q = 0; q < nc && !rc; q++) {
+            int p = q / per, l = map.layer[p], what = q % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN;
+            if (l < o->protect_first || l >= L - o->protect_last || owner[q] != mpi->rank) continue;
+            if (o->units && (map.skip[l] & what)) continue; /* already gone */
+            dp_layer_map sub = map;
+            if (o->units) { /* position p runs without that sub-layer */
+                sub.skip[l] |= (unsigned char)what;
+            } else { /* without position p: position p now holds what was p+1 */
+                memmove(sub.layer + p, sub.layer + p + 1, (size_t)(n - 1 - p) * sizeof(int));
+                sub.n = n - 1;
+            }
             for (int64_t a = 0; a < c.N && !rc; a += o->batch) {
                 int64_t nb = a + o->batch <= c.N ? o->batch : c.N - a;
-                run_from(&e, &sub, p, cache[p] + a * NTC, a, nb, &c, nll, per + a);
+                run_from(&e, &sub, p, cache[p] + a * NTC, a, nb, &c, nll, per_s + a);
             }
             double s = 0;
-            for (int64_t i = 0; i < c.N; i++) s += per[i];
-            tot[p] = s;
+            for (int64_t i = 0; i < c.N; i++) s += per_s[i];
+            tot[q] = s;
         }
         rc = dp_mpi_agree(mpi, rc, err);
         if (rc) break;
         /* only the owner contributes a candidate's total, so the sums are exact */
-        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tot, n, MPI_DOUBLE, MPI_SUM, mpi->comm));
+        DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, tot, nc, MPI_DOUBLE, MPI_SUM, mpi->comm));
         int best = -1;
-        for (int p = 0; p < n; p++) {
-            int l = map.layer[p];
+        for (int q = 0; q < nc; q++) {
+            int l = map.layer[q / per];
             if (l < o->protect_first || l >= L - o->protect_last) continue;
-            if (best < 0 || tot[p] < tot[best]) best = p; /* ties: the lower block */
+            if (o->units && (map.skip[l] & (q % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN))) continue;
+            if (best < 0 || tot[q] < tot[best]) best = q; /* ties: the lower block (its attention first) */
         }
-        removed[step] = map.layer[best];
+        int bl = map.layer[best / per];
+        removed[step] = o->units ? 2 * bl + best % 2 : bl;
         ppl_after[step] = exp(tot[best] / (double)(c.N * (c.T - 1)));
-        /* drop it; inputs of the positions after it are recomputed from its input */
-        memmove(map.layer + best, map.layer + best + 1, (size_t)(n - 1 - best) * sizeof(int));
-        map.n = n - 1;
-        float *freed = cache[best + 1];
-        memmove(cache + best + 1, cache + best + 2, (size_t)(n - 1 - best) * sizeof(float *));
-        cache[n] = freed;
+        if (o->units) map.skip[bl] |= (unsigned char)(best % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
+        best /= per; /* the position whose output changed */
+        if (!o->units || map.skip[bl] == (DP_SKIP_ATTN | DP_SKIP_MLP)) {
+            /* drop the block; inputs of the positions after it are recomputed from its input */
+            memmove(map.layer + best, map.layer + best + 1, (size_t)(n - 1 - best) * sizeof(int));
+            map.n = n - 1;
+            float *freed = cache[best + 1];
+            memmove(cache + best + 1, cache + best + 2, (size_t)(n - 1 - best) * sizeof(float *));
+            cache[n] = freed;
+        }
         if (o->heal_steps > 0 && step + 1 < o->remove) {
             /* heal the shortened model, then every cached input is stale */
             dp_train_opts to = *o->heal_opts;
@@ -210,7 +223,10 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
             rc = refresh(&e, &map, &c, best, 0, cache, o->batch, err);
         }
         rc = dp_mpi_agree(mpi, rc, err);
-        if (!rc && o->progress)
+        if (!rc && o->progress && o->units)
+            dp_log0("prune: step %d/%d removed %s.%d, PPL %.4f (%.1f s)", step + 1, o->remove,
+                    removed[step] % 2 ? "mlp" : "attn", removed[step] / 2, ppl_after[step], dp_time_s() - t0);
+        else if (!rc && o->progress)
             dp_log0("prune: step %d/%d removed block %d, PPL %.4f (%.1f s)", step + 1, o->remove, removed[step],
                     ppl_after[step], dp_time_s() - t0);
     }
@@ -219,7 +235,7 @@ int dp_prune_iterative(const dp_mpi *mpi, dp_llama *m, const dp_iter_opts *o, in
     for (int j = 0; j <= L; j++) dp_free(cache[j]);
     dp_free(cache);
     dp_free(tot);
-    dp_free(per);
+    dp_free(per_s);
     dp_free(owner);
     dp_free(round);
     calib_free(&c);

@@ -88,6 +88,20 @@ c['depthprune'].pop('skip_mlp', None); json.dump(c, open(f, 'w'))"
 z=$("$DP" ppl --model "$T/psz" --text "$T/brown.txt" --seq-len 64 --json 2>/dev/null | grep -o '"ppl": [0-9.e+-]*')
 [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" = "$z" ] && echo "ok   sub-layer export PPL == layer-map run == zeroed weights ($a)" ||
   fail "sub-layer export PPL '$a', layer-map run '$b', zeroed weights '$z' differ"
+# iterative over sub-layers (2 ranks): its first step is the one-shot sub-layer PPL minimum
+expect_exit 0 "removed sub-layers" "${MPI[@]}" "$DP" prune --model "$M" --schedule iterative --units sublayer \
+  --run "$T/su" --remove 3 --out "$T/pis" --batch 4
+python3 - "$T/su/scores.json" "$T/pis/prune.json" <<'PY' || fail "iterative sub-layer pruning output is wrong"
+import json, sys
+s, p = (json.load(open(f)) for f in sys.argv[1:3])
+assert p["unit"] == "sublayer" and len(p["removed_units"]) == 3 and len(p["ppl_after"]) == 3, p
+first = s["units"][s["criteria"]["ppl"]["order"][0]]
+assert p["removed_units"][0] == first, (p["removed_units"], first)
+assert p["ppl_after"][0] == s["criteria"]["ppl"]["scores"][s["criteria"]["ppl"]["order"][0]]
+print("ok   iterative sub-layer pruning: %s, step 1 = the one-shot minimum (%s)" % (", ".join(p["removed_units"]), first))
+PY
+expect_exit 2 "takes --remove K" "$DP" prune --model "$M" --schedule iterative --units sublayer --run "$T/su" \
+  --ratio 0.25 --out "$T/x"
 expect_exit 0 "" "$DP" export --model "$M" --drop-attn 2 --drop-mlp 2,5 --out "$T/ex"
 grep -q '"skip_mlp"' "$T/ex/config.json" || fail "export --drop-mlp wrote no skip list"
 expect_exit 2 "bi scores whole blocks" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion bi --units sublayer \

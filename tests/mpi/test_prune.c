@@ -4,6 +4,7 @@
  *   removal order and PPL after each step, for any rank count;
  * - its first step equals the one-shot PPL score of the removed block;
  * - dp_prune_map_ppl equals the brute-force PPL of a layer map;
+ * - iterative sub-layer pruning equals a brute-force greedy over the attention and MLP units;
  * - protection and impossible K are refused.
  * usage: test_prune RUNDIR */
 #include <math.h>
@@ -161,6 +162,47 @@ int main(int argc, char **argv) {
     CHECK(removed[0] >= 1 && removed[0] <= 2 && removed[1] >= 1 && removed[1] <= 2 && removed[0] != removed[1]);
     io.model_hash = mh + 1;
     CHECK_EQ_INT(dp_prune_iterative(&mpi, &m, &io, removed, ppl_after, &dense, &err), DP_E_MISMATCH);
+    io.model_hash = mh;
+
+    /* sub-layers: the greedy over every kept block's attention and MLP equals a brute-force greedy
+     * (the full model with the chosen sub-layers skipped through the layer map), bit for bit; a block
+     * whose two sub-layers are gone leaves the map */
+    enum { KU = 5 };
+    int uwant[KU], ugot[KU];
+    double uwant_ppl[KU], ugot_ppl[KU];
+    dp_layer_map ucur;
+    dp_layer_map_all(&ucur, L);
+    for (int step = 0; step < KU; step++) {
+        int best = -1;
+        double best_ppl = 0;
+        for (int u = 0; u < 2 * L; u++) {
+            int what = u % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN;
+            if (ucur.skip[u / 2] & what) continue;
+            dp_layer_map t = ucur;
+            t.skip[u / 2] |= (unsigned char)what;
+            double ppl = brute_ppl(&m, &t, ids);
+            if (best < 0 || ppl < best_ppl) best = u, best_ppl = ppl;
+        }
+        uwant[step] = best;
+        uwant_ppl[step] = best_ppl;
+        ucur.skip[best / 2] |= (unsigned char)(best % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
+    }
+    dp_iter_opts uo = {
+        .device = DP_TEST_DEVICE, .run_dir = run, .model_hash = mh, .batch = BATCH, .remove = KU, .units = 1};
+    CHECK(dp_prune_iterative(&mpi, &m, &uo, ugot, ugot_ppl, &dense, &err) == DP_OK);
+    for (int k = 0; k < KU; k++) {
+        CHECK_MSG(ugot[k] == uwant[k], "sub-layer step %d: removed unit %d, brute force %d", k, ugot[k], uwant[k]);
+        CHECK_MSG(ugot_ppl[k] == uwant_ppl[k], "sub-layer step %d: PPL %.17g vs brute force %.17g", k, ugot_ppl[k],
+                  uwant_ppl[k]);
+    }
+    if (mpi.rank == 0) {
+        printf("iterative sub-layer order:");
+        for (int k = 0; k < KU; k++)
+            printf(" %s.%d (PPL %.6f)", ugot[k] % 2 ? "mlp" : "attn", ugot[k] / 2, ugot_ppl[k]);
+        printf("\n");
+    }
+    uo.remove = 2 * L;
+    CHECK_EQ_INT(dp_prune_iterative(&mpi, &m, &uo, ugot, ugot_ppl, &dense, &err), DP_E_USAGE);
 
     dp_llama_free(&m);
     int fails = dp_test_failures, any = 0;
