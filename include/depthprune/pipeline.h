@@ -43,6 +43,13 @@ void dp_score_job_init(const dp_config *cfg, dp_score_job *j);
 /* DP_E_STOPPED: a signal stopped it; finished candidates are kept. */
 int dp_pipe_score(const dp_pipe *p, const dp_score_job *j, dp_err *err);
 
+/* Agreement between rankings from several scores.json files (comma list; the same model and
+ * units: other calibration sets, seeds or criteria): Kendall's tau-b of every pair's scores and
+ * the overlap of the top_k units each removes first (0: the files' top_k, else 20%), for the
+ * criteria listed (NULL: all), printed as Markdown and written to out_md (NULL: not written).
+ * Not collective. */
+int dp_pipe_agreement(const char *files, const char *criteria, int top_k, const char *out_md, dp_err *err);
+
 /* ---- prune: remove K blocks, export the shorter model (OUT/prune.json) ---- */
 typedef struct dp_prune_job {
     const char *model, *out;

@@ -80,6 +80,7 @@ extern const dp_cmd dp_cmd_ppl;
 extern const dp_cmd dp_cmd_logits;
 extern const dp_cmd dp_cmd_synth;
 extern const dp_cmd dp_cmd_score;
+extern const dp_cmd dp_cmd_agreement;
 extern const dp_cmd dp_cmd_retrain;
 extern const dp_cmd dp_cmd_teacher_cache;
 extern const dp_cmd dp_cmd_prune;

@@ -57,3 +57,36 @@ const dp_cmd dp_cmd_score = {
     run_score,
     0,
     0};
+
+/* ---- agreement: rankings of several score runs compared ---- */
+
+static const dp_cli_opt k_agree_opts[] = {
+    {"--scores", "FILE,FILE..", "scores.json files of one model (other calibration sets, seeds)", NULL},
+    {"--criterion", "LIST", "the criteria to compare (default: every one in the files)", NULL},
+    {"--top-k", "K", "units each ranking removes first, for the overlap (default: the files' top_k)", NULL},
+    {"--out", "FILE", "also write the Markdown tables here", NULL},
+    {NULL, NULL, NULL, NULL},
+};
+
+static int run_agreement(dp_app *app) {
+    const dp_cmd *cmd = &dp_cmd_agreement;
+    dp_err err;
+    dp_err_clear(&err);
+    const char *files = dp_cli_get(app, cmd, "--scores");
+    int k = 0, rc = dp_cli_flag_int(app, cmd, "--top-k", &k, &err);
+    if (!rc && !files) rc = dp_err_set(&err, DP_E_USAGE, "--scores FILE,FILE.. is required");
+    if (!rc && app->mpi.rank == 0)
+        rc = dp_pipe_agreement(files, dp_cli_get(app, cmd, "--criterion"), k, dp_cli_get(app, cmd, "--out"), &err);
+    rc = dp_mpi_agree(&app->mpi, rc, &err);
+    return rc ? dp_cli_fail(app, &err) : 0;
+}
+
+const dp_cmd dp_cmd_agreement = {
+    "agreement",
+    "how much block rankings agree across score runs (calibration sets, seeds, criteria): Kendall's tau, top-k overlap",
+    "--scores RUN1/scores.json,RUN2/scores.json [--criterion ppl] [--top-k K] [--out FILE.md]",
+    k_agree_opts,
+    0,
+    run_agreement,
+    0,
+    1};

@@ -12,9 +12,11 @@
 #include "depthprune/store.h"
 
 static const dp_cmd *const k_cmds[] = {
-    &dp_cmd_run,    &dp_cmd_info,     &dp_cmd_tokenize,       &dp_cmd_ppl,   &dp_cmd_logits,  &dp_cmd_eval,
-    &dp_cmd_score,  &dp_cmd_prune,    &dp_cmd_width_prune,    &dp_cmd_sweep, &dp_cmd_retrain, &dp_cmd_teacher_cache,
-    &dp_cmd_export, &dp_cmd_generate, &dp_cmd_bench_generate, &dp_cmd_synth, &dp_cmd_config,  &dp_cmd_plan};
+    &dp_cmd_run,           &dp_cmd_info,        &dp_cmd_tokenize, &dp_cmd_ppl,
+    &dp_cmd_logits,        &dp_cmd_eval,        &dp_cmd_score,    &dp_cmd_agreement,
+    &dp_cmd_prune,         &dp_cmd_width_prune, &dp_cmd_sweep,    &dp_cmd_retrain,
+    &dp_cmd_teacher_cache, &dp_cmd_export,      &dp_cmd_generate, &dp_cmd_bench_generate,
+    &dp_cmd_synth,         &dp_cmd_config,      &dp_cmd_plan};
 static const int k_n_cmds = (int)(sizeof k_cmds / sizeof k_cmds[0]);
 
 static const dp_cli_opt k_common_opts[] = {

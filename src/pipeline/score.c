@@ -3,6 +3,7 @@
  * block by the requested criteria (RUNDIR/scores.h5, scores.json, one plot
  * per criterion). */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -238,5 +239,125 @@ int dp_pipe_score(const dp_pipe *p, const dp_score_job *j, dp_err *err) {
     }
     dp_free(crit_buf);
     dp_llama_free(&m);
+    return rc;
+}
+
+/* ---- agreement between rankings of several score runs ---- */
+
+typedef struct {
+    char label[200];
+    double *score;
+    int *order, n_order;
+} ranking;
+
+int dp_pipe_agreement(const char *files, const char *criteria, int top_k, const char *out_md, dp_err *err) {
+    char *fbuf = dp_strdup(files, "agreement"), *cbuf = criteria ? dp_strdup(criteria, "agreement") : NULL;
+    ranking r[64];
+    int n = 0, U = -1, rc = DP_OK, file_k = 0;
+    char unit[16] = "", mh[32] = "";
+    for (char *sv = NULL, *f = strtok_r(fbuf, ",", &sv); f && !rc; f = strtok_r(NULL, ",", &sv)) {
+        cJSON *root = dp_pipe_read_json(f);
+        const cJSON *crit = cJSON_GetObjectItemCaseSensitive(root, "criteria"),
+                    *h = cJSON_GetObjectItemCaseSensitive(root, "model_hash"),
+                    *un = cJSON_GetObjectItemCaseSensitive(root, "unit"),
+                    *k = cJSON_GetObjectItemCaseSensitive(root, "top_k");
+        if (!cJSON_IsObject(crit) || !cJSON_IsString(h)) {
+            rc = dp_err_set(err, DP_E_FORMAT, "%s: not a scores.json (no criteria / model_hash)", f);
+            cJSON_Delete(root);
+            break;
+        }
+        const char *u = cJSON_IsString(un) ? un->valuestring : "block";
+        if (!*mh) {
+            snprintf(mh, sizeof mh, "%s", h->valuestring);
+            snprintf(unit, sizeof unit, "%s", u);
+        } else if (strcmp(mh, h->valuestring)) {
+            rc = dp_err_set(err, DP_E_MISMATCH, "%s scores a different model (model hash %s, the first file's %s)", f,
+                            h->valuestring, mh);
+        } else if (strcmp(unit, u)) {
+            rc = dp_err_set(err, DP_E_MISMATCH, "%s scores %s units, the first file %s units", f, u, unit);
+        }
+        if (!file_k && cJSON_IsNumber(k)) file_k = k->valueint;
+        char *dir = dp_path_dirname(f);
+        const char *base = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, crit) {
+            if (rc) break;
+            if (cbuf) { /* only the asked criteria */
+                char pat[96], list[1024];
+                snprintf(pat, sizeof pat, ",%s,", c->string);
+                snprintf(list, sizeof list, ",%s,", criteria);
+                if (!strstr(list, pat)) continue;
+            }
+            const cJSON *sc = cJSON_GetObjectItemCaseSensitive(c, "scores"),
+                        *od = cJSON_GetObjectItemCaseSensitive(c, "order");
+            int ns = cJSON_GetArraySize(sc);
+            if (U < 0) U = ns;
+            if (!cJSON_IsArray(sc) || !cJSON_IsArray(od) || ns != U) {
+                rc = dp_err_set(err, DP_E_FORMAT, "%s: criterion %s has %d scores, expected %d", f, c->string, ns, U);
+                break;
+            }
+            if (n == 64) {
+                rc = dp_err_set(err, DP_E_USAGE, "at most 64 rankings");
+                break;
+            }
+            ranking *x = &r[n++];
+            snprintf(x->label, sizeof x->label, "%s:%s", base, c->string);
+            x->score = dp_malloc((size_t)U * sizeof(double), "agreement");
+            x->n_order = cJSON_GetArraySize(od);
+            x->order = dp_malloc((size_t)(x->n_order + 1) * sizeof(int), "agreement");
+            for (int i = 0; i < U; i++) x->score[i] = cJSON_GetArrayItem(sc, i)->valuedouble;
+            for (int i = 0; i < x->n_order; i++) x->order[i] = cJSON_GetArrayItem(od, i)->valueint;
+        }
+        dp_free(dir);
+        cJSON_Delete(root);
+    }
+    if (!rc && n < 2)
+        rc = dp_err_set(err, DP_E_USAGE, "%d ranking(s) found: give two or more scores.json files or criteria", n);
+    int k = top_k > 0 ? top_k : file_k > 0 ? file_k : (int)lround(0.2 * U);
+    if (!rc && (k < 1 || k > U)) rc = dp_err_set(err, DP_E_USAGE, "--top-k %d is outside 1..%d", k, U);
+    if (!rc) {
+        dp_buf md = {0};
+        char t[512];
+        for (int table = 0; table < 2; table++) {
+            if (table)
+                snprintf(t, sizeof t, "\nOverlap of the %d %s each ranking removes first (fraction):\n\n| |", k,
+                         strcmp(unit, "sublayer") ? "blocks" : "sub-layers");
+            else
+                snprintf(t, sizeof t, "Kendall's tau-b between the rankings' scores (%d %s units):\n\n| |", U, unit);
+            dp_buf_puts(&md, t);
+            for (int a = 0; a < n; a++) dp_buf_puts(&md, " "), dp_buf_puts(&md, r[a].label), dp_buf_puts(&md, " |");
+            dp_buf_puts(&md, "\n|---|");
+            for (int a = 0; a < n; a++) dp_buf_puts(&md, "---|");
+            dp_buf_puts(&md, "\n");
+            for (int a = 0; a < n; a++) {
+                dp_buf_puts(&md, "| ");
+                dp_buf_puts(&md, r[a].label);
+                dp_buf_puts(&md, " |");
+                for (int b = 0; b < n; b++) {
+                    double v;
+                    if (table) {
+                        int same = 0;
+                        for (int i = 0; i < k && i < r[a].n_order; i++)
+                            for (int j = 0; j < k && j < r[b].n_order; j++) same += r[a].order[i] == r[b].order[j];
+                        v = (double)same / k;
+                    } else {
+                        v = dp_kendall_tau_b(r[a].score, r[b].score, U);
+                    }
+                    snprintf(t, sizeof t, " %.3f |", v);
+                    dp_buf_puts(&md, t);
+                }
+                dp_buf_puts(&md, "\n");
+            }
+        }
+        fputs(md.p, stdout);
+        if (out_md) {
+            rc = dp_write_file_atomic(out_md, md.p, md.n, err);
+            if (!rc) printf("agreement: %s\n", out_md);
+        }
+        dp_free(md.p);
+    }
+    for (int a = 0; a < n; a++) dp_free(r[a].score), dp_free(r[a].order);
+    dp_free(fbuf);
+    dp_free(cbuf);
     return rc;
 }

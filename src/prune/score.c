@@ -757,7 +757,7 @@ static void bootstrap(const double *per_sample, int L, int64_t N, int64_t T, int
     dp_free(rep), dp_free(sc), dp_free(idx), dp_free(order);
 }
 
-static double kendall_tau_b(const double *x, const double *y, int n) {
+double dp_kendall_tau_b(const double *x, const double *y, int n) {
     double con = 0, dis = 0, tx = 0, ty = 0;
     for (int i = 0; i < n; i++)
         for (int j = i + 1; j < n; j++) {
@@ -993,7 +993,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
             for (int b2 = a + 1; b2 < n_crit; b2++) {
                 if (ce[a].base == ce[b2].base) continue;
                 snprintf(t, sizeof t, "%s\"%s/%s\": %.6f", first ? ", \"kendall_tau\": {" : ", ", ce[a].name,
-                         ce[b2].name, kendall_tau_b(score[ce[a].base], score[ce[b2].base], U));
+                         ce[b2].name, dp_kendall_tau_b(score[ce[a].base], score[ce[b2].base], U));
                 dp_buf_puts(&js, t);
                 first = 0;
             }

@@ -60,6 +60,38 @@ print("ok   agreement: %d Kendall taus and %d top-%d overlaps equal a direct cou
     n_tau, n_ov, k))
 PY
 command -v gnuplot >/dev/null && { [ -s "$T/agree/agreement.png" ] || fail "no agreement heat map"; }
+# across runs: another calibration draw (seed 99), compared with `agreement`
+expect_exit 0 "" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion ppl,bi --samples 8 --seq-len 64 --batch 4 \
+  --seed 99 --run "$T/agree2"
+expect_exit 0 "agreement: $T/ag.md" "$DP" agreement --scores "$T/agree/scores.json,$T/agree2/scores.json" \
+  --criterion ppl,bi --top-k 2 --out "$T/ag.md"
+python3 - "$T/agree/scores.json" "$T/agree2/scores.json" "$T/ag.md" <<'PY' || fail "agreement across runs is wrong"
+import json, sys
+a, b = (json.load(open(f))["criteria"] for f in sys.argv[1:3])
+rows = [l for l in open(sys.argv[3]) if l.startswith("| agree")]
+def tau_b(x, y):
+    con = dis = tx = ty = 0
+    for i in range(len(x)):
+        for m in range(i + 1, len(x)):
+            p, q = x[i] - x[m], y[i] - y[m]
+            if p == 0 and q == 0: continue
+            if p == 0: tx += 1
+            elif q == 0: ty += 1
+            elif (p > 0) == (q > 0): con += 1
+            else: dis += 1
+    return (con - dis) / ((con + dis + tx) * (con + dis + ty)) ** 0.5
+# labels: agree:ppl, agree:bi, agree2:ppl, agree2:bi; the tau table comes first
+cells = [r.strip().strip("|").split("|") for r in rows]
+tau_row = [float(x) for x in cells[0][1:]]
+ov_row = [float(x) for x in cells[4][1:]]
+want_tau = tau_b(a["ppl"]["scores"], b["ppl"]["scores"])
+want_ov = len(set(a["ppl"]["order"][:2]) & set(b["ppl"]["order"][:2])) / 2
+assert abs(tau_row[2] - want_tau) < 1e-3 and abs(ov_row[2] - want_ov) < 1e-9, (tau_row, want_tau, ov_row, want_ov)
+print("ok   agreement across calibration draws: ppl tau %.3f, top-2 overlap %.2f (direct count)" % (want_tau, want_ov))
+PY
+python3 -c "import json,sys; j=json.load(open(sys.argv[1])); j['model_hash']='0123456789abcdef'; json.dump(j, open(sys.argv[2],'w'))" \
+  "$T/agree2/scores.json" "$T/other.json"
+expect_exit 1 "scores a different model" "$DP" agreement --scores "$T/agree/scores.json,$T/other.json"
 # bootstrap intervals reach the plot's data: block, score, lo95, hi95 per line
 expect_exit 0 "" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion ppl --samples 8 --seq-len 64 --batch 4 \
   --bootstrap 40 --run "$T/boot"
