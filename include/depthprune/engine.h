@@ -186,6 +186,13 @@ extern const dp_engine_ops dp_engine_cpu_ops;
 /* the CUDA table, or NULL in a build without CUDA */
 const dp_engine_ops *dp_engine_cuda_ops(void);
 
+/* The work every engine of this process has done so far (the cost ledger): model FLOPs by
+ * the formula in engine.c and tokens scored by a head. Not thread-safe (one engine user per
+ * process, as the stages are). */
+void dp_engine_work(double *flops, int64_t *tokens);
+/* The formula's forward FLOPs of block l per token at context length t (skip: DP_SKIP_*). */
+double dp_engine_block_flops(const dp_llama_config *c, int l, int skip, int64_t t);
+
 #ifdef __cplusplus
 }
 #endif

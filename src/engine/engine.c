@@ -63,6 +63,39 @@ void dp_engine_close(dp_engine *e) {
     memset(e, 0, sizeof *e);
 }
 
+/* ---- the work counted for the cost ledger ----
+ * Model FLOPs by the formula, per token: 2 x the parameters of every matrix it is multiplied
+ * by (a skipped sub-layer's are not) + causal attention, 2 x t x (query dim) per block (QK^T
+ * and AV over t/2 positions on average); the head 2 x C x V. A backward pass adds twice the
+ * forward with weight gradients (full training, Taylor, width importance) and once without
+ * (LoRA: activation gradients; the adapters' own are left out). Tokens: those scored by a
+ * head. Per process, over every engine it opened; the caller sums over ranks. */
+static double g_flops;
+static int64_t g_tokens;
+
+void dp_engine_work(double *flops, int64_t *tokens) {
+    *flops = g_flops;
+    *tokens = g_tokens;
+}
+
+double dp_engine_block_flops(const dp_llama_config *c, int l, int skip, int64_t t) {
+    int64_t C = c->hidden_size, QD = c->layer_heads[l] * c->head_dim, KD = c->layer_kv_heads[l] * c->head_dim;
+    double f = 0;
+    if (!(skip & DP_SKIP_ATTN)) f += 2.0 * (double)(2 * C * QD + 2 * C * KD) + 2.0 * (double)t * (double)QD;
+    if (!(skip & DP_SKIP_MLP)) f += 2.0 * 3.0 * (double)(C * c->layer_inter[l]);
+    return f;
+}
+
+static double map_flops(const dp_llama_config *c, const dp_layer_map *map, int from, int to, int64_t t) {
+    double f = 0;
+    for (int i = from; i < to; i++) f += dp_engine_block_flops(c, map->layer[i], map->skip[map->layer[i]], t);
+    return f;
+}
+
+static double head_flops(const dp_llama_config *c) {
+    return 2.0 * (double)(c->hidden_size * c->vocab_size);
+}
+
 static void check_b(const dp_engine *e, int64_t b) {
     if (b < 1 || b > e->plan.B)
         dp_fatal("engine planned for %lld sequences, asked for %lld", (long long)e->plan.B, (long long)b);
@@ -80,6 +113,7 @@ void dp_engine_blocks(dp_engine *e, const dp_layer_map *map, int from, int to, i
     check_b(e, b);
     if (map->n > e->plan.n_blocks) dp_fatal("engine planned for %d blocks, asked for %d", e->plan.n_blocks, map->n);
     e->ops->blocks(e, map, from, to, b);
+    g_flops += (double)(b * e->t) * map_flops(&e->m->cfg, map, from, to, e->t);
 }
 void dp_engine_set_hidden(dp_engine *e, const float *x, int64_t b) {
     check_b(e, b);
@@ -99,6 +133,8 @@ void dp_engine_get_hidden_buf(dp_engine *e, float *buf, int64_t b) {
 }
 double dp_engine_head_nll(dp_engine *e, const int32_t *targets, float *nll, int64_t b) {
     check_b(e, b);
+    g_flops += (double)(b * e->t) * head_flops(&e->m->cfg);
+    g_tokens += b * e->t;
     return e->ops->head_nll(e, targets, nll, b);
 }
 int dp_engine_topk(dp_engine *e, const dp_layer_map *map, const int32_t *tokens, int64_t b, int64_t t, int64_t K,
@@ -108,6 +144,8 @@ int dp_engine_topk(dp_engine *e, const dp_layer_map *map, const int32_t *tokens,
         return dp_err_set(err, DP_E_USAGE, "top-k of %lld tokens, K = %lld: outside the plan", (long long)t,
                           (long long)K);
     e->t = t;
+    g_flops += (double)(b * t) * (map_flops(&e->m->cfg, map, 0, map->n, t) + head_flops(&e->m->cfg));
+    g_tokens += b * t;
     return e->ops->topk(e, map, tokens, b, K, temp, idx, val, lse, err);
 }
 float *dp_engine_buf_alloc(dp_engine *e, int64_t n) {
@@ -136,6 +174,13 @@ int dp_engine_micro(dp_engine *e, const dp_layer_map *map, const dp_micro *mb, d
     if (mb->block_done && (!e->plan.wgrad || !mb->wgrad_host))
         return dp_err_set(err, DP_E_USAGE, "weight gradients were not planned");
     e->t = mb->T;
+    double fwd = (double)(mb->B * mb->T) * (map_flops(&e->m->cfg, map, 0, map->n, mb->T) + head_flops(&e->m->cfg));
+    g_flops += fwd * (!mb->backward ? 1 : e->plan.full || e->plan.wgrad || !e->plan.lora ? 3 : 2);
+    if (mb->teacher) /* an online teacher's forward */
+        g_flops +=
+            (double)(mb->B * mb->T) * (map_flops(&mb->teacher->m->cfg, mb->teacher_map, 0, mb->teacher_map->n, mb->T) +
+                                       head_flops(&mb->teacher->m->cfg));
+    g_tokens += mb->B * mb->T;
     return e->ops->micro(e, map, mb, ce_sum, kd_sum, err);
 }
 void dp_engine_zero_grad(dp_engine *e) {

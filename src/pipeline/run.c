@@ -11,29 +11,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <omp.h>
+
+#include "depthprune/engine.h"
 #include "internal.h"
 
-/* seconds of each stage run so far: RUNDIR/stage_times.json (rank 0) */
-static void record_time(const char *run, const char *name, double seconds) {
-    char *p = dp_path_join(run, "stage_times.json"), *text = NULL;
-    size_t n = 0;
-    dp_err e;
-    cJSON *o = NULL;
-    if (!dp_read_file(p, &text, &n, &e)) o = cJSON_ParseWithLength(text, n);
+/* The cost ledger, RUNDIR/ledger.json (rank 0): per stage, wall seconds, rank-seconds (CPU:
+ * ranks x threads x seconds; GPU: GPUs x seconds), tokens scored and model FLOPs (the
+ * engine's formula, summed over ranks; dp_engine_work). A resumed stage adds up. */
+static void record_cost(const dp_pipe *p, const char *run, const char *name, double seconds, double flops,
+                        int64_t tokens) {
+    char *path = dp_path_join(run, "ledger.json");
+    cJSON *o = dp_pipe_read_json(path);
     if (!cJSON_IsObject(o)) {
         cJSON_Delete(o);
         o = cJSON_CreateObject();
     }
-    cJSON *old = cJSON_GetObjectItem(o, name);
-    double prev = cJSON_IsNumber(old) ? old->valuedouble : 0;
-    cJSON_DeleteItemFromObject(o, name);
-    cJSON_AddNumberToObject(o, name, prev + seconds); /* a resumed stage adds up */
+    int threads = p->device == DP_DEVICE_CPU ? omp_get_max_threads() : 1;
+    cJSON_DeleteItemFromObject(o, "device");
+    cJSON_DeleteItemFromObject(o, "ranks");
+    cJSON_DeleteItemFromObject(o, "threads_per_rank");
+    cJSON_AddStringToObject(o, "device", dp_device_name(p->device));
+    cJSON_AddNumberToObject(o, "ranks", p->mpi->size);
+    cJSON_AddNumberToObject(o, "threads_per_rank", threads);
+    cJSON *st = cJSON_GetObjectItem(o, "stages");
+    if (!cJSON_IsObject(st)) {
+        cJSON_DeleteItemFromObject(o, "stages");
+        st = cJSON_AddObjectToObject(o, "stages");
+    }
+    const cJSON *old = cJSON_GetObjectItem(st, name);
+    double prev[4] = {0};
+    const char *keys[4] = {"seconds", "rank_seconds", "tokens", "flops"};
+    for (int k = 0; k < 4; k++) {
+        const cJSON *v = cJSON_GetObjectItem(old, keys[k]);
+        prev[k] = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    }
+    cJSON_DeleteItemFromObject(st, name);
+    cJSON *e = cJSON_AddObjectToObject(st, name);
+    double now[4] = {seconds, seconds * p->mpi->size * threads, (double)tokens, flops};
+    for (int k = 0; k < 4; k++) cJSON_AddNumberToObject(e, keys[k], prev[k] + now[k]);
     char *out = cJSON_Print(o);
-    dp_write_file_atomic(p, out, strlen(out), &e);
+    dp_err err;
+    dp_write_file_atomic(path, out, strlen(out), &err);
     free(out);
     cJSON_Delete(o);
-    dp_free(text);
-    dp_free(p);
+    dp_free(path);
 }
 
 /* summary.md: the paper-style table and the stage times (rank 0). */
@@ -111,13 +133,30 @@ int dp_pipe_summary(const char *run, int retrained, dp_err *err) {
                  cJSON_GetObjectItem(prune, "criterion")->valuestring);
         dp_buf_puts(&md, t);
     }
-    char *sp = dp_path_join(run, "stage_times.json");
+    char *sp = dp_path_join(run, "ledger.json");
     cJSON *times = dp_pipe_read_json(sp);
     dp_free(sp);
-    if (times) {
-        dp_buf_puts(&md, "\n| stage | seconds |\n|---|---|\n");
-        cJSON_ArrayForEach(it, times) {
-            snprintf(t, sizeof t, "| %s | %.1f |\n", it->string, it->valuedouble);
+    const cJSON *stages = cJSON_GetObjectItem(times, "stages");
+    if (cJSON_IsObject(stages)) { /* the cost ledger */
+        const cJSON *dev = cJSON_GetObjectItem(times, "device");
+        int gpu = cJSON_IsString(dev) && !strcmp(dev->valuestring, "cuda");
+        snprintf(t, sizeof t,
+                 "\nCost (%s x %d ranks%s; FLOPs by the engine's formula):\n\n| stage | seconds | %s | tokens | "
+                 "TFLOP | GFLOP/s per %s |\n|---|---|---|---|---|---|\n",
+                 gpu ? "GPU" : "CPU", cJSON_GetObjectItem(times, "ranks")->valueint,
+                 gpu ? "" : ", threads per rank as below", gpu ? "GPU-seconds" : "core-seconds", gpu ? "GPU" : "core");
+        dp_buf_puts(&md, t);
+        cJSON_ArrayForEach(it, stages) {
+            double sec = cJSON_GetObjectItem(it, "seconds")->valuedouble,
+                   rs = cJSON_GetObjectItem(it, "rank_seconds")->valuedouble,
+                   fl = cJSON_GetObjectItem(it, "flops")->valuedouble;
+            snprintf(t, sizeof t, "| %s | %.1f | %.1f | %.0f | %.3f | %.1f |\n", it->string, sec, rs,
+                     cJSON_GetObjectItem(it, "tokens")->valuedouble, fl / 1e12, rs > 0 ? fl / rs / 1e9 : 0.0);
+            dp_buf_puts(&md, t);
+        }
+        if (!gpu) {
+            snprintf(t, sizeof t, "\nThreads per rank: %d.\n",
+                     cJSON_GetObjectItem(times, "threads_per_rank")->valueint);
             dp_buf_puts(&md, t);
         }
     }
@@ -232,7 +271,9 @@ int dp_pipe_run(const dp_pipe *p, const char *model, const char *run, int *stopp
             continue;
         }
         if (s != SUMMARY) dp_log0("run: %s", names[s]);
-        double t0 = dp_time_s();
+        double t0 = dp_time_s(), f0 = 0;
+        int64_t k0 = 0;
+        dp_engine_work(&f0, &k0);
         switch (s) {
         case SCORE: {
             dp_score_job j;
@@ -298,7 +339,15 @@ int dp_pipe_run(const dp_pipe *p, const char *model, const char *run, int *stopp
             rc = dp_mpi_agree(mpi, rc, err);
             break;
         }
-        if (!rc && !*stopped && s != SUMMARY && mpi->rank == 0) record_time(run, names[s], dp_time_s() - t0);
+        if (!rc && !*stopped && s != SUMMARY) { /* this stage's work, summed over ranks */
+            double w[2], f1 = 0, sec = dp_time_s() - t0;
+            int64_t k1 = 0;
+            dp_engine_work(&f1, &k1);
+            w[0] = f1 - f0, w[1] = (double)(k1 - k0);
+            DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, w, 2, MPI_DOUBLE, MPI_SUM, mpi->comm));
+            DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &sec, 1, MPI_DOUBLE, MPI_MAX, mpi->comm));
+            if (mpi->rank == 0) record_cost(p, run, names[s], sec, w[0], (int64_t)w[1]);
+        }
         if (!rc && !*stopped && s != SUMMARY && dp_pipe_stop_requested(mpi)) *stopped = 1;
     }
     if (*stopped && !rc && mpi->rank == 0)

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "depthprune/engine.h"
 #include "depthprune/eval.h"
 #include "depthprune/generate.h"
 #include "depthprune/prune.h"
@@ -278,8 +279,10 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     memcpy(x->work->mem, x->dense->mem, (size_t)x->dense->n_elems * sizeof(float));
     int *removed = dp_calloc((size_t)L, sizeof(int), "sweep");
     double *ppl_after = dp_calloc((size_t)L, sizeof(double), "sweep"), dense_ppl = NAN;
-    double t0 = dp_time_s(), wratio = 0;
-    dp_llama wm; /* the width-pruned model (schedule width) */
+    double t0 = dp_time_s(), wratio = 0, f0 = 0;
+    int64_t k0 = 0;
+    dp_engine_work(&f0, &k0); /* the configuration's cost: this group's work from here */
+    dp_llama wm;              /* the width-pruned model (schedule width) */
     memset(&wm, 0, sizeof wm);
     dp_llama *wk = x->work;
     if (!rc && c->schedule == DP_PRUNE_WIDTH) {
@@ -357,6 +360,12 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     }
     if (!rc && x->tasks->n) rc = dp_tasks_run(g, x->p->device, wk, &map, x->tasks, x->po.batch, err);
     rc = dp_mpi_agree(g, rc, err);
+    double work[3] = {0, 0, dp_time_s() - t0}, f1 = 0;
+    int64_t k1 = 0;
+    dp_engine_work(&f1, &k1);
+    work[0] = f1 - f0, work[1] = (double)(k1 - k0);
+    DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, work, 2, MPI_DOUBLE, MPI_SUM, g->comm));
+    DP_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, work + 2, 1, MPI_DOUBLE, MPI_MAX, g->comm));
     if (!rc && g->rank == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", c->name);
@@ -368,9 +377,6 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddNumberToObject(o, "seed", (double)c->seed);
         cJSON *rem = cJSON_AddArrayToObject(o, "removed");
         for (int k = 0; k < K; k++) cJSON_AddItemToArray(rem, cJSON_CreateNumber(removed[k]));
-        int64_t gone = 0;
-        for (int k = 0; k < K; k++) gone += dp_llama_layer_param_count(&x->dense->cfg, removed[k]);
-        (void)gone;
         cJSON_AddNumberToObject(o, "blocks_kept", map.n);
         cJSON_AddNumberToObject(o, "params", (double)params_now);
         cJSON_AddNumberToObject(o, "fraction_removed", 1.0 - (double)params_now / (double)x->dense->n_elems);
@@ -407,6 +413,13 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddNumberToObject(o, "retrain_s", t_train);
         cJSON_AddNumberToObject(o, "group", c->group);
         cJSON_AddNumberToObject(o, "group_ranks", g->size);
+        /* the cost ledger of this configuration (see engine.c for the FLOPs formula) */
+        int threads = x->p->device == DP_DEVICE_CPU ? omp_get_max_threads() : 1;
+        cJSON *cost = cJSON_AddObjectToObject(o, "cost");
+        cJSON_AddNumberToObject(cost, "seconds", work[2]);
+        cJSON_AddNumberToObject(cost, "rank_seconds", work[2] * g->size * threads);
+        cJSON_AddNumberToObject(cost, "tokens", work[1]);
+        cJSON_AddNumberToObject(cost, "flops", work[0]);
         char *text = cJSON_Print(o);
         cJSON_Delete(o);
         char *rp = dp_path_join(dir, "result.json");
@@ -537,15 +550,15 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
         dp_buf_puts(&md, " average |");
         dp_buf_puts(&csv, ",zeroshot_average");
     }
-    dp_buf_puts(&md,
-                " val loss | retrain s | decode tok/s (batch 1, measured alone: median (min-max)) |\n|---|---|---|");
+    dp_buf_puts(&md, " val loss | TFLOP | retrain s | cost (rank-s) | decode tok/s (batch 1, measured alone: median "
+                     "(min-max)) |\n|---|---|---|");
     for (int e = 0; e < x->n_ev + x->tasks->n + (x->tasks->n > 0); e++) dp_buf_puts(&md, "---|");
-    dp_buf_puts(&md, "---|---|---|\n");
-    dp_buf_puts(&csv, ",val_loss,retrain_s,decode_tokens_per_s\n");
+    dp_buf_puts(&md, "---|---|---|---|---|\n");
+    dp_buf_puts(&csv, ",val_loss,tflop,retrain_s,cost_rank_s,decode_tokens_per_s\n");
     int rc = DP_OK;
-    double *p0 = dp_malloc((size_t)(n + 1) * sizeof(double), "sweep");
+    double *p0 = dp_malloc((size_t)(n + 1) * 3 * sizeof(double), "sweep"), *cost = p0 + n + 1, *tps = cost + n + 1;
     for (int i = 0; i < n && !rc; i++) {
-        p0[i] = NAN;
+        p0[i] = cost[i] = tps[i] = NAN;
         if (!sel[i]) continue;
         char *d = cfg_dir(x->run, v[i].name), *rp = dp_path_join(d, "result.json"), *text = NULL;
         size_t len = 0;
@@ -608,10 +621,15 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
             if (dt)
                 snprintf(dts, sizeof dts, "%.1f (%.1f-%.1f)", dt->valuedouble,
                          cJSON_GetObjectItem(sp, "min")->valuedouble, cJSON_GetObjectItem(sp, "max")->valuedouble);
-            snprintf(t, sizeof t, " %s | %.1f | %s |\n", vls, cJSON_GetObjectItem(o, "retrain_s")->valuedouble, dts);
+            const cJSON *co = cJSON_GetObjectItem(o, "cost");
+            double fl = cJSON_IsObject(co) ? cJSON_GetObjectItem(co, "flops")->valuedouble / 1e12 : NAN;
+            cost[i] = cJSON_IsObject(co) ? cJSON_GetObjectItem(co, "rank_seconds")->valuedouble : NAN;
+            tps[i] = dt ? dt->valuedouble : NAN;
+            snprintf(t, sizeof t, " %s | %.3f | %.1f | %.1f | %s |\n", vls, fl,
+                     cJSON_GetObjectItem(o, "retrain_s")->valuedouble, cost[i], dts);
             dp_buf_puts(&md, t);
-            snprintf(t, sizeof t, ",%.17g,%.3f,%.3f\n", vl ? vl->valuedouble : NAN,
-                     cJSON_GetObjectItem(o, "retrain_s")->valuedouble, dt ? dt->valuedouble : NAN);
+            snprintf(t, sizeof t, ",%.17g,%.6f,%.3f,%.3f,%.3f\n", vl ? vl->valuedouble : NAN, fl,
+                     cJSON_GetObjectItem(o, "retrain_s")->valuedouble, cost[i], tps[i]);
             dp_buf_puts(&csv, t);
             cJSON_AddItemToArray(all, o);
         }
@@ -637,6 +655,33 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
     cJSON_AddItemToObject(root, "configurations", all);
     char *js = cJSON_Print(root);
     cJSON_Delete(root);
+    if (x->n_ev) { /* the quality / cost and quality / latency frontiers */
+        for (int f = 0; f < 2; f++) {
+            const double *by = f ? tps : cost; /* cost: lower is better; speed: higher */
+            int first = 1;
+            for (int i = 0; i < n; i++) {
+                if (!sel[i] || !isfinite(p0[i]) || !isfinite(by[i])) continue;
+                int dominated = 0;
+                for (int j = 0; j < n && !dominated; j++) {
+                    if (j == i || !sel[j] || !isfinite(p0[j]) || !isfinite(by[j])) continue;
+                    int no_worse = p0[j] <= p0[i] && (f ? by[j] >= by[i] : by[j] <= by[i]);
+                    int better = p0[j] < p0[i] || (f ? by[j] > by[i] : by[j] < by[i]);
+                    dominated = no_worse && better;
+                }
+                if (dominated) continue;
+                if (first) {
+                    snprintf(t, sizeof t,
+                             "\nPareto front, PPL %s against %s (no configuration is better in both):", x->ev[0].name,
+                             f ? "decode speed" : "cost (rank-seconds)");
+                    dp_buf_puts(&md, t);
+                }
+                snprintf(t, sizeof t, "%s %s (%.4f, %.1f)", first ? "" : ",", v[i].name, p0[i], by[i]);
+                dp_buf_puts(&md, t);
+                first = 0;
+            }
+            if (!first) dp_buf_puts(&md, ".\n");
+        }
+    }
     if (x->skipped) {
         dp_buf_puts(&md, "\nGrid cells not run:\n");
         dp_buf_puts(&md, x->skipped);

@@ -25,13 +25,25 @@ YAML
 MPI=("$MPIEXEC" --bind-to none -np 2)
 expect_exit 0 "summary: $T/a/summary.md" "${MPI[@]}" "$DP" run --config "$T/pipe.yaml" --run "$T/a"
 for f in pruned/prune.json retrained/model.safetensors retrained/adapter/adapter_config.json eval/dense.json \
-         eval/pruned.json eval/retrained.json summary.md stage_times.json; do
+         eval/pruned.json eval/retrained.json summary.md ledger.json; do
   [ -e "$T/a/$f" ] || fail "the pipeline did not write $f"
 done
 ppl() { node -e 'const j=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));console.log(j.ppl.brown.ppl)' "$1"; }
 p=$(ppl "$T/a/eval/pruned.json"); r=$(ppl "$T/a/eval/retrained.json")
 node -e "process.exit($r < $p ? 0 : 1)" && echo "ok   retrained PPL $r < pruned $p" || fail "retraining did not lower PPL: $r vs $p"
 grep -q "| retrained | 6 |" "$T/a/summary.md" || fail "summary table lacks the retrained row"
+# the cost ledger: every stage's seconds, rank-seconds (2 ranks x threads), tokens and FLOPs
+python3 - "$T/a/ledger.json" <<'PY' || fail "ledger.json is incomplete"
+import json, sys
+l = json.load(open(sys.argv[1]))
+assert l["ranks"] == 2 and l["device"] == "cpu", l
+assert {"score", "prune", "retrain", "eval"} <= set(l["stages"]), l["stages"].keys()
+for st, e in l["stages"].items():
+    assert e["seconds"] > 0 and abs(e["rank_seconds"] - e["seconds"] * 2 * l["threads_per_rank"]) < 1e-6 * e["rank_seconds"], (st, e)
+    assert e["flops"] > 0 and e["tokens"] > 0, (st, e)
+print("ok   cost ledger: %s" % ", ".join("%s %.2f TFLOP" % (k, v["flops"] / 1e12) for k, v in l["stages"].items()))
+PY
+grep -q "^| retrain | " "$T/a/summary.md" && grep -q "core-seconds" "$T/a/summary.md" || fail "summary.md lacks the cost table"
 out=$("${MPI[@]}" "$DP" run --config "$T/pipe.yaml" --run "$T/a" 2>&1) || fail "rerun failed: $out"
 [ "$(grep -c 'complete, skipped' <<<"$out")" = 4 ] || fail "rerun redid a stage: $(grep 'run:' <<<"$out")"
 

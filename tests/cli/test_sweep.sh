@@ -30,7 +30,7 @@ sweep:
 YAML
 MPI4=("$MPIEXEC" --oversubscribe --bind-to none -np 4)
 MPI2=("$MPIEXEC" --bind-to none -np 2)
-cols() { sed 's/,[^,]*,[^,]*$//' "$1"; } # every column but the timings (retrain s, decode tokens/s)
+cols() { sed -E 's/(,[^,]*){3}$//' "$1"; } # every column but the timings (retrain s, cost rank-s, decode tokens/s)
 
 expect_exit 0 "| ppl-r0.25-iterative-lora-s1234 | 6 |" "${MPI4[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/a"
 [ "$(ls "$T/a/configs" | wc -l)" = 6 ] || fail "expected 6 configurations: $(ls "$T/a/configs")"
@@ -39,6 +39,16 @@ grep -q '"group":[[:space:]]*1' "$T"/a/configs/*/result.json || fail "group 1 ra
 grep -q 'cloze (acc)' "$T/a/sweep.md" || fail "no zero-shot column in sweep.md"
 grep -q "^| ppl | 1 | " "$T/a/sweep.md" && grep -q "^## Agreement between the criteria" "$T/a/sweep.md" ||
   fail "no agreement table of the criteria in sweep.md"
+# the cost ledger: every configuration's seconds, rank-seconds, tokens and FLOPs; the Pareto fronts
+python3 - "$T"/a/configs/*/result.json <<'PY' || fail "a configuration lacks its cost"
+import json, sys
+for f in sys.argv[1:]:
+    c = json.load(open(f))["cost"]
+    assert c["flops"] > 0 and c["tokens"] > 0 and c["rank_seconds"] >= c["seconds"] > 0, (f, c)
+print("ok   cost ledger in all %d configurations" % (len(sys.argv) - 1))
+PY
+grep -q "^Pareto front, PPL eval against cost (rank-seconds) " "$T/a/sweep.md" &&
+  grep -q "^Pareto front, PPL eval against decode speed " "$T/a/sweep.md" || fail "no Pareto fronts in sweep.md"
 [ "$(grep -l '"zeroshot_average"' "$T"/a/configs/*/result.json | wc -l)" = 6 ] || fail "zero-shot missing from results"
 command -v gnuplot >/dev/null && { [ -f "$T/a/sweep_ppl.png" ] || fail "no sweep plot"; }
 # the grid cell that is not run (magnitude x iterative) is listed with the reason

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../test.h"
+#include "depthprune/engine.h"
 #include "depthprune/export.h"
 #include "depthprune/llama.h"
 #include "depthprune/ops.h"
@@ -364,6 +365,48 @@ static void test_skip_sublayers(void) {
     free_fixture(&fx);
 }
 
+/* The cost ledger's FLOPs (dp_engine_work) equal the formula, written out here: per token and
+ * block 2 x (q, k, v, o and MLP matrices) + 2 t x query dim for causal attention, a skipped
+ * sub-layer's part left out; the head 2 C V; tokens: those scored by the head. */
+static void test_engine_work(void) {
+    fixture fx;
+    load_fixture(&fx, "gqa");
+    const dp_llama_config *c = &fx.m.cfg;
+    dp_err err;
+    dp_engine e;
+    const int64_t b = 2, t = 8;
+    dp_engine_plan plan = {.B = b, .T = t};
+    CHECK(dp_engine_open(&e, DP_DEVICE_CPU, &fx.m, &plan, &err) == DP_OK);
+    dp_layer_map map;
+    dp_layer_map_all(&map, (int)c->n_layers);
+    map.skip[1] = DP_SKIP_ATTN;
+    map.skip[2] = DP_SKIP_MLP;
+    double f0, f1;
+    int64_t k0, k1;
+    dp_engine_work(&f0, &k0);
+    CHECK(dp_engine_embed(&e, fx.tok, b, t, &err) == DP_OK);
+    dp_engine_blocks(&e, &map, 0, map.n, b);
+    int32_t tgt[16];
+    float nll[16];
+    dp_llama_next_targets(tgt, fx.tok, b, t);
+    dp_engine_head_nll(&e, tgt, nll, b);
+    dp_engine_work(&f1, &k1);
+    double want = 0;
+    int64_t C = c->hidden_size, HD = c->head_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        double qd = (double)(c->layer_heads[l] * HD), kd = (double)(c->layer_kv_heads[l] * HD);
+        double attn = 2 * (C * qd + C * kd + C * kd + qd * C) + 2.0 * t * qd, mlp = 2 * 3.0 * C * c->layer_inter[l];
+        want += (l == 1 ? 0 : attn) + (l == 2 ? 0 : mlp);
+    }
+    want = (double)(b * t) * (want + 2.0 * C * c->vocab_size);
+    CHECK_MSG(fabs((f1 - f0) - want) <= 1e-9 * want, "ledger FLOPs %.17g vs the formula %.17g", f1 - f0, want);
+    CHECK(k1 - k0 == b * t);
+    printf("gqa: ledger %.0f FLOPs and %lld tokens for a forward of %lld x %lld (sub-layers skipped) == the formula\n",
+           f1 - f0, (long long)(k1 - k0), (long long)b, (long long)t);
+    dp_engine_close(&e);
+    free_fixture(&fx);
+}
+
 static void test_bad_input(void) {
     fixture fx;
     load_fixture(&fx, "linear");
@@ -407,6 +450,7 @@ int main(void) {
     test_lora("linear");
     test_layer_map_vs_export();
     test_skip_sublayers();
+    test_engine_work();
     test_bad_input();
     TEST_EXIT();
 }
