@@ -129,6 +129,8 @@ typedef struct dp_sweep_job {
     const char *model, *run;
     const char *only;   /* comma-separated configuration names, or NULL for all */
     int list;           /* print the configurations, run nothing */
+    int prepare;        /* job arrays: the shared inputs only, and RUN/cells.txt (a configuration per line) */
+    int cell;           /* job arrays: only the configuration at this grid index (-1: all); no speed, no table */
     int64_t kill_after; /* testing: world rank 1 SIGKILLs itself after N configurations */
 } dp_sweep_job;
 int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped, dp_err *err);

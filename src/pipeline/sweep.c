@@ -797,9 +797,12 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
                 dp_free(o2);
             }
         }
+        if (j->cell >= n)
+            rc = dp_err_set(err, DP_E_USAGE, "--cell %d: the grid has %d configurations (0..%d)", j->cell, n, n - 1);
+        for (int i = 0; i < n && j->cell >= 0; i++) sel[i] = i == j->cell; /* one array task's configuration */
         int any = 0;
         for (int i = 0; i < n; i++) any |= sel[i];
-        if (!any) rc = dp_err_set(err, DP_E_USAGE, "--only %s matches no configuration of the grid", only);
+        if (!rc && !any) rc = dp_err_set(err, DP_E_USAGE, "--only %s matches no configuration of the grid", only);
     }
     if (!rc && listing) {
         if (mpi->rank == 0)
@@ -916,6 +919,30 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
         rc = dp_mpi_agree(mpi, rc, err);
     }
     if (!rc) dp_llama_clone(&work, &dense);
+    if (j->prepare) { /* the shared inputs are in RUN; the configurations, one per line, for a job array */
+        if (!rc && mpi->rank == 0) {
+            dp_buf cells = {0};
+            for (int i = 0; i < n; i++)
+                if (sel[i]) dp_buf_puts(&cells, v[i].name), dp_buf_puts(&cells, "\n");
+            char *cp = dp_path_join(run, "cells.txt");
+            rc = dp_write_file_atomic(cp, cells.p ? cells.p : "", cells.n, err);
+            if (!rc) printf("sweep: shared inputs ready; %d configurations in %s (one per --cell)\n", n, cp);
+            dp_free(cp);
+            dp_free(cells.p);
+        }
+        rc = dp_mpi_agree(mpi, rc, err);
+        dp_tasks_free(&tasks);
+        dp_free(ev[0].win);
+        dp_free(x.val);
+        dp_free(x.train);
+        dp_data_free(&data);
+        if (work.mem) dp_llama_free(&work);
+        dp_llama_free(&dense);
+        dp_free(v);
+        dp_free(sel);
+        dp_free(skipped.p);
+        return rc;
+    }
 
     /* the groups and their configurations */
     int done_before = 0, todo = 0;
@@ -963,6 +990,8 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
     if (!rc && any_stop) {
         if (mpi->rank == 0)
             printf("sweep: stopped by a signal; finished configurations are kept, run the same command to continue\n");
+    } else if (!rc && j->cell >= 0) { /* an array task: the speed and the table are the last job's */
+        if (mpi->rank == 0) printf("sweep: configuration %d (%s) done\n", j->cell, v[j->cell].name);
     } else if (!rc) {
         /* the speed phase: rank 0 measures alone, the other ranks wait without spinning */
         if (mpi->rank == 0) {
