@@ -556,9 +556,10 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
     dp_buf_puts(&md, "---|---|---|---|---|\n");
     dp_buf_puts(&csv, ",val_loss,tflop,retrain_s,cost_rank_s,decode_tokens_per_s\n");
     int rc = DP_OK;
-    double *p0 = dp_malloc((size_t)(n + 1) * 3 * sizeof(double), "sweep"), *cost = p0 + n + 1, *tps = cost + n + 1;
+    double *p0 = dp_malloc((size_t)(n + 1) * 4 * sizeof(double), "sweep"), *cost = p0 + n + 1, *tps = cost + n + 1,
+           *avg = tps + n + 1;
     for (int i = 0; i < n && !rc; i++) {
-        p0[i] = cost[i] = tps[i] = NAN;
+        p0[i] = cost[i] = tps[i] = avg[i] = NAN;
         if (!sel[i]) continue;
         char *d = cfg_dir(x->run, v[i].name), *rp = dp_path_join(d, "result.json"), *text = NULL;
         size_t len = 0;
@@ -608,6 +609,7 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
             if (x->tasks->n) {
                 const cJSON *it = cJSON_GetObjectItem(o, "zeroshot_average");
                 double a = it ? it->valuedouble : NAN;
+                avg[i] = a;
                 snprintf(t, sizeof t, " %.2f |", 100 * a);
                 dp_buf_puts(&md, t);
                 snprintf(t, sizeof t, ",%.17g", a);
@@ -655,33 +657,63 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
     cJSON_AddItemToObject(root, "configurations", all);
     char *js = cJSON_Print(root);
     cJSON_Delete(root);
-    if (x->n_ev) { /* the quality / cost and quality / latency frontiers */
-        for (int f = 0; f < 2; f++) {
-            const double *by = f ? tps : cost; /* cost: lower is better; speed: higher */
-            int first = 1;
-            for (int i = 0; i < n; i++) {
-                if (!sel[i] || !isfinite(p0[i]) || !isfinite(by[i])) continue;
-                int dominated = 0;
-                for (int j = 0; j < n && !dominated; j++) {
-                    if (j == i || !sel[j] || !isfinite(p0[j]) || !isfinite(by[j])) continue;
-                    int no_worse = p0[j] <= p0[i] && (f ? by[j] >= by[i] : by[j] <= by[i]);
-                    int better = p0[j] < p0[i] || (f ? by[j] > by[i] : by[j] < by[i]);
-                    dominated = no_worse && better;
-                }
-                if (dominated) continue;
-                if (first) {
-                    snprintf(t, sizeof t,
-                             "\nPareto front, PPL %s against %s (no configuration is better in both):", x->ev[0].name,
-                             f ? "decode speed" : "cost (rank-seconds)");
-                    dp_buf_puts(&md, t);
-                }
-                snprintf(t, sizeof t, "%s %s (%.4f, %.1f)", first ? "" : ",", v[i].name, p0[i], by[i]);
-                dp_buf_puts(&md, t);
-                first = 0;
+    /* the quality / cost and quality / speed frontiers: quality is the first PPL set's (lower is
+     * better), else the zero-shot average (higher); a plot of both beside sweep.md */
+    int have_q = x->n_ev || x->tasks->n;
+    char qname[160];
+    snprintf(qname, sizeof qname, x->n_ev ? "PPL %s" : "zero-shot average", x->n_ev ? x->ev[0].name : "");
+    int *front = dp_calloc((size_t)(2 * n + 2), sizeof(int), "sweep");
+    for (int f = 0; f < 2 && have_q; f++) {
+        const double *by = f ? tps : cost; /* cost: lower is better; speed: higher */
+        int first = 1;
+        for (int i = 0; i < n; i++) {
+            double qi = x->n_ev ? p0[i] : -avg[i];
+            if (!sel[i] || !isfinite(qi) || !isfinite(by[i])) continue;
+            int dominated = 0;
+            for (int j = 0; j < n && !dominated; j++) {
+                double qj = x->n_ev ? p0[j] : -avg[j];
+                if (j == i || !sel[j] || !isfinite(qj) || !isfinite(by[j])) continue;
+                int no_worse = qj <= qi && (f ? by[j] >= by[i] : by[j] <= by[i]);
+                int better = qj < qi || (f ? by[j] > by[i] : by[j] < by[i]);
+                dominated = no_worse && better;
             }
-            if (!first) dp_buf_puts(&md, ".\n");
+            if (dominated) continue;
+            front[f * (n + 1) + i] = 1;
+            if (first) {
+                snprintf(t, sizeof t, "\nPareto front, %s against %s (no configuration is better in both):", qname,
+                         f ? "decode speed" : "cost (rank-seconds)");
+                dp_buf_puts(&md, t);
+            }
+            snprintf(t, sizeof t, "%s %s (%.4f, %.1f)", first ? "" : ",", v[i].name, x->n_ev ? p0[i] : 100 * avg[i],
+                     by[i]);
+            dp_buf_puts(&md, t);
+            first = 0;
         }
+        if (!first) dp_buf_puts(&md, ".\n");
     }
+    if (have_q) { /* sweep_pareto.png: quality against cost and against decode speed, fronts marked */
+        char *dat = dp_path_join(x->run, "sweep_pareto.dat"), *png = dp_path_join(x->run, "sweep_pareto.png");
+        FILE *f = fopen(dat, "w");
+        for (int i = 0; f && i < n; i++)
+            if (sel[i])
+                fprintf(f, "%.9g %.9g %.9g %d %d\n", x->n_ev ? p0[i] : 100 * avg[i], cost[i], tps[i], front[i],
+                        front[n + 1 + i]);
+        if (f) {
+            fclose(f);
+            snprintf(t, sizeof t,
+                     "set terminal pngcairo size 1100,450\nset output '%s'\nset multiplot layout 1,2\nset grid\n"
+                     "set ylabel '%s'\nset xlabel 'cost (rank-seconds)'\nplot '%s' using 2:1 with points pt 7 lc "
+                     "rgb 'gray' title 'configuration', '' using ($4 > 0 ? $2 : 1/0):1 with points pt 7 ps 1.5 lc rgb "
+                     "'red' title 'Pareto front'\nset xlabel 'decode tokens/s (batch 1)'\nplot '%s' using 3:1 with "
+                     "points pt 7 lc rgb 'gray' title 'configuration', '' using ($5 > 0 ? $3 : 1/0):1 with points pt 7 "
+                     "ps 1.5 lc rgb 'red' title 'Pareto front'\nunset multiplot\n",
+                     png, qname, dat, dat);
+            dp_gnuplot(t, png);
+        }
+        dp_free(dat);
+        dp_free(png);
+    }
+    dp_free(front);
     if (x->skipped) {
         dp_buf_puts(&md, "\nGrid cells not run:\n");
         dp_buf_puts(&md, x->skipped);

@@ -49,6 +49,7 @@ print("ok   cost ledger in all %d configurations" % (len(sys.argv) - 1))
 PY
 grep -q "^Pareto front, PPL eval against cost (rank-seconds) " "$T/a/sweep.md" &&
   grep -q "^Pareto front, PPL eval against decode speed " "$T/a/sweep.md" || fail "no Pareto fronts in sweep.md"
+command -v gnuplot >/dev/null && { [ -s "$T/a/sweep_pareto.png" ] || fail "no Pareto plot"; }
 [ "$(grep -l '"zeroshot_average"' "$T"/a/configs/*/result.json | wc -l)" = 6 ] || fail "zero-shot missing from results"
 command -v gnuplot >/dev/null && { [ -f "$T/a/sweep_ppl.png" ] || fail "no sweep plot"; }
 # the grid cell that is not run (magnitude x iterative) is listed with the reason
