@@ -40,6 +40,8 @@ const dp_cfg_spec dp_config_schema[] = {
      "(auto: when the model does not fit in 70% of free GPU memory)"},
     {"sweep.criteria", DP_CFG_STRING_LIST, "ppl", NULL, "one-shot criteria of the sweep grid"},
     {"sweep.ratios", DP_CFG_STRING_LIST, "0.2", NULL, "pruning ratios of the grid"},
+    {"sweep.units", DP_CFG_STRING_LIST, "block", NULL,
+     "block and/or sublayer (one-shot: attention and MLP removed separately, at the parameters of the blocks)"},
     {"sweep.schedules", DP_CFG_STRING_LIST, "one-shot", NULL,
      "one-shot, iterative and/or width (the LLM-Pruner baseline)"},
     {"sweep.dense", DP_CFG_BOOL, "false", NULL, "add the unpruned model as a reference row"},

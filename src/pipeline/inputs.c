@@ -490,3 +490,30 @@ int dp_pipe_layer_map(const dp_llama_config *c, const char *drop, const char *dr
     if (!rc && map->n == 0) rc = dp_err_set(err, DP_E_USAGE, "--drop removes every block");
     return rc;
 }
+
+int dp_pipe_pick_units(const dp_llama *m, const int *order, int n_order, int64_t K, double ratio, int *removed,
+                       int *n_removed, unsigned char *skip, dp_err *err) {
+    int L = (int)m->cfg.n_layers, n = 0;
+    int64_t target = 0, got = 0;
+    for (int b = 0; b < (int)lround(ratio * L) && b < L; b++) target += dp_llama_layer_param_count(&m->cfg, b);
+    memset(skip, 0, (size_t)L);
+    for (int k = 0; k < n_order && (K > 0 ? n < K : got < target); k++) {
+        int u = order[k], b = u / 2;
+        int64_t up = 0;
+        for (int t = u % 2 ? DP_BT_O + 1 : 0; t < (u % 2 ? DP_LLAMA_BLOCK_TENSORS : DP_BT_O + 1); t++)
+            up += m->params[1 + b * DP_LLAMA_BLOCK_TENSORS + t].n_elems;
+        if (K <= 0 && got + up - target > target - got) break; /* nearer without it */
+        removed[n++] = u;
+        got += up;
+        skip[b] |= (unsigned char)(u % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
+    }
+    int whole = 0;
+    for (int b = 0; b < L; b++) whole += skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP);
+    if (n < 1 || (K > 0 && n < K) || whole >= L)
+        return dp_err_set(err, DP_E_USAGE,
+                          "removing %lld sub-layers is not possible with %d unprotected candidates (keep at least "
+                          "one block)",
+                          (long long)(K > 0 ? K : n), n_order);
+    *n_removed = n;
+    return DP_OK;
+}

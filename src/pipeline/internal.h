@@ -29,6 +29,11 @@ int dp_pipe_stop_requested(const dp_mpi *mpi);
  * criteria were scored in json_path: how much the rankings agree (Kendall's tau-b, top-k
  * overlap), printed too. Rank 0. */
 void dp_pipe_report_agreement(const char *run, const char *json_path);
+/* Sub-layer units to remove in the order of sub-layer scores: K of them, or (K <= 0) as many
+ * as remove the parameters of round(ratio L) blocks (the nearest count). removed[*n_removed]:
+ * the units; skip (L): each block's removed sub-layers. */
+int dp_pipe_pick_units(const dp_llama *m, const int *order, int n_order, int64_t K, double ratio, int *removed,
+                       int *n_removed, unsigned char *skip, dp_err *err);
 /* The dtype a model directory stores its weights in (export "auto"). */
 int dp_pipe_stored_dtype(const char *dir);
 /* The model's f32 weights as export entries (free the array, not the data). */

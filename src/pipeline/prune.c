@@ -96,25 +96,9 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
     if (!rc && units) {
         /* sub-layers in the order of the scores: --remove K of them, or (--ratio) as many as remove the
          * parameters of round(ratio L) blocks, the nearest count */
-        int64_t target = 0, got = 0;
-        for (int b = 0; b < (int)lround(ratio * L) && b < L; b++) target += dp_llama_layer_param_count(&m.cfg, b);
-        for (int k = 0; k < n_order && (K > 0 ? n_units < K : got < target); k++) {
-            int u = order[k], b = u / 2;
-            int64_t up = 0;
-            for (int t = u % 2 ? DP_BT_O + 1 : 0; t < (u % 2 ? DP_LLAMA_BLOCK_TENSORS : DP_BT_O + 1); t++)
-                up += m.params[1 + b * DP_LLAMA_BLOCK_TENSORS + t].n_elems;
-            if (K <= 0 && got + up - target > target - got) break; /* nearer without it */
-            removed[n_units++] = u;
-            got += up;
-            skip[b] |= (unsigned char)(u % 2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
-        }
-        int whole = 0;
-        for (int b = 0; b < L; b++) whole += skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP);
-        if (n_units < 1 || (K > 0 && n_units < K) || whole >= L)
-            rc = dp_err_set(err, DP_E_USAGE,
-                            "removing %lld sub-layers is not possible with %d unprotected candidates (keep at least "
-                            "one block)",
-                            (long long)(K > 0 ? K : n_units), n_order);
+        int got = 0;
+        rc = dp_pipe_pick_units(&m, order, n_order, K, ratio, removed, &got, skip, err);
+        n_units = got;
     } else if (!rc && iterative && j->units) { /* greedy over sub-layers: --remove K of them */
         units = 1;
         if (K <= 0)

@@ -8,6 +8,7 @@
  * never redone; the end result is RUNDIR/sweep.json, sweep.md, sweep.csv and
  * a PPL-vs-ratio plot. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -31,6 +32,7 @@ typedef struct sweep_cfg {
     dp_prune_schedule schedule;
     dp_retrain_kind retrain;
     int kd;
+    int units; /* 1: sub-layers (one-shot, from RUN/sublayer/scores.json) */
     long long seed;
     double cost;
     int group;
@@ -119,20 +121,38 @@ static int build_grid(const dp_pipe *p, int L, sweep_cfg **out, int *n_out, dp_b
                                       "(the kd off x retrain none cells are the same models)");
                             continue;
                         }
-                        for (int sd = 0; sd < dp_config_list_len(p->cfg, "sweep.seeds"); sd++) {
-                            if (n == cap) v = dp_realloc(v, (size_t)(cap *= 2) * sizeof *v, "sweep");
-                            sweep_cfg *c = &v[n++];
-                            memset(c, 0, sizeof *c);
-                            snprintf(c->crit, sizeof c->crit, "%s", crit);
-                            c->ratio = ratio;
-                            c->schedule = iter;
-                            c->retrain = (dp_retrain_kind)r;
-                            c->kd = kd;
-                            c->seed = atoll(dp_config_list_item(p->cfg, "sweep.seeds", sd));
-                            snprintf(c->name, sizeof c->name, "%s-r%g-%s-%s%s-s%lld", crit, ratio, k_sched_short[iter],
-                                     k_retrain[r], kd ? "-kd" : "", c->seed);
-                            /* rough cost: prune passes + retraining (the dominant part) */
-                            c->cost = 1.0 + (iter ? K : 0) + (r ? 20.0 : 0) + (kd ? 5.0 : 0);
+                        const char *un;
+                        for (int iu = 0; list_str(p, "sweep.units", iu, &un); iu++) {
+                            int sub = !strcmp(un, "sublayer");
+                            if (!sub && strcmp(un, "block")) {
+                                dp_free(v);
+                                return dp_err_set(err, DP_E_CONFIG, "sweep.units: '%s' is not block or sublayer", un);
+                            }
+                            if (sub && iter != DP_PRUNE_ONE_SHOT) {
+                                char cell[96];
+                                snprintf(cell, sizeof cell, "sublayer x %s", sched);
+                                skip_cell(skipped, cell,
+                                          "not run: sub-layer units are one-shot in the sweep (prune --schedule "
+                                          "iterative --units sublayer runs the sub-layer greedy alone)");
+                                continue;
+                            }
+                            for (int sd = 0; sd < dp_config_list_len(p->cfg, "sweep.seeds"); sd++) {
+                                if (n == cap) v = dp_realloc(v, (size_t)(cap *= 2) * sizeof *v, "sweep");
+                                sweep_cfg *c = &v[n++];
+                                memset(c, 0, sizeof *c);
+                                snprintf(c->crit, sizeof c->crit, "%s", crit);
+                                c->ratio = ratio;
+                                c->schedule = iter;
+                                c->retrain = (dp_retrain_kind)r;
+                                c->kd = kd;
+                                c->units = sub;
+                                c->seed = atoll(dp_config_list_item(p->cfg, "sweep.seeds", sd));
+                                snprintf(c->name, sizeof c->name, "%s-r%g-%s%s-%s%s-s%lld", crit, ratio,
+                                         k_sched_short[iter], sub ? "-sub" : "", k_retrain[r], kd ? "-kd" : "",
+                                         c->seed);
+                                /* rough cost: prune passes + retraining (the dominant part) */
+                                c->cost = 1.0 + (iter ? K : 0) + (r ? 20.0 : 0) + (kd ? 5.0 : 0);
+                            }
                         }
                     }
                 }
@@ -277,7 +297,8 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
     if (g->rank == 0) rc = dp_mkdir_p(dir, err);
     rc = dp_mpi_agree(g, rc, err);
     memcpy(x->work->mem, x->dense->mem, (size_t)x->dense->n_elems * sizeof(float));
-    int *removed = dp_calloc((size_t)L, sizeof(int), "sweep");
+    int *removed = dp_calloc((size_t)L, sizeof(int), "sweep"), units_removed[2 * DP_MAX_LAYERS], n_units = 0;
+    unsigned char skip[DP_MAX_LAYERS] = {0};
     double *ppl_after = dp_calloc((size_t)L, sizeof(double), "sweep"), dense_ppl = NAN;
     double t0 = dp_time_s(), wratio = 0, f0 = 0;
     int64_t k0 = 0;
@@ -291,6 +312,17 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         K = 0; /* no block removed */
     } else if (!rc && c->schedule == DP_PRUNE_DENSE) {
         /* dense: nothing removed */
+    } else if (!rc && c->schedule == DP_PRUNE_ONE_SHOT && c->units) { /* sub-layers at the parameters of K blocks */
+        int *order = NULL, n_order = 0, uu = 0;
+        uint64_t fh;
+        char *sp = dp_path_join(x->run, "sublayer/scores.json");
+        rc = dp_pipe_read_order(sp, c->crit, x->mh, L, &uu, &order, &n_order, &fh, err);
+        dp_free(sp);
+        if (!rc) rc = dp_pipe_pick_units(x->dense, order, n_order, 0, c->ratio, units_removed, &n_units, skip, err);
+        dp_free(order);
+        K = 0;
+        for (int b = 0; !rc && b < L; b++)
+            if (skip[b] == (DP_SKIP_ATTN | DP_SKIP_MLP)) removed[K++] = b; /* both sub-layers: the block goes */
     } else if (!rc && c->schedule == DP_PRUNE_ONE_SHOT) {
         int *order = NULL, n_order = 0;
         uint64_t fh;
@@ -321,6 +353,13 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         int64_t d = removed[k];
         rc = dp_layer_map_drop(&map, L, &d, 1, err);
     }
+    for (int b = 0; !rc && b < L; b++) /* removed sub-layers of kept blocks: skipped, their weights gone */
+        if (skip[b] && skip[b] != (DP_SKIP_ATTN | DP_SKIP_MLP)) {
+            map.skip[b] = skip[b];
+            for (int t = 0; t < DP_LLAMA_BLOCK_TENSORS; t++)
+                if ((t <= DP_BT_O && (skip[b] & DP_SKIP_ATTN)) || (t > DP_BT_O && (skip[b] & DP_SKIP_MLP)))
+                    params_now -= x->dense->params[1 + b * DP_LLAMA_BLOCK_TENSORS + t].n_elems;
+        }
     dp_train_result tr;
     memset(&tr, 0, sizeof tr);
     tr.val_loss = NAN;
@@ -377,6 +416,20 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddNumberToObject(o, "seed", (double)c->seed);
         cJSON *rem = cJSON_AddArrayToObject(o, "removed");
         for (int k = 0; k < K; k++) cJSON_AddItemToArray(rem, cJSON_CreateNumber(removed[k]));
+        if (c->units) { /* the sub-layers, and those of kept blocks (skipped through the map) */
+            cJSON_AddStringToObject(o, "unit", "sublayer");
+            cJSON *ru = cJSON_AddArrayToObject(o, "removed_units");
+            for (int k = 0; k < n_units; k++) {
+                char un[32];
+                snprintf(un, sizeof un, "%s.%d", units_removed[k] % 2 ? "mlp" : "attn", units_removed[k] / 2);
+                cJSON_AddItemToArray(ru, cJSON_CreateString(un));
+            }
+            for (int k2 = 0; k2 < 2; k2++) {
+                cJSON *a = cJSON_AddArrayToObject(o, k2 ? "skip_mlp" : "skip_attn");
+                for (int b = 0; b < L; b++)
+                    if (map.skip[b] & (k2 ? DP_SKIP_MLP : DP_SKIP_ATTN)) cJSON_AddItemToArray(a, cJSON_CreateNumber(b));
+            }
+        }
         cJSON_AddNumberToObject(o, "blocks_kept", map.n);
         cJSON_AddNumberToObject(o, "params", (double)params_now);
         cJSON_AddNumberToObject(o, "fraction_removed", 1.0 - (double)params_now / (double)x->dense->n_elems);
@@ -478,6 +531,10 @@ static int measure_speed(const sweep_ctx *x, const sweep_cfg *v, int n, const in
             int64_t b = (int64_t)r->valueint;
             if (dp_layer_map_drop(&map, L, &b, 1, &e)) ok = 0;
         }
+        for (int k2 = 0; k2 < 2 && o; k2++) /* sub-layer configurations: the skipped sub-layers */
+            cJSON_ArrayForEach(r, cJSON_GetObjectItem(o, k2 ? "skip_mlp" : "skip_attn")) if (r->valueint >= 0 &&
+                                                                                             r->valueint < L)
+                map.skip[r->valueint] |= (unsigned char)(k2 ? DP_SKIP_MLP : DP_SKIP_ATTN);
         const cJSON *lh = o ? cJSON_GetObjectItem(o, "layer_heads") : NULL;
         if (ok && lh) { /* width: the per-block sizes, zero weights */
             dp_llama_config c = dense->cfg;
@@ -858,45 +915,65 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
     if (!rc)
         rc = dp_pipe_calibrate(p, dir, &dense, x.mhash, calib, dp_config_str(p->cfg, "calib.field"), N, T,
                                (uint64_t)dp_config_int(p->cfg, "run.seed"), x.batch, run, err);
-    const char *crit[32];
-    int n_crit = 0, need_train = 0, need_cache = 0;
+    int need_train = 0, need_cache = 0;
     for (int i = 0; i < n; i++) {
         if (!sel[i]) continue;
         need_train |= v[i].retrain != 0;
         need_cache |= v[i].kd;
-        if (v[i].schedule != DP_PRUNE_ONE_SHOT) continue;
-        int seen = 0;
-        for (int k = 0; k < n_crit; k++) seen |= !strcmp(crit[k], v[i].crit);
-        if (!seen && n_crit < 32) crit[n_crit++] = v[i].crit;
     }
-    char *sp = dp_path_join(run, "scores.json");
-    int have_scores = 0;
-    if (!rc && n_crit && mpi->rank == 0 && dp_file_exists(sp)) { /* reuse when it has every criterion */
-        have_scores = 1;
-        for (int k = 0; k < n_crit && have_scores; k++) {
-            int *o = NULL, no = 0;
-            uint64_t fh;
-            dp_err e2;
-            if (dp_pipe_read_order(sp, crit[k], x.mh, L, NULL, &o, &no, &fh, &e2)) have_scores = 0;
-            dp_free(o);
+    /* one-shot scores: blocks in RUN/scores.json, sub-layers in RUN/sublayer/scores.json (its
+     * calib.h5 a link to RUN's) */
+    char *subdir = dp_path_join(run, "sublayer");
+    for (int un = 0; un < 2 && !rc; un++) {
+        const char *crit[32];
+        int n_crit = 0;
+        for (int i = 0; i < n; i++) {
+            if (!sel[i] || v[i].schedule != DP_PRUNE_ONE_SHOT || v[i].units != un) continue;
+            int seen = 0;
+            for (int k = 0; k < n_crit; k++) seen |= !strcmp(crit[k], v[i].crit);
+            if (!seen && n_crit < 32) crit[n_crit++] = v[i].crit;
         }
+        if (!n_crit) continue;
+        const char *rd = un ? subdir : run;
+        if (un && mpi->rank == 0) {
+            char *link = dp_path_join(subdir, "calib.h5");
+            rc = dp_mkdir_p(subdir, err);
+            if (!rc && !dp_file_exists(link) && symlink("../calib.h5", link))
+                rc = dp_err_set(err, DP_E_IO, "%s: cannot link the calibration: %s", link, strerror(errno));
+            dp_free(link);
+        }
+        rc = dp_mpi_agree(mpi, rc, err);
+        char *sp = dp_path_join(rd, "scores.json");
+        int have_scores = 0;
+        if (!rc && mpi->rank == 0 && dp_file_exists(sp)) { /* reuse when it has every criterion */
+            have_scores = 1;
+            for (int k = 0; k < n_crit && have_scores; k++) {
+                int *o = NULL, no = 0, uu = 0;
+                uint64_t fh;
+                dp_err e2;
+                if (dp_pipe_read_order(sp, crit[k], x.mh, L, &uu, &o, &no, &fh, &e2) || uu != un) have_scores = 0;
+                dp_free(o);
+            }
+        }
+        DP_CHECK_MPI(MPI_Bcast(&have_scores, 1, MPI_INT, 0, mpi->comm));
+        if (!rc && !have_scores) {
+            dp_score_opts so = {.device = p->device,
+                                .run_dir = rd,
+                                .model_hash = x.mhash,
+                                .batch = x.batch,
+                                .stream_weights = un ? 0 : dp_pipe_stream_weights(p),
+                                .protect_first = (int)dp_config_int(p->cfg, "score.protect_first"),
+                                .protect_last = (int)dp_config_int(p->cfg, "score.protect_last"),
+                                .ratio = 0.2,
+                                .progress = !dp_config_bool(p->cfg, "run.quiet"),
+                                .units = un};
+            rc = dp_score(mpi, &dense, crit, n_crit, &so, err);
+        } else if (!rc) {
+            dp_log0("sweep: reusing %s", sp);
+        }
+        dp_free(sp);
     }
-    DP_CHECK_MPI(MPI_Bcast(&have_scores, 1, MPI_INT, 0, mpi->comm));
-    if (!rc && n_crit && !have_scores) {
-        dp_score_opts so = {.device = p->device,
-                            .run_dir = run,
-                            .model_hash = x.mhash,
-                            .batch = x.batch,
-                            .stream_weights = dp_pipe_stream_weights(p),
-                            .protect_first = (int)dp_config_int(p->cfg, "score.protect_first"),
-                            .protect_last = (int)dp_config_int(p->cfg, "score.protect_last"),
-                            .ratio = 0.2,
-                            .progress = !dp_config_bool(p->cfg, "run.quiet")};
-        rc = dp_score(mpi, &dense, crit, n_crit, &so, err);
-    } else if (!rc && n_crit) {
-        dp_log0("sweep: reusing %s", sp);
-    }
-    dp_free(sp);
+    dp_free(subdir);
     dp_train_data data;
     memset(&data, 0, sizeof data);
     dp_train_opts to;

@@ -114,6 +114,30 @@ node -e 'const [a,b]=process.argv.slice(1).map(Number);process.exit(Math.abs(a-b
   fail "width configuration PPL $(cat "$T/wppl") differs from width-prune + ppl alone ($alone)"
 [ "$FAILS" -eq 0 ] && echo "ok   width configuration parameter-matched, equal to width-prune alone"
 
+# sub-layer units in the grid: the sub-layer configuration equals `score --units sublayer` +
+# `prune` (the same parameter rule) + `ppl` with those sub-layers skipped, run alone
+expect_exit 0 "| ppl-r0.25-oneshot-sub-none-s1234 |" "${MPI2[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/u" \
+  --set 'sweep.schedules=[one-shot]' --set 'sweep.criteria=[ppl]' --set 'sweep.retrain=[none]' \
+  --set 'sweep.units=[block,sublayer]'
+expect_exit 0 "removed sub-layers" "$DP" prune --model "$T/tiny" --scores "$T/u/sublayer/scores.json" --ratio 0.25 \
+  --out "$T/ualone"
+python3 - "$T/u/configs/ppl-r0.25-oneshot-sub-none-s1234/result.json" "$T/ualone/prune.json" "$T" <<'PY' || fail "the sweep's sub-layer configuration differs from prune alone"
+import json, sys
+r, p = (json.load(open(f)) for f in sys.argv[1:3])
+assert r["removed_units"] == p["removed_units"] and r["removed"] == p["removed"], (r["removed_units"], p["removed_units"])
+args = []
+for flag, key in (("--drop", "removed"), ("--drop-attn", "skip_attn"), ("--drop-mlp", "skip_mlp")):
+    if r[key]: args += [flag, ",".join(map(str, r[key]))]
+open(sys.argv[3] + "/uflags", "w").write("\n".join(args) + "\n")
+open(sys.argv[3] + "/uppl", "w").write(repr(r["ppl"][list(r["ppl"])[0]]))
+PY
+mapfile -t uf <"$T/uflags"
+alone=$("$DP" ppl --model "$T/tiny" "${uf[@]}" --text "$T/brown.txt" --seq-len 64 --batch 8 --json --quiet | python3 -c \
+  'import json,sys; print(json.load(sys.stdin)["ppl"])')
+python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) / b > 1e-9)' "$alone" "$(cat "$T/uppl")" &&
+  echo "ok   sub-layer configuration equals score --units sublayer + prune + ppl alone (${uf[*]})" ||
+  fail "sub-layer configuration PPL $(cat "$T/uppl") differs from the run alone ($alone)"
+
 # bad sweep configurations
 expect_exit 1 "must divide the 2 ranks" "${MPI2[@]}" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=3
 expect_exit 1 "not a number in (0, 1)" "$DP" sweep --config "$T/sweep.yaml" --run "$T/x" --set sweep.group_size=1 \
