@@ -517,3 +517,19 @@ int dp_pipe_pick_units(const dp_llama *m, const int *order, int n_order, int64_t
     *n_removed = n;
     return DP_OK;
 }
+
+void dp_pipe_units_json(cJSON *o, const int *units, int n_units, const unsigned char *skip, int L) {
+    cJSON_AddStringToObject(o, "unit", "sublayer");
+    cJSON *ru = cJSON_AddArrayToObject(o, "removed_units");
+    for (int k = 0; k < n_units; k++) {
+        char un[32];
+        snprintf(un, sizeof un, "%s.%d", units[k] % 2 ? "mlp" : "attn", units[k] / 2);
+        cJSON_AddItemToArray(ru, cJSON_CreateString(un));
+    }
+    for (int k = 0; k < 2; k++) { /* of the blocks that stay */
+        cJSON *a = cJSON_AddArrayToObject(o, k ? "skip_mlp" : "skip_attn");
+        for (int b = 0; b < L; b++)
+            if (skip[b] != (DP_SKIP_ATTN | DP_SKIP_MLP) && (skip[b] & (k ? DP_SKIP_MLP : DP_SKIP_ATTN)))
+                cJSON_AddItemToArray(a, cJSON_CreateNumber(b));
+    }
+}

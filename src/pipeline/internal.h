@@ -34,6 +34,9 @@ void dp_pipe_report_agreement(const char *run, const char *json_path);
  * the units; skip (L): each block's removed sub-layers. */
 int dp_pipe_pick_units(const dp_llama *m, const int *order, int n_order, int64_t K, double ratio, int *removed,
                        int *n_removed, unsigned char *skip, dp_err *err);
+/* "unit", "removed_units" (["attn.3", ...] in removal order), "skip_attn" and "skip_mlp" (the
+ * blocks that stay, original indices) into a prune.json / result.json object. */
+void dp_pipe_units_json(struct cJSON *o, const int *units, int n_units, const unsigned char *skip, int L);
 /* The dtype a model directory stores its weights in (export "auto"). */
 int dp_pipe_stored_dtype(const char *dir);
 /* The model's f32 weights as export entries (free the array, not the data). */

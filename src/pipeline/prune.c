@@ -212,21 +212,7 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
         cJSON_AddNumberToObject(jo, "layers_before", L);
         cJSON_AddNumberToObject(jo, "layers_after", nk);
         cJSON_AddItemToObject(jo, "removed", cJSON_CreateIntArray(blocks_gone, (int)K));
-        if (units) {
-            cJSON_AddStringToObject(jo, "unit", "sublayer");
-            cJSON *ru = cJSON_AddArrayToObject(jo, "removed_units");
-            for (int64_t k = 0; k < n_units; k++) {
-                char un[32];
-                snprintf(un, sizeof un, "%s.%d", removed[k] % 2 ? "mlp" : "attn", removed[k] / 2);
-                cJSON_AddItemToArray(ru, cJSON_CreateString(un));
-            }
-            for (int k2 = 0; k2 < 2; k2++) {
-                cJSON *a = cJSON_AddArrayToObject(jo, k2 ? "skip_mlp" : "skip_attn");
-                for (int b = 0; b < L; b++)
-                    if (skip[b] != (DP_SKIP_ATTN | DP_SKIP_MLP) && (skip[b] & (k2 ? DP_SKIP_MLP : DP_SKIP_ATTN)))
-                        cJSON_AddItemToArray(a, cJSON_CreateNumber(b));
-            }
-        }
+        if (units) dp_pipe_units_json(jo, removed, (int)n_units, skip, L);
         cJSON_AddItemToObject(jo, "kept", cJSON_CreateIntArray(kept, nk));
         cJSON_AddNumberToObject(jo, "params_before", (double)before);
         cJSON_AddNumberToObject(jo, "params_after", (double)after);

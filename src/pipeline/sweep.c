@@ -416,20 +416,7 @@ static int run_config(sweep_ctx *x, const dp_mpi *g, const sweep_cfg *c, int *st
         cJSON_AddNumberToObject(o, "seed", (double)c->seed);
         cJSON *rem = cJSON_AddArrayToObject(o, "removed");
         for (int k = 0; k < K; k++) cJSON_AddItemToArray(rem, cJSON_CreateNumber(removed[k]));
-        if (c->units) { /* the sub-layers, and those of kept blocks (skipped through the map) */
-            cJSON_AddStringToObject(o, "unit", "sublayer");
-            cJSON *ru = cJSON_AddArrayToObject(o, "removed_units");
-            for (int k = 0; k < n_units; k++) {
-                char un[32];
-                snprintf(un, sizeof un, "%s.%d", units_removed[k] % 2 ? "mlp" : "attn", units_removed[k] / 2);
-                cJSON_AddItemToArray(ru, cJSON_CreateString(un));
-            }
-            for (int k2 = 0; k2 < 2; k2++) {
-                cJSON *a = cJSON_AddArrayToObject(o, k2 ? "skip_mlp" : "skip_attn");
-                for (int b = 0; b < L; b++)
-                    if (map.skip[b] & (k2 ? DP_SKIP_MLP : DP_SKIP_ATTN)) cJSON_AddItemToArray(a, cJSON_CreateNumber(b));
-            }
-        }
+        if (c->units) dp_pipe_units_json(o, units_removed, n_units, skip, L);
         cJSON_AddNumberToObject(o, "blocks_kept", map.n);
         cJSON_AddNumberToObject(o, "params", (double)params_now);
         cJSON_AddNumberToObject(o, "fraction_removed", 1.0 - (double)params_now / (double)x->dense->n_elems);
@@ -1040,33 +1027,23 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
             dp_free(cells.p);
         }
         rc = dp_mpi_agree(mpi, rc, err);
-        dp_tasks_free(&tasks);
-        dp_free(ev[0].win);
-        dp_free(x.val);
-        dp_free(x.train);
-        dp_data_free(&data);
-        if (work.mem) dp_llama_free(&work);
-        dp_llama_free(&dense);
-        dp_free(v);
-        dp_free(sel);
-        dp_free(skipped.p);
-        return rc;
+        goto done;
     }
 
     /* the groups and their configurations */
     int done_before = 0, todo = 0;
-    int *done = dp_calloc((size_t)(n + 1), sizeof(int), "sweep");
+    int *done_cfg = dp_calloc((size_t)(n + 1), sizeof(int), "sweep");
     if (!rc && mpi->rank == 0)
         for (int i = 0; i < n; i++) {
             if (!sel[i]) continue;
             char *d = cfg_dir(run, v[i].name), *rp = dp_path_join(d, "result.json");
-            done[i] = dp_file_exists(rp);
-            done_before += done[i];
+            done_cfg[i] = dp_file_exists(rp);
+            done_before += done_cfg[i];
             todo++;
             dp_free(rp);
             dp_free(d);
         }
-    DP_CHECK_MPI(MPI_Bcast(done, n + 1, MPI_INT, 0, mpi->comm));
+    DP_CHECK_MPI(MPI_Bcast(done_cfg, n + 1, MPI_INT, 0, mpi->comm));
     if (!rc && done_before) dp_log0("sweep: %d of %d configurations already done; running the rest", done_before, todo);
     if (!rc) dp_log0("sweep: %d configurations, %d groups of %lld ranks", todo, n_groups, gsize);
     MPI_Comm gc;
@@ -1079,7 +1056,7 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
     int grc = rc;
     dp_stop_install_signals();
     for (int i = 0; i < n && !grc && !stopped; i++) {
-        if (!sel[i] || done[i] || v[i].group != color) continue;
+        if (!sel[i] || done_cfg[i] || v[i].group != color) continue;
         grc = run_config(&x, &g, &v[i], &stopped, err);
         int s = dp_stop_requested(), any = 0; /* between configurations */
         DP_CHECK_MPI(MPI_Allreduce(&s, &any, 1, MPI_INT, MPI_MAX, g.comm));
@@ -1113,7 +1090,8 @@ int dp_pipe_sweep(const dp_pipe *p, const dp_sweep_job *j, int *stopped_out, dp_
         if (mpi->rank == 0) rc = summarize(&x, v, n, sel, err);
     }
     rc = dp_mpi_agree(mpi, rc, err);
-    dp_free(done);
+    dp_free(done_cfg);
+done:
     dp_tasks_free(&tasks);
     dp_free(ev[0].win);
     dp_free(x.val);
