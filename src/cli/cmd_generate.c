@@ -149,6 +149,9 @@ static const dp_cli_opt k_bench_opts[] = {
     {"--runs", "N", "timed runs per point (default 3)", NULL},
     {"--max-seconds", "S", "skip the larger batches of a model once one point takes longer (default 0: never)", NULL},
     {"--out", "FILE", "RESULTS.json (default RUNDIR/bench_generate.json); a .png plot next to it", NULL},
+    {"--drop", "LIST", "blocks removed through the layer map, in every model", NULL},
+    {"--drop-attn", "LIST", "blocks whose attention is skipped, in every model", NULL},
+    {"--drop-mlp", "LIST", "blocks whose MLP is skipped, in every model", NULL},
     {NULL, NULL, NULL, NULL},
 };
 
@@ -210,11 +213,17 @@ static int run_bench(dp_app *app) {
             cJSON_AddNumberToObject(root, "bandwidth_GBps", bw / 1e9);
             cJSON_AddNumberToObject(root, "gemm_GFLOPs", gemm / 1e9);
         }
-        dp_layer_map map;
-        dp_layer_map_model(&map, c);
+        dp_layer_map map; /* the model's own, with --drop/--drop-attn/--drop-mlp applied to every model */
+        rc = dp_pipe_layer_map(c, dp_cli_get(app, cmd, "--drop"), dp_cli_get(app, cmd, "--drop-attn"),
+                               dp_cli_get(app, cmd, "--drop-mlp"), &map, &err);
+        if (rc) {
+            dp_llama_free(&m);
+            break;
+        }
         int64_t C = c->hidden_size, HD = c->head_dim, V = c->vocab_size;
         double mat_w = 0, qd_sum = 0, kd_sum = 0, head_w = (double)(V * C); /* summed over blocks (own sizes) */
-        for (int l = 0; l < map.n; l++) { /* a skipped sub-layer's weights are not read */
+        for (int i = 0; i < map.n; i++) { /* a skipped sub-layer's weights are not read */
+            int l = map.layer[i];
             int64_t qd = c->layer_heads[l] * HD, kd = c->layer_kv_heads[l] * HD;
             mat_w += (double)(dp_llama_layer_param_count(c, l) - 2 * C);
             if (map.skip[l] & DP_SKIP_ATTN) mat_w -= (double)(2 * C * qd + 2 * C * kd);

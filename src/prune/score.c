@@ -702,6 +702,70 @@ static int block_influence(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, i
     return rc;
 }
 
+/* mean over tokens of the cosine of x and y (n_tok rows of C) */
+static double mean_cos(const float *x, const float *y, int64_t n_tok, int64_t C) {
+    double acc = 0.0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        const float *a = x + t * C, *b = y + t * C;
+        double xy = 0, xx = 0, yy = 0;
+        for (int64_t c = 0; c < C; c++) {
+            xy += (double)a[c] * b[c];
+            xx += (double)a[c] * a[c];
+            yy += (double)b[c] * b[c];
+        }
+        acc += xy / (sqrt(xx) * sqrt(yy) + 1e-30);
+    }
+    return acc / (double)n_tok;
+}
+
+/* Block influence of sub-layers: the attention of block b maps its input x_b to
+ * h_b = x_b + attn(x_b) (the block run with its MLP skipped, from the cached x_b), the MLP
+ * maps h_b to x_{b+1} (cached); unit 2b / 2b + 1 scores 1 - mean cos. bi_sample (2L, N). */
+static int block_influence_units(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, int64_t N, int64_t T,
+                                 int64_t batch, dp_device dev, double *bi_sample, dp_err *err) {
+    int L = (int)m->cfg.n_layers;
+    int64_t C = m->cfg.hidden_size, s0, s1;
+    share(N, batch, mpi->rank, mpi->size, &s0, &s1);
+    int64_t mine = s1 - s0;
+    float *a = dp_malloc((size_t)((mine ? mine : 1) * T * C) * sizeof(float), "bi");
+    float *b = dp_malloc((size_t)((mine ? mine : 1) * T * C) * sizeof(float), "bi");
+    float *h = dp_malloc((size_t)((mine ? mine : 1) * T * C) * sizeof(float), "bi");
+    memset(bi_sample, 0, (size_t)(2 * L * N) * sizeof(double));
+    dp_engine e;
+    memset(&e, 0, sizeof e);
+    dp_engine_plan plan = {.B = batch, .T = T, .local_rank = mpi->local_rank};
+    int rc = all_ok(mpi, mine > 0 ? dp_engine_open(&e, dev, m, &plan, err) : DP_OK, err);
+    char name[32];
+    snprintf(name, sizeof name, "hidden_%03d", 0);
+    if (rc == DP_OK) rc = dp_h5_read_rows(calib, name, DP_DTYPE_F32, s0, mine, a, err);
+    for (int l = 0; l < L && rc == DP_OK; l++) {
+        snprintf(name, sizeof name, "hidden_%03d", l + 1);
+        if ((rc = dp_h5_read_rows(calib, name, DP_DTYPE_F32, s0, mine, b, err))) break;
+        dp_layer_map map;
+        dp_layer_map_all(&map, L);
+        map.skip[l] = DP_SKIP_MLP;
+        for (int64_t q = 0; q < mine; q += batch) { /* h = x + attn(x): block l without its MLP */
+            int64_t nb = q + batch <= mine ? batch : mine - q;
+            dp_engine_set_hidden(&e, a + q * T * C, nb);
+            dp_engine_blocks(&e, &map, l, l + 1, nb);
+            dp_engine_get_hidden(&e, h + q * T * C, nb);
+        }
+        for (int64_t q = 0; q < mine; q++) {
+            bi_sample[(int64_t)(2 * l) * N + s0 + q] = 1.0 - mean_cos(a + q * T * C, h + q * T * C, T, C);
+            bi_sample[(int64_t)(2 * l + 1) * N + s0 + q] = 1.0 - mean_cos(h + q * T * C, b + q * T * C, T, C);
+        }
+        float *tmp = a;
+        a = b, b = tmp;
+    }
+    dp_engine_close(&e);
+    dp_free(a);
+    dp_free(b);
+    dp_free(h);
+    rc = all_ok(mpi, rc, err);
+    if (rc == DP_OK) allreduce_d(mpi, bi_sample, 2 * L * N);
+    return rc;
+}
+
 /* ---------------- ranking, bootstrap, agreement ---------------- */
 
 /* order: blocks by ascending score, protected ones left out; returns the count */
@@ -837,10 +901,6 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
             return dp_err_set(err, DP_E_USAGE,
                               "%s: removing %d of %d blocks (ratio %g) is impossible with %d protected", nm, k, L,
                               o->ratio, ce[c].pf + ce[c].pl);
-        if (o->units && ce[c].base == CRIT_BI)
-            return dp_err_set(err, DP_E_USAGE,
-                              "bi scores whole blocks (calib.h5 holds block inputs only); with --units sublayer use "
-                              "ppl, taylor, magnitude, magnitude-l2, reverse or random");
         want[ce[c].base] = 1;
     }
     if (o->units && want[CRIT_PPL] && o->stream_weights == 1)
@@ -888,9 +948,10 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
             uint64_t st = 0x5EED0000ULL ^ (uint64_t)atoll(sseed);
             for (int u = 0; u < U; u++) score[b][u] = (double)(dp_splitmix64(&st) >> 11) * 0x1.0p-53;
         } else if (b == CRIT_BI) {
-            bi_sample = dp_calloc((size_t)(L * N), sizeof(double), "score");
-            rc = block_influence(mpi, m, &calib.h, N, T, o->batch, bi_sample, err);
-            for (int i = 0; i < L && !rc; i++) {
+            bi_sample = dp_calloc((size_t)(U * N), sizeof(double), "score");
+            rc = o->units ? block_influence_units(mpi, m, &calib.h, N, T, o->batch, o->device, bi_sample, err)
+                          : block_influence(mpi, m, &calib.h, N, T, o->batch, bi_sample, err);
+            for (int i = 0; i < U && !rc; i++) {
                 double acc = 0;
                 for (int64_t s = 0; s < N; s++) acc += bi_sample[(int64_t)i * N + s];
                 score[b][i] = acc / (double)N;
@@ -961,7 +1022,7 @@ int dp_score(const dp_mpi *mpi, const dp_llama *m, const char *const *crit, int 
         }
         dp_free(order);
         if (!rc && p.nll) rc = dp_h5_write_rows(&out, "ppl_sample_nll", DP_DTYPE_F64, 2, shLN, 0, 0, U, p.nll, err);
-        if (!rc && bi_sample) rc = dp_h5_write_rows(&out, "bi_sample", DP_DTYPE_F64, 2, shLN, 0, 0, L, bi_sample, err);
+        if (!rc && bi_sample) rc = dp_h5_write_rows(&out, "bi_sample", DP_DTYPE_F64, 2, shLN, 0, 0, U, bi_sample, err);
         int64_t shN[1] = {N};
         if (!rc) rc = dp_h5_write_rows(&out, "dense_sample_nll", DP_DTYPE_F64, 1, shN, 0, 0, N, dense, err);
         dp_buf_puts(&js, "}");

@@ -104,8 +104,6 @@ expect_exit 2 "takes --remove K" "$DP" prune --model "$M" --schedule iterative -
   --ratio 0.25 --out "$T/x"
 expect_exit 0 "" "$DP" export --model "$M" --drop-attn 2 --drop-mlp 2,5 --out "$T/ex"
 grep -q '"skip_mlp"' "$T/ex/config.json" || fail "export --drop-mlp wrote no skip list"
-expect_exit 2 "bi scores whole blocks" "$DP" score --model "$M" --calib "$T/brown.txt" --criterion bi --units sublayer \
-  "${C[@]}" --run "$T/su"
 expect_exit 1 "--drop-attn: block list '9': block 9 outside" "$DP" ppl --model "$M" --text "$T/brown.txt" --drop-attn 9
 
 # ---- bad input ----

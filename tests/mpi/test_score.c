@@ -222,19 +222,18 @@ int main(int argc, char **argv) {
     /* sub-layers: unit 2l (the attention of block l) and 2l + 1 (its MLP); PPL equals the full
      * model with that sub-layer skipped through the layer map, bit for bit; Taylor and
      * magnitude split the block's sums between the halves */
-    const char *ucrit[] = {"ppl", "taylor", "magnitude"};
+    const char *ucrit[] = {"ppl", "taylor", "magnitude", "bi"};
     o.units = 1;
     o.bootstrap = 0;
-    rc = dp_score(&mpi, &m, ucrit, 3, &o, &err);
+    rc = dp_score(&mpi, &m, ucrit, 4, &o, &err);
     CHECK_MSG(rc == DP_OK, "%s", err.msg);
-    const char *bi_only[] = {"bi"};
-    CHECK(dp_score(&mpi, &m, bi_only, 1, &o, &err) == DP_E_USAGE);
     o.units = 0;
-    double uppl[2 * DP_MAX_LAYERS], utay[2 * DP_MAX_LAYERS], umag[2 * DP_MAX_LAYERS];
+    double uppl[2 * DP_MAX_LAYERS], utay[2 * DP_MAX_LAYERS], umag[2 * DP_MAX_LAYERS], ubi[2 * DP_MAX_LAYERS];
     CHECK(dp_h5_open(&h, (hp = dp_path_join(run, "scores.h5")), mpi.comm, 0, &err) == DP_OK);
     CHECK(dp_h5_read_rows(&h, "ppl_scores", DP_DTYPE_F64, 0, 2 * L, uppl, &err) == DP_OK);
     CHECK(dp_h5_read_rows(&h, "taylor_scores", DP_DTYPE_F64, 0, 2 * L, utay, &err) == DP_OK);
     CHECK(dp_h5_read_rows(&h, "magnitude_scores", DP_DTYPE_F64, 0, 2 * L, umag, &err) == DP_OK);
+    CHECK(dp_h5_read_rows(&h, "bi_scores", DP_DTYPE_F64, 0, 2 * L, ubi, &err) == DP_OK);
     dp_h5_close(&h);
     dp_free(hp);
     for (int u = 0; u < 2 * L; u++) {
@@ -249,7 +248,37 @@ int main(int argc, char **argv) {
         CHECK_MSG(fabs(umag[2 * l] + umag[2 * l + 1] - mag[l]) <= 1e-12 * mag[l], "block %d: magnitude halves", l);
         CHECK(utay[2 * l] > 0 && utay[2 * l + 1] > 0);
     }
-    if (mpi.rank == 0) printf("sub-layer ppl scores equal the skipped-sub-layer model, bit for bit\n");
+    /* sub-layer block influence: attention x_l -> h_l = x_l + attn(x_l), MLP h_l -> x_{l+1}, directly */
+    for (int l = 0; l < L; l++) {
+        dp_layer_map hm;
+        dp_layer_map_all(&hm, L);
+        hm.skip[l] = DP_SKIP_MLP;
+        dp_llama_state s1, s2;
+        dp_llama_state_init(&s1, &m, NULL, N, T, L, 0, 0, &err);
+        dp_llama_state_init(&s2, &m, NULL, N, T, L, 0, 0, &err);
+        dp_llama_forward(&m, NULL, &all, &s1, ids, &err);
+        dp_llama_forward(&m, NULL, &hm, &s2, ids, &err);
+        int64_t C = m.cfg.hidden_size;
+        double ca = 0, cm = 0;
+        for (int64_t n = 0; n < N * T; n++) {
+            const float *x = s1.x + ((int64_t)l * N * T + n) * C, *hh = s2.x + ((int64_t)(l + 1) * N * T + n) * C,
+                        *y = s1.x + ((int64_t)(l + 1) * N * T + n) * C;
+            double xh = 0, xx = 0, hhh = 0, hy = 0, yy = 0;
+            for (int64_t c = 0; c < C; c++) {
+                xh += (double)x[c] * hh[c], xx += (double)x[c] * x[c], hhh += (double)hh[c] * hh[c];
+                hy += (double)hh[c] * y[c], yy += (double)y[c] * y[c];
+            }
+            ca += xh / (sqrt(xx) * sqrt(hhh)), cm += hy / (sqrt(hhh) * sqrt(yy));
+        }
+        /* one batch of 6 vs the scorer's 4 + 2: fp32 rounding */
+        CHECK_MSG(fabs((1.0 - ca / (N * T)) - ubi[2 * l]) <= 1e-5, "attention %d: bi %.9g vs %.9g", l, ubi[2 * l],
+                  1.0 - ca / (N * T));
+        CHECK_MSG(fabs((1.0 - cm / (N * T)) - ubi[2 * l + 1]) <= 1e-5, "mlp %d: bi %.9g vs %.9g", l, ubi[2 * l + 1],
+                  1.0 - cm / (N * T));
+        dp_llama_state_free(&s1);
+        dp_llama_state_free(&s2);
+    }
+    if (mpi.rank == 0) printf("sub-layer ppl scores equal the skipped-sub-layer model, bit for bit; bi directly\n");
 
     /* a calib.h5 from another model is refused */
     dp_llama other;
