@@ -598,7 +598,7 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
                      "(min-max)) |\n|---|---|---|");
     for (int e = 0; e < x->n_ev + x->tasks->n + (x->tasks->n > 0); e++) dp_buf_puts(&md, "---|");
     dp_buf_puts(&md, "---|---|---|---|---|\n");
-    dp_buf_puts(&csv, ",val_loss,tflop,retrain_s,cost_rank_s,decode_tokens_per_s\n");
+    dp_buf_puts(&csv, ",val_loss,retrain_s,tflop,cost_rank_s,decode_tokens_per_s\n"); /* the last four: cost */
     int rc = DP_OK;
     double *p0 = dp_malloc((size_t)(n + 1) * 4 * sizeof(double), "sweep"), *cost = p0 + n + 1, *tps = cost + n + 1,
            *avg = tps + n + 1;
@@ -674,8 +674,8 @@ static int summarize(const sweep_ctx *x, const sweep_cfg *v, int n, const int *s
             snprintf(t, sizeof t, " %s | %.3f | %.1f | %.1f | %s |\n", vls, fl,
                      cJSON_GetObjectItem(o, "retrain_s")->valuedouble, cost[i], dts);
             dp_buf_puts(&md, t);
-            snprintf(t, sizeof t, ",%.17g,%.6f,%.3f,%.3f,%.3f\n", vl ? vl->valuedouble : NAN, fl,
-                     cJSON_GetObjectItem(o, "retrain_s")->valuedouble, cost[i], tps[i]);
+            snprintf(t, sizeof t, ",%.17g,%.3f,%.6f,%.3f,%.3f\n", vl ? vl->valuedouble : NAN,
+                     cJSON_GetObjectItem(o, "retrain_s")->valuedouble, fl, cost[i], tps[i]);
             dp_buf_puts(&csv, t);
             cJSON_AddItemToArray(all, o);
         }
