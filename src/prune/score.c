@@ -663,6 +663,22 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
 
 /* ---------------- block influence ---------------- */
 
+/* mean over tokens of the cosine of x and y (n_tok rows of C) */
+static double mean_cos(const float *x, const float *y, int64_t n_tok, int64_t C) {
+    double acc = 0.0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        const float *a = x + t * C, *b = y + t * C;
+        double xy = 0, xx = 0, yy = 0;
+        for (int64_t c = 0; c < C; c++) {
+            xy += (double)a[c] * b[c];
+            xx += (double)a[c] * a[c];
+            yy += (double)b[c] * b[c];
+        }
+        acc += xy / (sqrt(xx) * sqrt(yy) + 1e-30);
+    }
+    return acc / (double)n_tok;
+}
+
 static int block_influence(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, int64_t N, int64_t T, int64_t batch,
                            double *bi_sample, dp_err *err) {
     int L = (int)m->cfg.n_layers;
@@ -678,20 +694,8 @@ static int block_influence(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, i
     for (int i = 0; i < L && rc == DP_OK; i++) {
         snprintf(name, sizeof name, "hidden_%03d", i + 1);
         if ((rc = dp_h5_read_rows(calib, name, DP_DTYPE_F32, s0, mine, b, err))) break;
-        for (int64_t s = 0; s < mine; s++) {
-            double acc = 0.0;
-            for (int64_t t = 0; t < T; t++) {
-                const float *x = a + (s * T + t) * C, *y = b + (s * T + t) * C;
-                double xy = 0, xx = 0, yy = 0;
-                for (int64_t c = 0; c < C; c++) {
-                    xy += (double)x[c] * y[c];
-                    xx += (double)x[c] * x[c];
-                    yy += (double)y[c] * y[c];
-                }
-                acc += xy / (sqrt(xx) * sqrt(yy) + 1e-30);
-            }
-            bi_sample[(int64_t)i * N + s0 + s] = 1.0 - acc / (double)T;
-        }
+        for (int64_t s = 0; s < mine; s++)
+            bi_sample[(int64_t)i * N + s0 + s] = 1.0 - mean_cos(a + s * T * C, b + s * T * C, T, C);
         float *tmp = a;
         a = b, b = tmp;
     }
@@ -700,22 +704,6 @@ static int block_influence(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, i
     rc = all_ok(mpi, rc, err);
     if (rc == DP_OK) allreduce_d(mpi, bi_sample, L * N);
     return rc;
-}
-
-/* mean over tokens of the cosine of x and y (n_tok rows of C) */
-static double mean_cos(const float *x, const float *y, int64_t n_tok, int64_t C) {
-    double acc = 0.0;
-    for (int64_t t = 0; t < n_tok; t++) {
-        const float *a = x + t * C, *b = y + t * C;
-        double xy = 0, xx = 0, yy = 0;
-        for (int64_t c = 0; c < C; c++) {
-            xy += (double)a[c] * b[c];
-            xx += (double)a[c] * a[c];
-            yy += (double)b[c] * b[c];
-        }
-        acc += xy / (sqrt(xx) * sqrt(yy) + 1e-30);
-    }
-    return acc / (double)n_tok;
 }
 
 /* Block influence of sub-layers: the attention of block b maps its input x_b to
