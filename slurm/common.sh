@@ -33,8 +33,12 @@ dp_setup() {
   echo "   depthprune $("$DP_BIN" --version 2>&1), run dir $DP_RUN, root $DP_ROOT"
 }
 
-# dp_launch ARGS...: one rank per task (per GPU on GPU partitions)
+# dp_launch ARGS...: one rank per task (per GPU on GPU partitions). A run that a signal
+# stopped (checkpointed, exit 0) leaves $DP_STOP_MARKER; dp_finish requeues only then.
 dp_launch() {
+  mkdir -p "$DP_RUN" || dp_die "cannot create the run directory $DP_RUN"
+  export DP_STOP_MARKER="$DP_RUN/.stopped-$SLURM_JOB_ID"
+  rm -f "$DP_STOP_MARKER"
   if srun --mpi=list 2>/dev/null | grep -q pmix; then
     srun --mpi=pmix --kill-on-bad-exit=1 "$DP_BIN" "$@"
   else
@@ -43,13 +47,21 @@ dp_launch() {
   fi
 }
 
-# dp_finish DONE_FILE: requeue when the job stopped early (a signal before the
-# time limit) without its final output, so --requeue continues it.
+# dp_finish RC DONE_FILE: requeue when a signal stopped the run (before the time limit,
+# or a preemption) before its final output, so --requeue continues it. A run that ended
+# without its output and without a stop (srun could not launch it: srun then may still
+# return 0) fails instead of requeueing forever.
 dp_finish() {
   local rc=$1 done_file=$2
   if [ "$rc" = 0 ] && [ ! -e "$done_file" ]; then
-    echo "== stopped before the end (signal); requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+    if [ -e "${DP_STOP_MARKER:-}" ]; then
+      echo "== stopped before the end ($(cat "$DP_STOP_MARKER")); requeueing job $SLURM_JOB_ID"
+      rm -f "$DP_STOP_MARKER"
+      scontrol requeue "$SLURM_JOB_ID"
+    else
+      echo "== the run ended without $done_file and without being stopped by a signal (a failed launch? see above); not requeued" >&2
+      rc=1
+    fi
   fi
   exit "$rc"
 }

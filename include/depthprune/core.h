@@ -139,6 +139,9 @@ double dp_time_s(void);
 void dp_stop_install_signals(void);
 int dp_stop_requested(void); /* 1 once such a signal arrived (this process) */
 int dp_stop_signal(void);    /* that signal's number, 0 before */
+/* After a command that a signal stopped returned 0 (checkpointed): write the file named by
+ * $DP_STOP_MARKER, if set, so a job script tells "stopped, requeue me" from "never ran". */
+void dp_stop_mark(void);
 
 /* Small deterministic generators (not for cryptography). splitmix64 returns
  * the next 64-bit value of *state; xorshift64* advances *state (non-zero)

@@ -275,6 +275,7 @@ int main(int argc, char **argv) {
             code = dp_cli_fail(&app, &err);
         else
             code = cmd->run(&app);
+        if (code == 0 && app.mpi.rank == 0) dp_stop_mark();
     }
     dp_config_free(&app.cfg);
     if (dp_h5_abandoned()) {

@@ -3,6 +3,8 @@
  * points (a training step, a scoring round, a sweep configuration), then
  * checkpoint and leave. */
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "depthprune/core.h"
@@ -28,4 +30,16 @@ void dp_stop_install_signals(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
+
+void dp_stop_mark(void) {
+    const char *path = getenv("DP_STOP_MARKER");
+    if (!g_stop_signal || !path || !*path) return;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "warning: cannot write the stop marker %s (the job script will not requeue)\n", path);
+        return;
+    }
+    fprintf(f, "%s\n", strsignal((int)g_stop_signal));
+    fclose(f);
 }

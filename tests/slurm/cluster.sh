@@ -11,7 +11,7 @@ if [ "$cmd" = stop ]; then
   sleep 1
   exit 0
 fi
-mkdir -p "$D"/{state,spool,log}
+mkdir -p "$D"/{state,spool,log,tmp}
 mungekey --create --keyfile="$D/munge.key" --force >/dev/null 2>&1 || mungekey -c -k "$D/munge.key" -f
 chmod 600 "$D/munge.key"
 munged --key-file="$D/munge.key" --socket="$D/munge.socket.2" --pid-file="$D/munged.pid" \
@@ -27,6 +27,10 @@ CredType=cred/munge
 AuthInfo=socket=$D/munge.socket.2
 StateSaveLocation=$D/state
 SlurmdSpoolDir=$D/spool
+# PMIx keeps per-step directories under TmpFS, named by uid, job and step id only: every
+# test cluster numbers its jobs from 1, so a shared /tmp would meet another run's leftovers
+# ("Cannot create client cli tmpdir: /tmp/spmix_appdir_0_1.0: File exists", seen in CI)
+TmpFS=$D/tmp
 SlurmctldPidFile=$D/slurmctld.pid
 SlurmdPidFile=$D/slurmd.pid
 SlurmctldLogFile=$D/log/slurmctld.log

@@ -39,7 +39,7 @@ restarts() { scontrol show job "$id" 2>/dev/null | grep -o 'Restarts=[0-9]*' | c
 # 1: signalled and requeued
 for _ in $(seq 150); do [ "$(restarts)" = 1 ] && break; sleep 1; done
 [ "$(restarts)" = 1 ] || { fail "the job was not requeued after the signal (state $(state))"; cat "$T/job.out" >&2; finish; }
-grep -q "stopped before the end (signal); requeueing" "$T/job.out" || fail "the job did not requeue itself"
+grep -qE "stopped before the end \(User defined signal 1\); requeueing" "$T/job.out" || fail "the job did not requeue itself"
 [ ! -e "$T/run/summary.md" ] || fail "a signalled job wrote the summary"
 # 2: once the requeue is through (job pending, node idle again), lift the
 # limit, start it now instead of after the requeue delay, let it finish
@@ -81,4 +81,13 @@ if grep -q "stopped at step" "$T/job.out"; then
   grep -q "resuming from checkpoint" "$T/job.out" || fail "retraining did not resume from its checkpoint"
 fi
 [ "$FAILS" -eq 0 ] && echo "ok   signalled mid-run, requeued, finished with no stage redone"
+# 3: a launch that ends at once without its output and without a stop (here a binary that
+# does nothing; in CI, srun returning 0 after a failed step launch) fails, never requeues
+id=$(cd "$T" && DP_ROOT="$ROOT" DP_BIN=/bin/true DP_CONFIG="$T/pipe.yaml" DP_RUN="$T/run2" \
+  sbatch --parsable --time=2 -o "$T/job2.out" "$ROOT/slurm/prune_tiny.sh") || fail "sbatch failed"
+wait_end
+[ "$(state)" = FAILED ] && [ "$(restarts)" = 0 ] ||
+  { fail "a run that never started ended $(state) after $(restarts) requeue(s), expected FAILED without one"; cat "$T/job2.out" >&2; }
+grep -q "not requeued" "$T/job2.out" || fail "the job log does not say why it was not requeued"
+[ "$FAILS" -eq 0 ] && echo "ok   a run that ended without output or stop failed without requeueing"
 finish
