@@ -38,6 +38,7 @@ typedef struct dp_gen {
     float *cosb, *sinb; /* (T, HD/2) */
     float *x, *ln, *q, *k, *v, *ao, *h, *gate, *up, *att, *logits;
     size_t bytes;
+    dp_llama_wcache wc; /* a stored-dtype model's current block in fp32 */
 } dp_gen;
 
 size_t dp_gen_bytes(const dp_llama *m, const dp_layer_map *map, int64_t B, int64_t P, int64_t T);

@@ -57,19 +57,51 @@ typedef struct dp_llama {
     int n_params;
     dp_llama_param *params; /* embed, blocks 0..L-1 (9 each), norm, [lm_head] */
     int64_t n_elems;        /* floats in the flat layout */
-    float *mem;             /* (n_elems) the weights */
-    dp_llama_view w;
-    float *inv_freq; /* (HD/2) RoPE frequencies after scaling, fp32 as in HF */
+    float *mem;             /* (n_elems) the weights; NULL for a stored-dtype model */
+    dp_llama_view w;        /* blk[][] NULL for a stored-dtype model (see dp_llama_block_weights) */
+    float *inv_freq;        /* (HD/2) RoPE frequencies after scaling, fp32 as in HF */
+    /* A stored-dtype model (dp_llama_load_stored): block tensors stay in the mapped
+     * checkpoint in their stored dtype (src, src_dtype by parameter index), the embedding,
+     * final norm and head are upcast into outer (w.embed/norm/head point there). */
+    void *store; /* the open dp_st_model */
+    const void **src;
+    int *src_dtype;
+    float *outer;
 } dp_llama;
 
 /* Loads an HF model directory: config, checkpoint (checked against the
  * config), weights upcast to fp32. */
 int dp_llama_load(const char *dir, dp_llama *m, dp_err *err);
+/* The same for frozen weights (inference, scoring, a teacher): the block tensors stay as
+ * stored in the memory-mapped safetensors files (ranks on a node share those pages) and
+ * each block is upcast when it runs (dp_llama_block_weights), so fp32 results are
+ * bit-identical to dp_llama_load's. The files must stay in place while m lives. */
+int dp_llama_load_stored(const char *dir, dp_llama *m, dp_err *err);
+/* A 64-bit content hash of the config and the fp32 weights (the same for both kinds of model). */
+uint64_t dp_llama_hash(const dp_llama *m);
+/* fp32 values of the flat layout's elements [offset, offset + n), from either kind of model. */
+void dp_llama_read_f32(const dp_llama *m, int64_t offset, int64_t n, float *dst);
+
+/* One block's fp32 weights: a stored-dtype model's block upcast into mem (grown as
+ * needed), kept while the same block of the same model is asked for again. */
+typedef struct dp_llama_wcache {
+    const dp_llama *m;
+    int layer;
+    int64_t cap;
+    float *mem;
+    float *blk[DP_LLAMA_BLOCK_TENSORS];
+} dp_llama_wcache;
+/* Block l's tensors (DP_BT_* order): m->w.blk[l] for an fp32 model, else c's copy. */
+float *const *dp_llama_block_weights(const dp_llama *m, int l, dp_llama_wcache *c);
+void dp_llama_wcache_free(dp_llama_wcache *c);
+/* The first element and the element count of block l in the flat layout. */
+int64_t dp_llama_block_first(const dp_llama *m, int l);
+int64_t dp_llama_block_elems(const dp_llama *m, int l);
 /* Sets up the layout for cfg (taken over by m, as is its json_text) with
  * zeroed weights; for tests and synthetic models. */
 int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err);
 void dp_llama_free(dp_llama *m);
-/* A deep copy (weights included). */
+/* A deep copy (weights included); of a stored-dtype model, an fp32 model. */
 void dp_llama_clone(dp_llama *dst, const dp_llama *src);
 /* Points v into base, a buffer of m->n_elems floats in m's layout. */
 void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v);
@@ -166,6 +198,7 @@ typedef struct dp_llama_state {
     float *dgate, *dup, *dh; /* (N, F) */
     float *dlora;            /* (N, r) */
     float *xdrop, *dxdrop;   /* (N, max(C, F, NH*HD)) LoRA dropout scratch */
+    dp_llama_wcache wc;      /* a stored-dtype model's current block in fp32 */
 } dp_llama_state;
 
 /* Bytes dp_llama_state_init would allocate. */

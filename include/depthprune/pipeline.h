@@ -28,6 +28,10 @@ typedef struct dp_pipe {
     dp_device device;     /* checked usable */
 } dp_pipe;
 
+/* Loads a model whose weights the stage does not change: dp_llama_load_stored on the CPU
+ * with model.weights = stored (the default), else dp_llama_load. */
+int dp_pipe_load_frozen(const dp_pipe *p, const char *dir, dp_llama *m, dp_err *err);
+
 /* ---- score: calibration + block importance -> RUNDIR/scores.json ---- */
 typedef struct dp_score_job {
     const char *model, *calib, *field, *run;

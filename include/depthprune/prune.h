@@ -68,9 +68,6 @@ int dp_calib_open(const dp_mpi *mpi, const char *run_dir, uint64_t model_hash, i
                   dp_err *err);
 void dp_calib_close(dp_calib_file *c);
 
-/* 64-bit content hashes (model: config + fp32 weights; data: bytes). */
-uint64_t dp_llama_hash(const dp_llama *m);
-
 /* Kendall's tau-b of two score vectors (ties in either counted as ties; 0 when undefined). */
 double dp_kendall_tau_b(const double *x, const double *y, int n);
 

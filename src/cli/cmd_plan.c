@@ -5,7 +5,9 @@
  * a login node, for a GPU job without a GPU.
  *
  * CPU memory is the engine's own plan (dp_llama_state_bytes: the run state
- * each stage opens) plus the fp32 weights, the block-input caches and the
+ * each stage opens) plus the weights (frozen stages with model.weights =
+ * stored: the mapped checkpoint, shared by a node's ranks, fp32 embedding and
+ * head, one fp32 block; retraining: fp32), the block-input caches and the
  * optimizer state, plus this process's resident size before any work (the
  * libraries: MPI, HDF5, CUDA). GPU memory follows the CUDA engine's layout
  * (bf16 weights, fp32 residual stream, bf16 activations, the chunked head);
@@ -40,6 +42,8 @@ static const dp_cli_opt k_plan_opts[] = {
 typedef struct stage_plan {
     const char *stage;
     double mem, flops, seconds;
+    double shared; /* of mem: mapped checkpoint pages, one copy for the ranks of a node */
+    int fits;
     char detail[256], fix[256];
 } stage_plan;
 
@@ -116,10 +120,20 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
     else
         dp_engine_ceilings(DP_DEVICE_CPU, c->hidden_size, c->intermediate_size, NULL, &rate);
     double speed = rate * eff * (double)ranks; /* flop/s of the job */
-    double wbytes = gpu ? 2.0 * P : 4.0 * P;   /* CPU: fp32 in memory whatever the file's dtype */
-    double C = (double)c->hidden_size;
+    double wbytes = gpu ? 2.0 * P : 4.0 * P;   /* weights being trained (CPU: fp32 whatever the file's dtype) */
+    double C = (double)c->hidden_size, fbytes = file_bytes(dir, 2.0 * P);
+    /* frozen weights (score, prune, a teacher, eval): on the CPU with model.weights = stored, the
+     * mapped files (resident once read, shared by a node's ranks but counted in each rank's RSS),
+     * embedding/norm/head in fp32 and one block upcast at a time; else as wbytes */
+    double big = 0;
+    for (int l = 0; l < (int)c->n_layers; l++)
+        if ((double)dp_llama_layer_param_count(c, l) > big) big = (double)dp_llama_layer_param_count(c, l);
+    double outer = P;
+    for (int l = 0; l < (int)c->n_layers; l++) outer -= (double)dp_llama_layer_param_count(c, l);
+    int stored = !gpu && !strcmp(dp_config_str(cfg, "model.weights"), "stored");
+    double wfrozen = stored ? fbytes + 4.0 * outer + 4.0 * big : wbytes;
     /* loading: the stored files are mapped while the fp32 (CPU) or bf16 (GPU) copy is made */
-    double load = (gpu ? 0 : base) + wbytes + file_bytes(dir, 2.0 * P);
+    double load = (gpu ? 0 : base) + wbytes + fbytes;
     /* the configured job */
     int64_t N = dp_config_int(cfg, "calib.samples"), T = dp_config_int(cfg, "calib.seq_len");
     int64_t sb = dp_config_int(cfg, "score.batch"), mb = dp_config_int(cfg, "train.micro_batch");
@@ -142,10 +156,10 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         double cand = ceil((double)L / (double)ranks) * (double)N * (double)T * C * 4.0;
         double state = gpu ? gpu_bytes(c, (int64_t)P, sb, T, L, 0, 0, 0, 0) - wbytes
                            : (double)dp_llama_state_bytes(&m, NULL, sb < N ? sb : N, T, L, DP_STATE_NLL_ONLY);
-        s->mem = wbytes + (calib > cand ? calib : cand) + state + (gpu ? 0 : base);
+        s->mem = wfrozen + (calib > cand ? calib : cand) + state + (gpu ? 0 : base);
         s->flops = 2.0 * P * (double)(N * T) + 2.0 * block * (double)(N * T) * L * (L - 1) / 2.0;
         snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, block inputs %.2f GiB, activations %.2f GiB",
-                 gib(wbytes), gib(calib > cand ? calib : cand), gib(state));
+                 gib(wfrozen), gib(calib > cand ? calib : cand), gib(state));
         if (gpu)
             snprintf(s->fix, sizeof s->fix, "--set score.stream_weights=on (weights %.2f GiB -> %.2f GiB)", gib(wbytes),
                      gib(wbytes - 2.0 * block * (L - 1)));
@@ -157,9 +171,9 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         stage_plan *s = &st[1];
         s->stage = "prune";
         double cache = iterative ? (double)(L + 1) * (double)N * (double)T * C * 4.0 : 0;
-        s->mem = wbytes + cache + wbytes / 2 + (gpu ? 0 : base); /* + the export's converted tensors */
+        s->mem = wfrozen + cache + wbytes / 2 + (gpu ? 0 : base); /* + the export's converted tensors */
         s->flops = iterative ? 2.0 * block * (double)(N * T) * (double)K * L * L / 2.0 : 0;
-        snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, %s", gib(wbytes),
+        snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, %s", gib(wfrozen),
                  iterative ? "every block input cached" : "export of the kept blocks");
         snprintf(s->fix, sizeof s->fix, "prune.schedule=one-shot (no block-input cache)");
     }
@@ -169,10 +183,10 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         s->stage = kd ? "teacher-cache" : "teacher-cache (off)";
         double state = gpu ? gpu_bytes(c, (int64_t)P, mb, cut, L, 0, 0, 0, 0) - wbytes
                            : (double)dp_llama_state_bytes(&m, NULL, mb, cut, L, 0);
-        s->mem = kd ? wbytes + state + (gpu ? 0 : base) : 0;
+        s->mem = kd ? wfrozen + state + (gpu ? 0 : base) : 0;
         s->flops = 0; /* the data size is not known before the data is read */
         snprintf(s->detail, sizeof s->detail, "teacher weights %.2f GiB, logits state %.2f GiB, top-%lld rows",
-                 gib(wbytes), gib(state), (long long)topk);
+                 gib(wfrozen), gib(state), (long long)topk);
         snprintf(s->fix, sizeof s->fix, "a smaller train.micro_batch (the logits are micro x cutoff x vocab)");
     }
     /* retrain: the pruned student, its run state, gradients and AdamW moments (ZeRO-1 shards) */
@@ -211,23 +225,28 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         s->stage = "eval";
         double state = gpu ? gpu_bytes(c, (int64_t)P, eb, et, L, 0, 0, 0, 0) - wbytes
                            : (double)dp_llama_state_bytes(&m, NULL, eb, et, L, DP_STATE_NLL_ONLY);
-        s->mem = wbytes + state + (gpu ? 0 : base);
+        s->mem = wfrozen + state + (gpu ? 0 : base);
         s->flops = 0;
-        snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, state %.2f GiB (eval.batch %lld x %lld)", gib(wbytes),
+        snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, state %.2f GiB (eval.batch %lld x %lld)", gib(wfrozen),
                  gib(state), (long long)eb, (long long)et);
         snprintf(s->fix, sizeof s->fix, "a smaller eval.batch");
     }
     for (int i = 0; i < 5; i++) {
+        int frozen = i != 3; /* every stage but retrain */
+        double w = frozen ? wfrozen : wbytes;
         st[i].seconds = st[i].flops / speed;
-        if (st[i].mem > 0 && !gpu && st[i].mem < load) st[i].mem = load; /* the load is the peak */
-        if (!gpu && wbytes + base > limit)                               /* the weights alone: no stage setting helps */
+        st[i].shared = frozen && stored && st[i].mem > 0 ? fbytes : 0;
+        if (st[i].mem > 0 && !gpu && !(frozen && stored) && st[i].mem < load) st[i].mem = load; /* the load peak */
+        if (!gpu && w + base > limit) /* the weights alone: no stage setting helps */
             snprintf(st[i].fix, sizeof st[i].fix,
-                     "the fp32 weights alone need %.1f GiB on every rank: --device cuda (bf16), or ranks with more "
+                     "the %s weights alone need %.1f GiB on every rank: --device cuda (bf16), or ranks with more "
                      "memory (they are replicated per rank)",
-                     gib(wbytes));
+                     frozen && stored ? "mapped" : "fp32", gib(w));
+        /* the ranks sharing this host share the mapped pages */
+        st[i].fits = st[i].mem - st[i].shared + st[i].shared / (double)ranks <= limit;
     }
     int all_fit = 1;
-    for (int i = 0; i < 5; i++) all_fit &= st[i].mem <= limit;
+    for (int i = 0; i < 5; i++) all_fit &= st[i].fits;
     if (mpi->rank == 0 && json) {
         cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "stages");
         cJSON_AddStringToObject(root, "model", dir);
@@ -241,12 +260,13 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "stage", st[i].stage);
             cJSON_AddNumberToObject(o, "mem_per_rank_bytes", st[i].mem);
+            cJSON_AddNumberToObject(o, "shared_bytes", st[i].shared);
             cJSON_AddNumberToObject(o, "limit_bytes", limit);
-            cJSON_AddBoolToObject(o, "fits", st[i].mem <= limit);
+            cJSON_AddBoolToObject(o, "fits", st[i].fits);
             cJSON_AddNumberToObject(o, "flops", st[i].flops);
             cJSON_AddNumberToObject(o, "seconds", st[i].seconds);
             cJSON_AddStringToObject(o, "detail", st[i].detail);
-            cJSON_AddStringToObject(o, "fix", st[i].mem <= limit ? "" : st[i].fix);
+            cJSON_AddStringToObject(o, "fix", st[i].fits ? "" : st[i].fix);
             cJSON_AddItemToArray(arr, o);
         }
         cJSON_AddBoolToObject(root, "fits", all_fit);
@@ -261,9 +281,9 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
                gpu ? "assumed" : "measured GEMM", rate / 1e9, eff * 100);
         printf("%-22s %12s %6s %12s %10s  %s\n", "stage", "mem/rank GiB", "fits", "TFLOP", "time s", "what");
         for (int i = 0; i < 5; i++) {
-            printf("%-22s %12.2f %6s %12.3f %10.1f  %s\n", st[i].stage, gib(st[i].mem),
-                   st[i].mem <= limit ? "yes" : "NO", st[i].flops / 1e12, st[i].seconds, st[i].detail);
-            if (st[i].mem > limit) printf("%-22s fix: %s\n", "", st[i].fix);
+            printf("%-22s %12.2f %6s %12.3f %10.1f  %s\n", st[i].stage, gib(st[i].mem), st[i].fits ? "yes" : "NO",
+                   st[i].flops / 1e12, st[i].seconds, st[i].detail);
+            if (!st[i].fits) printf("%-22s fix: %s\n", "", st[i].fix);
         }
     }
     dp_llama_config_free(&m.cfg);

@@ -53,7 +53,8 @@ static int run_ppl(dp_app *app) {
 
     dp_llama m;
     memset(&m, 0, sizeof m);
-    rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, &err), &err);
+    dp_pipe pp = dp_cli_pipe(app);
+    rc = dp_mpi_agree(mpi, dp_pipe_load_frozen(&pp, dir, &m, &err), &err);
     if (rc) return dp_cli_fail(app, &err);
     dp_layer_map map;
     rc = dp_pipe_layer_map(&m.cfg, dp_cli_get(app, cmd, "--drop"), dp_cli_get(app, cmd, "--drop-attn"),
@@ -139,7 +140,8 @@ static int run_logits(dp_app *app) {
     dp_llama_state s;
     memset(&s, 0, sizeof s);
     if (rc == DP_OK && app->mpi.rank == 0) {
-        rc = dp_llama_load(dir, &m, &err);
+        dp_pipe pp = dp_cli_pipe(app);
+        rc = dp_pipe_load_frozen(&pp, dir, &m, &err);
         /* ids are any non-negative integers: the block-list parser with an
          * upper bound of the vocabulary (and no duplicate check) is not
          * what we want, so parse here */

@@ -84,6 +84,7 @@ int dp_gen_init(dp_gen *g, const dp_llama *m, const dp_layer_map *map, int64_t B
 }
 
 void dp_gen_free(dp_gen *g) {
+    dp_llama_wcache_free(&g->wc);
     dp_free(g->mem);
     memset(g, 0, sizeof *g);
 }
@@ -95,7 +96,7 @@ static void mm(float *out, const float *inp, const float *w, int64_t N, int64_t 
         dp_matmul_forward(out, inp, w, N, IN, OUT);
 }
 
-static void attention(dp_gen *g, int l, int64_t Bn, int64_t Tn, int64_t pos0, float *kc, float *vc);
+static void attention(dp_gen *g, int l, float *const *w, int64_t Bn, int64_t Tn, int64_t pos0, float *kc, float *vc);
 
 /* Runs Tn new positions (pos0..) of Bn sequences through the mapped blocks:
  * g->x (Bn*Tn, C) in, out. */
@@ -107,7 +108,7 @@ static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
         dp_heartbeat();
         int l = g->map->layer[bi];
         int64_t F = c->layer_inter[l];
-        float *const *w = m->w.blk[l];
+        float *const *w = dp_llama_block_weights(m, l, &g->wc);
         /* each block's cache is sized for the global kv heads (the widest block) */
         float *kc = g->kc + (int64_t)bi * g->B * c->n_kv_heads * T * HD,
               *vc = g->vc + (int64_t)bi * g->B * c->n_kv_heads * T * HD;
@@ -115,7 +116,7 @@ static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
         if (skip & DP_SKIP_ATTN) { /* a removed attention: h = x, nothing cached */
             memcpy(g->h, g->x, (size_t)(N * C) * sizeof(float));
         } else {
-            attention(g, l, Bn, Tn, pos0, kc, vc);
+            attention(g, l, w, Bn, Tn, pos0, kc, vc);
         }
         if (skip & DP_SKIP_MLP) { /* a removed MLP: out = h */
             memcpy(g->x, g->h, (size_t)(N * C) * sizeof(float));
@@ -131,13 +132,12 @@ static void blocks(dp_gen *g, int64_t Bn, int64_t Tn, int64_t pos0) {
 }
 
 /* h = x + o_proj(attention over the cache) of block l, appending k/v at pos0.. */
-static void attention(dp_gen *g, int l, int64_t Bn, int64_t Tn, int64_t pos0, float *kc, float *vc) {
+static void attention(dp_gen *g, int l, float *const *w, int64_t Bn, int64_t Tn, int64_t pos0, float *kc, float *vc) {
     const dp_llama *m = g->m;
     const dp_llama_config *c = &m->cfg;
     int64_t N = Bn * Tn, C = c->hidden_size, HD = c->head_dim, T = g->T, half = HD / 2,
             rep = c->n_heads / c->n_kv_heads;
     int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], QD = NH * HD, KD = NKV * HD;
-    float *const *w = m->w.blk[l];
     float scale = (float)(1.0 / sqrt((double)HD));
     {
         dp_rmsnorm_forward(g->ln, NULL, g->x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);

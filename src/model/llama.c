@@ -53,7 +53,7 @@ static int compute_inv_freq(dp_llama *m, dp_err *err) {
     return DP_OK;
 }
 
-static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err) {
+static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, int stored, dp_err *err) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     memset(cfg, 0, sizeof *cfg); /* json_text moved */
@@ -80,6 +80,29 @@ static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err)
         }
     add_param(m, "model.norm.weight", C, 0, -1, -1);
     if (!c->tie_word_embeddings) add_param(m, "lm_head.weight", V, C, -1, -1);
+    if (stored) { /* blocks from the checkpoint; embedding, norm, head in outer */
+        m->src = dp_calloc((size_t)m->n_params, sizeof(void *), "model");
+        m->src_dtype = dp_calloc((size_t)m->n_params, sizeof(int), "model");
+        int64_t n_outer = 0;
+        for (int i = 0; i < m->n_params; i++) n_outer += m->params[i].block < 0 ? m->params[i].n_elems : 0;
+        m->outer = dp_malloc((size_t)n_outer * sizeof(float), "weights");
+        int64_t o = 0;
+        for (int i = 0; i < m->n_params; i++) {
+            const dp_llama_param *p = &m->params[i];
+            if (p->block >= 0) continue;
+            m->src[i] = m->outer + o;
+            m->src_dtype[i] = DP_DTYPE_F32;
+            if (!strcmp(p->name, "model.embed_tokens.weight"))
+                m->w.embed = m->outer + o;
+            else if (!strcmp(p->name, "model.norm.weight"))
+                m->w.norm = m->outer + o;
+            else
+                m->w.head = m->outer + o;
+            o += p->n_elems;
+        }
+        if (c->tie_word_embeddings) m->w.head = m->w.embed;
+        return compute_inv_freq(m, err);
+    }
     m->mem = zero ? dp_calloc((size_t)m->n_elems, sizeof(float), "weights")
                   : dp_malloc((size_t)m->n_elems * sizeof(float), "weights");
     dp_llama_view_of(m, m->mem, &m->w);
@@ -87,7 +110,7 @@ static int init_layout(dp_llama *m, dp_llama_config *cfg, int zero, dp_err *err)
 }
 
 int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err) {
-    return init_layout(m, cfg, 1, err);
+    return init_layout(m, cfg, 1, 0, err);
 }
 
 void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v) {
@@ -107,7 +130,7 @@ void dp_llama_view_of(const dp_llama *m, float *base, dp_llama_view *v) {
     if (m->cfg.tie_word_embeddings) v->head = v->embed;
 }
 
-int dp_llama_load(const char *dir, dp_llama *m, dp_err *err) {
+static int load(const char *dir, dp_llama *m, int stored, dp_err *err) {
     dp_llama_config cfg;
     dp_st_model st;
     int rc;
@@ -118,17 +141,30 @@ int dp_llama_load(const char *dir, dp_llama *m, dp_err *err) {
         return rc;
     }
     if ((rc = dp_llama_check_weights(&cfg, &st, err))) goto fail;
-    if ((rc = init_layout(m, &cfg, 0, err))) goto fail; /* every weight is written below */
+    if ((rc = init_layout(m, &cfg, 0, stored, err))) goto fail; /* every weight is written below */
     for (int i = 0; i < m->n_params; i++) {
         const dp_llama_param *p = &m->params[i];
         const dp_st_tensor *t = dp_st_model_find(&st, p->name);
-        if (!t || dp_st_numel(t) != p->n_elems ||
-            dp_convert_to_f32(m->mem + p->offset, t->data, (dp_dtype)t->dtype, (size_t)p->n_elems)) {
+        int ok = t && dp_st_numel(t) == p->n_elems &&
+                 (t->dtype == DP_DTYPE_F32 || t->dtype == DP_DTYPE_F16 || t->dtype == DP_DTYPE_BF16);
+        if (ok && stored && p->block >= 0) {
+            m->src[i] = t->data;
+            m->src_dtype[i] = t->dtype;
+        } else if (ok) { /* into the fp32 layout, or a stored model's outer part */
+            dp_convert_to_f32(stored ? (float *)m->src[i] : m->mem + p->offset, t->data, (dp_dtype)t->dtype,
+                              (size_t)p->n_elems);
+        }
+        if (!ok) {
             rc = dp_err_set(err, DP_E_FORMAT, "%s: tensor '%s' cannot be read as F32/F16/BF16", dir, p->name);
             goto fail;
         }
     }
-    dp_st_model_close(&st);
+    if (stored) {
+        m->store = dp_malloc(sizeof st, "model");
+        memcpy(m->store, &st, sizeof st);
+    } else {
+        dp_st_model_close(&st);
+    }
     return DP_OK;
 fail:
     dp_st_model_close(&st);
@@ -137,13 +173,103 @@ fail:
     return rc;
 }
 
+int dp_llama_load(const char *dir, dp_llama *m, dp_err *err) {
+    return load(dir, m, 0, err);
+}
+
+int dp_llama_load_stored(const char *dir, dp_llama *m, dp_err *err) {
+    return load(dir, m, 1, err);
+}
+
+int64_t dp_llama_block_first(const dp_llama *m, int l) {
+    return m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset;
+}
+
+int64_t dp_llama_block_elems(const dp_llama *m, int l) {
+    const dp_llama_param *z = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + DP_LLAMA_BLOCK_TENSORS - 1];
+    return z->offset + z->n_elems - dp_llama_block_first(m, l);
+}
+
+void dp_llama_read_f32(const dp_llama *m, int64_t offset, int64_t n, float *dst) {
+    if (m->mem) {
+        memcpy(dst, m->mem + offset, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int i = 0; i < m->n_params && n > 0; i++) {
+        const dp_llama_param *p = &m->params[i];
+        if (p->offset + p->n_elems <= offset) continue;
+        int64_t a = offset - p->offset, len = p->n_elems - a < n ? p->n_elems - a : n;
+        const int64_t chunk = (int64_t)1 << 20;
+        dp_dtype dt = (dp_dtype)m->src_dtype[i];
+        size_t es = dp_dtype_size(dt);
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < len; c += chunk)
+            dp_convert_to_f32(dst + c, (const char *)m->src[i] + (size_t)(a + c) * es, dt,
+                              (size_t)(len - c < chunk ? len - c : chunk));
+        dst += len;
+        offset += len;
+        n -= len;
+    }
+}
+
+float *const *dp_llama_block_weights(const dp_llama *m, int l, dp_llama_wcache *c) {
+    if (m->mem) return m->w.blk[l];
+    if (c->m != m || c->layer != l) {
+        int64_t first = dp_llama_block_first(m, l), n = dp_llama_block_elems(m, l);
+        if (n > c->cap) {
+            dp_free(c->mem);
+            c->mem = dp_malloc((size_t)n * sizeof(float), "block weights");
+            c->cap = n;
+        }
+        dp_llama_read_f32(m, first, n, c->mem);
+        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
+            c->blk[k] = c->mem + (m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k].offset - first);
+        c->m = m;
+        c->layer = l;
+    }
+    return c->blk;
+}
+
+void dp_llama_wcache_free(dp_llama_wcache *c) {
+    dp_free(c->mem);
+    memset(c, 0, sizeof *c);
+}
+
+uint64_t dp_llama_hash(const dp_llama *m) {
+    /* chunks hashed in parallel, combined in order: the same for any thread count */
+    const size_t chunk = (size_t)1 << 20;
+    size_t n_bytes = (size_t)m->n_elems * sizeof(float), n_chunks = (n_bytes + chunk - 1) / chunk;
+    uint64_t *part = dp_malloc((n_chunks ? n_chunks : 1) * sizeof(uint64_t), "hash");
+#pragma omp parallel
+    {
+        /* the fp32 bytes of either kind of model (a stored-dtype one is upcast a chunk at a time) */
+        float *buf = m->mem ? NULL : dp_malloc(chunk, "hash");
+#pragma omp for schedule(static)
+        for (size_t c = 0; c < n_chunks; c++) {
+            size_t len = c + 1 < n_chunks ? chunk : n_bytes - c * chunk;
+            const float *src = m->mem ? m->mem + c * (chunk / sizeof(float)) : buf;
+            if (buf) dp_llama_read_f32(m, (int64_t)(c * (chunk / sizeof(float))), (int64_t)(len / sizeof(float)), buf);
+            part[c] = dp_hash_bytes((const char *)src, len, c);
+        }
+        dp_free(buf);
+    }
+    uint64_t h = dp_hash_bytes(m->cfg.json_text, m->cfg.json_text ? strlen(m->cfg.json_text) : 0, 1);
+    h = dp_hash_bytes(&h, 8, dp_hash_bytes(part, n_chunks * sizeof(uint64_t), 2));
+    dp_free(part);
+    return h;
+}
+
 void dp_llama_clone(dp_llama *dst, const dp_llama *src) {
     *dst = *src;
+    dst->store = NULL;
+    dst->src = NULL;
+    dst->src_dtype = NULL;
+    dst->outer = NULL;
     dst->cfg.json_text = src->cfg.json_text ? dp_strdup(src->cfg.json_text, "config") : NULL;
     dst->params = dp_malloc((size_t)src->n_params * sizeof(dp_llama_param), "model");
     memcpy(dst->params, src->params, (size_t)src->n_params * sizeof(dp_llama_param));
     dst->mem = dp_malloc((size_t)src->n_elems * sizeof(float), "weights");
-    memcpy(dst->mem, src->mem, (size_t)src->n_elems * sizeof(float));
+    dp_llama_read_f32(src, 0, src->n_elems, dst->mem);
     int64_t half = src->cfg.head_dim / 2;
     dst->inv_freq = dp_malloc((size_t)half * sizeof(float), "model");
     memcpy(dst->inv_freq, src->inv_freq, (size_t)half * sizeof(float));
@@ -151,6 +277,11 @@ void dp_llama_clone(dp_llama *dst, const dp_llama *src) {
 }
 
 void dp_llama_free(dp_llama *m) {
+    if (m->store) dp_st_model_close(m->store);
+    dp_free(m->store);
+    dp_free(m->src);
+    dp_free(m->src_dtype);
+    dp_free(m->outer);
     dp_free(m->params);
     dp_free(m->mem);
     dp_free(m->inv_freq);
@@ -296,6 +427,12 @@ size_t dp_llama_state_bytes(const dp_llama *m, const dp_lora *lora, int64_t B, i
     s.n_acts = 0;
     size_t none = plan(&s, m, lora, NULL);
     total = none + (one - none) * (size_t)n_acts;
+    if (m->src) { /* a stored-dtype model: one block upcast at a time */
+        int64_t big = 0;
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            if (dp_llama_block_elems(m, l) > big) big = dp_llama_block_elems(m, l);
+        total += (size_t)big * sizeof(float);
+    }
     return total + (size_t)n_acts * sizeof(dp_llama_acts);
 }
 
@@ -338,6 +475,7 @@ int dp_llama_state_reshape(dp_llama_state *s, const dp_llama *m, const dp_lora *
                           (long long)B, (long long)T, need, s->n_bytes);
     t.mem = s->mem;
     t.n_bytes = s->n_bytes;
+    t.wc = s->wc;
     plan(&t, m, lora, t.mem);
     *s = t;
     rope_tables(s, m);
@@ -345,6 +483,7 @@ int dp_llama_state_reshape(dp_llama_state *s, const dp_llama *m, const dp_lora *
 }
 
 void dp_llama_state_free(dp_llama_state *s) {
+    dp_llama_wcache_free(&s->wc);
     dp_free(s->mem);
     dp_free(s->acts);
     memset(s, 0, sizeof *s);
@@ -387,10 +526,10 @@ static void lora_dropout(float *dst, const float *src, const dp_lora *lora, int 
 }
 
 /* y = x W^T (+ LoRA) for block tensor k of dense layer l */
-static void linear(const dp_llama *m, const dp_lora *lora, int l, int k, float *out, const float *inp, dp_llama_acts *a,
+static void linear(float *const *w, const dp_lora *lora, int l, int k, float *out, const float *inp, dp_llama_acts *a,
                    const dp_llama_state *s, int64_t IN, int64_t OUT) {
     int64_t N = s->N;
-    dp_matmul_forward(out, inp, m->w.blk[l][k], N, IN, OUT);
+    dp_matmul_forward(out, inp, w[k], N, IN, OUT);
     if (lora && lora->a[l][k]) {
         const float *x = inp;
         if (lora_drops(lora, s)) {
@@ -411,7 +550,7 @@ static void block_forward(const dp_llama *m, const dp_lora *lora, int l, int ski
     const dp_llama_config *c = &m->cfg;
     int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
     int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
-    float *const *w = m->w.blk[l];
+    float *const *w = dp_llama_block_weights(m, l, &s->wc);
     if (skip & DP_SKIP_ATTN) { /* h = x */
         memcpy(a->res2, x, (size_t)(N * C) * sizeof(float));
     } else {
@@ -423,10 +562,10 @@ static void block_forward(const dp_llama *m, const dp_lora *lora, int l, int ski
     }
     /* out = h + down_proj(silu(gate_proj(ln2(h))) * up_proj(ln2(h))) */
     dp_rmsnorm_forward(a->ln2, a->rstd2, a->res2, w[DP_BT_MLP_NORM], N, C, c->rms_norm_eps);
-    linear(m, lora, l, DP_BT_GATE, a->gate, a->ln2, a, s, C, F);
-    linear(m, lora, l, DP_BT_UP, a->up, a->ln2, a, s, C, F);
+    linear(w, lora, l, DP_BT_GATE, a->gate, a->ln2, a, s, C, F);
+    linear(w, lora, l, DP_BT_UP, a->up, a->ln2, a, s, C, F);
     dp_swiglu_forward(a->h, a->gate, a->up, N * F);
-    linear(m, lora, l, DP_BT_DOWN, out, a->h, a, s, F, C);
+    linear(w, lora, l, DP_BT_DOWN, out, a->h, a, s, F, C);
     dp_add_forward(out, out, a->res2, N * C);
 }
 
@@ -436,13 +575,13 @@ static void block_attention(const dp_llama *m, const dp_lora *lora, int l, dp_ll
                             int64_t KD, float *const *w) {
     const dp_llama_config *c = &m->cfg;
     dp_rmsnorm_forward(a->ln1, a->rstd1, x, w[DP_BT_ATTN_NORM], N, C, c->rms_norm_eps);
-    linear(m, lora, l, DP_BT_Q, a->q, a->ln1, a, s, C, QD);
-    linear(m, lora, l, DP_BT_K, a->k, a->ln1, a, s, C, KD);
-    linear(m, lora, l, DP_BT_V, a->v, a->ln1, a, s, C, KD);
+    linear(w, lora, l, DP_BT_Q, a->q, a->ln1, a, s, C, QD);
+    linear(w, lora, l, DP_BT_K, a->k, a->ln1, a, s, C, KD);
+    linear(w, lora, l, DP_BT_V, a->v, a->ln1, a, s, C, KD);
     dp_rope_forward(a->q, s->cosb, s->sinb, s->B, s->T, NH, HD);
     dp_rope_forward(a->k, s->cosb, s->sinb, s->B, s->T, NKV, HD);
     dp_attention_forward(a->ao, a->att, a->q, a->k, a->v, s->B, s->T, NH, NKV, HD);
-    linear(m, lora, l, DP_BT_O, a->res2, a->ao, a, s, QD, C);
+    linear(w, lora, l, DP_BT_O, a->res2, a->ao, a, s, QD, C);
     dp_add_forward(a->res2, a->res2, x, N * C);
 }
 
@@ -521,11 +660,11 @@ static void zero(float *p, int64_t n) {
 }
 
 /* dinp += dout W (+ LoRA); weight and adapter gradients added where asked */
-static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k, dp_llama_state *s, float *dinp,
+static void linear_backward(float *const *w, const dp_lora *lora, int l, int k, dp_llama_state *s, float *dinp,
                             const float *dout, const float *inp, dp_llama_acts *a, dp_llama_view *g, dp_lora *lg,
                             int64_t IN, int64_t OUT) {
     int64_t N = s->N;
-    dp_matmul_backward(dinp, g ? g->blk[l][k] : NULL, dout, inp, m->w.blk[l][k], N, IN, OUT);
+    dp_matmul_backward(dinp, g ? g->blk[l][k] : NULL, dout, inp, w[k], N, IN, OUT);
     if (lora && lora->a[l][k]) {
         if (lora_drops(lora, s)) {
             /* d inp += keep/(1-p) * d xd, with xd recomputed from inp */
@@ -542,17 +681,16 @@ static void linear_backward(const dp_llama *m, const dp_lora *lora, int l, int k
 }
 
 /* the MLP half of block_backward: s->dres from d(out) to d(h) */
-static void block_mlp_backward(const dp_llama *m, const dp_lora *lora, int l, dp_llama_state *s, dp_llama_acts *a,
-                               dp_llama_view *g, dp_lora *lg, int64_t N, int64_t C, int64_t F, float *const *w,
-                               float *dn2) {
+static void block_mlp_backward(const dp_lora *lora, int l, dp_llama_state *s, dp_llama_acts *a, dp_llama_view *g,
+                               dp_lora *lg, int64_t N, int64_t C, int64_t F, float *const *w, float *dn2) {
     zero(s->dh, N * F);
-    linear_backward(m, lora, l, DP_BT_DOWN, s, s->dh, s->dres, a->h, a, g, lg, F, C);
+    linear_backward(w, lora, l, DP_BT_DOWN, s, s->dh, s->dres, a->h, a, g, lg, F, C);
     zero(s->dgate, N * F);
     zero(s->dup, N * F);
     dp_swiglu_backward(s->dgate, s->dup, s->dh, a->gate, a->up, N * F);
     zero(s->dln, N * C);
-    linear_backward(m, lora, l, DP_BT_GATE, s, s->dln, s->dgate, a->ln2, a, g, lg, C, F);
-    linear_backward(m, lora, l, DP_BT_UP, s, s->dln, s->dup, a->ln2, a, g, lg, C, F);
+    linear_backward(w, lora, l, DP_BT_GATE, s, s->dln, s->dgate, a->ln2, a, g, lg, C, F);
+    linear_backward(w, lora, l, DP_BT_UP, s, s->dln, s->dup, a->ln2, a, g, lg, C, F);
     dp_rmsnorm_backward(s->dres, dn2, s->dln, a->res2, w[DP_BT_MLP_NORM], a->rstd2, N, C);
 }
 
@@ -563,14 +701,14 @@ static void block_backward(const dp_llama *m, const dp_lora *lora, int l, int sk
     const dp_llama_config *c = &m->cfg;
     int64_t N = s->N, C = c->hidden_size, F = c->layer_inter[l];
     int64_t NH = c->layer_heads[l], NKV = c->layer_kv_heads[l], HD = c->head_dim, QD = NH * HD, KD = NKV * HD;
-    float *const *w = m->w.blk[l];
+    float *const *w = dp_llama_block_weights(m, l, &s->wc);
     float *dn1 = g ? g->blk[l][DP_BT_ATTN_NORM] : NULL, *dn2 = g ? g->blk[l][DP_BT_MLP_NORM] : NULL;
     /* a skipped sub-layer is the identity: d(its input) = d(its output), dres as it is */
-    if (!(skip & DP_SKIP_MLP)) block_mlp_backward(m, lora, l, s, a, g, lg, N, C, F, w, dn2);
+    if (!(skip & DP_SKIP_MLP)) block_mlp_backward(lora, l, s, a, g, lg, N, C, F, w, dn2);
     if (skip & DP_SKIP_ATTN) return;
     /* attention */
     zero(s->dao, N * QD);
-    linear_backward(m, lora, l, DP_BT_O, s, s->dao, s->dres, a->ao, a, g, lg, QD, C);
+    linear_backward(w, lora, l, DP_BT_O, s, s->dao, s->dres, a->ao, a, g, lg, QD, C);
     zero(s->dq, N * QD);
     zero(s->dk, N * KD);
     zero(s->dv, N * KD);
@@ -578,9 +716,9 @@ static void block_backward(const dp_llama *m, const dp_lora *lora, int l, int sk
     dp_rope_backward(s->dq, s->cosb, s->sinb, s->B, s->T, NH, HD);
     dp_rope_backward(s->dk, s->cosb, s->sinb, s->B, s->T, NKV, HD);
     zero(s->dln, N * C);
-    linear_backward(m, lora, l, DP_BT_Q, s, s->dln, s->dq, a->ln1, a, g, lg, C, QD);
-    linear_backward(m, lora, l, DP_BT_K, s, s->dln, s->dk, a->ln1, a, g, lg, C, KD);
-    linear_backward(m, lora, l, DP_BT_V, s, s->dln, s->dv, a->ln1, a, g, lg, C, KD);
+    linear_backward(w, lora, l, DP_BT_Q, s, s->dln, s->dq, a->ln1, a, g, lg, C, QD);
+    linear_backward(w, lora, l, DP_BT_K, s, s->dln, s->dk, a->ln1, a, g, lg, C, KD);
+    linear_backward(w, lora, l, DP_BT_V, s, s->dln, s->dv, a->ln1, a, g, lg, C, KD);
     dp_rmsnorm_backward(s->dres, dn1, s->dln, x, w[DP_BT_ATTN_NORM], a->rstd1, N, C);
 }
 

@@ -106,14 +106,6 @@ static int64_t blocks_begin(const dp_llama *m) {
 static int64_t blocks_end(const dp_llama *m) {
     return m->params[1 + m->cfg.n_layers * DP_LLAMA_BLOCK_TENSORS].offset;
 }
-static int64_t block_first(const dp_llama *m, int l) {
-    return m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset;
-}
-static int64_t block_elems(const dp_llama *m, int l) {
-    const dp_llama_param *z = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + DP_LLAMA_BLOCK_TENSORS - 1];
-    return z->offset + z->n_elems - block_first(m, l);
-}
-
 void dp_cuda_llama_weights_upload(dp_cuda_llama *g) {
     const dp_llama *m = g->m;
     if (!g->streaming) {
@@ -128,7 +120,7 @@ void dp_cuda_llama_weights_upload(dp_cuda_llama *g) {
 
 void dp_cuda_llama_load_block(dp_cuda_llama *g, int l) {
     if (!g->streaming || g->loaded == l) return;
-    upload_range(g->w + g->slot, g->m->mem + block_first(g->m, l), block_elems(g->m, l));
+    upload_range(g->w + g->slot, g->m->mem + dp_llama_block_first(g->m, l), dp_llama_block_elems(g->m, l));
     g->loaded = l;
     g->block_loads++;
 }
@@ -136,6 +128,8 @@ void dp_cuda_llama_load_block(dp_cuda_llama *g, int l) {
 int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_t T, int allow_long, dp_err *err) {
     int streaming = g->streaming; /* the one setting a caller may make before init */
     memset(g, 0, sizeof *g);
+    if (!m->mem) /* uploads read the fp32 host layout (the pipeline loads it for --device cuda) */
+        return dp_err_set(err, DP_E_USAGE, "the GPU engine needs the fp32 host model, not a stored-dtype one");
     g->streaming = streaming;
     const dp_llama_config *c = &m->cfg;
     if (Bmax < 1 || T < 1)
@@ -153,7 +147,7 @@ int dp_cuda_llama_init(dp_cuda_llama *g, const dp_llama *m, int64_t Bmax, int64_
     int64_t n_w = m->n_elems;
     if (g->streaming) { /* resident: embedding + norm/head; one block slot */
         int64_t big = 0;
-        for (int l = 0; l < c->n_layers; l++) big = block_elems(m, l) > big ? block_elems(m, l) : big;
+        for (int l = 0; l < c->n_layers; l++) big = dp_llama_block_elems(m, l) > big ? dp_llama_block_elems(m, l) : big;
         g->slot = blocks_begin(m) + (m->n_elems - blocks_end(m));
         n_w = g->slot + big;
     }
@@ -214,13 +208,13 @@ static const dp_bf16 *wp(dp_cuda_llama *g, const float *host_ptr) {
     int lo = 0, hi = (int)m->cfg.n_layers - 1; /* the block holding offset o */
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;
-        if (block_first(m, mid) <= o)
+        if (dp_llama_block_first(m, mid) <= o)
             lo = mid;
         else
             hi = mid - 1;
     }
     dp_cuda_llama_load_block(g, lo);
-    return g->w + g->slot + (o - block_first(m, lo));
+    return g->w + g->slot + (o - dp_llama_block_first(m, lo));
 }
 
 static int check_b(const dp_cuda_llama *g, int64_t B) {

@@ -36,7 +36,7 @@ int dp_pipe_eval(const dp_pipe *p, const dp_eval_job *j, dp_err *err) {
     rc = dp_mpi_agree(mpi, rc, err);
     dp_llama m;
     memset(&m, 0, sizeof m);
-    if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, err), err);
+    if (!rc) rc = dp_mpi_agree(mpi, dp_pipe_load_frozen(p, dir, &m, err), err);
     dp_layer_map map;
     dp_layer_map_model(&map, &m.cfg);
     int64_t *drop = NULL, n_drop = 0;

@@ -460,6 +460,12 @@ int dp_pipe_stored_dtype(const char *dir) {
     return dt;
 }
 
+int dp_pipe_load_frozen(const dp_pipe *p, const char *dir, dp_llama *m, dp_err *err) {
+    if (p->device == DP_DEVICE_CPU && !strcmp(dp_config_str(p->cfg, "model.weights"), "stored"))
+        return dp_llama_load_stored(dir, m, err);
+    return dp_llama_load(dir, m, err);
+}
+
 dp_st_entry *dp_pipe_model_entries(const dp_llama *m) {
     dp_st_entry *e = dp_calloc((size_t)m->n_params, sizeof *e, "export");
     for (int i = 0; i < m->n_params; i++) {

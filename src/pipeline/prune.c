@@ -68,7 +68,8 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
     rc = dp_mpi_agree(mpi, rc, err);
     dp_llama m;
     memset(&m, 0, sizeof m);
-    if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(dir, &m, err), err);
+    if (!rc) /* healing trains m: fp32 then */
+        rc = dp_mpi_agree(mpi, heal > 0 ? dp_llama_load(dir, &m, err) : dp_pipe_load_frozen(p, dir, &m, err), err);
     int L = rc ? 0 : (int)m.cfg.n_layers;
     uint64_t mhash = rc ? 0 : dp_llama_hash(&m);
     char mh[17];

@@ -77,7 +77,7 @@ int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_
     int kd_online = o.kd_alpha > 0 && teacher_dir;
     if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(student_dir, &student, err), err);
     if (!rc && kd_online) {
-        rc = dp_mpi_agree(mpi, dp_llama_load(teacher_dir, &teacher, err), err);
+        rc = dp_mpi_agree(mpi, dp_pipe_load_frozen(p, teacher_dir, &teacher, err), err);
         if (rc) dp_err_prefix(err, "teacher");
     }
     if (!rc && dopt.cutoff > student.cfg.max_position_embeddings)
@@ -194,7 +194,7 @@ int dp_pipe_teacher_cache(const dp_pipe *p, const dp_teacher_job *j, dp_err *err
     memset(&t, 0, sizeof t);
     dp_train_data d;
     memset(&d, 0, sizeof d);
-    if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(tdir, &t, err), err);
+    if (!rc) rc = dp_mpi_agree(mpi, dp_pipe_load_frozen(p, tdir, &t, err), err);
     if (!rc) rc = dp_pipe_load_data(p, tdir, data_path, format, &dopt, &d, err);
     if (!rc)
         rc = dp_teacher_cache_build(mpi, p->device, &t, dp_llama_hash(&t), &d, K, temp, batch, path,

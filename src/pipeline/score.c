@@ -204,7 +204,7 @@ int dp_pipe_score(const dp_pipe *p, const dp_score_job *j, dp_err *err) {
     rc = dp_mpi_agree(mpi, rc, err);
     dp_llama m;
     memset(&m, 0, sizeof m);
-    if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(j->model, &m, err), err);
+    if (!rc) rc = dp_mpi_agree(mpi, dp_pipe_load_frozen(p, j->model, &m, err), err);
     if (!rc && j->seq_len > m.cfg.max_position_embeddings)
         rc = dp_err_set(err, DP_E_RANGE, "--seq-len %lld exceeds max_position_embeddings %lld", (long long)j->seq_len,
                         (long long)m.cfg.max_position_embeddings);

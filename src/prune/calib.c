@@ -10,22 +10,6 @@
 
 #include "depthprune/prune.h"
 
-uint64_t dp_llama_hash(const dp_llama *m) {
-    /* chunks hashed in parallel, combined in order: the same for any thread count */
-    const size_t chunk = (size_t)1 << 20;
-    size_t n_bytes = (size_t)m->n_elems * sizeof(float), n_chunks = (n_bytes + chunk - 1) / chunk;
-    uint64_t *part = dp_malloc((n_chunks ? n_chunks : 1) * sizeof(uint64_t), "hash");
-#pragma omp parallel for schedule(static)
-    for (size_t c = 0; c < n_chunks; c++) {
-        size_t len = c + 1 < n_chunks ? chunk : n_bytes - c * chunk;
-        part[c] = dp_hash_bytes((const char *)m->mem + c * chunk, len, c);
-    }
-    uint64_t h = dp_hash_bytes(m->cfg.json_text, m->cfg.json_text ? strlen(m->cfg.json_text) : 0, 1);
-    h = dp_hash_bytes(&h, 8, dp_hash_bytes(part, n_chunks * sizeof(uint64_t), 2));
-    dp_free(part);
-    return h;
-}
-
 typedef struct {
     int64_t n;
     const char **start;

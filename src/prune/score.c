@@ -74,10 +74,12 @@ static void sample_nll(dp_engine *e, const int32_t *tok, int64_t nb, int64_t T, 
  * block-local layout (Taylor only). */
 static double block_sum_range(const dp_llama *m, int l, const float *gblock, int kind, int k0, int k1) {
     double total = 0.0;
-    int64_t first = m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset;
+    int64_t first = dp_llama_block_first(m, l);
+    dp_llama_wcache wc = {0};
+    float *const *wb = dp_llama_block_weights(m, l, &wc);
     for (int k = k0; k < k1; k++) {
         const dp_llama_param *p = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k];
-        const float *w = m->mem + p->offset, *g = gblock ? gblock + (p->offset - first) : NULL;
+        const float *w = wb[k], *g = gblock ? gblock + (p->offset - first) : NULL;
         int64_t n = p->n_elems, chunk = 1 << 16, nc = (n + chunk - 1) / chunk;
         double *part = dp_calloc((size_t)nc, sizeof(double), "score");
 #pragma omp parallel for schedule(static)
@@ -95,6 +97,7 @@ static double block_sum_range(const dp_llama *m, int l, const float *gblock, int
         for (int64_t c = 0; c < nc; c++) total += part[c];
         dp_free(part);
     }
+    dp_llama_wcache_free(&wc);
     return kind == CRIT_MAG2 ? sqrt(total) : total;
 }
 

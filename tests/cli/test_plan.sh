@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `depthprune plan`: the CPU memory it predicts for score and eval (ppl)
 # within 20% of the peak RSS those commands reach on a 78M-parameter
-# synthetic model (the loading peak dominates: fp32 weights + the mapped
-# bf16 files + the process's libraries); a GPU job's config plans without a
-# GPU; a stage that cannot fit says so, names a fix and exits 1; bad input.
+# synthetic model, with the block weights kept as stored (the default: the
+# mapped bf16 files, fp32 embedding/head, one fp32 block) and upcast at load
+# (model.weights=fp32: the loading peak, fp32 weights + the mapped files);
+# a GPU job's config plans without a GPU; a stage that cannot fit says so,
+# names a fix and exits 1; bad input.
 # usage: test_plan.sh DEPTHPRUNE SRC_DIR
 set -u
 DP=$(realpath "$1"); SRC=$(cd "$2" && pwd)
@@ -29,15 +31,24 @@ plan=$("$DP" plan --model "$T/m" --set eval.batch=4 --set eval.seq_len=128 --set
 ppl=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 4 --quiet) || fail "ppl failed"
 score=$(peak "$DP" score --model "$T/m" --calib "$T/text.txt" --criterion ppl --samples 10 --seq-len 64 \
   --run "$T/s" --quiet) || fail "score failed"
-python3 - "$plan" "$ppl" "$score" <<'PY' || fail "plan's memory differs from the measured peak by more than 20%"
+plan32=$("$DP" plan --model "$T/m" --set eval.batch=4 --set eval.seq_len=128 --set model.weights=fp32 --json) ||
+  fail "plan failed: $plan32"
+ppl32=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 4 --quiet --set model.weights=fp32) ||
+  fail "ppl failed"
+python3 - "$plan" "$ppl" "$score" "$plan32" "$ppl32" <<'PY' || fail "plan's memory differs from the measured peak by more than 20%"
 import json, sys
 plan = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[1])["stages"]}
+plan32 = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[4])["stages"]}
 ok = True
-for stage, measured in (("eval", float(sys.argv[2])), ("score", float(sys.argv[3]))):
-    rel = abs(plan[stage] - measured) / measured
-    print("plan %-6s %.0f MiB, measured peak RSS %.0f MiB, %.1f%% (tol 20%%)" % (stage, plan[stage] / 2**20,
+for name, p, stage, measured in (("stored", plan, "eval", sys.argv[2]), ("stored", plan, "score", sys.argv[3]),
+                                 ("fp32", plan32, "eval", sys.argv[5])):
+    measured = float(measured)
+    rel = abs(p[stage] - measured) / measured
+    print("plan %-6s %-6s %.0f MiB, measured peak RSS %.0f MiB, %.1f%% (tol 20%%)" % (stage, name, p[stage] / 2**20,
           measured / 2**20, 100 * rel))
     ok = ok and rel <= 0.2
+# the stored weights are the smaller footprint (the fp32 copy of the blocks is gone)
+ok = ok and float(sys.argv[2]) < float(sys.argv[5])
 sys.exit(0 if ok else 1)
 PY
 # a GPU job planned here without a GPU; a limit it cannot meet names the stage and a fix (exit 1)

@@ -18,6 +18,7 @@
 #include "../test.h"
 #include "depthprune/engine.h"
 #include "depthprune/export.h"
+#include "depthprune/generate.h"
 #include "depthprune/llama.h"
 #include "depthprune/ops.h"
 #include "depthprune/safetensors.h"
@@ -407,6 +408,117 @@ static void test_engine_work(void) {
     free_fixture(&fx);
 }
 
+/* A stored-dtype model (bf16 blocks left in the mapped checkpoint, upcast one block at a
+ * time) computes exactly what the fp32 model loaded from the same files computes: logits,
+ * every weight and adapter gradient (with a skipped sub-layer and with recomputation), a
+ * reshaped state, generation, the content hash and a clone. */
+static void test_stored_weights(const char *variant) {
+    char src[512], out[512];
+    dp_err err;
+    snprintf(src, sizeof src, "%s/llama_%s", DP_TEST_DATA, variant);
+    snprintf(out, sizeof out, "/tmp/dp_test_llama_bf16_%s_%d", variant, (int)getpid());
+    dp_llama_config cfg;
+    dp_st_model st;
+    CHECK(dp_llama_config_load(src, &cfg, &err) == DP_OK);
+    CHECK(dp_st_model_open(src, &st, &err) == DP_OK);
+    dp_export_opts o = {.dtype = DP_DTYPE_BF16};
+    CHECK_MSG(dp_export_model(src, &cfg, &st, out, &o, &err) == DP_OK, "export: %s", err.msg);
+    dp_st_model_close(&st);
+    dp_llama_config_free(&cfg);
+    fixture fx;
+    load_fixture(&fx, variant);
+    dp_llama a, b;
+    CHECK_MSG(dp_llama_load(out, &a, &err) == DP_OK, "%s", err.msg);
+    CHECK_MSG(dp_llama_load_stored(out, &b, &err) == DP_OK, "%s", err.msg);
+    CHECK(a.mem && !b.mem && !b.w.blk[0][DP_BT_Q] && b.w.embed && b.w.head && b.w.norm);
+    CHECK(dp_llama_hash(&a) == dp_llama_hash(&b));
+    dp_llama c;
+    dp_llama_clone(&c, &b);
+    CHECK(c.mem && !memcmp(c.mem, a.mem, (size_t)a.n_elems * sizeof(float)));
+    dp_llama_free(&c);
+    float *part = malloc(64 * sizeof(float)); /* a range across the embedding and block 0 */
+    int64_t at = dp_llama_block_first(&a, 0) - 32;
+    dp_llama_read_f32(&b, at, 64, part);
+    CHECK(!memcmp(part, a.mem + at, 64 * sizeof(float)));
+    free(part);
+
+    int L = (int)a.cfg.n_layers;
+    dp_layer_map map;
+    dp_layer_map_all(&map, L);
+    int64_t one = 1;
+    CHECK(dp_layer_map_skip(&map, L, &one, 1, DP_SKIP_ATTN, &err) == DP_OK);
+    dp_lora la, lb, ga, gb;
+    CHECK(dp_lora_init(&la, &a, &map, 4, 8.0, 0x1DE, &err) == DP_OK);
+    dp_lora_init_random(&la, &a, 3);
+    for (int64_t i = 0; i < la.n_elems; i++) la.mem[i] += 0.01f * (float)(i % 7); /* B != 0 */
+    CHECK(dp_lora_init(&lb, &b, &map, 4, 8.0, 0x1DE, &err) == DP_OK);
+    memcpy(lb.mem, la.mem, (size_t)la.n_elems * sizeof(float));
+    dp_lora_like(&ga, &la, "grad");
+    dp_lora_like(&gb, &lb, "grad");
+    for (int flags = DP_STATE_TRAIN; flags <= (DP_STATE_TRAIN | DP_STATE_RECOMPUTE); flags += DP_STATE_RECOMPUTE) {
+        float *wa = calloc((size_t)a.n_elems, sizeof(float)), *wb = calloc((size_t)a.n_elems, sizeof(float));
+        dp_llama_view va, vb;
+        dp_llama_view_of(&a, wa, &va);
+        dp_llama_view_of(&a, wb, &vb); /* the same layout */
+        memset(ga.mem, 0, (size_t)ga.n_elems * sizeof(float));
+        memset(gb.mem, 0, (size_t)gb.n_elems * sizeof(float));
+        dp_llama_state sa, sb;
+        CHECK(dp_llama_state_init(&sa, &a, &la, fx.B, fx.T, map.n, flags, 0, &err) == DP_OK);
+        CHECK(dp_llama_state_init(&sb, &b, &lb, fx.B, fx.T, map.n, flags, 0, &err) == DP_OK);
+        CHECK(dp_llama_state_bytes(&b, &lb, fx.B, fx.T, map.n, flags) >
+              dp_llama_state_bytes(&a, &la, fx.B, fx.T, map.n, flags)); /* + one block's fp32 copy */
+        fixture fa = fx, fb = fx;
+        fa.m = a;
+        fb.m = b;
+        double lossa = train_step(&fa, &la, &map, &sa, &va, &ga), lossb = train_step(&fb, &lb, &map, &sb, &vb, &gb);
+        CHECK(lossa == lossb);
+        CHECK(!memcmp(sa.logits, sb.logits, (size_t)(fx.N * fx.V) * sizeof(float)));
+        CHECK_MSG(!memcmp(wa, wb, (size_t)a.n_elems * sizeof(float)), "weight gradients differ (flags %d)", flags);
+        CHECK(!memcmp(ga.mem, gb.mem, (size_t)ga.n_elems * sizeof(float)));
+        dp_llama_state_free(&sa);
+        dp_llama_state_free(&sb);
+        free(wa);
+        free(wb);
+    }
+    /* inference states, one reshaped to a shorter batch */
+    dp_llama_state sa, sb;
+    CHECK(dp_llama_state_init(&sa, &a, NULL, fx.B, fx.T, map.n, 0, 0, &err) == DP_OK);
+    CHECK(dp_llama_state_init(&sb, &b, NULL, fx.B, fx.T, map.n, 0, 0, &err) == DP_OK);
+    CHECK(dp_llama_forward(&b, NULL, &map, &sb, fx.tok, &err) == DP_OK);
+    CHECK(dp_llama_state_reshape(&sa, &a, NULL, 1, fx.T - 1, &err) == DP_OK);
+    CHECK(dp_llama_state_reshape(&sb, &b, NULL, 1, fx.T - 1, &err) == DP_OK);
+    CHECK(dp_llama_forward(&a, NULL, &map, &sa, fx.tok, &err) == DP_OK);
+    CHECK(dp_llama_forward(&b, NULL, &map, &sb, fx.tok, &err) == DP_OK);
+    CHECK(!memcmp(sa.logits, sb.logits, (size_t)((fx.T - 1) * fx.V) * sizeof(float)));
+    dp_llama_state_free(&sa);
+    dp_llama_state_free(&sb);
+    /* generation */
+    int64_t S = 3, P = fx.T - S;
+    int32_t ta[8], tb[8];
+    float *lga = malloc((size_t)(S * fx.V) * sizeof(float)), *lgb = malloc((size_t)(S * fx.V) * sizeof(float));
+    dp_gen_opts go = {.max_new = S, .temperature = 0, .top_p = 1, .eos_id = -1};
+    dp_gen ha, hb;
+    CHECK(dp_gen_init(&ha, &a, &map, 1, P, fx.T, &err) == DP_OK);
+    CHECK(dp_gen_init(&hb, &b, &map, 1, P, fx.T, &err) == DP_OK);
+    CHECK(dp_generate(&ha, fx.tok, 1, P, &go, ta, lga, NULL, &err) == DP_OK);
+    CHECK(dp_generate(&hb, fx.tok, 1, P, &go, tb, lgb, NULL, &err) == DP_OK);
+    CHECK(!memcmp(ta, tb, (size_t)S * sizeof(int32_t)) && !memcmp(lga, lgb, (size_t)(S * fx.V) * sizeof(float)));
+    dp_gen_free(&ha);
+    dp_gen_free(&hb);
+    free(lga);
+    free(lgb);
+    dp_lora_free(&la);
+    dp_lora_free(&lb);
+    dp_lora_free(&ga);
+    dp_lora_free(&gb);
+    dp_llama_free(&a);
+    dp_llama_free(&b);
+    free_fixture(&fx);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    CHECK(system(cmd) == 0);
+}
+
 static void test_bad_input(void) {
     fixture fx;
     load_fixture(&fx, "linear");
@@ -451,6 +563,8 @@ int main(void) {
     test_layer_map_vs_export();
     test_skip_sublayers();
     test_engine_work();
+    test_stored_weights("gqa");
+    test_stored_weights("tied");
     test_bad_input();
     TEST_EXIT();
 }
