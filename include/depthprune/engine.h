@@ -40,7 +40,8 @@ typedef struct dp_engine_plan {
     int allow_long;     /* T may exceed max_position_embeddings */
     int local_rank;     /* CUDA: GPU = node-local rank modulo the visible devices */
     int logits;         /* inference with full logits (dp_engine_topk on the CPU) */
-    int stream_weights; /* CUDA: -1 auto (weights over 70% of free memory), 0 off, 1 on */
+    int stream_weights; /* CUDA: -1 auto (weights over 70% of free memory), 0 off, 1 on; CPU: a
+                           stored-dtype model streams unless 0 (blocks upcast once per pass) */
     /* training (dp_engine_micro with backward): */
     int train;
     dp_lora *lora; /* adapters (trained with train; applied in every forward), or NULL */
@@ -58,7 +59,7 @@ typedef struct dp_engine {
     const dp_llama *m;
     dp_engine_plan plan;
     int64_t t;     /* the current sequence length */
-    int streaming; /* CUDA: block weights are streamed through one slot */
+    int streaming; /* block weights streamed (CUDA: through one slot; CPU: upcast one at a time) */
     float *grad;   /* training: host gradients of the trainable vector (n_grad floats) */
     int64_t n_grad;
     int grad_summed;        /* dp_engine_grad_flush already summed grad over ranks */

@@ -87,7 +87,7 @@ void dp_llama_read_f32(const dp_llama *m, int64_t offset, int64_t n, float *dst)
 typedef struct dp_llama_wcache {
     const dp_llama *m;
     int layer;
-    int64_t cap;
+    int64_t cap, loads; /* loads: blocks upcast so far */
     float *mem;
     float *blk[DP_LLAMA_BLOCK_TENSORS];
 } dp_llama_wcache;

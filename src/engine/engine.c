@@ -265,6 +265,9 @@ static int cpu_open(dp_engine *e, dp_err *err) {
         c->klse = dp_calloc((size_t)n, sizeof(float), "kd");
     }
     if (p->train) c->krow = dp_malloc((size_t)(p->B * p->T) * sizeof(float), "kd");
+    /* a stored-dtype model: inference that can go block-major (the PPL sweep) upcasts each block
+     * once per pass instead of once per candidate */
+    e->streaming = !p->train && e->m->src && p->stream_weights != 0;
     e->impl = c;
     return DP_OK;
 }
@@ -436,8 +439,7 @@ static void cpu_nothing(dp_engine *e) {
     (void)e;
 } /* gradients and parameters live on the host already */
 static int64_t cpu_block_loads(const dp_engine *e) {
-    (void)e;
-    return 0;
+    return cpu(e)->s.wc.loads;
 }
 static size_t cpu_device_bytes(const dp_engine *e) {
     (void)e;

@@ -222,6 +222,7 @@ float *const *dp_llama_block_weights(const dp_llama *m, int l, dp_llama_wcache *
             c->cap = n;
         }
         dp_llama_read_f32(m, first, n, c->mem);
+        c->loads++;
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
             c->blk[k] = c->mem + (m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k].offset - first);
         c->m = m;

@@ -305,10 +305,11 @@ static void read_progress(const dp_mpi *mpi, const char *path, int L, int64_t N,
  * block's weights are uploaded once for the whole pass; finally the head
  * gives each candidate's per-sample NLL into pre (L, N). The per-candidate
  * arithmetic is the same as the candidate-major path (same batches, same
- * kernels). */
-static void stream_pass(dp_engine *e, const dp_llama *m, const int *owner, int rank, const ppl_state *p,
-                        float *const *hin, const int32_t *ids, int64_t N, int64_t T, int64_t batch, float *nll,
-                        double *pre) {
+ * kernels). Returns 0 when a signal stopped it (stoppable) before the end:
+ * pre is then incomplete and the candidate-major rounds compute them. */
+static int stream_pass(dp_engine *e, const dp_llama *m, const int *owner, int rank, const ppl_state *p,
+                       float *const *hin, const int32_t *ids, int64_t N, int64_t T, int64_t batch, float *nll,
+                       double *pre, int stoppable, int progress) {
     int L = (int)m->cfg.n_layers;
     int64_t NTC = T * m->cfg.hidden_size;
     float **buf = dp_calloc((size_t)L, sizeof(float *), "score");
@@ -320,7 +321,19 @@ static void stream_pass(dp_engine *e, const dp_llama *m, const int *owner, int r
     dp_layer_map all;
     dp_layer_map_all(&all, L);
     int32_t *targets = dp_malloc((size_t)(batch * T) * sizeof(int32_t), "score");
-    for (int b = 1; b < L; b++)
+    int complete = 1;
+    double t0 = dp_time_s();
+    for (int b = 1; b < L && complete; b++) {
+        dp_fault_point("score_block");
+        if (stoppable && dp_stop_requested()) {
+            complete = 0;
+            break;
+        }
+        if (progress && b > 1 && rank == 0) {
+            double el = dp_time_s() - t0, done = (double)(b - 1) * b / 2, total = (double)(L - 1) * L / 2;
+            dp_log("score ppl (block-major): block %d/%d, %.1f s elapsed, ETA %.1f s", b, L - 1, el,
+                   el / done * (total - done));
+        }
         for (int i = 0; i < b; i++) {
             if (!buf[i]) continue;
             for (int64_t a = 0; a < N; a += batch) {
@@ -330,8 +343,13 @@ static void stream_pass(dp_engine *e, const dp_llama *m, const int *owner, int r
                 dp_engine_get_hidden_buf(e, buf[i] + a * NTC, nb);
             }
         }
+    }
     for (int i = 0; i < L; i++) {
         if (!buf[i]) continue;
+        if (!complete) {
+            dp_engine_buf_free(e, buf[i]);
+            continue;
+        }
         for (int64_t a = 0; a < N; a += batch) {
             int64_t nb = a + batch <= N ? batch : N - a;
             dp_engine_set_hidden_buf(e, buf[i] + a * NTC, nb);
@@ -341,6 +359,7 @@ static void stream_pass(dp_engine *e, const dp_llama *m, const int *owner, int r
     }
     dp_free(targets);
     dp_free(buf);
+    return complete;
 }
 
 static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const int32_t *ids, int64_t N, int64_t T,
@@ -384,9 +403,14 @@ static int ppl_sweep(const dp_mpi *mpi, const dp_llama *m, dp_h5 *calib, const i
         rc = all_ok(mpi, dp_engine_open(&e, o->device, m, &plan, err), err);
         if (rc == DP_OK && e.streaming) {
             pre = dp_calloc((size_t)(L * N), sizeof(double), "score");
-            stream_pass(&e, m, owner, mpi->rank, p, hin, ids, N, T, o->batch, nll, pre);
-            dp_log("score ppl: weights streamed, %lld block uploads for this rank's candidates (%.1f s)",
-                   (long long)dp_engine_block_loads(&e), dp_time_s() - t_open);
+            if (stream_pass(&e, m, owner, mpi->rank, p, hin, ids, N, T, o->batch, nll, pre, o->stop_on_signal,
+                            o->progress)) {
+                dp_log("score ppl: weights streamed, %lld block loads for this rank's candidates (%.1f s)",
+                       (long long)dp_engine_block_loads(&e), dp_time_s() - t_open);
+            } else { /* stopped: the rounds below finish a round, keep it and stop */
+                dp_free(pre);
+                pre = NULL;
+            }
         }
     }
     double t0 = dp_time_s();

@@ -145,6 +145,8 @@ score_fault enospc-calib-h5 disk calibrate error DP_SHIM_MATCH=calib.h5.tmp DP_S
 score_fault kill-round kill score fail DP_FAULT="score_round#1@1=kill"
 score_fault stop-round hang score fail DP_FAULT="score_round#1@0=stop"
 score_fault graceful-term-round signal score zero DP_FAULT="score_round#1@1=term"
+# in the block-major sweep of a stored-dtype model (before any round is complete)
+score_fault graceful-term-sweep signal score zero DP_FAULT="score_block#2@1=term"
 
 # ---- retraining ----
 train_fault kill-step kill retrain fail DP_FAULT="train_step#12@1=kill"
