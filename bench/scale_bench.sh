@@ -19,7 +19,7 @@ mkdir -p build/bench "$O"
 head -c 2600 build/bench/brown.txt >"$O/ppl.txt" # a little over 4 windows of 128 tokens
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-echo "machine: $(nproc) cpus, $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;" \
+echo "machine: $(nproc --all) cpus, $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB;" \
   "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset (auto)}; OMP_NUM_THREADS=$OMP_NUM_THREADS; $(du -sh "$M" | cut -f1) model files"
 # timed NAME NP CMD...: wall time and each rank's peak RSS into $O/NAME.rank*
 timed() {
