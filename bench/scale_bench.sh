@@ -43,7 +43,7 @@ timed score "$NP" "$DP" score --model "$M" --calib build/bench/brown.txt --crite
 rm -rf "$O/pruned"
 timed prune 1 "$DP" prune --model "$M" --scores "$O/score/scores.json" --remove 6 --out "$O/pruned"
 "$DP" plan --model "$M" --ranks "$NP" --set calib.samples=10 --set calib.seq_len=128 --set eval.batch=4 \
-  --set eval.seq_len=128 --json >"$O/plan.json"
+  --set eval.seq_len=128 --json >"$O/plan.json" || true # exit 1: a stage that does not fit (retrain)
 python3 - "$O" "$M" "$NP" <<'PY'
 import json, re, sys
 O, M, NP = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "depthprune/engine.h"
 #include "depthprune/llama.h"
+#include "depthprune/tensor.h"
 
 static const dp_cli_opt k_plan_opts[] = {
     {"--model", "DIR", "the dense model (only config.json is read; default model.path)", "model.path"},
@@ -171,7 +172,11 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         stage_plan *s = &st[1];
         s->stage = "prune";
         double cache = iterative ? (double)(L + 1) * (double)N * (double)T * C * 4.0 : 0;
-        s->mem = wfrozen + cache + wbytes / 2 + (gpu ? 0 : base); /* + the export's converted tensors */
+        /* the export writes tensors of the stored dtype straight from the mapping; a conversion
+         * (export.dtype not auto) holds the converted tensors until the shards are written */
+        const char *edt = dp_config_str(cfg, "export.dtype");
+        double conv = strcmp(edt, "auto") ? (double)dp_dtype_size(dp_dtype_from_name(edt)) * P : 0;
+        s->mem = wfrozen + cache + conv + (gpu ? 0 : base);
         s->flops = iterative ? 2.0 * block * (double)(N * T) * (double)K * L * L / 2.0 : 0;
         snprintf(s->detail, sizeof s->detail, "weights %.2f GiB, %s", gib(wfrozen),
                  iterative ? "every block input cached" : "export of the kept blocks");
@@ -236,8 +241,9 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         double w = frozen ? wfrozen : wbytes;
         st[i].seconds = st[i].flops / speed;
         st[i].shared = frozen && stored && st[i].mem > 0 ? fbytes : 0;
+        double wshare = frozen && stored ? w - fbytes + fbytes / (double)ranks : w;             /* this rank's part */
         if (st[i].mem > 0 && !gpu && !(frozen && stored) && st[i].mem < load) st[i].mem = load; /* the load peak */
-        if (!gpu && w + base > limit) /* the weights alone: no stage setting helps */
+        if (!gpu && wshare + base > limit) /* the weights alone: no stage setting helps */
             snprintf(st[i].fix, sizeof st[i].fix,
                      "the %s weights alone need %.1f GiB on every rank: --device cuda (bf16), or ranks with more "
                      "memory (they are replicated per rank)",

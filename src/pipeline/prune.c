@@ -258,6 +258,8 @@ int dp_pipe_prune(const dp_pipe *p, const dp_prune_job *j, dp_err *err) {
             eo.n_mem = m.n_params;
             if (eo.dtype < 0) eo.dtype = dp_pipe_stored_dtype(dir);
             rc = dp_export_model(dir, &m.cfg, NULL, out, &eo, err);
+        } else if (m.store) { /* a stored-dtype model: its own mapping (a second one doubles the RSS) */
+            rc = dp_export_model(dir, &m.cfg, m.store, out, &eo, err);
         } else {
             rc = dp_st_model_open(dir, &st, err);
             have_st = !rc;
