@@ -35,6 +35,12 @@ plan32=$("$DP" plan --model "$T/m" --set eval.batch=4 --set eval.seq_len=128 --s
   fail "plan failed: $plan32"
 ppl32=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 4 --quiet --set model.weights=fp32) ||
   fail "ppl failed"
+# Under AddressSanitizer the RSS is its allocator's (a 256 MB quarantine of freed blocks,
+# redzones, shadow memory), not the release allocator plan predicts: the commands above still
+# run under ASan, the comparison is the release build's.
+if [ "${DP_SANITIZED:-0}" = 1 ]; then
+  echo "note: RSS vs plan not compared under AddressSanitizer (see above)"
+else
 python3 - "$plan" "$ppl" "$score" "$plan32" "$ppl32" <<'PY' || fail "plan's memory differs from the measured peak by more than 20%"
 import json, sys
 plan = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[1])["stages"]}
@@ -51,6 +57,7 @@ for name, p, stage, measured in (("stored", plan, "eval", sys.argv[2]), ("stored
 ok = ok and float(sys.argv[2]) < float(sys.argv[5])
 sys.exit(0 if ok else 1)
 PY
+fi
 # a GPU job planned here without a GPU; a limit it cannot meet names the stage and a fix (exit 1)
 expect_exit 0 "per GPU" "$DP" plan --model "$T/m" --device cuda --ranks 8
 expect_exit 1 "fix:" "$DP" plan --model "$T/m" --host-mem 0.1
