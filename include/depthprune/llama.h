@@ -97,6 +97,8 @@ void dp_llama_wcache_free(dp_llama_wcache *c);
 /* The first element and the element count of block l in the flat layout. */
 int64_t dp_llama_block_first(const dp_llama *m, int l);
 int64_t dp_llama_block_elems(const dp_llama *m, int l);
+/* Block l's tensor of kind k (DP_BT_*). */
+const dp_llama_param *dp_llama_block_param(const dp_llama *m, int l, int k);
 /* Sets up the layout for cfg (taken over by m, as is its json_text) with
  * zeroed weights; for tests and synthetic models. */
 int dp_llama_init(dp_llama *m, dp_llama_config *cfg, dp_err *err);
@@ -160,10 +162,16 @@ void dp_lora_free(dp_lora *l);
 enum {
     DP_STATE_TRAIN = 1,     /* keep activations and allocate gradient buffers */
     DP_STATE_RECOMPUTE = 2, /* with TRAIN: keep only block inputs, recompute each block in backward */
-    DP_STATE_NLL_ONLY = 4,  /* inference for losses only: logits for DP_HEAD_CHUNK rows at a time */
+    DP_STATE_NLL_ONLY = 4,  /* inference for losses only: logits for dp_llama_head_rows rows at a time */
 };
 
-#define DP_HEAD_CHUNK 128 /* rows of logits at a time in NLL_ONLY states */
+/* Rows of logits at a time for the NLL of N rows over a vocabulary of V
+ * (NLL_ONLY states hold only these): all N while the logits stay within
+ * DP_HEAD_CHUNK_BYTES, else equal chunks that do (at least 128 rows). The
+ * head weight is packed once per chunk: in 128-row chunks a 32000 x 1024 head
+ * ran at 52 GFLOP/s, in one 1280-row GEMM at 68 (OpenBLAS, one core). */
+#define DP_HEAD_CHUNK_BYTES ((int64_t)256 << 20)
+int64_t dp_llama_head_rows(int64_t N, int64_t V);
 
 typedef struct dp_llama_acts {         /* saved activations of one block */
     float *ln1, *rstd1;                /* (N, C), (N) */
@@ -187,7 +195,8 @@ typedef struct dp_llama_state {
     int n_acts;
     dp_llama_acts *acts; /* n_blocks sets with TRAIN, else 1 */
     float *lnf, *rstdf;  /* (N, C), (N) final norm */
-    float *logits;       /* (N, V); (min(N, DP_HEAD_CHUNK), V) with NLL_ONLY */
+    float *logits;       /* (N, V); (head_rows, V) with NLL_ONLY */
+    int64_t head_rows;   /* rows of dp_llama_head_nll's chunks: dp_llama_head_rows(N, V) (tests set fewer) */
     float *nll;          /* (N) per-position loss of the last dp_llama_loss_ce */
     float *cosb, *sinb;  /* (T, HD/2) */
     /* training only */
@@ -220,7 +229,7 @@ void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_la
                              int from, int to);
 /* Final norm and LM head on x[at] -> logits. */
 void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at);
-/* Final norm, head and cross-entropy on x[at], DP_HEAD_CHUNK rows at a time
+/* Final norm, head and cross-entropy on x[at], dp_llama_head_rows at a time
  * (any state): s->nll gets every row's NLL (0 where targets < 0); returns
  * the sum. The logits are not kept. */
 double dp_llama_head_nll(const dp_llama *m, dp_llama_state *s, int at, const int32_t *targets);

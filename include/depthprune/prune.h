@@ -92,6 +92,9 @@ typedef struct dp_score_opts {
 int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
                  const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_device dev,
                  int stream_weights, dp_err *err);
+/* Samples per batch of that forward for N samples of T tokens, at most batch: equal batches of
+ * >= 512 rows where possible; independent of the rank count. */
+int64_t dp_calib_batch(int64_t N, int64_t T, int64_t batch);
 
 /* Collective. One forward+backward of this rank's nb samples (tokens
  * (nb, T), next-token CE times scale) on e (planned with train, wgrad; NULL

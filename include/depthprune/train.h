@@ -131,8 +131,10 @@ int dp_train(const dp_mpi *mpi, dp_llama *student, const dp_layer_map *map, cons
              const dp_train_data *d, const int64_t *train_idx, int64_t n_train, const int64_t *val_idx, int64_t n_val,
              const dp_train_opts *o, dp_lora *lora, dp_train_result *res, dp_err *err);
 
-/* W += (alpha / r) B A for every adapter (merging LoRA into the base). */
+/* W += (alpha / r) B A for every adapter (merging LoRA into the base); m holds fp32 weights. */
 void dp_lora_merge(dp_llama *m, const dp_lora *l);
+/* The same for one adapted tensor: w (OUT, IN) fp32 of block `block`, kind k. */
+void dp_lora_merge_tensor(const dp_lora *l, int block, int k, float *w, int64_t OUT, int64_t IN);
 /* A PEFT adapter directory (adapter_config.json, adapter_model.safetensors);
  * layer names use the kept blocks' new indices 0..map->n-1. */
 int dp_lora_save_peft(const char *dir, const dp_lora *l, const dp_llama *m, const dp_layer_map *map,

@@ -147,7 +147,9 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
     double lora = full ? 0 : (double)kept * 7.0 * (double)r * (2.0 * C + (double)c->intermediate_size); /* approx. */
     stage_plan st[5];
     memset(st, 0, sizeof st);
-    int64_t share = (N + ranks - 1) / ranks;
+    int64_t cb = dp_calib_batch(N, T, sb), nbat = (N + cb - 1) / cb; /* the calibration's batches */
+    int64_t share = (nbat + ranks - 1) / ranks * cb;                 /* the largest rank share */
+    if (share > N) share = N;
     /* score: the calibration forward (each rank's samples, every block input kept) and the PPL sweep
      * (each rank's candidates restart from their cached inputs) */
     {
@@ -199,6 +201,9 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         stage_plan *s = &st[3];
         s->stage = "retrain";
         double sw = (gpu ? 2.0 : 4.0) * (P - (double)K * block); /* the kept blocks */
+        /* LoRA on the CPU with model.weights = stored: the frozen base stays as stored, as for
+         * scoring (the student's files hold only the kept blocks) */
+        if (!full && stored) sw = fbytes * (P - (double)K * block) / P + 4.0 * outer + 4.0 * big;
         double trainable = full ? (P - (double)K * block) : lora;
         double opt = 4.0 * trainable + 8.0 * trainable / (double)ranks; /* gradient + m, v of this rank's shard */
         dp_lora lo;
@@ -212,9 +217,20 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         double state =
             gpu ? gpu_bytes(c, (int64_t)(P - (double)K * block), mb, cut, kept, 1, (int64_t)lora, full, 0) - sw
                 : (double)dp_llama_state_bytes(&m, full ? NULL : &lo, mb, cut, kept, DP_STATE_TRAIN);
+        /* and its export holds the adapted tensors, merged, in the output dtype (after training) */
+        double merged = 0;
+        if (!full && stored) {
+            const char *edt = dp_config_str(cfg, "export.dtype");
+            double esz = strcmp(edt, "auto") ? (double)dp_dtype_size(dp_dtype_from_name(edt)) : fbytes / P;
+            double QD = (double)(c->n_heads * c->head_dim), KD = (double)(c->n_kv_heads * c->head_dim),
+                   F = (double)c->intermediate_size;
+            const double per[DP_LLAMA_BLOCK_TENSORS] = {0, QD * C, KD * C, KD * C, C * QD, 0, F * C, F * C, C * F};
+            for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++)
+                if (lo.targets >> k & 1u) merged += per[k] * esz * (double)kept;
+        }
         int retrains = dp_config_bool(cfg, "pipeline.retrain") && dp_config_str(cfg, "train.data");
         double adapters = full ? 0 : 4.0 * trainable; /* LoRA's own fp32 values; full training's are in sw */
-        s->mem = retrains ? sw + state + opt + (gpu ? 0 : base) + adapters : 0;
+        s->mem = retrains ? sw + (state + opt > merged ? state + opt : merged) + (gpu ? 0 : base) + adapters : 0;
         if (!retrains) s->stage = "retrain (off)";
         double tokens_per_step = (double)dp_config_int(cfg, "train.global_batch") * (double)cut;
         s->flops = (full ? 6.0 : 4.0) * (P - (double)K * block) * tokens_per_step; /* per optimizer step */

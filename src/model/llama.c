@@ -185,6 +185,10 @@ int64_t dp_llama_block_first(const dp_llama *m, int l) {
     return m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset;
 }
 
+const dp_llama_param *dp_llama_block_param(const dp_llama *m, int l, int k) {
+    return &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k];
+}
+
 int64_t dp_llama_block_elems(const dp_llama *m, int l) {
     const dp_llama_param *z = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + DP_LLAMA_BLOCK_TENSORS - 1];
     return z->offset + z->n_elems - dp_llama_block_first(m, l);
@@ -368,7 +372,8 @@ static size_t plan(dp_llama_state *s, const dp_llama *m, const dp_lora *lora, fl
     }
     TAKE(s->lnf, N * C);
     TAKE(s->rstdf, N);
-    TAKE(s->logits, (s->flags & DP_STATE_NLL_ONLY ? (N < DP_HEAD_CHUNK ? N : DP_HEAD_CHUNK) : N) * V);
+    s->head_rows = dp_llama_head_rows(N, V);
+    TAKE(s->logits, (s->flags & DP_STATE_NLL_ONLY ? s->head_rows : N) * V);
     TAKE(s->nll, N);
     TAKE(s->cosb, s->T * half);
     TAKE(s->sinb, s->T * half);
@@ -598,6 +603,13 @@ void dp_llama_blocks_forward(const dp_llama *m, const dp_lora *lora, const dp_la
                       acts_for(s, i));
 }
 
+int64_t dp_llama_head_rows(int64_t N, int64_t V) {
+    if (N * V * (int64_t)sizeof(float) <= DP_HEAD_CHUNK_BYTES) return N;
+    int64_t chunks = (N * V * (int64_t)sizeof(float) + DP_HEAD_CHUNK_BYTES - 1) / DP_HEAD_CHUNK_BYTES,
+            rows = (N + chunks - 1) / chunks;
+    return rows < 128 ? (N < 128 ? N : 128) : rows;
+}
+
 void dp_llama_head_forward(const dp_llama *m, dp_llama_state *s, int at) {
     int64_t C = m->cfg.hidden_size;
     if (s->flags & DP_STATE_NLL_ONLY) dp_fatal("dp_llama_head_forward on a NLL_ONLY state (use dp_llama_head_nll)");
@@ -609,8 +621,9 @@ double dp_llama_head_nll(const dp_llama *m, dp_llama_state *s, int at, const int
     int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size, N = s->N;
     dp_rmsnorm_forward(s->lnf, s->rstdf, s->x + at * N * C, m->w.norm, N, C, m->cfg.rms_norm_eps);
     double sum = 0.0;
-    for (int64_t r0 = 0; r0 < N; r0 += DP_HEAD_CHUNK) {
-        int64_t nr = r0 + DP_HEAD_CHUNK <= N ? DP_HEAD_CHUNK : N - r0;
+    int64_t rows = s->head_rows;
+    for (int64_t r0 = 0; r0 < N; r0 += rows) {
+        int64_t nr = r0 + rows <= N ? rows : N - r0;
         dp_matmul_forward(s->logits, s->lnf + r0 * C, m->w.head, nr, C, V);
         sum += dp_crossentropy_forward(s->nll + r0, s->logits, targets + r0, nr, V, NULL);
     }

@@ -13,7 +13,8 @@ const dp_cfg_spec dp_config_schema[] = {
     {"device", DP_CFG_STRING, "cpu", "cpu,cuda", "compute backend"},
     {"model.path", DP_CFG_STRING, NULL, NULL, "HF model directory"},
     {"model.weights", DP_CFG_STRING, "stored", "stored,fp32",
-     "CPU stages that do not change the weights (score, ppl, eval, prune, a teacher): stored keeps the block "
+     "CPU stages that do not change the weights (score, ppl, eval, prune, a teacher, a LoRA student's base): "
+     "stored keeps the block "
      "tensors in the checkpoint's dtype, mapped (ranks on a node share them), and upcasts one block at a time "
      "(results identical to fp32); fp32 upcasts every weight at load"},
     {"tokenizer.add_bos", DP_CFG_STRING, "auto", "auto,true,false",

@@ -39,6 +39,37 @@ void dp_retrain_job_init(const dp_config *c, dp_retrain_job *j) {
                           .fault_nan_rank = -1};
 }
 
+/* The merged tensors of a stored-dtype student (LoRA over frozen stored weights): each adapted
+ * tensor upcast, merged and converted to the output dtype, the same operations in the same
+ * order as merging an fp32 copy and exporting it, so the files are bit-identical; only the
+ * adapted tensors are held, in the output dtype. The rest leave the mapping as they are. */
+static dp_st_entry *merged_entries(const dp_llama *m, const dp_lora *l, int dtype, int *n_out, void ***owned) {
+    int n = 0, cap = (int)m->cfg.n_layers * DP_LLAMA_BLOCK_TENSORS;
+    dp_st_entry *e = dp_calloc((size_t)(cap ? cap : 1), sizeof *e, "export");
+    void **own = dp_calloc((size_t)(cap ? cap : 1), sizeof(void *), "export");
+    for (int i = 0; i < m->cfg.n_layers; i++)
+        for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
+            if (!l->a[i][k]) continue;
+            const dp_llama_param *w = dp_llama_block_param(m, i, k);
+            float *f = dp_malloc((size_t)w->n_elems * sizeof(float), "export");
+            dp_llama_read_f32(m, w->offset, w->n_elems, f);
+            dp_lora_merge_tensor(l, i, k, f, w->rows, w->cols);
+            if (dtype != DP_DTYPE_F32) {
+                void *conv = dp_malloc((size_t)w->n_elems * dp_dtype_size((dp_dtype)dtype) + 1, "export");
+                dp_convert_from_f32(conv, (dp_dtype)dtype, f, (size_t)w->n_elems);
+                dp_free(f);
+                f = conv;
+            }
+            own[n] = f;
+            e[n] = (dp_st_entry){
+                .name = w->name, .dtype = (dp_dtype)dtype, .ndim = 2, .shape = {w->rows, w->cols}, .data = f};
+            n++;
+        }
+    *n_out = n;
+    *owned = own;
+    return e;
+}
+
 int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_err *err) {
     const dp_mpi *mpi = p->mpi;
     int rc = DP_OK;
@@ -75,7 +106,13 @@ int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_
     memset(&student, 0, sizeof student);
     memset(&teacher, 0, sizeof teacher);
     int kd_online = o.kd_alpha > 0 && teacher_dir;
-    if (!rc) rc = dp_mpi_agree(mpi, dp_llama_load(student_dir, &student, err), err);
+    /* LoRA leaves the base frozen: its weights can stay as stored (model.weights); full
+     * training updates them in fp32 */
+    if (!rc)
+        rc = dp_mpi_agree(mpi,
+                          o.method == DP_TRAIN_LORA ? dp_pipe_load_frozen(p, student_dir, &student, err)
+                                                    : dp_llama_load(student_dir, &student, err),
+                          err);
     if (!rc && kd_online) {
         rc = dp_mpi_agree(mpi, dp_pipe_load_frozen(p, teacher_dir, &teacher, err), err);
         if (rc) dp_err_prefix(err, "teacher");
@@ -116,10 +153,17 @@ int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_
     if (!rc && !res.stopped) {
         /* the output: merged model (+ PEFT adapter), written by rank 0 */
         if (mpi->rank == 0) {
-            if (o.method == DP_TRAIN_LORA) dp_lora_merge(&student, &lora);
             const char *dtype_s = dp_config_str(p->cfg, "export.dtype");
             int dtype = strcmp(dtype_s, "auto") ? dp_dtype_from_name(dtype_s) : dp_pipe_stored_dtype(student_dir);
-            dp_st_entry *e = dp_pipe_model_entries(&student);
+            dp_st_entry *e;
+            int n_e = student.n_params;
+            void **merged = NULL;
+            if (student.store) {
+                e = merged_entries(&student, &lora, dtype, &n_e, &merged);
+            } else {
+                if (o.method == DP_TRAIN_LORA) dp_lora_merge(&student, &lora);
+                e = dp_pipe_model_entries(&student);
+            }
             cJSON *pj = cJSON_CreateObject();
             cJSON_AddStringToObject(pj, "retrained_from", student_dir);
             cJSON_AddStringToObject(pj, "method", method);
@@ -136,16 +180,18 @@ int dp_pipe_retrain(const dp_pipe *p, const dp_retrain_job *j, int *stopped, dp_
                                  .max_shard_bytes = (uint64_t)dp_config_int(p->cfg, "export.max_shard_bytes"),
                                  .provenance = prov,
                                  .mem = e,
-                                 .n_mem = student.n_params,
+                                 .n_mem = n_e,
                                  .finish = o.method == DP_TRAIN_LORA ? write_adapter : NULL,
                                  .finish_ctx = &ac};
-            rc = dp_export_model(student_dir, &student.cfg, NULL, out, &eo, err);
+            rc = dp_export_model(student_dir, &student.cfg, student.store, out, &eo, err);
             if (!rc && isfinite(res.val_loss))
                 printf("retrained model: %s (%lld steps, final validation loss %.4f)\n", out, (long long)res.steps,
                        res.val_loss);
             else if (!rc)
                 printf("retrained model: %s (%lld steps, no validation set: --val-size 0)\n", out,
                        (long long)res.steps);
+            for (int i = 0; merged && i < n_e; i++) dp_free(merged[i]);
+            dp_free(merged);
             dp_free(e);
             free(prov);
         }

@@ -1,7 +1,7 @@
 /* Calibration forward and block scoring across MPI ranks.
  *
  * calibrate: contiguous shares of the calibration samples per rank (in
- * fixed global batches), every block input written collectively to
+ * fixed global batches: calib_batch), every block input written collectively to
  * calib.h5. PPL criterion: candidate i restarts from hidden_i and runs
  * blocks i+1..L-1 (never the blocks before i: L(L-1)/2 block passes in
  * all); candidates are dealt by cost and computed whole by one rank with
@@ -114,6 +114,20 @@ static double unit_sum(const dp_llama *m, int u, int per, const float *gblock, i
 
 /* ---------------- calibrate ---------------- */
 
+/* Samples per batch of the dense calibration forward: equal batches of at least 512 rows
+ * where N x T allows (at most `batch` samples, at least one), so the ranks share the forward
+ * even for a few short samples (10 x 128 tokens: 2 batches of 5, not 1 of 10 on rank 0) while
+ * every GEMM keeps enough rows for its rate. A rule of N, T and batch alone, never of the rank
+ * count: a row's result depends on its batch (BLAS edge kernels), and the block inputs must
+ * be bit-identical for any number of ranks. */
+int64_t dp_calib_batch(int64_t N, int64_t T, int64_t batch) {
+    int64_t nb = N * T / 512, least = (N + batch - 1) / batch;
+    if (nb < least) nb = least;
+    if (nb > N) nb = N;
+    if (nb < 1) nb = 1;
+    return (N + nb - 1) / nb;
+}
+
 int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, const int32_t *ids, const int64_t *src,
                  const dp_calib_opts *co, const char *run_dir, int64_t batch, int progress, dp_device dev,
                  int stream_weights, dp_err *err) {
@@ -152,6 +166,7 @@ int dp_calibrate(const dp_mpi *mpi, const dp_llama *m, uint64_t model_hash, cons
             return all_ok(mpi, rc, err);
         }
     }
+    batch = dp_calib_batch(N, T, batch);
     int64_t s0, s1;
     share(N, batch, mpi->rank, mpi->size, &s0, &s1);
     int64_t mine = s1 - s0, NTC = T * C;
@@ -633,6 +648,7 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
     }
     taylor_ctx tc = {.mpi = mpi, .m = m, .n_block = n_block, .units = units, .score = score};
     tc.gblock = dp_calloc((size_t)n_block, sizeof(float), "taylor block grads");
+    batch = dp_calib_batch(N, T, batch);
     int64_t s0, s1;
     share(N, batch, mpi->rank, mpi->size, &s0, &s1);
     int64_t nb = s1 - s0;

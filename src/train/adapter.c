@@ -9,25 +9,25 @@
 #include "depthprune/safetensors.h"
 #include "depthprune/train.h"
 
-void dp_lora_merge(dp_llama *m, const dp_lora *l) {
+void dp_lora_merge_tensor(const dp_lora *l, int block, int k, float *w, int64_t OUT, int64_t IN) {
     int64_t R = l->rank;
+    const float *A = l->a[block][k], *B = l->b[block][k];
+    float sc = (float)l->scale;
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < OUT; o++)
+        for (int64_t r = 0; r < R; r++) {
+            float bo = B[o * R + r] * sc;
+            if (bo == 0.0f) continue;
+            for (int64_t c = 0; c < IN; c++) w[o * IN + c] += bo * A[r * IN + c];
+        }
+}
+
+void dp_lora_merge(dp_llama *m, const dp_lora *l) {
     for (int i = 0; i < m->cfg.n_layers; i++)
         for (int k = 0; k < DP_LLAMA_BLOCK_TENSORS; k++) {
             if (!l->a[i][k]) continue;
-            const dp_llama_param *pp = NULL;
-            for (int j = 0; j < m->n_params; j++)
-                if (m->params[j].block == i && m->params[j].kind == k) pp = &m->params[j];
-            int64_t OUT = pp->rows, IN = pp->cols;
-            float *w = m->w.blk[i][k];
-            const float *A = l->a[i][k], *B = l->b[i][k];
-            float sc = (float)l->scale;
-#pragma omp parallel for schedule(static)
-            for (int64_t o = 0; o < OUT; o++)
-                for (int64_t r = 0; r < R; r++) {
-                    float bo = B[o * R + r] * sc;
-                    if (bo == 0.0f) continue;
-                    for (int64_t c = 0; c < IN; c++) w[o * IN + c] += bo * A[r * IN + c];
-                }
+            const dp_llama_param *pp = dp_llama_block_param(m, i, k);
+            dp_lora_merge_tensor(l, i, k, m->w.blk[i][k], pp->rows, pp->cols);
         }
 }
 
@@ -62,12 +62,7 @@ int dp_lora_save_peft(const char *dir, const dp_lora *l, const dp_llama *m, cons
             snprintf(path, sizeof path, "%s", suf);
             char *w = strstr(path, ".weight");
             if (w) *w = '\0';
-            int64_t IN = 0, OUT = 0;
-            for (int j = 0; j < m->n_params; j++)
-                if (m->params[j].block == L && m->params[j].kind == k) {
-                    OUT = m->params[j].rows;
-                    IN = m->params[j].cols;
-                }
+            int64_t OUT = dp_llama_block_param(m, L, k)->rows, IN = dp_llama_block_param(m, L, k)->cols;
             for (int ab = 0; ab < 2; ab++) {
                 char name[192];
                 snprintf(name, sizeof name, "base_model.model.model.layers.%d.%s.lora_%c.weight", i, path,

@@ -26,14 +26,16 @@ peak() { # peak RSS (bytes) of a command
 subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
 print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)' "$@"
 }
-plan=$("$DP" plan --model "$T/m" --set eval.batch=4 --set eval.seq_len=128 --set calib.samples=10 \
+# eval at batch 1: the weights, not the head's logits chunk (rows x vocab fp32, up to 256 MiB),
+# decide the stored-vs-fp32 comparison below (blocks are 28M of this model's 78M parameters)
+plan=$("$DP" plan --model "$T/m" --set eval.batch=1 --set eval.seq_len=128 --set calib.samples=10 \
   --set calib.seq_len=64 --json) || fail "plan failed: $plan"
-ppl=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 4 --quiet) || fail "ppl failed"
+ppl=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 1 --quiet) || fail "ppl failed"
 score=$(peak "$DP" score --model "$T/m" --calib "$T/text.txt" --criterion ppl --samples 10 --seq-len 64 \
   --run "$T/s" --quiet) || fail "score failed"
-plan32=$("$DP" plan --model "$T/m" --set eval.batch=4 --set eval.seq_len=128 --set model.weights=fp32 --json) ||
+plan32=$("$DP" plan --model "$T/m" --set eval.batch=1 --set eval.seq_len=128 --set model.weights=fp32 --json) ||
   fail "plan failed: $plan32"
-ppl32=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 4 --quiet --set model.weights=fp32) ||
+ppl32=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 1 --quiet --set model.weights=fp32) ||
   fail "ppl failed"
 # Under AddressSanitizer the RSS is its allocator's (a 256 MB quarantine of freed blocks,
 # redzones, shadow memory), not the release allocator plan predicts: the commands above still

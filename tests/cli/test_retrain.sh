@@ -3,6 +3,8 @@
 # with the real Llama-2 tokenizer and Alpaca-format records built from the
 # Brown corpus:
 # - the output (merged HF model + PEFT adapter) loads back (ppl) and the loss falls;
+# - LoRA over the base kept as stored (bf16, model.weights=stored) and over an
+#   fp32 copy: identical weights, adapter and loss log;
 # - SIGUSR1 to mpirun / SIGTERM to one rank: checkpoint, exit 0, the rerun
 #   finishes with weights and loss log identical to an uninterrupted run;
 # - SIGKILL of one rank: the job ends (no hang), the rerun resumes from the
@@ -60,6 +62,10 @@ head -c 20000 "$T/a.out/adapter/adapter_model.safetensors" |
 awk -F'"loss":' '/"loss":/ {split($2, a, ","); s[NR <= 23 ? 1 : 2] += a[1]} END {exit !(s[2] < s[1])}' \
   <(grep '"epoch"' "$T/a/train_log.jsonl") || fail "training loss did not fall"
 expect_exit 0 '"ppl":' "$DP" ppl --model "$T/a.out" --text "$T/brown.txt" --seq-len 64 --json
+
+# ---- the frozen base as stored (bf16, the default) or as an fp32 copy: identical runs ----
+expect_exit 0 "retrained model" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/a32" --out "$T/a32.out" --set model.weights=fp32
+same_as_a "$T/a32" "$T/a32.out" "LoRA over an fp32 copy of the base (model.weights=fp32) vs the stored bf16 base"
 
 # ---- SIGUSR1 to mpirun: checkpoint + exit 0, then resume ----
 "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/b" --out "$T/b.out" >"$T/b.log" 2>&1 &

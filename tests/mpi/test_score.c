@@ -61,6 +61,13 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *run = argv[1];
+    /* the calibration's batches: equal ones of >= 512 rows where possible, at most `batch`
+     * samples, never a function of the rank count */
+    CHECK(dp_calib_batch(10, 128, 10) == 5);  /* 1280 rows: 2 batches of 5, for 2 ranks to share */
+    CHECK(dp_calib_batch(10, 128, 4) == 4);   /* at most batch: 3 batches */
+    CHECK(dp_calib_batch(32, 2048, 8) == 1);  /* one 2048-row sample per batch */
+    CHECK(dp_calib_batch(3, 16, 10) == 3);    /* 48 rows: one batch */
+    CHECK(dp_calib_batch(100, 64, 100) == 9); /* 12 batches: 9 samples, 576 rows */
     if (mpi.rank == 0) {
         char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", run, run);

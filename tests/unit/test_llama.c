@@ -408,6 +408,52 @@ static void test_engine_work(void) {
     free_fixture(&fx);
 }
 
+/* The head's NLL in row chunks (what NLL_ONLY states hold) equals the NLL of the full
+ * logits, for one chunk and for several with a short last one; the chunk size rule. */
+static void test_head_chunks(void) {
+    CHECK(dp_llama_head_rows(1280, 32000) == 1280);    /* 156 MiB of logits: one chunk */
+    CHECK(dp_llama_head_rows(1280, 128256) == 427);    /* 626 MiB: three chunks */
+    CHECK(dp_llama_head_rows(100, 1 << 22) == 100);    /* over the budget, but fewer than 128 rows */
+    CHECK(dp_llama_head_rows(100000, 1 << 20) == 128); /* never below 128 rows */
+    CHECK(dp_llama_head_rows(4096, 16384) * 16384 * 4 <= DP_HEAD_CHUNK_BYTES);
+    fixture fx;
+    load_fixture(&fx, "gqa");
+    dp_llama *m = &fx.m;
+    dp_layer_map map;
+    dp_layer_map_all(&map, (int)m->cfg.n_layers);
+    dp_err err;
+    dp_llama_state full, s;
+    CHECK(dp_llama_state_init(&full, m, NULL, fx.B, fx.T, map.n, 0, 0, &err) == DP_OK);
+    CHECK(dp_llama_state_init(&s, m, NULL, fx.B, fx.T, map.n, DP_STATE_NLL_ONLY, 0, &err) == DP_OK);
+    CHECK(s.head_rows == fx.N);
+    CHECK(dp_llama_forward(m, NULL, &map, &full, fx.tok, &err) == DP_OK);
+    double want = dp_llama_loss_ce(&full, m, fx.tgt, NULL, 0.0);
+    CHECK(dp_llama_forward(m, NULL, &map, &s, fx.tok, &err) == DP_OK);
+    float *one = dp_malloc((size_t)fx.N * sizeof(float), "test");
+    double got1 = dp_llama_head_nll(m, &s, map.n, fx.tgt);
+    memcpy(one, s.nll, (size_t)fx.N * sizeof(float));
+    s.head_rows = fx.N % 5 ? 5 : 7; /* several chunks, the last one short */
+    CHECK(fx.N > s.head_rows && fx.N % s.head_rows != 0);
+    double got3 = dp_llama_head_nll(m, &s, map.n, fx.tgt);
+    /* one chunk is the full logits' computation, to the last bit; OpenBLAS's kernels for a short
+     * M edge sum some rows' dot products in another order: those rows differ by an ulp or so */
+    CHECK_MSG(got1 == want, "head NLL in one chunk %.17g vs %.17g", got1, want);
+    CHECK(!memcmp(one, full.nll, (size_t)fx.N * sizeof(float)));
+    double worst = 0;
+    for (int64_t i = 0; i < fx.N; i++) {
+        double d = fabs((double)s.nll[i] - one[i]) / fmax(fabs((double)one[i]), 1e-30);
+        if (d > worst) worst = d;
+    }
+    CHECK_MSG(worst <= 1e-6 && fabs(got3 - want) <= 1e-6 * fabs(want),
+              "chunks of %lld: row rel %.3g, sum %.17g vs %.17g", (long long)s.head_rows, worst, got3, want);
+    printf("gqa: head NLL in one chunk == the full logits' (%.9g); in chunks of %lld rows: worst row rel %.2g\n", want,
+           (long long)s.head_rows, worst);
+    dp_free(one);
+    dp_llama_state_free(&s);
+    dp_llama_state_free(&full);
+    free_fixture(&fx);
+}
+
 /* A stored-dtype model (bf16 blocks left in the mapped checkpoint, upcast one block at a
  * time) computes exactly what the fp32 model loaded from the same files computes: logits,
  * every weight and adapter gradient (with a skipped sub-layer and with recomputation), a
@@ -563,6 +609,7 @@ int main(void) {
     test_layer_map_vs_export();
     test_skip_sublayers();
     test_engine_work();
+    test_head_chunks();
     test_stored_weights("gqa");
     test_stored_weights("tied");
     test_bad_input();
