@@ -81,8 +81,8 @@ int main(int argc, char **argv) {
     double floor_s = 0, flops = 0, blk_s = 0, blk_f = 0;
     for (int l = 1; l < L; l++) { /* block l runs for the l candidates 0..l-1 */
         int64_t QD = c.layer_heads[l] * HD, KD = c.layer_kv_heads[l] * HD, F = c.layer_inter[l];
-        int same = l > 1 && QD == c.layer_heads[l - 1] * HD && KD == c.layer_kv_heads[l - 1] * HD &&
-                   F == c.layer_inter[l - 1];
+        int same =
+            l > 1 && QD == c.layer_heads[l - 1] * HD && KD == c.layer_kv_heads[l - 1] * HD && F == c.layer_inter[l - 1];
         if (!same) blk_s = block_seconds(N, C, QD, KD, F, R);
         blk_f = 2.0 * (double)N * (double)(C * QD + 2 * C * KD + QD * C + 3 * C * F);
         floor_s += (double)l * blk_s;

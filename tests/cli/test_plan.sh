@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `depthprune plan`: the CPU memory it predicts for score and eval (ppl)
 # within 20% of the peak RSS those commands reach on a 78M-parameter
-# synthetic model, with the block weights kept as stored (the default: the
+# synthetic model (and on a 1B-shaped one, stored weights), with the block weights kept as stored (the default: the
 # mapped bf16 files, fp32 embedding/head, one fp32 block) and upcast at load
 # (model.weights=fp32: the loading peak, fp32 weights + the mapped files);
 # a GPU job's config plans without a GPU; a stage that cannot fit says so,
@@ -57,6 +57,29 @@ for name, p, stage, measured in (("stored", plan, "eval", sys.argv[2]), ("stored
     ok = ok and rel <= 0.2
 # the stored weights are the smaller footprint (the fp32 copy of the blocks is gone)
 ok = ok and float(sys.argv[2]) < float(sys.argv[5])
+sys.exit(0 if ok else 1)
+PY
+fi
+# A 1B-shaped model (TinyLlama-1.1B's shape: 22 blocks of 2048, GQA 32:4, MLP 5632; bf16,
+# 2.1 GB): eval (ppl) and score as predicted, within 20% (release build only, as above)
+if [ "${DP_SANITIZED:-0}" != 1 ]; then
+  expect_exit 0 "" "$DP" synth --quiet --out "$T/m1b" --tokenizer "$ROOT/models/tiny-brown" --layers 22 --hidden 2048 \
+    --heads 32 --kv-heads 4 --intermediate 5632 --seed 3
+  head -c 3000 "$T/text.txt" >"$T/short.txt"
+  plan1b=$("$DP" plan --model "$T/m1b" --set eval.batch=1 --set eval.seq_len=128 --set calib.samples=2 \
+    --set calib.seq_len=32 --json) || fail "plan failed: $plan1b"
+  ppl1b=$(peak "$DP" ppl --model "$T/m1b" --text "$T/short.txt" --seq-len 128 --batch 1 --quiet) || fail "1B ppl failed"
+  score1b=$(peak "$DP" score --model "$T/m1b" --calib "$T/text.txt" --criterion ppl --samples 2 --seq-len 32 \
+    --run "$T/s1b" --quiet) || fail "1B score failed"
+  python3 - "$plan1b" "$ppl1b" "$score1b" <<'PY' || fail "1B: plan's memory differs from the measured peak by more than 20%"
+import json, sys
+plan = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[1])["stages"]}
+ok = True
+for stage, measured in (("eval", float(sys.argv[2])), ("score", float(sys.argv[3]))):
+    rel = abs(plan[stage] - measured) / measured
+    print("1B: plan %-6s stored %.0f MiB, measured peak RSS %.0f MiB, %.1f%% (tol 20%%)" % (stage, plan[stage] / 2**20,
+          measured / 2**20, 100 * rel))
+    ok = ok and rel <= 0.2
 sys.exit(0 if ok else 1)
 PY
 fi
