@@ -43,7 +43,9 @@ static const dp_cli_opt k_plan_opts[] = {
 typedef struct stage_plan {
     const char *stage;
     double mem, flops, seconds;
-    double shared; /* of mem: mapped checkpoint pages, one copy for the ranks of a node */
+    double shared;  /* of mem: mapped checkpoint pages, one copy for the ranks of a node */
+    double weights; /* the stage's weights (of mem) */
+    double mapped;  /* of weights: the mapped checkpoint (stored weights), 0 for an fp32 copy */
     int fits;
     char detail[256], fix[256];
 } stage_plan;
@@ -203,7 +205,11 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         double sw = (gpu ? 2.0 : 4.0) * (P - (double)K * block); /* the kept blocks */
         /* LoRA on the CPU with model.weights = stored: the frozen base stays as stored, as for
          * scoring (the student's files hold only the kept blocks) */
-        if (!full && stored) sw = fbytes * (P - (double)K * block) / P + 4.0 * outer + 4.0 * big;
+        if (!full && stored) {
+            s->mapped = fbytes * (P - (double)K * block) / P;
+            sw = s->mapped + 4.0 * outer + 4.0 * big;
+        }
+        s->weights = sw;
         double trainable = full ? (P - (double)K * block) : lora;
         double opt = 4.0 * trainable + 8.0 * trainable / (double)ranks; /* gradient + m, v of this rank's shard */
         dp_lora lo;
@@ -253,17 +259,19 @@ static int plan_job(const dp_app *app, const char *dir, long long ranks, double 
         snprintf(s->fix, sizeof s->fix, "a smaller eval.batch");
     }
     for (int i = 0; i < 5; i++) {
-        int frozen = i != 3; /* every stage but retrain */
-        double w = frozen ? wfrozen : wbytes;
+        if (i != 3) { /* every stage but retrain holds the frozen weights */
+            st[i].weights = wfrozen;
+            st[i].mapped = stored ? fbytes : 0;
+        }
         st[i].seconds = st[i].flops / speed;
-        st[i].shared = frozen && stored && st[i].mem > 0 ? fbytes : 0;
-        double wshare = frozen && stored ? w - fbytes + fbytes / (double)ranks : w;             /* this rank's part */
-        if (st[i].mem > 0 && !gpu && !(frozen && stored) && st[i].mem < load) st[i].mem = load; /* the load peak */
+        st[i].shared = st[i].mem > 0 ? st[i].mapped : 0;
+        double wshare = st[i].weights - st[i].mapped + st[i].mapped / (double)ranks;      /* this rank's part */
+        if (st[i].mem > 0 && !gpu && !st[i].mapped && st[i].mem < load) st[i].mem = load; /* the load peak */
         if (!gpu && wshare + base > limit) /* the weights alone: no stage setting helps */
             snprintf(st[i].fix, sizeof st[i].fix,
                      "the %s weights alone need %.1f GiB on every rank: --device cuda (bf16), or ranks with more "
                      "memory (they are replicated per rank)",
-                     frozen && stored ? "mapped" : "fp32", gib(w));
+                     st[i].mapped ? "mapped" : "fp32", gib(st[i].weights));
         /* the ranks sharing this host share the mapped pages */
         st[i].fits = st[i].mem - st[i].shared + st[i].shared / (double)ranks <= limit;
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `depthprune plan`: the CPU memory it predicts for score and eval (ppl)
 # within 20% of the peak RSS those commands reach on a 78M-parameter
-# synthetic model (and on a 1B-shaped one, stored weights), with the block weights kept as stored (the default: the
+# synthetic model (and on a 1B-shaped one, stored weights), and for a LoRA
+# retrain over the stored base, with the block weights kept as stored (the default: the
 # mapped bf16 files, fp32 embedding/head, one fp32 block) and upcast at load
 # (model.weights=fp32: the loading peak, fp32 weights + the mapped files);
 # a GPU job's config plans without a GPU; a stage that cannot fit says so,
@@ -37,22 +38,29 @@ plan32=$("$DP" plan --model "$T/m" --set eval.batch=1 --set eval.seq_len=128 --s
   fail "plan failed: $plan32"
 ppl32=$(peak "$DP" ppl --model "$T/m" --text "$T/text.txt" --seq-len 128 --batch 1 --quiet --set model.weights=fp32) ||
   fail "ppl failed"
+# LoRA retraining of the whole model (prune.ratio 0) over its base kept as stored
+RT=(--set train.micro_batch=2 --set train.cutoff=128 --set train.global_batch=4)
+planrt=$("$DP" plan --model "$T/m" --set train.data="$T/text.txt" --set prune.ratio=0 "${RT[@]}" --json) ||
+  fail "plan failed: $planrt"
+retrain=$(peak "$DP" retrain --student "$T/m" --data "$T/text.txt" "${RT[@]}" --max-steps 2 --val-size 4 \
+  --run "$T/rt" --out "$T/rt.out" --quiet) || fail "retrain failed"
 # Under AddressSanitizer the RSS is its allocator's (a 256 MB quarantine of freed blocks,
 # redzones, shadow memory), not the release allocator plan predicts: the commands above still
 # run under ASan, the comparison is the release build's.
 if [ "${DP_SANITIZED:-0}" = 1 ]; then
   echo "note: RSS vs plan not compared under AddressSanitizer (see above)"
 else
-python3 - "$plan" "$ppl" "$score" "$plan32" "$ppl32" <<'PY' || fail "plan's memory differs from the measured peak by more than 20%"
+python3 - "$plan" "$ppl" "$score" "$plan32" "$ppl32" "$planrt" "$retrain" <<'PY' || fail "plan's memory differs from the measured peak by more than 20%"
 import json, sys
 plan = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[1])["stages"]}
 plan32 = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[4])["stages"]}
+planrt = {s["stage"]: s["mem_per_rank_bytes"] for s in json.loads(sys.argv[6])["stages"]}
 ok = True
 for name, p, stage, measured in (("stored", plan, "eval", sys.argv[2]), ("stored", plan, "score", sys.argv[3]),
-                                 ("fp32", plan32, "eval", sys.argv[5])):
+                                 ("fp32", plan32, "eval", sys.argv[5]), ("stored", planrt, "retrain", sys.argv[7])):
     measured = float(measured)
     rel = abs(p[stage] - measured) / measured
-    print("plan %-6s %-6s %.0f MiB, measured peak RSS %.0f MiB, %.1f%% (tol 20%%)" % (stage, name, p[stage] / 2**20,
+    print("plan %-7s %-6s %.0f MiB, measured peak RSS %.0f MiB, %.1f%% (tol 20%%)" % (stage, name, p[stage] / 2**20,
           measured / 2**20, 100 * rel))
     ok = ok and rel <= 0.2
 # the stored weights are the smaller footprint (the fp32 copy of the blocks is gone)
