@@ -35,7 +35,9 @@ const dp_cfg_spec dp_config_schema[] = {
      "comma-separated criteria: ppl, taylor, magnitude, magnitude-l2, bi, reverse, random (+ for protection)"},
     {"score.units", DP_CFG_STRING, "block", "block,sublayer",
      "what a candidate is: a whole block, or the attention or the MLP of a block (sub-layer pruning)"},
-    {"score.batch", DP_CFG_INT, "10", NULL, "calibration samples per forward"},
+    {"score.batch", DP_CFG_INT, "10", NULL,
+     "calibration samples per forward of the sweep; the dense calibration forward uses equal batches of "
+     ">= 512 rows up to this many samples, so ranks share it"},
     {"score.protect_first", DP_CFG_INT, "0", NULL, "first blocks kept out of the removal order"},
     {"score.protect_last", DP_CFG_INT, "0", NULL, "last blocks kept out of the removal order"},
     {"score.bootstrap", DP_CFG_INT, "0", NULL, "bootstrap replicates over calibration samples"},
