@@ -64,8 +64,11 @@ awk -F'"loss":' '/"loss":/ {split($2, a, ","); s[NR <= 23 ? 1 : 2] += a[1]} END 
 expect_exit 0 '"ppl":' "$DP" ppl --model "$T/a.out" --text "$T/brown.txt" --seq-len 64 --json
 
 # ---- the frozen base as stored (bf16, the default) or as an fp32 copy: identical runs ----
-expect_exit 0 "retrained model" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/a32" --out "$T/a32.out" --set model.weights=fp32
-same_as_a "$T/a32" "$T/a32.out" "LoRA over an fp32 copy of the base (model.weights=fp32) vs the stored bf16 base"
+# (release build only: the sanitizer build runs the stored path in every other run here)
+if [ "${DP_SANITIZED:-0}" != 1 ]; then
+  expect_exit 0 "retrained model" "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/a32" --out "$T/a32.out" --set model.weights=fp32
+  same_as_a "$T/a32" "$T/a32.out" "LoRA over an fp32 copy of the base (model.weights=fp32) vs the stored bf16 base"
+fi
 
 # ---- SIGUSR1 to mpirun: checkpoint + exit 0, then resume ----
 "${MPI[@]}" "$DP" "${ARGS[@]}" --run "$T/b" --out "$T/b.out" >"$T/b.log" 2>&1 &
