@@ -181,16 +181,16 @@ int dp_llama_load_stored(const char *dir, dp_llama *m, dp_err *err) {
     return load(dir, m, 1, err);
 }
 
-int64_t dp_llama_block_first(const dp_llama *m, int l) {
-    return m->params[1 + l * DP_LLAMA_BLOCK_TENSORS].offset;
-}
-
 const dp_llama_param *dp_llama_block_param(const dp_llama *m, int l, int k) {
     return &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + k];
 }
 
+int64_t dp_llama_block_first(const dp_llama *m, int l) {
+    return dp_llama_block_param(m, l, 0)->offset;
+}
+
 int64_t dp_llama_block_elems(const dp_llama *m, int l) {
-    const dp_llama_param *z = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS + DP_LLAMA_BLOCK_TENSORS - 1];
+    const dp_llama_param *z = dp_llama_block_param(m, l, DP_LLAMA_BLOCK_TENSORS - 1);
     return z->offset + z->n_elems - dp_llama_block_first(m, l);
 }
 

@@ -642,10 +642,8 @@ static int taylor(const dp_mpi *mpi, const dp_llama *m, const int32_t *ids, int6
                   int units, double *score, dp_device dev, dp_err *err) {
     int L = (int)m->cfg.n_layers;
     int64_t n_block = 0; /* the largest block (blocks of a width-pruned model differ) */
-    for (int l = 0; l < L; l++) {
-        const dp_llama_param *a = &m->params[1 + l * DP_LLAMA_BLOCK_TENSORS], *z = a + DP_LLAMA_BLOCK_TENSORS - 1;
-        if (z->offset + z->n_elems - a->offset > n_block) n_block = z->offset + z->n_elems - a->offset;
-    }
+    for (int l = 0; l < L; l++)
+        if (dp_llama_block_elems(m, l) > n_block) n_block = dp_llama_block_elems(m, l);
     taylor_ctx tc = {.mpi = mpi, .m = m, .n_block = n_block, .units = units, .score = score};
     tc.gblock = dp_calloc((size_t)n_block, sizeof(float), "taylor block grads");
     batch = dp_calib_batch(N, T, batch);
